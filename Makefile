@@ -1,0 +1,39 @@
+# The two commands: `make run` (set up and start the gateway on the embedded voice) and
+# `make test` (set up and run the whole suite on Python 3.11 and 3.13).
+PYTHON311 ?= python3
+PYTHON313 ?= $(lastword $(sort $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13.*/bin/python3.13)))
+VENV ?= .venv
+VENV313 ?= .venv313
+CONFIG ?= gateway.yaml
+
+.PHONY: run test test311 test313 check-config clean
+
+run: $(VENV)/.installed
+	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
+
+check-config: $(VENV)/.installed
+	$(VENV)/bin/tts-gateway check-config --config $(CONFIG)
+
+test: test311 test313
+
+test311: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
+
+test313: $(VENV313)/.installed
+	$(VENV313)/bin/python -m pytest -q
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON311) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[local,dev]'
+	touch $@
+
+$(VENV313)/.installed: pyproject.toml
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found under pyenv (set PYTHON313=/path/to/python3.13)"; exit 1; }
+	$(PYTHON313) -m venv $(VENV313)
+	$(VENV313)/bin/pip install -q --upgrade pip
+	$(VENV313)/bin/pip install -q -e '.[local,dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(VENV313) *.egg-info .pytest_cache

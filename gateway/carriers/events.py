@@ -1,0 +1,106 @@
+"""The normalized carrier model: events in, commands out.
+
+Every carrier protocol module turns its wire messages into these events and these
+commands into its wire messages. Nothing outside ``gateway/carriers`` knows a carrier's
+field names, framing or mark/clear semantics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFormat:
+    """Audio format on the carrier's wire: ``encoding`` is ``mulaw``, ``alaw`` or ``l16``."""
+
+    encoding: str = "mulaw"
+    sample_rate: int = 8000
+
+    @property
+    def bytes_per_20ms(self) -> int:
+        width = 2 if self.encoding == "l16" else 1
+        return self.sample_rate * width // 50
+
+
+# ---- events (carrier -> gateway) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The carrier's hello, before the stream's metadata."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    call_id: str
+    stream_id: str
+    media_format: MediaFormat = field(default_factory=MediaFormat)
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """Caller audio in the carrier's wire format (already base64-decoded)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPlayed:
+    """The carrier echoed a mark: everything sent before it has played (or was cleared)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """The carrier acknowledged a clear (only carriers that send an explicit ack)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """The stream ended on the carrier's side."""
+
+
+CarrierEvent = Connected | Started | Audio | Dtmf | MarkPlayed | Cleared | Stopped
+
+
+# ---- commands (gateway -> carrier) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Audio already in the carrier's wire format, one or more whole 20 ms frames."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    pass
+
+
+CarrierCommand = PlayAudio | Mark | Clear
+
+
+class CarrierProtocolError(ValueError):
+    """A carrier message that does not follow the protocol.
+
+    ``kind`` is a short, bounded label for metrics (``not_json``, ``unknown_event``,
+    ``missing_field``, ``bad_payload``, ``binary_frame``, ``out_of_order``).
+    """
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind

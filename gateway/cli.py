@@ -1,0 +1,123 @@
+"""The ``tts-gateway`` command: serve, dial, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from gateway.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "gateway.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tts-gateway",
+                                     description="Streaming TTS into phone calls.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default=DEFAULT_CONFIG)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    check = sub.add_parser("check-config", help="validate gateway.yaml and say what is wrong")
+    check.add_argument("--config", default=DEFAULT_CONFIG)
+
+    dial = sub.add_parser("dial", help="place a simulated carrier call into a running gateway")
+    dial.add_argument("--url", default="ws://127.0.0.1:8080",
+                      help="the gateway's base URL (ws:// or wss://)")
+    dial.add_argument("--carrier", default="twilio", choices=["twilio"])
+    dial.add_argument("--route", help="route name (sent as the 'route' custom parameter)")
+    dial.add_argument("--route-in-path", action="store_true",
+                      help="put the route in the URL path instead of a custom parameter")
+    dial.add_argument("--text", action="append", default=[],
+                      help="say this through the control API once the call is up (repeatable)")
+    dial.add_argument("--token", help="control API bearer token, if the gateway requires one")
+    dial.add_argument("--out", help="write what the caller hears to this WAV file")
+    dial.add_argument("--quiet-seconds", type=float, default=1.5,
+                      help="hang up after the gateway has been silent this long")
+    dial.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long at most")
+    dial.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "serve":
+        return _serve(args)
+    return asyncio.run(_dial(args))
+
+
+def _check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+        from gateway.http.app import build_providers
+
+        build_providers(config)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    print(f"{path}: OK ({len(config.providers)} provider(s), {len(config.routes)} route(s), "
+          f"carriers: {', '.join(config.carriers)})")
+    return 0
+
+
+def _serve(args) -> int:
+    from aiohttp import web
+
+    from gateway.http.app import create_app
+
+    try:
+        config = load_config(args.config)
+        logging.basicConfig(level=config.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        app = create_app(config)
+    except ConfigError as exc:
+        print(f"cannot start: {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    loop_factory = _fast_loop_factory()
+    if loop_factory:
+        web.run_app(app, host=host, port=port, loop=loop_factory(), print=_print_banner)
+    else:
+        web.run_app(app, host=host, port=port, print=_print_banner)
+    return 0
+
+
+def _fast_loop_factory():
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _print_banner(text: str) -> None:
+    print(text.replace("(Press CTRL+C to quit)", "- media: /v1/media/twilio, control: /v1/calls"),
+          flush=True)
+
+
+async def _dial(args) -> int:
+    from gateway.sim.dial import dial_and_report
+
+    report = await dial_and_report(
+        base_url=args.url, carrier=args.carrier, route=args.route,
+        route_in_path=args.route_in_path, texts=args.text, token=args.token, out=args.out,
+        quiet_seconds=args.quiet_seconds, max_seconds=args.max_seconds)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:>28}: {value}")
+    return 0 if report.get("frames_received", 0) > 0 and not report.get("violations") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Load and validate ``gateway.yaml``.
+
+Validation collects every problem, each naming the key (``routes.demo.provider: ...``),
+so ``tts-gateway check-config`` can print them all at once. Secrets are never literal in
+the file: keys ending in ``_env`` name the environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROVIDER_TYPES = ("piper",)
+CARRIERS = ("twilio",)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists each one, naming its key."""
+
+    def __init__(self, problems: list[str], source: str = "gateway.yaml"):
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    type: str
+    voice: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    provider: str
+    voice: str | None = None
+    greeting: str | None = None
+    events_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PlayoutConfig:
+    lead_ms: int = 80
+    hangup_mark_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_calls: int = 1000
+    max_text_chars: int = 20000
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    routes: dict[str, RouteConfig] = field(default_factory=dict)
+    default_route: str | None = None
+    carriers: tuple[str, ...] = CARRIERS
+    playout: PlayoutConfig = field(default_factory=PlayoutConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    control_token: str | None = None
+    log_level: str = "INFO"
+
+    def route(self, name: str | None) -> RouteConfig | None:
+        return self.routes.get(name or self.default_route or "")
+
+
+class _Reader:
+    """Typed access to a YAML mapping that records problems instead of raising."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+    def mapping(self, value: Any, key: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problems.append(f"{key}: expected a mapping, got {type(value).__name__}")
+            return {}
+        return value
+
+    def get(self, section: dict, name: str, key: str, kind: type, default: Any,
+            *, minimum: float | None = None, maximum: float | None = None) -> Any:
+        value = section.get(name, default)
+        if value is None:
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            self.problems.append(f"{key}.{name}: expected {kind.__name__}, got {value!r}")
+            return default
+        if minimum is not None and value < minimum or maximum is not None and value > maximum:
+            self.problems.append(f"{key}.{name}: {value!r} is outside {minimum}..{maximum}")
+            return default
+        return value
+
+    def unknown(self, section: dict, key: str, allowed: set[str]) -> None:
+        for name in section:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else str(name)
+                self.problems.append(f"{where}: unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def secret(self, section: dict, name: str, key: str, environ: dict) -> str | None:
+        """Read ``name`` (e.g. ``token_env``): the name of an environment variable."""
+        var = section.get(name)
+        if var is None:
+            return None
+        if not isinstance(var, str) or not _ENV_NAME.match(var):
+            self.problems.append(f"{key}.{name}: must name an environment variable, e.g. MY_TOKEN "
+                                 "(secrets are never written into gateway.yaml)")
+            return None
+        value = environ.get(var)
+        if not value:
+            self.problems.append(f"{key}.{name}: environment variable {var} is not set")
+            return None
+        return value
+
+
+def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.yaml") -> GatewayConfig:
+    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    environ = dict(os.environ) if environ is None else environ
+    problems: list[str] = []
+    r = _Reader(problems)
+    top = r.mapping(data, "(top level)")
+    r.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
+                        "playout", "limits", "logging"})
+
+    s = r.mapping(top.get("server"), "server")
+    r.unknown(s, "server", {"host", "port", "public_url"})
+    server = ServerConfig(
+        host=r.get(s, "host", "server", str, "127.0.0.1"),
+        port=r.get(s, "port", "server", int, 8080, minimum=0, maximum=65535),
+        public_url=r.get(s, "public_url", "server", str, None),
+    )
+    if server.public_url and not re.match(r"^https?://[^/\s]+", server.public_url):
+        problems.append("server.public_url: must look like https://gw.example.com")
+
+    a = r.mapping(top.get("auth"), "auth")
+    r.unknown(a, "auth", {"control_token_env"})
+    control_token = r.secret(a, "control_token_env", "auth", environ)
+
+    providers: dict[str, ProviderConfig] = {}
+    for name, p in r.mapping(top.get("providers"), "providers").items():
+        key = f"providers.{name}"
+        p = r.mapping(p, key)
+        ptype = p.get("type")
+        if ptype not in PROVIDER_TYPES:
+            problems.append(f"{key}.type: {ptype!r} is not a known provider type "
+                            f"(known: {', '.join(PROVIDER_TYPES)})")
+            continue
+        r.unknown(p, key, {"type", "voice", "threads"})
+        providers[name] = ProviderConfig(
+            name=name, type=ptype,
+            voice=r.get(p, "voice", key, str, "en_US-joe-medium"),
+            options={"threads": r.get(p, "threads", key, int, 2, minimum=1, maximum=16)},
+        )
+    if not providers:
+        problems.append("providers: at least one provider is needed")
+
+    routes: dict[str, RouteConfig] = {}
+    for name, rt in r.mapping(top.get("routes"), "routes").items():
+        key = f"routes.{name}"
+        rt = r.mapping(rt, key)
+        r.unknown(rt, key, {"provider", "voice", "greeting", "events_url"})
+        provider = rt.get("provider")
+        if provider not in providers:
+            problems.append(f"{key}.provider: {provider!r} is not a configured provider "
+                            f"(configured: {', '.join(providers) or 'none'})")
+        events_url = r.get(rt, "events_url", key, str, None)
+        if events_url and not re.match(r"^https?://", events_url):
+            problems.append(f"{key}.events_url: must be an http(s) URL")
+        routes[str(name)] = RouteConfig(
+            name=str(name), provider=str(provider),
+            voice=r.get(rt, "voice", key, str, None),
+            greeting=r.get(rt, "greeting", key, str, None),
+            events_url=events_url,
+        )
+
+    default_route = r.get(top, "default_route", "", str, None)
+    if default_route is not None and default_route not in routes:
+        problems.append(f"default_route: {default_route!r} is not a configured route")
+
+    carriers = top.get("carriers", list(CARRIERS))
+    if not isinstance(carriers, list) or any(c not in CARRIERS for c in carriers):
+        problems.append(f"carriers: expected a list drawn from {', '.join(CARRIERS)}, got {carriers!r}")
+        carriers = list(CARRIERS)
+
+    pl = r.mapping(top.get("playout"), "playout")
+    r.unknown(pl, "playout", {"lead_ms", "hangup_mark_timeout_s"})
+    playout = PlayoutConfig(
+        lead_ms=r.get(pl, "lead_ms", "playout", int, 80, minimum=20, maximum=2000),
+        hangup_mark_timeout_s=r.get(pl, "hangup_mark_timeout_s", "playout", float, 5.0,
+                                    minimum=0, maximum=120),
+    )
+    li = r.mapping(top.get("limits"), "limits")
+    r.unknown(li, "limits", {"max_calls", "max_text_chars"})
+    limits = LimitsConfig(
+        max_calls=r.get(li, "max_calls", "limits", int, 1000, minimum=1),
+        max_text_chars=r.get(li, "max_text_chars", "limits", int, 20000, minimum=1),
+    )
+    lg = r.mapping(top.get("logging"), "logging")
+    r.unknown(lg, "logging", {"level"})
+    log_level = str(r.get(lg, "level", "logging", str, "INFO")).upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"logging.level: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+
+    if problems:
+        raise ConfigError(problems, source)
+    return GatewayConfig(server=server, providers=providers, routes=routes,
+                         default_route=default_route, carriers=tuple(carriers),
+                         playout=playout, limits=limits, control_token=control_token,
+                         log_level=log_level)
+
+
+def load_config(path: str | Path, environ: dict | None = None) -> GatewayConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(path)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from exc
+    return parse_config(data, environ, str(path))

@@ -1,0 +1,361 @@
+"""A call: its speech queue, its TTS session, its playout, its events.
+
+The media endpoint feeds carrier events in (``on_mark``, ``on_dtmf``, ...); the control
+API and the route's greeting feed utterances in (``speak``); the call turns each
+utterance into carrier frames on its playout and ends it with a mark. The echo of that
+mark, not the end of synthesis, is what makes ``speech.done`` fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from telcodecs import Framer, Transcoder, silence_byte
+
+from gateway.carriers.events import MediaFormat
+from gateway.config import GatewayConfig, RouteConfig
+from gateway.core.events import EventHub
+from gateway.core.playout import Cue, MediaClock, Playout
+from gateway.core.speech import Utterance
+from gateway.metrics import Metrics
+from gateway.tts.base import TtsError, TtsProvider, TtsSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CallServices:
+    """What every call shares with the rest of the process."""
+
+    config: GatewayConfig
+    metrics: Metrics
+    clock: MediaClock
+    providers: dict[str, TtsProvider]
+    http: object = None  # aiohttp.ClientSession for events_url, once the app has started
+
+
+class CallEnded(Exception):
+    """The call is over (or hanging up) and takes no more speech."""
+
+
+class Call:
+    def __init__(self, services: CallServices, *, call_id: str, stream_id: str, carrier: str,
+                 route: RouteConfig, protocol, media_format: MediaFormat,
+                 send: Callable[[str | bytes], Awaitable[None]], backlog: Callable[[], int],
+                 close_transport: Callable[[], Awaitable[None]]):
+        self.services = services
+        self.id = call_id
+        self.stream_id = stream_id
+        self.carrier = carrier
+        self.route = route
+        self.protocol = protocol
+        self.media_format = media_format
+        self.started_at = time.time()
+        self._send = send
+        self._close_transport = close_transport
+        self.metrics = services.metrics
+        self.playout = Playout(services.clock, send, backlog,
+                               lead=services.config.playout.lead_ms / 1000, carrier=carrier,
+                               on_error=self._on_send_error)
+        self.events = EventHub(call_id, events_url=route.events_url, http=services.http,
+                               on_webhook_error=lambda: self.metrics.control_errors.labels(
+                                   "events_url").inc())
+        self._queue: asyncio.Queue[Utterance] = asyncio.Queue()
+        self._queued: list[Utterance] = []
+        self.current: Utterance | None = None
+        self._speaking: asyncio.Task | None = None
+        self._speaker: asyncio.Task | None = None
+        self._sessions: dict[str, TtsSession] = {}
+        self._awaiting_echo: dict[str, Utterance] = {}  # mark name -> utterance
+        self._cleared_marks: set[str] = set()
+        self._streaming: Utterance | None = None  # open utterance of the control socket
+        self.state = "active"
+        self.inbound_frames = 0
+        self.dtmf: list[str] = []
+        self._hangup_task: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._speaker = asyncio.get_running_loop().create_task(self._speaker_loop(),
+                                                               name=f"speaker-{self.id}")
+        self.events.emit("call.started", carrier=self.carrier, route=self.route.name,
+                         stream_id=self.stream_id)
+        if self.route.greeting:
+            self.speak(Utterance.whole(self.route.greeting, source="greeting"))
+
+    async def end(self, outcome: str) -> None:
+        """The carrier stream is gone: stop everything and account for the call."""
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        self.playout.closed = True
+        self.services.clock.deactivate(self.playout)
+        for utt in self._unfinished():
+            self._finish(utt, interrupted=True)
+        for task in (self._speaking, self._speaker):
+            if task:
+                task.cancel()
+        for task in (self._speaking, self._speaker):
+            if task:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        for session in self._sessions.values():
+            try:
+                await session.release()
+            except Exception as exc:
+                log.warning("call %s: releasing TTS session failed: %s", self.id, exc)
+        self.events.emit("call.ended", outcome=outcome, frames_sent=self.playout.frames_sent,
+                         underruns=self.playout.underruns)
+        await self.events.close()
+
+    # -- speech -----------------------------------------------------------------------------
+
+    def speak(self, utt: Utterance, *, interrupt: bool = False) -> Utterance:
+        if self.state != "active":
+            raise CallEnded(f"call {self.id} is {self.state}; it takes no more speech")
+        if interrupt:
+            self.interrupt_now()
+        self._queued.append(utt)
+        self._idle.clear()
+        self._queue.put_nowait(utt)
+        return utt
+
+    def stream_text(self, text: str, *, flush: bool, voice: str | None = None) -> Utterance | None:
+        """Text from the control socket: pieces accumulate in one utterance until ``flush``."""
+        utt = self._streaming
+        if utt is None and text:
+            utt = self.speak(Utterance(voice=voice, source="stream"))
+            self._streaming = utt
+        if utt is not None:
+            if text:
+                utt.append(text)
+            if flush:
+                utt.close()
+                self._streaming = None
+        return utt
+
+    async def _speaker_loop(self) -> None:
+        while True:
+            utt = await self._queue.get()
+            if utt.done.is_set():
+                continue
+            self.current = utt
+            self._speaking = asyncio.get_running_loop().create_task(self._speak(utt))
+            try:
+                await self._speaking
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():
+                    raise
+            except TtsError as exc:
+                self.metrics.tts_errors.labels(utt.provider or self.route.provider, exc.kind).inc()
+                log.warning("call %s speech %s: TTS failed (%s): %s", self.id, utt.id, exc.kind, exc)
+                utt.error = str(exc)
+                self.playout.end_utterance()
+                self._finish(utt, interrupted=True)
+            except Exception:
+                log.exception("call %s speech %s: unexpected failure", self.id, utt.id)
+                utt.error = "internal error"
+                self.playout.end_utterance()
+                self._finish(utt, interrupted=True)
+            finally:
+                self._speaking = None
+                self.current = None
+
+    async def _session(self, provider_name: str) -> tuple[TtsProvider, TtsSession]:
+        provider = self.services.providers[provider_name]
+        session = self._sessions.get(provider_name)
+        if session is None:
+            session = await provider.open_session(self.media_format)
+            self._sessions[provider_name] = session
+        return provider, session
+
+    async def _speak(self, utt: Utterance) -> None:
+        provider, session = await self._session(utt.provider or self.route.provider)
+        fmt = self.media_format
+        framer = Framer(fmt.bytes_per_20ms, silence_byte(fmt.encoding))
+        transcoder: Transcoder | None = None
+        source_format = None
+        first_chunk_metric = self.metrics.tts_first_chunk.labels(provider.name)
+        playout = self.playout
+        playout.begin_utterance()
+        self.events.emit("speech.started", speech_id=utt.id, source=utt.source)
+        voice = utt.voice or self.route.voice
+        for_first_frame = True
+        async for segment in utt.segments():
+            sent_at = time.monotonic()
+            first_of_segment = True
+            async for chunk in session.synthesize(segment, voice):
+                if first_of_segment:
+                    first_of_segment = False
+                    now = time.monotonic()
+                    first_chunk_metric.observe(now - sent_at)
+                    if utt.first_audio_at is None:
+                        utt.first_audio_at = now
+                if (chunk.encoding, chunk.sample_rate) != source_format:
+                    if transcoder is not None:
+                        framer.push(transcoder.flush())
+                    source_format = (chunk.encoding, chunk.sample_rate)
+                    transcoder = Transcoder(chunk.encoding, chunk.sample_rate,
+                                            fmt.encoding, fmt.sample_rate)
+                frames = framer.push(transcoder.feed(chunk.data))
+                if frames:
+                    self._enqueue_frames(utt, frames, for_first_frame)
+                    for_first_frame = False
+                    await playout.kick()
+        tail = framer.push(transcoder.flush()) if transcoder else []
+        last = framer.flush()
+        if last:
+            tail.append(last)
+        if tail:
+            self._enqueue_frames(utt, tail, for_first_frame)
+        playout.enqueue(Cue(self.protocol.mark_message(utt.id),
+                            lambda now, utt=utt: self._awaiting_echo.__setitem__(utt.id, utt)))
+        playout.end_utterance()
+        await playout.kick()
+
+    def _enqueue_frames(self, utt: Utterance, frames: list[bytes], first: bool) -> None:
+        media_message = self.protocol.media_message
+        enqueue = self.playout.enqueue
+        enqueue(media_message(frames[0]))
+        if first:
+            enqueue(Cue(None, lambda now, utt=utt: self._first_frame_sent(utt)))
+        for frame in frames[1:]:
+            enqueue(media_message(frame))
+
+    def _first_frame_sent(self, utt: Utterance) -> None:
+        utt.first_frame_at = now = time.monotonic()
+        self.metrics.first_frame.labels(self.carrier).observe(now - utt.created_at)
+        if utt.first_audio_at is not None:
+            self.metrics.gateway_added.labels(self.carrier).observe(now - utt.first_audio_at)
+        self.events.emit("speech.first_audio", speech_id=utt.id,
+                         latency_ms=round((now - utt.created_at) * 1000, 1))
+
+    def _finish(self, utt: Utterance, *, interrupted: bool) -> None:
+        if utt.done.is_set():
+            return
+        utt.interrupted = interrupted
+        utt.done.set()
+        if utt in self._queued:
+            self._queued.remove(utt)
+        if not self._queued:
+            self._idle.set()
+        outcome = "failed" if utt.error else "interrupted" if interrupted else "played"
+        self.metrics.utterances.labels(self.carrier, outcome).inc()
+        fields = {"speech_id": utt.id, "interrupted": interrupted}
+        if utt.error:
+            fields["error"] = utt.error
+        self.events.emit("speech.done", **fields)
+
+    def _unfinished(self) -> list[Utterance]:
+        return [utt for utt in self._queued if not utt.done.is_set()]
+
+    # -- barge-in and hang-up ---------------------------------------------------------------
+
+    def interrupt_now(self) -> int:
+        """Stop speaking at once: empty the queue, stop synthesis, drop late audio.
+
+        Returns how many utterances were cut. The carrier's clear is sent by ``interrupt``;
+        this synchronous part is what ``speak(..., interrupt=True)`` needs.
+        """
+        cut = self._unfinished()
+        if self._speaking:
+            self._speaking.cancel()
+        if self._streaming:
+            self._streaming.close()
+            self._streaming = None
+        self.playout.clear()
+        self._cleared_marks.update(self._awaiting_echo)
+        self._awaiting_echo.clear()
+        for utt in cut:
+            self._finish(utt, interrupted=True)
+        if cut:
+            self.metrics.barge_ins.labels(self.carrier).inc()
+        return len(cut)
+
+    async def interrupt(self) -> int:
+        cut = self.interrupt_now()
+        # Always clear: the carrier may still hold audio we consider played (pitfall:
+        # "interrupt is a no-op once everything was sent").
+        await self._send_now(self.protocol.clear_message())
+        return cut
+
+    def request_hangup(self) -> None:
+        if self._hangup_task is None:
+            self._hangup_task = asyncio.get_running_loop().create_task(self.hangup())
+
+    async def hangup(self) -> None:
+        """Let accepted speech finish playing (bounded), then close the carrier stream."""
+        if self.state != "active":
+            return
+        self.state = "hanging_up"
+        if self._streaming:
+            self._streaming.close()
+            self._streaming = None
+        timeout = self.services.config.playout.hangup_mark_timeout_s
+        asked_at = time.monotonic()
+        while not self._idle.is_set():
+            since_activity = time.monotonic() - max(self.playout.last_activity_monotonic, asked_at)
+            remaining = timeout - since_activity
+            if remaining <= 0:
+                log.info("call %s: hang-up did not see the last mark within %.1f s", self.id, timeout)
+                break
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                pass
+        await self._close_transport()
+
+    async def _send_now(self, message: str | bytes) -> None:
+        if self.state == "ended":
+            return
+        try:
+            await self._send(message)
+        except Exception as exc:
+            self._on_send_error(exc)
+
+    def _on_send_error(self, exc: BaseException) -> None:
+        log.info("call %s: carrier socket write failed: %s", self.id, exc)
+
+    # -- carrier events ---------------------------------------------------------------------
+
+    def on_audio(self, payload: bytes) -> None:
+        self.inbound_frames += 1
+
+    def on_dtmf(self, digit: str) -> None:
+        self.dtmf.append(digit)
+        self.events.emit("dtmf", digit=digit)
+
+    def on_mark(self, name: str) -> None:
+        if name in self._cleared_marks:
+            self._cleared_marks.discard(name)  # echoed by our clear: not played
+            return
+        utt = self._awaiting_echo.pop(name, None)
+        self.events.emit("mark", name=name)
+        if utt is not None:
+            self._finish(utt, interrupted=False)
+
+    def summary(self) -> dict:
+        return {
+            "id": self.id,
+            "carrier": self.carrier,
+            "route": self.route.name,
+            "stream_id": self.stream_id,
+            "state": self.state,
+            "started_at": round(self.started_at, 3),
+            "speaking": self.current.id if self.current else None,
+            "queued": [u.id for u in self._queued],
+            "frames_sent": self.playout.frames_sent,
+            "underruns": self.playout.underruns,
+            "inbound_frames": self.inbound_frames,
+            "media_format": {"encoding": self.media_format.encoding,
+                             "sample_rate": self.media_format.sample_rate},
+        }

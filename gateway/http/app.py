@@ -1,0 +1,105 @@
+"""The aiohttp application factory: probes, metrics, media streams, control API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import ConfigError, GatewayConfig
+from gateway.core.call import CallServices
+from gateway.core.playout import MediaClock
+from gateway.http import control
+from gateway.http.keys import CALLS, CLOCK, CONFIG, HTTP, METRICS, PROVIDERS, SERVICES
+from gateway.http.media import media_stream
+from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.tts.base import TtsProvider
+
+log = logging.getLogger(__name__)
+
+
+def build_providers(config: GatewayConfig) -> dict[str, TtsProvider]:
+    """Instantiate the configured providers; a missing optional extra is a ConfigError."""
+    providers: dict[str, TtsProvider] = {}
+    problems = []
+    for name, pc in config.providers.items():
+        if pc.type == "piper":
+            try:
+                from gateway.tts.piper import PiperProvider
+
+                providers[name] = PiperProvider(name, pc.voice, threads=pc.options["threads"])
+            except (ImportError, ValueError) as exc:
+                problems.append(f"providers.{name}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return providers
+
+
+def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | None = None
+               ) -> web.Application:
+    app = web.Application(middlewares=[control.control_auth])
+    metrics = Metrics()
+    app[CONFIG] = config
+    app[METRICS] = metrics
+    app[CLOCK] = clock = MediaClock(metrics)
+    app[PROVIDERS] = providers if providers is not None else build_providers(config)
+    app[CALLS] = {}
+    app[SERVICES] = CallServices(config=config, metrics=metrics, clock=clock,
+                                 providers=app[PROVIDERS])
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/v1/media/{carrier}", media_stream)
+    app.router.add_get("/v1/media/{carrier}/{route}", media_stream)
+    app.router.add_routes(control.routes)
+    return app
+
+
+async def _lifecycle(app: web.Application):
+    app[CLOCK].start()
+    app[HTTP] = http = aiohttp.ClientSession()
+    app[SERVICES].http = http
+    starts = [asyncio.get_running_loop().create_task(_start_provider(app, p))
+              for p in app[PROVIDERS].values()]
+    try:
+        yield
+    finally:
+        for task in starts:
+            task.cancel()
+        for call in list(app[CALLS].values()):
+            await call.end("shutdown")
+        await app[CLOCK].stop()
+        for provider in app[PROVIDERS].values():
+            await provider.close()
+        await http.close()
+
+
+async def _start_provider(app: web.Application, provider: TtsProvider) -> None:
+    try:
+        await provider.start()
+    except Exception as exc:  # readiness stays false; the reason is in the log and metrics
+        app[METRICS].tts_errors.labels(provider.name, "start").inc()
+        log.error("provider %s failed to start: %s", provider.name, exc)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    providers = {name: p.ready for name, p in request.app[PROVIDERS].items()}
+    ready = all(providers.values())
+    return web.json_response({"ready": ready, "providers": providers,
+                              "active_calls": len(request.app[CALLS])},
+                             status=200 if ready else 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    resp = web.Response(body=body)
+    resp.content_type = CONTENT_TYPE.split(";")[0]
+    resp.charset = "utf-8"
+    return resp

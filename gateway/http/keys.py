@@ -1,0 +1,25 @@
+"""Typed application keys shared by the HTTP handlers, and the JSON error shape."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import GatewayConfig
+from gateway.core.call import Call, CallServices
+from gateway.core.playout import MediaClock
+from gateway.metrics import Metrics
+from gateway.tts.base import TtsProvider
+
+CONFIG = web.AppKey("config", GatewayConfig)
+METRICS = web.AppKey("metrics", Metrics)
+CLOCK = web.AppKey("clock", MediaClock)
+PROVIDERS = web.AppKey("providers", dict[str, TtsProvider])
+CALLS = web.AppKey("calls", dict[str, Call])
+SERVICES = web.AppKey("services", CallServices)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+
+def json_error(status: int, message: str, **extra) -> web.Response:
+    return web.json_response({"error": {"status": status, "message": message, **extra}},
+                             status=status)

@@ -1,0 +1,67 @@
+"""The TTS side of a call: providers hand out sessions that stream audio chunks.
+
+A provider is configured once per process; a call opens one session at its start and
+keeps it for its whole life (every utterance of the call goes over it), then releases it.
+Remote providers lease sessions from a pool of warm connections; the embedded voice
+needs none.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gateway.carriers.events import MediaFormat
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Provider audio with an explicit format: ``encoding`` is ``pcm_s16le``, ``mulaw`` or ``alaw``."""
+
+    data: bytes
+    encoding: str
+    sample_rate: int
+
+
+class TtsError(Exception):
+    """A provider failed; ``kind`` is a bounded metric label (``connect``, ``synthesis``, ...)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class TtsSession(abc.ABC):
+    """One call's channel to a provider."""
+
+    @abc.abstractmethod
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+        """Stream the audio for ``text``.
+
+        Closing the iterator early (``aclose()``, or cancelling the task consuming it)
+        cancels the synthesis: no further chunk of it is produced.
+        """
+
+    async def release(self) -> None:
+        """Give the session back at the end of the call."""
+
+
+class TtsProvider(abc.ABC):
+    name: str
+    voice: str
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load or connect what is needed before the first call (readiness waits on it)."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def open_session(self, output: MediaFormat) -> TtsSession:
+        """A session for one call whose carrier wants ``output`` (to ask for it directly where possible)."""
+
+    async def close(self) -> None:
+        """Release everything at shutdown."""

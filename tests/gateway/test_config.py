@@ -1,0 +1,92 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gateway.config import ConfigError, load_config, parse_config
+from gateway.http.app import build_providers
+
+from tests.conftest import ROOT, base_config
+
+
+def test_committed_config_is_valid_and_offline():
+    config = load_config(ROOT / "gateway.yaml", environ={})
+    assert config.providers["local"].type == "piper"
+    assert "twilio" in config.carriers
+    demo = config.routes["demo"]
+    assert demo.provider == "local"
+    assert demo.greeting and 2 <= demo.greeting.count(".") <= 4
+
+
+def problems_of(data, environ=None):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, environ or {})
+    return info.value.problems
+
+
+def test_each_problem_names_its_key():
+    data = base_config()
+    data["routes"]["demo"]["provider"] = "nope"
+    data["playout"]["lead_ms"] = 5
+    data["server"]["port"] = "eighty"
+    data["limits"]["bogus"] = 1
+    problems = problems_of(data)
+    assert any(p.startswith("routes.demo.provider:") and "'nope'" in p for p in problems)
+    assert any(p.startswith("playout.lead_ms:") for p in problems)
+    assert any(p.startswith("server.port:") for p in problems)
+    assert any(p.startswith("limits.bogus: unknown key") for p in problems)
+    assert len(problems) == 4
+
+
+def test_secret_comes_from_the_named_environment_variable():
+    data = base_config()
+    data["auth"] = {"control_token_env": "GW_TOKEN"}
+    assert parse_config(data, {"GW_TOKEN": "s3cret"}).control_token == "s3cret"
+    problems = problems_of(data, {})
+    assert problems == ["auth.control_token_env: environment variable GW_TOKEN is not set"]
+    data["auth"] = {"control_token_env": "not a name!"}
+    assert "must name an environment variable" in problems_of(data)[0]
+
+
+def test_unknown_default_route_and_provider_type():
+    data = base_config()
+    data["default_route"] = "missing"
+    data["providers"]["x"] = {"type": "mp3-magic"}
+    problems = problems_of(data)
+    assert any(p.startswith("default_route:") for p in problems)
+    assert any(p.startswith("providers.x.type:") for p in problems)
+
+
+def test_missing_local_extra_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "piper", None)  # makes `import piper` raise ImportError
+    config = parse_config(base_config(), {})
+    with pytest.raises(ConfigError) as info:
+        build_providers(config)
+    (problem,) = info.value.problems
+    assert problem.startswith("providers.local:")
+    assert "pip install 'tts-gateway[local]'" in problem
+
+
+def test_check_config_cli(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", "--config",
+                         str(ROOT / "gateway.yaml")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""
+        providers:
+          local: {type: piper}
+        routes:
+          demo: {provider: elsewhere}
+        playout: {lead_ms: 1}
+    """))
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "routes.demo.provider" in out.stderr and "playout.lead_ms" in out.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("routes: [unclosed")
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", "--config",
+                          str(broken)], capture_output=True, text=True)
+    assert out.returncode == 2 and "not valid YAML" in out.stderr
