@@ -131,8 +131,13 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     call = _call(request)
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
+    # Events so far are replayed first: a bot that connects after call.started (a webhook
+    # round trip later) still sees the greeting's speech.started.
+    backlog = list(call.events.history)
     events = call.events.subscribe()
     await ws.send_json({"type": "control.ready", **call.summary()})
+    for event in backlog:
+        await ws.send_json(event)
 
     async def forward_events() -> None:
         while True:
