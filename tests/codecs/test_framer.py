@@ -1,0 +1,78 @@
+"""Framer: exact frames out, remainder kept, silence padding only on flush."""
+
+import numpy as np
+import pytest
+
+from telcodecs.framer import Framer
+
+
+def test_push_returns_exact_frames_and_keeps_the_remainder():
+    framer = Framer(160, 0xFF)
+    frames = framer.push(bytes(range(200)) * 2)  # 400 bytes
+    assert [len(f) for f in frames] == [160, 160]
+    assert frames[0] == (bytes(range(200)) * 2)[:160]
+    assert framer.pending == 80
+    frames = framer.push(b"\x01" * 80)
+    assert frames == [(bytes(range(200)) * 2)[320:] + b"\x01" * 80]
+    assert framer.pending == 0
+
+
+def test_small_pushes_accumulate_without_padding():
+    framer = Framer(160, 0xFF)
+    for _ in range(15):
+        assert framer.push(b"\x10" * 10) == []
+    assert framer.push(b"\x10" * 10) == [b"\x10" * 160]
+
+
+@pytest.mark.parametrize("frame_bytes", [160, 320, 640])
+def test_any_chunking_gives_the_same_frames(frame_bytes):
+    rng = np.random.default_rng(frame_bytes)
+    stream = rng.integers(0, 256, 10_000, dtype=np.uint8).tobytes()
+    framer = Framer(frame_bytes, 0)
+    frames, position = [], 0
+    while position < len(stream):
+        size = int(rng.integers(0, 700))
+        frames += framer.push(stream[position : position + size])
+        position += size
+    assert all(len(frame) == frame_bytes for frame in frames)
+    assert b"".join(frames) == stream[: len(frames) * frame_bytes]
+    assert framer.pending == len(stream) % frame_bytes
+
+
+@pytest.mark.parametrize("silence", [0xFF, 0xD5, 0x00])
+def test_flush_pads_the_remainder_with_the_silence_byte(silence):
+    framer = Framer(160, silence)
+    framer.push(b"\x42" * 170)
+    last = framer.flush()
+    assert last == b"\x42" * 10 + bytes([silence]) * 150
+    assert framer.pending == 0
+    assert framer.flush() is None
+
+
+def test_l16_padding_keeps_sample_alignment():
+    framer = Framer(320, 0)
+    framer.push(b"\x34\x12" * 7)
+    last = framer.flush()
+    assert len(last) == 320
+    assert np.all(np.frombuffer(last, dtype="<i2")[7:] == 0)
+
+
+def test_flush_with_nothing_pending_is_none():
+    framer = Framer(160, 0xFF)
+    assert framer.flush() is None
+    framer.push(b"\x00" * 160)
+    assert framer.flush() is None
+
+
+def test_clear_drops_the_remainder():
+    framer = Framer(160, 0xFF)
+    framer.push(b"\x00" * 100)
+    framer.clear()
+    assert framer.pending == 0
+    assert framer.flush() is None
+
+
+@pytest.mark.parametrize("frame_bytes,silence", [(0, 0), (-1, 0), (160, 256), (160, -1)])
+def test_invalid_arguments_are_rejected(frame_bytes, silence):
+    with pytest.raises(ValueError):
+        Framer(frame_bytes, silence)
