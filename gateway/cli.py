@@ -42,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     dial.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long at most")
     dial.add_argument("--json", action="store_true", help="print the figures as JSON")
 
+    sub.add_parser("bench", help="benchmark latency, calls per core and audio quality "
+                                 "(tts-gateway bench --help)", add_help=False)
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from gateway.bench.load import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.config)
@@ -105,12 +113,22 @@ def _print_banner(text: str) -> None:
 
 
 async def _dial(args) -> int:
+    import aiohttp
+
     from gateway.sim.dial import dial_and_report
 
-    report = await dial_and_report(
-        base_url=args.url, carrier=args.carrier, route=args.route,
-        route_in_path=args.route_in_path, texts=args.text, token=args.token, out=args.out,
-        quiet_seconds=args.quiet_seconds, max_seconds=args.max_seconds)
+    try:
+        report = await dial_and_report(
+            base_url=args.url, carrier=args.carrier, route=args.route,
+            route_in_path=args.route_in_path, texts=args.text, token=args.token, out=args.out,
+            quiet_seconds=args.quiet_seconds, max_seconds=args.max_seconds)
+    except aiohttp.WSServerHandshakeError as exc:
+        print(f"the gateway refused the media stream: HTTP {exc.status} {exc.message}",
+              file=sys.stderr)
+        return 2
+    except (aiohttp.ClientError, OSError, TimeoutError, PermissionError, RuntimeError) as exc:
+        print(f"cannot complete the call to {args.url}: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report, indent=2))
     else:

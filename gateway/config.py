@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-PROVIDER_TYPES = ("piper",)
+PROVIDER_TYPES = ("piper", "fake")
 CARRIERS = ("twilio",)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -164,12 +164,25 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
             problems.append(f"{key}.type: {ptype!r} is not a known provider type "
                             f"(known: {', '.join(PROVIDER_TYPES)})")
             continue
-        r.unknown(p, key, {"type", "voice", "threads"})
-        providers[name] = ProviderConfig(
-            name=name, type=ptype,
-            voice=r.get(p, "voice", key, str, "en_US-joe-medium"),
-            options={"threads": r.get(p, "threads", key, int, 2, minimum=1, maximum=16)},
-        )
+        if ptype == "piper":
+            r.unknown(p, key, {"type", "voice", "threads"})
+            voice = r.get(p, "voice", key, str, "en_US-joe-medium")
+            options = {"threads": r.get(p, "threads", key, int, 2, minimum=1, maximum=16)}
+        else:  # fake: a timing profile for benchmarks, no network
+            r.unknown(p, key, {"type", "handshake_ms", "first_audio_ms", "burst_factor",
+                               "sample_rate", "chars_per_second"})
+            voice = "fake"
+            options = {
+                "handshake_ms": r.get(p, "handshake_ms", key, float, 250.0, minimum=0),
+                "first_audio_ms": r.get(p, "first_audio_ms", key, float, 200.0, minimum=0),
+                "burst_factor": r.get(p, "burst_factor", key, float, 4.0, minimum=0.1),
+                "sample_rate": r.get(p, "sample_rate", key, int, 24000, minimum=8000),
+                "chars_per_second": r.get(p, "chars_per_second", key, float, 15.0, minimum=1),
+            }
+            if options["sample_rate"] not in (8000, 16000, 22050, 24000, 44100, 48000):
+                problems.append(f"{key}.sample_rate: {options['sample_rate']} is not one of "
+                                "8000, 16000, 22050, 24000, 44100, 48000")
+        providers[name] = ProviderConfig(name=name, type=ptype, voice=voice, options=options)
     if not providers:
         problems.append("providers: at least one provider is needed")
 

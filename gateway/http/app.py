@@ -32,6 +32,10 @@ def build_providers(config: GatewayConfig) -> dict[str, TtsProvider]:
                 providers[name] = PiperProvider(name, pc.voice, threads=pc.options["threads"])
             except (ImportError, ValueError) as exc:
                 problems.append(f"providers.{name}: {exc}")
+        elif pc.type == "fake":
+            from gateway.tts.fake import FakeProvider
+
+            providers[name] = FakeProvider(name, **pc.options)
     if problems:
         raise ConfigError(problems)
     return providers

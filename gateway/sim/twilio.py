@@ -667,6 +667,20 @@ class TwilioCallSim:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._session.close()
 
+    async def drop(self) -> None:
+        """The network drops the call: no ``stop``, no WebSocket close frame, the TCP
+        connection just goes away (what a carrier-side crash looks like to the gateway)."""
+        if self._hung_up:
+            return
+        self._hung_up = True
+        if not self._ended:
+            self._end(time.monotonic(), by_gateway=False)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
     # ---- what the test does ----------------------------------------------------
 
     async def wait_for_media(self, frames: int = 1, timeout: float = 10.0) -> int:

@@ -326,3 +326,67 @@ def test_speech_check_rejects_noise_and_wrong_byte_order():
     assert speech_stats(swapped)["median_flatness"] > speech_stats(speechy)["median_flatness"]
     with pytest.raises(AssertionError):
         assert_speech(swapped)
+
+
+async def test_a_dropped_call_does_not_disturb_another(gateway):
+    url = f"{gateway.ws_url}/v1/media/twilio/demo"
+    async with TwilioCallSim(url) as survivor, TwilioCallSim(url) as dropped:
+        await dropped.wait_for_media(frames=20, timeout=30)
+        await dropped.drop()
+        await survivor.wait_for_mark(timeout=60)
+        await survivor.hangup()
+    assert survivor.result.underruns == 0
+    assert survivor.result.violations == []
+    assert_speech(heard_pcm(survivor.result))
+    async with asyncio.timeout(5):
+        while True:
+            status, body = await gateway.get_json("/v1/calls")
+            if body["calls"] == []:
+                break
+            await asyncio.sleep(0.05)
+    metrics = await gateway.metrics_text()
+    assert metric_value(metrics, "tts_gateway_calls_total", carrier="twilio",
+                        outcome="disconnected") == 1
+    assert metric_value(metrics, "tts_gateway_calls_total", carrier="twilio",
+                        outcome="completed") == 1
+
+
+async def test_events_url_receives_the_call_events(gateway_config):
+    from aiohttp import web
+
+    received: list[dict] = []
+    got_end = asyncio.Event()
+
+    async def events(request):
+        event = await request.json()
+        received.append(event)
+        if event["type"] == "call.ended":
+            got_end.set()
+        return web.Response(status=204)
+
+    bot = web.Application()
+    bot.router.add_post("/events", events)
+    runner = web.AppRunner(bot)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    gateway_config["routes"]["demo"]["events_url"] = f"http://127.0.0.1:{port}/events"
+    gw = await start_gateway(gateway_config)
+    try:
+        async with TwilioCallSim(f"{gw.ws_url}/v1/media/twilio/demo") as sim:
+            await sim.send_dtmf("3")
+            await sim.wait_for_mark(timeout=60)
+            await sim.hangup()
+        await asyncio.wait_for(got_end.wait(), 10)
+    finally:
+        await gw.session.close()
+        await gw.runner.cleanup()
+        await runner.cleanup()
+    kinds = [e["type"] for e in received]
+    assert kinds[0] == "call.started" and kinds[-1] == "call.ended"
+    for kind in ("speech.started", "speech.first_audio", "speech.done", "dtmf"):
+        assert kind in kinds
+    assert kinds.index("speech.first_audio") < kinds.index("speech.done")
+    assert all(e["call_id"] == sim.call_sid for e in received)
+    assert received[-1]["outcome"] == "completed"
