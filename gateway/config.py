@@ -51,6 +51,7 @@ class RouteConfig:
     voice: str | None = None
     greeting: str | None = None
     events_url: str | None = None
+    cache_greeting: bool = True
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     for name, rt in r.mapping(top.get("routes"), "routes").items():
         key = f"routes.{name}"
         rt = r.mapping(rt, key)
-        r.unknown(rt, key, {"provider", "voice", "greeting", "events_url"})
+        r.unknown(rt, key, {"provider", "voice", "greeting", "events_url", "cache_greeting"})
         provider = rt.get("provider")
         if provider not in providers:
             problems.append(f"{key}.provider: {provider!r} is not a configured provider "
@@ -203,6 +204,7 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
             voice=r.get(rt, "voice", key, str, None),
             greeting=r.get(rt, "greeting", key, str, None),
             events_url=events_url,
+            cache_greeting=r.get(rt, "cache_greeting", key, bool, True),
         )
 
     default_route = r.get(top, "default_route", "", str, None)

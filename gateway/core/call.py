@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from telcodecs import Framer, Transcoder, silence_byte
 
@@ -20,6 +20,7 @@ from gateway.carriers.events import MediaFormat
 from gateway.config import GatewayConfig, RouteConfig
 from gateway.core.events import EventHub
 from gateway.core.playout import Cue, MediaClock, Playout
+from gateway.core.prompt_cache import PromptCache
 from gateway.core.speech import Utterance
 from gateway.metrics import Metrics
 from gateway.tts.base import TtsError, TtsProvider, TtsSession
@@ -35,6 +36,7 @@ class CallServices:
     metrics: Metrics
     clock: MediaClock
     providers: dict[str, TtsProvider]
+    prompts: PromptCache = field(default_factory=PromptCache)
     http: object = None  # aiohttp.ClientSession for events_url, once the app has started
 
 
@@ -179,17 +181,44 @@ class Call:
         return provider, session
 
     async def _speak(self, utt: Utterance) -> None:
-        provider, session = await self._session(utt.provider or self.route.provider)
+        provider_name = utt.provider or self.route.provider
+        voice = utt.voice or self.route.voice
+        playout = self.playout
+        playout.begin_utterance()
+        self.events.emit("speech.started", speech_id=utt.id, source=utt.source)
+        prompts = self.services.prompts
+        key = None
+        if utt.source == "greeting" and self.route.cache_greeting and utt.text:
+            key = prompts.key(provider_name, voice, utt.text, self.media_format)
+        cached = prompts.get(key) if key else None
+        if key:
+            self.metrics.prompt_cache.labels("hit" if cached else "miss").inc()
+        if cached:
+            utt.first_audio_at = time.monotonic()
+            self._enqueue_frames(utt, cached, first=True)
+        else:
+            recorded = await self._synthesize(utt, provider_name, voice, record=key is not None)
+            if key and recorded:
+                prompts.put(key, recorded)
+        playout.enqueue(Cue(self.protocol.mark_message(utt.id),
+                            lambda now, utt=utt: self._awaiting_echo.__setitem__(utt.id, utt)))
+        playout.end_utterance()
+        await playout.kick()
+
+    async def _synthesize(self, utt: Utterance, provider_name: str, voice: str | None, *,
+                          record: bool) -> list[bytes] | None:
+        """Stream the utterance's audio into the playout, converted to the carrier's format.
+
+        Returns every frame when ``record`` is set (for the prompt cache).
+        """
+        provider, session = await self._session(provider_name)
         fmt = self.media_format
         framer = Framer(fmt.bytes_per_20ms, silence_byte(fmt.encoding))
         transcoder: Transcoder | None = None
         source_format = None
         first_chunk_metric = self.metrics.tts_first_chunk.labels(provider.name)
-        playout = self.playout
-        playout.begin_utterance()
-        self.events.emit("speech.started", speech_id=utt.id, source=utt.source)
-        voice = utt.voice or self.route.voice
-        for_first_frame = True
+        recorded: list[bytes] | None = [] if record else None
+        first = True
         async for segment in utt.segments():
             sent_at = time.monotonic()
             first_of_segment = True
@@ -208,19 +237,20 @@ class Call:
                                             fmt.encoding, fmt.sample_rate)
                 frames = framer.push(transcoder.feed(chunk.data))
                 if frames:
-                    self._enqueue_frames(utt, frames, for_first_frame)
-                    for_first_frame = False
-                    await playout.kick()
+                    self._enqueue_frames(utt, frames, first)
+                    first = False
+                    if recorded is not None:
+                        recorded += frames
+                    await self.playout.kick()
         tail = framer.push(transcoder.flush()) if transcoder else []
         last = framer.flush()
         if last:
             tail.append(last)
         if tail:
-            self._enqueue_frames(utt, tail, for_first_frame)
-        playout.enqueue(Cue(self.protocol.mark_message(utt.id),
-                            lambda now, utt=utt: self._awaiting_echo.__setitem__(utt.id, utt)))
-        playout.end_utterance()
-        await playout.kick()
+            self._enqueue_frames(utt, tail, first)
+            if recorded is not None:
+                recorded += tail
+        return recorded
 
     def _enqueue_frames(self, utt: Utterance, frames: list[bytes], first: bool) -> None:
         media_message = self.protocol.media_message

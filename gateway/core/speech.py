@@ -37,10 +37,12 @@ class Utterance:
         self._segments: asyncio.Queue[str | None] = asyncio.Queue()
         self._closed = False
         self.text_chars = 0
+        self.text: str | None = None  # the whole text, when it came whole
 
     @classmethod
     def whole(cls, text: str, **kwargs) -> Utterance:
         utt = cls(**kwargs)
+        utt.text = text
         utt.text_chars = len(text)
         utt._segments.put_nowait(text)
         utt._segments.put_nowait(None)

@@ -390,3 +390,20 @@ async def test_events_url_receives_the_call_events(gateway_config):
     assert kinds.index("speech.first_audio") < kinds.index("speech.done")
     assert all(e["call_id"] == sim.call_sid for e in received)
     assert received[-1]["outcome"] == "completed"
+
+
+async def test_greeting_is_cached_after_the_first_call(gateway):
+    latencies = []
+    for _ in range(2):
+        async with TwilioCallSim(f"{gateway.ws_url}/v1/media/twilio/demo") as sim:
+            control = await open_control(gateway, sim.call_sid)
+            latencies.append((await control.next_event("speech.first_audio"))["latency_ms"])
+            await sim.wait_for_mark(timeout=60)
+            await sim.hangup()
+        assert_speech(heard_pcm(sim.result))
+    metrics = await gateway.metrics_text()
+    assert metric_value(metrics, "tts_gateway_prompt_cache_total", result="miss") == 1
+    assert metric_value(metrics, "tts_gateway_prompt_cache_total", result="hit") == 1
+    # the first call waited for synthesis of a sentence; the second did not synthesize at all
+    assert latencies[1] < latencies[0]
+    assert metric_value(metrics, "tts_gateway_tts_first_chunk_seconds_count", provider="local") == 1
