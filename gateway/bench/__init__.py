@@ -1,0 +1,1 @@
+"""Benchmarks: the load generator and the end-to-end benchmark."""
