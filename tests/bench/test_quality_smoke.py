@@ -20,7 +20,6 @@ ROW_KEYS = {
 
 
 def test_resampler_table_for_one_rate():
-    pytest.importorskip("soxr")
     rows = resampler_table(rates=(22050,), cpu_calls=20)
     assert [r["method"] for r in rows] == ["ours", "ratecv", "soxr"]
     for row in rows:
@@ -47,8 +46,6 @@ def test_resampler_table_for_one_rate():
 
 
 async def test_pesq_of_the_live_path_for_one_utterance():
-    pytest.importorskip("pesq")
-    pytest.importorskip("scipy")
     report = await run_pesq(["Your order has shipped and will arrive on Tuesday morning."])
     (utt,) = report["utterances"]
     assert utt["live_equals_offline"]  # what the caller heard is our transcoder's output
