@@ -78,9 +78,9 @@ class TwilioProtocol:
         self.custom_parameters: dict[str, str] = {}
         self._connected = False
         self._stopped = False
-        self._media_prefix: str | None = None
-        self._mark_prefix = ""
-        self._clear_text = ""
+        self._media_prefix: bytes | None = None
+        self._mark_prefix = b""
+        self._clear_text = b""
 
     @property
     def started(self) -> bool:
@@ -181,9 +181,12 @@ class TwilioProtocol:
         self.media_format = media_format
         self.custom_parameters = custom_parameters
         sid = json.dumps(stream_id)
-        self._media_prefix = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
-        self._mark_prefix = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":'
-        self._clear_text = '{"event":"clear","streamSid":' + sid + "}"
+        # Outbound messages are UTF-8 bytes, ready to frame: the media message is built
+        # 50 times a second per call, so it is one concatenation around the base64.
+        sid_bytes = sid.encode()
+        self._media_prefix = b'{"event":"media","streamSid":' + sid_bytes + b',"media":{"payload":"'
+        self._mark_prefix = b'{"event":"mark","streamSid":' + sid_bytes + b',"mark":{"name":'
+        self._clear_text = b'{"event":"clear","streamSid":' + sid_bytes + b"}"
         return Started(
             call_id=call_id,
             stream_id=stream_id,
@@ -249,33 +252,34 @@ class TwilioProtocol:
 
     # ---- outbound --------------------------------------------------------------
 
-    def media_message(self, payload: bytes) -> str:
+    def media_message(self, payload: bytes) -> bytes:
         """``{"event":"media","streamSid":…,"media":{"payload":<base64 of payload>}}``.
 
-        ``payload`` is raw μ-law/8000 (no file headers), any length.
+        ``payload`` is raw μ-law/8000 (no file headers), any length. Like every outbound
+        message, the result is the UTF-8 JSON of one text frame.
         """
         prefix = self._media_prefix
         if prefix is None:
             raise RuntimeError(self._not_started("media"))
-        return prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
+        return prefix + binascii.b2a_base64(payload, newline=False) + b'"}}'
 
-    def mark_message(self, name: str) -> str:
+    def mark_message(self, name: str) -> bytes:
         """``{"event":"mark","streamSid":…,"mark":{"name":…}}``; Twilio echoes it once the
         audio sent before it has played (or has been cleared)."""
         if self._media_prefix is None:
             raise RuntimeError(self._not_started("mark"))
         if type(name) is not str:
             raise TypeError(f"mark name must be a str, not {type(name).__name__}")
-        return self._mark_prefix + json.dumps(name) + "}}"
+        return self._mark_prefix + json.dumps(name).encode() + b"}}"
 
-    def clear_message(self) -> str:
+    def clear_message(self) -> bytes:
         """``{"event":"clear","streamSid":…}``: Twilio drops its buffered audio and echoes
         every pending mark."""
         if self._media_prefix is None:
             raise RuntimeError(self._not_started("clear"))
         return self._clear_text
 
-    def send(self, command: CarrierCommand) -> str:
+    def send(self, command: CarrierCommand) -> bytes:
         """The text frame for a normalized command."""
         if type(command) is PlayAudio:
             return self.media_message(command.payload)

@@ -47,8 +47,7 @@ class CallEnded(Exception):
 class Call:
     def __init__(self, services: CallServices, *, call_id: str, stream_id: str, carrier: str,
                  route: RouteConfig, protocol, media_format: MediaFormat,
-                 send: Callable[[str | bytes], Awaitable[None]], backlog: Callable[[], int],
-                 close_transport: Callable[[], Awaitable[None]]):
+                 sink, close_transport: Callable[[], Awaitable[None]]):
         self.services = services
         self.id = call_id
         self.stream_id = stream_id
@@ -57,11 +56,11 @@ class Call:
         self.protocol = protocol
         self.media_format = media_format
         self.started_at = time.time()
-        self._send = send
+        self._sink = sink
         self._close_transport = close_transport
         self.metrics = services.metrics
-        self.playout = Playout(services.clock, send, backlog,
-                               lead=services.config.playout.lead_ms / 1000, carrier=carrier,
+        self.playout = Playout(services.clock, sink.write_text, sink.backlog,
+                               protocol.media_message, lead=services.config.playout.lead_ms / 1000, carrier=carrier,
                                on_error=self._on_send_error)
         self.events = EventHub(call_id, events_url=route.events_url, http=services.http,
                                on_webhook_error=lambda: self.metrics.control_errors.labels(
@@ -97,8 +96,7 @@ class Call:
         if self.state == "ended":
             return
         self.state = "ended"
-        self.playout.closed = True
-        self.services.clock.deactivate(self.playout)
+        self.playout.close()
         for utt in self._unfinished():
             self._finish(utt, interrupted=True)
         for task in (self._speaking, self._speaker):
@@ -203,7 +201,7 @@ class Call:
         playout.enqueue(Cue(self.protocol.mark_message(utt.id),
                             lambda now, utt=utt: self._awaiting_echo.__setitem__(utt.id, utt)))
         playout.end_utterance()
-        await playout.kick()
+        playout.kick()
 
     async def _synthesize(self, utt: Utterance, provider_name: str, voice: str | None, *,
                           record: bool) -> list[bytes] | None:
@@ -241,7 +239,7 @@ class Call:
                     first = False
                     if recorded is not None:
                         recorded += frames
-                    await self.playout.kick()
+                    self.playout.kick()
         tail = framer.push(transcoder.flush()) if transcoder else []
         last = framer.flush()
         if last:
@@ -252,14 +250,14 @@ class Call:
                 recorded += tail
         return recorded
 
-    def _enqueue_frames(self, utt: Utterance, frames: list[bytes], first: bool) -> None:
-        media_message = self.protocol.media_message
-        enqueue = self.playout.enqueue
-        enqueue(media_message(frames[0]))
+    def _enqueue_frames(self, utt: Utterance, frames, first: bool) -> None:
+        playout = self.playout
         if first:
-            enqueue(Cue(None, lambda now, utt=utt: self._first_frame_sent(utt)))
-        for frame in frames[1:]:
-            enqueue(media_message(frame))
+            playout.enqueue(frames[0])
+            playout.enqueue(Cue(None, lambda now, utt=utt: self._first_frame_sent(utt)))
+            playout.extend(frames[1:])
+        else:
+            playout.extend(frames)
 
     def _first_frame_sent(self, utt: Utterance) -> None:
         utt.first_frame_at = now = time.monotonic()
@@ -315,7 +313,7 @@ class Call:
         cut = self.interrupt_now()
         # Always clear: the carrier may still hold audio we consider played (pitfall:
         # "interrupt is a no-op once everything was sent").
-        await self._send_now(self.protocol.clear_message())
+        self._send_now(self.protocol.clear_message())
         return cut
 
     def request_hangup(self) -> None:
@@ -344,11 +342,11 @@ class Call:
                 pass
         await self._close_transport()
 
-    async def _send_now(self, message: str | bytes) -> None:
+    def _send_now(self, message: bytes) -> None:
         if self.state == "ended":
             return
         try:
-            await self._send(message)
+            self._sink.write_text([message])
         except Exception as exc:
             self._on_send_error(exc)
 

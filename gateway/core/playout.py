@@ -1,15 +1,17 @@
 """Real-time pacing: one media clock per process, one playout queue per call.
 
-A call's outbound audio waits in its ``Playout`` as ready-to-send carrier messages, one
-per 20 ms frame. Each frame has a play time on the carrier's timeline; the frame is sent
-once its play time is within ``lead`` of now. The ``MediaClock`` wakes every 20 ms on
-absolute deadlines (never ``sleep(0.02)`` in a loop, which drifts) and pumps every
-playout that has work, so a process with hundreds of calls runs one timer, not hundreds.
-New audio does not wait for the next tick: ``kick`` sends what is due at once, which keeps
-the gateway's own latency to first audio near zero.
+A call's outbound audio waits in its ``Playout`` as raw 20 ms frames in the carrier's
+format. Each frame has a play time on the carrier's timeline; the frame is sent once its
+play time is within ``lead`` of now. The ``MediaClock`` wakes every 20 ms on absolute
+deadlines (never ``sleep(0.02)`` in a loop, which drifts) and pumps every playout that has
+work, so a process with hundreds of calls runs one timer, not hundreds. New audio does
+not wait for the next tick: ``kick`` sends what is due at once, which keeps the gateway's
+own latency to first audio near zero.
 
-Silence is never invented: when an utterance's audio arrives slower than real time the
-queue runs dry, an underrun is counted, and the timeline is rebased when audio resumes.
+Frames become carrier messages only when they leave (``build_media``), and everything a
+call sends in one tick goes to its socket in one write. Silence is never invented: when
+an utterance's audio arrives slower than real time the queue runs dry, an underrun is
+counted, and the timeline is rebased when audio resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from gateway.metrics import Metrics
 
@@ -26,20 +28,20 @@ log = logging.getLogger(__name__)
 
 FRAME_SECONDS = 0.020
 # Stop feeding a carrier socket whose unsent backlog exceeds this (about 2 s of Twilio
-# messages): one slow reader must never stall the clock for every other call.
+# messages): one slow reader must never hold up the clock or grow memory without bound.
 MAX_SOCKET_BACKLOG = 32 * 1024
 
 
 class Cue:
     """A queue entry that takes no playing time: a mark to send, or a moment to note.
 
-    ``message`` (if any) is sent when the cue reaches the head of the queue, right after
-    the frames before it; then ``on_reached(now)`` runs.
+    ``message`` (if any) is sent right after the frames queued before it; then
+    ``on_reached(now)`` runs.
     """
 
     __slots__ = ("message", "on_reached")
 
-    def __init__(self, message: str | bytes | None, on_reached: Callable[[float], None]):
+    def __init__(self, message: bytes | None, on_reached: Callable[[float], None]):
         self.message = message
         self.on_reached = on_reached
 
@@ -47,41 +49,42 @@ class Cue:
 class Playout:
     """One call's outbound queue, released on the media clock.
 
-    ``send`` writes one message to the carrier (it must not block for long: the clock
-    checks ``backlog()`` first). ``on_underrun`` is told when the queue ran dry mid-utterance.
+    ``write(messages)`` sends carrier messages in one go and raises if the socket is gone;
+    ``backlog()`` says how many bytes the socket has not sent yet; ``build_media(frame)``
+    turns one raw frame into the carrier's media message.
     """
 
-    def __init__(self, clock: MediaClock, send: Callable[[str | bytes], Awaitable[None]],
-                 backlog: Callable[[], int], *, lead: float, carrier: str,
-                 on_error: Callable[[BaseException], None]):
+    def __init__(self, clock: MediaClock, write: Callable[[list[bytes]], None],
+                 backlog: Callable[[], int], build_media: Callable[[bytes], bytes], *,
+                 lead: float, carrier: str, on_error: Callable[[BaseException], None]):
         self._clock = clock
-        self._send = send
+        self._write = write
         self._backlog = backlog
+        self._build = build_media
         self._on_error = on_error
         self.lead = lead
         self.carrier = carrier
-        self.queue: deque = deque()
-        self.next_play_time = 0.0  # carrier play time of the next frame
+        self.queue: deque[bytes | Cue] = deque()
+        self.next_play_time = 0.0  # carrier play time of the next frame (loop clock)
         self.in_utterance = False  # frames of an unfinished utterance may still come
         self._playing = False  # a frame of the current utterance has been sent
         self._starved = False
-        self._pumping = False
         self.closed = False
         self.frames_sent = 0
         self.underruns = 0
         self.last_activity_monotonic = 0.0  # when a frame last left, for hang-up timing
-        m = clock.metrics
-        self._frames_metric = m.frames_sent.labels(carrier)
-        self._underrun_metric = m.underruns.labels(carrier)
-        self._skip_metric = m.backpressure_skips.labels(carrier)
 
     # -- producer side ----------------------------------------------------------------
 
-    def enqueue(self, item: str | bytes | Cue) -> None:
-        if self.closed:
-            return
-        self.queue.append(item)
-        self._clock.activate(self)
+    def enqueue(self, item: bytes | Cue) -> None:
+        if not self.closed:
+            self.queue.append(item)
+            self._clock.activate(self)
+
+    def extend(self, frames) -> None:
+        if not self.closed:
+            self.queue.extend(frames)
+            self._clock.activate(self)
 
     def begin_utterance(self) -> None:
         self.in_utterance = True
@@ -93,77 +96,89 @@ class Playout:
         self._clock.activate(self)
 
     def queued_seconds(self) -> float:
-        return sum(1 for item in self.queue if not isinstance(item, Cue)) * FRAME_SECONDS
+        return sum(1 for item in self.queue if item.__class__ is not Cue) * FRAME_SECONDS
 
     def clear(self) -> list[Cue]:
         """Drop everything queued; return the cues that will now never be reached."""
-        dropped = [item for item in self.queue if isinstance(item, Cue)]
+        dropped = [item for item in self.queue if item.__class__ is Cue]
         self.queue.clear()
         self.in_utterance = False
         self._playing = False
         self._starved = False
         return dropped
 
-    async def kick(self) -> None:
+    def kick(self) -> None:
         """Send what is due now instead of waiting for the next clock tick."""
-        await self.pump(self._clock.now())
+        self.pump(self._clock.now())
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.clear()
+        self._clock.deactivate(self)
 
     # -- clock side ---------------------------------------------------------------------
 
-    async def pump(self, now: float) -> None:
-        if self._pumping or self.closed:
+    def pump(self, now: float) -> None:
+        if self.closed:
             return
-        self._pumping = True
         try:
-            await self._release_due(now)
+            self._release_due(now)
         except Exception as exc:  # a dead socket ends this call's playout, not the clock
-            self.closed = True
-            self.queue.clear()
+            self.close()
             self._on_error(exc)
-        finally:
-            self._pumping = False
+            return
         if not self.queue and not self.in_utterance:
             self._clock.deactivate(self)
 
-    async def _release_due(self, now: float) -> None:
+    def _release_due(self, now: float) -> None:
         queue = self.queue
         if self.next_play_time < now:
             if not queue and self.in_utterance and self._playing and not self._starved:
                 self._starved = True
                 self.underruns += 1
-                self._underrun_metric.inc()
+                self._clock.count_underrun(self.carrier)
             self.next_play_time = now
         if not queue:
             return
         self._starved = False
         horizon = now + self.lead
-        sent = 0
+        out: list[bytes] = []
+        reached: list[Cue] = []
+        frames = 0
+        build = self._build
         while queue:
             item = queue[0]
             if item.__class__ is Cue:
                 queue.popleft()
                 if item.message is not None:
-                    await self._send(item.message)
-                item.on_reached(now)
+                    out.append(item.message)
+                reached.append(item)
                 continue
             if self.next_play_time > horizon:
                 break
-            if self._backlog() > MAX_SOCKET_BACKLOG:
-                self._skip_metric.inc()
+            if frames == 0 and self._backlog() > MAX_SOCKET_BACKLOG:
+                self._clock.count_skip(self.carrier)
                 break
             queue.popleft()
-            await self._send(item)
+            out.append(build(item))
             self.next_play_time += FRAME_SECONDS
-            sent += 1
-        if sent:
+            frames += 1
+        if out:
+            self._write(out)
+        if frames:
             self._playing = self.in_utterance
-            self.frames_sent += sent
-            self._frames_metric.inc(sent)
+            self.frames_sent += frames
+            self._clock.count_frames(self.carrier, frames)
             self.last_activity_monotonic = time.monotonic()
+        for cue in reached:
+            cue.on_reached(now)
 
 
 class MediaClock:
-    """One 20 ms clock for every call in the process."""
+    """One 20 ms clock for every call in the process.
+
+    Counters are summed per tick and handed to Prometheus once per tick, not per frame.
+    """
 
     def __init__(self, metrics: Metrics, period: float = FRAME_SECONDS):
         self.metrics = metrics
@@ -171,6 +186,9 @@ class MediaClock:
         self._active: dict[Playout, None] = {}  # insertion-ordered set
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._frames: dict[str, int] = {}
+        self._underruns: dict[str, int] = {}
+        self._skips: dict[str, int] = {}
         self.ticks = 0
 
     def now(self) -> float:
@@ -186,6 +204,24 @@ class MediaClock:
     def active_count(self) -> int:
         return len(self._active)
 
+    def count_frames(self, carrier: str, n: int) -> None:
+        self._frames[carrier] = self._frames.get(carrier, 0) + n
+
+    def count_underrun(self, carrier: str) -> None:
+        self._underruns[carrier] = self._underruns.get(carrier, 0) + 1
+
+    def count_skip(self, carrier: str) -> None:
+        self._skips[carrier] = self._skips.get(carrier, 0) + 1
+
+    def flush_counters(self) -> None:
+        m = self.metrics
+        for counts, metric in ((self._frames, m.frames_sent), (self._underruns, m.underruns),
+                               (self._skips, m.backpressure_skips)):
+            if counts:
+                for carrier, n in counts.items():
+                    metric.labels(carrier).inc(n)
+                counts.clear()
+
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._run(), name="media-clock")
@@ -198,6 +234,7 @@ class MediaClock:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self.flush_counters()
 
     async def _run(self) -> None:
         loop = self._loop
@@ -215,4 +252,5 @@ class MediaClock:
                 deadline = now  # missed whole ticks: resume from now rather than burst to catch up
             self.ticks += 1
             for playout in tuple(self._active):
-                await playout.pump(now)
+                playout.pump(now)
+            self.flush_counters()

@@ -16,6 +16,7 @@ from gateway.carriers.events import (Audio, CarrierProtocolError, Dtmf, MarkPlay
 from gateway.carriers.twilio import TwilioProtocol
 from gateway.core.call import Call
 from gateway.http.keys import CALLS, CONFIG, METRICS, SERVICES, json_error
+from gateway.http.wsframe import WebSocketSink
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,14 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
         metrics.calls.labels(carrier, "rejected").inc()
         return json_error(503, f"at capacity ({config.limits.max_calls} calls); try another instance")
 
-    ws = web.WebSocketResponse(heartbeat=None, autoping=True, max_msg_size=MAX_CARRIER_MESSAGE)
+    # compress=False: the playout writes whole frames to the transport itself (wsframe.py)
+    ws = web.WebSocketResponse(heartbeat=None, autoping=True, compress=False,
+                               max_msg_size=MAX_CARRIER_MESSAGE)
     await ws.prepare(request)
     protocol = PROTOCOLS[carrier]()
     call: Call | None = None
     outcome = "disconnected"
-    transport = request.transport
-
-    def backlog() -> int:
-        return transport.get_write_buffer_size() if transport and not transport.is_closing() else 1 << 30
-
-    async def send(message: str | bytes) -> None:
-        if message.__class__ is str:
-            await ws.send_str(message)
-        else:
-            await ws.send_bytes(message)
+    sink = WebSocketSink(ws, request)
 
     def problem(kind: str, detail: str) -> None:
         metrics.carrier_errors.labels(carrier, kind).inc()
@@ -89,7 +83,7 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
                 if call:
                     call.on_dtmf(event.digit)
             elif cls is Started:
-                call = _start_call(request, protocol, event, route_name, ws, send, backlog)
+                call = _start_call(request, protocol, event, route_name, ws, sink)
                 if call is None:
                     outcome = "rejected"
                     break
@@ -118,7 +112,7 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
 
 
 def _start_call(request: web.Request, protocol, event: Started, route_name: str | None, ws,
-                send, backlog) -> Call | None:
+                sink: WebSocketSink) -> Call | None:
     config = request.app[CONFIG]
     calls = request.app[CALLS]
     carrier = protocol.carrier
@@ -140,7 +134,7 @@ def _start_call(request: web.Request, protocol, event: Started, route_name: str 
 
     call = Call(request.app[SERVICES], call_id=event.call_id, stream_id=event.stream_id,
                 carrier=carrier, route=route, protocol=protocol, media_format=event.media_format,
-                send=send, backlog=backlog, close_transport=close_transport)
+                sink=sink, close_transport=close_transport)
     calls[call.id] = call
     request.app[METRICS].active_calls.labels(carrier).inc()
     log.info("call %s (%s, route %s) started, stream %s", call.id, carrier, route.name,

@@ -329,9 +329,9 @@ def test_outbound_round_trips_through_the_fake_twilio():
 
     proto = started_protocol()
     model = TwilioPlayoutModel(STREAM, now=0.0)
-    assert model.receive_text(proto.media_message(b"\x11" * 160), 0.0) == []
-    assert model.receive_text(proto.mark_message("a\"b"), 0.0) == []
-    assert model.receive_text(proto.clear_message(), 0.01) == ['a"b']
+    assert model.receive_text(proto.media_message(b"\x11" * 160).decode(), 0.0) == []
+    assert model.receive_text(proto.mark_message("a\"b").decode(), 0.0) == []
+    assert model.receive_text(proto.clear_message().decode(), 0.01) == ['a"b']
     assert model.violations == []
 
 

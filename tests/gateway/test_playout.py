@@ -6,34 +6,39 @@ from gateway.metrics import Metrics
 
 def make_playout(lead=0.08, backlog=lambda: 0):
     sent = []
+    writes = []
 
-    async def send(message):
-        sent.append(message)
+    def write(messages):
+        writes.append(len(messages))
+        sent.extend(messages)
 
     clock = MediaClock(Metrics())
     errors = []
-    playout = Playout(clock, send, backlog, lead=lead, carrier="twilio", on_error=errors.append)
+    playout = Playout(clock, write, backlog, lambda frame: frame, lead=lead, carrier="twilio",
+                      on_error=errors.append)
+    playout.writes = writes
     return playout, clock, sent, errors
 
 
-async def test_frames_leave_only_within_the_lead_of_their_play_time():
+def test_frames_leave_only_within_the_lead_of_their_play_time():
     playout, clock, sent, _ = make_playout(lead=0.08)
     playout.begin_utterance()
     for i in range(20):
         playout.enqueue(f"f{i}")
     assert clock.active_count == 1
-    await playout.pump(100.0)
+    playout.pump(100.0)
     # play times 100.00 .. 100.08 are within the lead: five frames, not the whole queue
     assert sent == ["f0", "f1", "f2", "f3", "f4"]
-    await playout.pump(100.0 + FRAME_SECONDS)
+    assert playout.writes == [5]  # everything due in a tick leaves in one write
+    playout.pump(100.0 + FRAME_SECONDS)
     assert sent[-1] == "f5" and len(sent) == 6
     # a late tick (60 ms) releases everything due by then, no more
-    await playout.pump(100.0 + 4 * FRAME_SECONDS)
+    playout.pump(100.0 + 4 * FRAME_SECONDS)
     assert len(sent) == 9
     assert playout.frames_sent == 9
 
 
-async def test_mark_follows_the_last_frame_at_once_and_the_queue_deactivates():
+def test_mark_follows_the_last_frame_at_once_and_the_queue_deactivates():
     playout, clock, sent, _ = make_playout(lead=0.04)
     reached = []
     playout.begin_utterance()
@@ -41,66 +46,78 @@ async def test_mark_follows_the_last_frame_at_once_and_the_queue_deactivates():
         playout.enqueue(f"f{i}")
     playout.enqueue(Cue("mark", reached.append))
     playout.end_utterance()
-    await playout.pump(10.0)
+    playout.pump(10.0)
     assert sent == ["f0", "f1", "f2", "mark"]
+    assert playout.writes == [4]
     assert reached == [10.0]
     assert clock.active_count == 0
 
 
-async def test_underrun_counted_once_mid_utterance_and_timeline_rebased():
+def test_underrun_counted_once_mid_utterance_and_timeline_rebased():
     playout, _, sent, _ = make_playout(lead=0.02)
     playout.begin_utterance()
-    await playout.pump(5.0)  # waiting for first audio is not an underrun
+    playout.pump(5.0)  # waiting for first audio is not an underrun
     assert playout.underruns == 0
     playout.enqueue("a")
     playout.enqueue("b")
-    await playout.pump(5.0)
+    playout.pump(5.0)
     assert sent == ["a", "b"]
-    await playout.pump(5.1)  # the caller has heard a and b; nothing more arrived: a hole
-    await playout.pump(5.2)
+    playout.pump(5.1)  # the caller has heard a and b; nothing more arrived: a hole
+    playout.pump(5.2)
     assert playout.underruns == 1
     playout.enqueue("c")
-    await playout.pump(5.3)
+    playout.pump(5.3)
     assert sent[-1] == "c"
     assert abs(playout.next_play_time - (5.3 + FRAME_SECONDS)) < 1e-9  # rebased, no catch-up burst
     playout.end_utterance()
-    await playout.pump(6.0)
+    playout.pump(6.0)
     assert playout.underruns == 1  # end of an utterance is not an underrun
 
 
-async def test_slow_socket_is_skipped_not_waited_for():
+def test_slow_socket_is_skipped_not_waited_for():
     backlog = [10 ** 6]
     playout, _, sent, _ = make_playout(backlog=lambda: backlog[0])
     playout.enqueue("x")
-    await playout.pump(1.0)
+    playout.pump(1.0)
     assert sent == []
     backlog[0] = 0
-    await playout.pump(1.02)
+    playout.pump(1.02)
     assert sent == ["x"]
 
 
-async def test_clear_drops_frames_and_returns_unreached_cues():
+def test_clear_drops_frames_and_returns_unreached_cues():
     playout, _, sent, _ = make_playout(lead=0.02)
     playout.begin_utterance()
     for i in range(10):
         playout.enqueue(f"f{i}")
     cue = Cue("m", lambda now: None)
     playout.enqueue(cue)
-    await playout.pump(1.0)
+    playout.pump(1.0)
     assert playout.clear() == [cue]
-    await playout.pump(2.0)
+    playout.pump(2.0)
     assert "m" not in sent and len(sent) == 2
 
 
-async def test_a_failing_socket_closes_only_this_playout():
+def test_a_failing_socket_closes_only_this_playout():
     clock = MediaClock(Metrics())
     errors = []
 
-    async def broken(message):
+    def broken(messages):
         raise ConnectionResetError("gone")
 
-    playout = Playout(clock, broken, lambda: 0, lead=0.1, carrier="twilio", on_error=errors.append)
+    playout = Playout(clock, broken, lambda: 0, lambda f: f, lead=0.1, carrier="twilio",
+                      on_error=errors.append)
     playout.enqueue("x")
-    await playout.pump(1.0)
+    playout.pump(1.0)
     assert playout.closed and isinstance(errors[0], ConnectionResetError)
     assert clock.active_count == 0
+
+
+def test_counters_reach_prometheus_once_per_tick():
+    playout, clock, sent, _ = make_playout(lead=0.1)
+    for i in range(6):
+        playout.enqueue(f"f{i}")
+    playout.pump(1.0)
+    assert clock.metrics.frames_sent.labels("twilio")._value.get() == 0
+    clock.flush_counters()
+    assert clock.metrics.frames_sent.labels("twilio")._value.get() == 6

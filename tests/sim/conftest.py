@@ -28,7 +28,7 @@ class GatewaySide:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def send(self, command: CarrierCommand) -> float:
-        await self.ws.send_str(self.proto.send(command))
+        await self.ws.send_str(self.proto.send(command).decode())
         return time.monotonic()
 
     def of_type(self, kind: type) -> list[tuple[float, CarrierEvent]]:
