@@ -174,7 +174,14 @@ class StreamResampler:
         self._odd_byte = data[whole:]
         if self._bank is None:
             return data[:whole]
-        return self._filter(np.frombuffer(data, dtype="<i2", count=whole // 2))
+        samples = np.frombuffer(data, dtype="<i2", count=whole // 2)
+        # Long chunks (a provider may send a whole sentence) go through in 20 ms pieces:
+        # the gathered windows stay in cache, about twice as fast as one big gather.
+        # (Integer decimation reads a strided view and gathers nothing: no need.)
+        step = self.in_rate // 50
+        if self._bank.up == 1 or len(samples) <= step:
+            return self._filter(samples)
+        return b"".join([self._filter(samples[i:i + step]) for i in range(0, len(samples), step)])
 
     def flush(self) -> bytes:
         """Emit the tail held in the filter, then reset for the next stream."""

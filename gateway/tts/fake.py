@@ -2,7 +2,8 @@
 
 It behaves like a remote streaming TTS seen from the gateway: a session costs a
 handshake, each text waits ``first_audio_ms`` before its first chunk, then audio comes in
-bursts faster than real time (``burst_factor``). The audio is a voiced, syllable-like
+bursts faster than real time (``burst_factor``) until it is ``max_ahead_s`` ahead of real
+time, as a provider fed by a streaming LLM is; after that it keeps pace. The audio is a voiced, syllable-like
 signal at ``sample_rate`` (24 kHz by default, like Cartesia or Together), long in
 proportion to the text, so the resampler and framer do real work. It never touches the
 network; remote providers and their faithful fakes come with the provider pool.
@@ -32,7 +33,7 @@ def speechlike_pcm(seconds: float, rate: int) -> bytes:
 class FakeProvider(TtsProvider):
     def __init__(self, name: str, *, handshake_ms: float = 250, first_audio_ms: float = 200,
                  burst_factor: float = 4.0, sample_rate: int = 24000,
-                 chars_per_second: float = 15.0):
+                 chars_per_second: float = 15.0, max_ahead_s: float = 3.0):
         self.name = name
         self.voice = "fake"
         self.handshake = handshake_ms / 1000
@@ -40,6 +41,7 @@ class FakeProvider(TtsProvider):
         self.burst_factor = burst_factor
         self.sample_rate = sample_rate
         self.chars_per_second = chars_per_second
+        self.max_ahead = max_ahead_s
         self._audio = b""
         self._ready = False
 
@@ -65,7 +67,9 @@ class FakeSession(TtsSession):
         total = int(len(text) / p.chars_per_second * p.sample_rate) * 2
         chunk = int(CHUNK_SECONDS * p.sample_rate) * 2
         audio, rate = p._audio, p.sample_rate
+        loop = asyncio.get_running_loop()
         await asyncio.sleep(p.first_audio)
+        began = loop.time()
         sent = 0
         while sent < total:
             n = min(chunk, total - sent)
@@ -76,4 +80,5 @@ class FakeSession(TtsSession):
             sent += n
             yield AudioChunk(piece, "pcm_s16le", rate)
             if sent < total:
-                await asyncio.sleep(CHUNK_SECONDS / p.burst_factor)
+                ahead = sent / 2 / rate - (loop.time() - began)
+                await asyncio.sleep(max(CHUNK_SECONDS / p.burst_factor, ahead - p.max_ahead))
