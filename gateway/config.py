@@ -57,6 +57,7 @@ class RouteConfig:
 @dataclass(frozen=True)
 class PlayoutConfig:
     lead_ms: int = 80
+    frames_per_write: int = 2
     hangup_mark_timeout_s: float = 5.0
 
 
@@ -218,12 +219,17 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
         carriers = list(CARRIERS)
 
     pl = r.mapping(top.get("playout"), "playout")
-    r.unknown(pl, "playout", {"lead_ms", "hangup_mark_timeout_s"})
+    r.unknown(pl, "playout", {"lead_ms", "frames_per_write", "hangup_mark_timeout_s"})
     playout = PlayoutConfig(
         lead_ms=r.get(pl, "lead_ms", "playout", int, 80, minimum=20, maximum=2000),
+        frames_per_write=r.get(pl, "frames_per_write", "playout", int, 2, minimum=1, maximum=10),
         hangup_mark_timeout_s=r.get(pl, "hangup_mark_timeout_s", "playout", float, 5.0,
                                     minimum=0, maximum=120),
     )
+    if playout.lead_ms < 20 * playout.frames_per_write + 20:
+        problems.append(f"playout.lead_ms: {playout.lead_ms} is too small for frames_per_write "
+                        f"{playout.frames_per_write}; it needs at least "
+                        f"{20 * playout.frames_per_write + 20} so the carrier never runs dry")
     li = r.mapping(top.get("limits"), "limits")
     r.unknown(li, "limits", {"max_calls", "max_text_chars"})
     limits = LimitsConfig(

@@ -130,7 +130,10 @@ def _polyphase_bank(in_rate: int, out_rate: int) -> _PolyphaseBank:
         group_delay_upsampled=centre,
         delay_seconds=centre / upsampled_rate,
         max_segment=max_segment,
-        cycle_filters=_read_only(np.ascontiguousarray(reversed_phases[cycle_phase])),
+        # float32 halves the memory traffic of the hot loop; 24-bit mantissas keep the
+        # filter's stopband far below the 90 dB design and int16 rounding.
+        cycle_filters=_read_only(np.ascontiguousarray(reversed_phases[cycle_phase],
+                                                      dtype=np.float32)),
         cycle_input_advance=_read_only(positions * down // up),
         cycle_position_of_phase=tuple(cycle_position_of_phase),
     )
@@ -163,7 +166,7 @@ class StreamResampler:
         self._odd_byte = b""
         if self._bank is not None:
             # Input history, oldest first; starts as the zeros before the stream.
-            self._history = np.zeros(self._bank.taps_per_phase - 1)
+            self._history = np.zeros(self._bank.taps_per_phase - 1, dtype=np.float32)
             # Upsampled time of the next output, relative to self._history[0].
             self._next_output_time = (self._bank.taps_per_phase - 1) * self._bank.up
 

@@ -60,8 +60,10 @@ class Call:
         self._close_transport = close_transport
         self.metrics = services.metrics
         self.playout = Playout(services.clock, sink.write_text, sink.backlog,
-                               protocol.media_message, lead=services.config.playout.lead_ms / 1000, carrier=carrier,
-                               on_error=self._on_send_error)
+                               protocol.media_message,
+                               lead=services.config.playout.lead_ms / 1000, carrier=carrier,
+                               on_error=self._on_send_error,
+                               frames_per_write=services.config.playout.frames_per_write)
         self.events = EventHub(call_id, events_url=route.events_url, http=services.http,
                                on_webhook_error=lambda: self.metrics.control_errors.labels(
                                    "events_url").inc())

@@ -56,13 +56,17 @@ class Playout:
 
     def __init__(self, clock: MediaClock, write: Callable[[list[bytes]], None],
                  backlog: Callable[[], int], build_media: Callable[[bytes], bytes], *,
-                 lead: float, carrier: str, on_error: Callable[[BaseException], None]):
+                 lead: float, carrier: str, on_error: Callable[[BaseException], None],
+                 frames_per_write: int = 1):
         self._clock = clock
         self._write = write
         self._backlog = backlog
         self._build = build_media
         self._on_error = on_error
         self.lead = lead
+        # Wait until this many frames are due, then send them in one write: half the system
+        # calls at 2, while the carrier still holds at least lead - 20 ms * (n - 1).
+        self._batch_slack = (frames_per_write - 1) * FRAME_SECONDS
         self.carrier = carrier
         self.queue: deque[bytes | Cue] = deque()
         self.next_play_time = 0.0  # carrier play time of the next frame (loop clock)
@@ -141,7 +145,8 @@ class Playout:
         if not queue:
             return
         self._starved = False
-        horizon = now + self.lead
+        horizon = now + self.lead + 1e-6  # float sums of 0.02 must not drop a frame
+        batch_start = horizon - self._batch_slack
         out: list[bytes] = []
         reached: list[Cue] = []
         frames = 0
@@ -156,9 +161,12 @@ class Playout:
                 continue
             if self.next_play_time > horizon:
                 break
-            if frames == 0 and self._backlog() > MAX_SOCKET_BACKLOG:
-                self._clock.count_skip(self.carrier)
-                break
+            if frames == 0:
+                if self.next_play_time > batch_start:
+                    break
+                if self._backlog() > MAX_SOCKET_BACKLOG:
+                    self._clock.count_skip(self.carrier)
+                    break
             queue.popleft()
             out.append(build(item))
             self.next_play_time += FRAME_SECONDS

@@ -343,3 +343,29 @@ def test_mark_name_must_be_a_string():
 def test_send_rejects_unknown_commands():
     with pytest.raises(TypeError):
         started_protocol().send(object())
+
+
+def test_fast_media_path_agrees_with_the_full_parser():
+    """Well-formed media skips json.loads; anything unusual still meets the full parser."""
+    import json as _json
+
+    proto = started_protocol()
+    payload = bytes(range(160))
+    b64 = base64.b64encode(payload).decode()
+    typical = ('{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2",'
+               f'"timestamp":"5","payload":"{b64}"}},"streamSid":"{STREAM}"}}')
+    assert proto._fast_inbound_media(typical) == Audio(payload)
+    assert proto.receive_text(typical) == Audio(payload)
+    # reordered and spaced JSON is still valid Twilio: the full parser takes it
+    spaced = _json.dumps({"event": "media", "streamSid": STREAM,
+                          "media": {"payload": b64, "track": "inbound"}}, indent=1)
+    assert proto._fast_inbound_media(spaced) is None
+    assert proto.receive_text(spaced) == Audio(payload)
+    for broken, kind in ((typical.replace(b64, "@@@"), "bad_payload"),
+                         (typical.replace(STREAM, "MZother"), "missing_field")):
+        assert proto._fast_inbound_media(broken) is None
+        with pytest.raises(CarrierProtocolError) as info:
+            proto.receive_text(broken)
+        assert info.value.kind == kind
+    outbound = typical.replace('"track":"inbound"', '"track":"outbound"')
+    assert proto._fast_inbound_media(outbound) is None and proto.receive_text(outbound) is None

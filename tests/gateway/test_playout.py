@@ -121,3 +121,26 @@ def test_counters_reach_prometheus_once_per_tick():
     assert clock.metrics.frames_sent.labels("twilio")._value.get() == 0
     clock.flush_counters()
     assert clock.metrics.frames_sent.labels("twilio")._value.get() == 6
+
+
+def test_frames_per_write_pairs_frames_without_letting_the_carrier_run_dry():
+    sent, writes = [], []
+
+    def write(messages):
+        writes.append(len(messages))
+        sent.extend(messages)
+
+    clock = MediaClock(Metrics())
+    playout = Playout(clock, write, lambda: 0, lambda f: f, lead=0.08, carrier="twilio",
+                      on_error=None, frames_per_write=2)
+    playout.begin_utterance()
+    for i in range(40):
+        playout.enqueue(f"f{i}")
+    t = 50.0
+    playout.pump(t)  # the first frames leave at once (no waiting to start)
+    assert writes == [5]
+    for tick in range(1, 21):
+        playout.pump(t + tick * 0.02)
+        # never less than lead - 20 ms of audio ahead of the carrier's playout
+        assert playout.next_play_time - (t + tick * 0.02) >= 0.06 - 1e-9
+    assert set(writes[1:]) == {2} and len(writes) == 11
