@@ -172,7 +172,7 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
             options = {"threads": r.get(p, "threads", key, int, 2, minimum=1, maximum=16)}
         else:  # fake: a timing profile for benchmarks, no network
             r.unknown(p, key, {"type", "handshake_ms", "first_audio_ms", "burst_factor",
-                               "sample_rate", "chars_per_second", "max_ahead_s"})
+                               "sample_rate", "chars_per_second", "max_ahead_s", "encoding"})
             voice = "fake"
             options = {
                 "handshake_ms": r.get(p, "handshake_ms", key, float, 250.0, minimum=0),
@@ -181,7 +181,12 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
                 "sample_rate": r.get(p, "sample_rate", key, int, 24000, minimum=8000),
                 "chars_per_second": r.get(p, "chars_per_second", key, float, 15.0, minimum=1),
                 "max_ahead_s": r.get(p, "max_ahead_s", key, float, 3.0, minimum=0.1),
+                "encoding": r.get(p, "encoding", key, str, "pcm_s16le"),
             }
+            if options["encoding"] not in ("pcm_s16le", "mulaw"):
+                problems.append(f"{key}.encoding: {options['encoding']!r} is not pcm_s16le or mulaw")
+            elif options["encoding"] == "mulaw" and options["sample_rate"] != 8000:
+                problems.append(f"{key}.sample_rate: mulaw comes at 8000 Hz only")
             if options["sample_rate"] not in (8000, 16000, 22050, 24000, 44100, 48000):
                 problems.append(f"{key}.sample_rate: {options['sample_rate']} is not one of "
                                 "8000, 16000, 22050, 24000, 44100, 48000")

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
+from telcodecs import ulaw_encode
 
 from gateway.carriers.events import MediaFormat
 from gateway.tts.base import AudioChunk, TtsProvider, TtsSession
@@ -33,7 +34,12 @@ def speechlike_pcm(seconds: float, rate: int) -> bytes:
 class FakeProvider(TtsProvider):
     def __init__(self, name: str, *, handshake_ms: float = 250, first_audio_ms: float = 200,
                  burst_factor: float = 4.0, sample_rate: int = 24000,
-                 chars_per_second: float = 15.0, max_ahead_s: float = 3.0):
+                 chars_per_second: float = 15.0, max_ahead_s: float = 3.0,
+                 encoding: str = "pcm_s16le"):
+        if encoding not in ("pcm_s16le", "mulaw"):
+            raise ValueError(f"encoding {encoding!r}: the fake speaks pcm_s16le or mulaw")
+        if encoding == "mulaw" and sample_rate != 8000:
+            raise ValueError("mulaw comes at 8000 Hz only")
         self.name = name
         self.voice = "fake"
         self.handshake = handshake_ms / 1000
@@ -42,11 +48,15 @@ class FakeProvider(TtsProvider):
         self.sample_rate = sample_rate
         self.chars_per_second = chars_per_second
         self.max_ahead = max_ahead_s
+        self.encoding = encoding
+        self.bytes_per_sample = 1 if encoding == "mulaw" else 2
         self._audio = b""
         self._ready = False
 
     async def start(self) -> None:
-        self._audio = speechlike_pcm(10.0, self.sample_rate)  # looped for longer texts
+        audio = speechlike_pcm(10.0, self.sample_rate)  # looped for longer texts
+        # like the providers that send the carrier's own format (Inworld MULAW, ElevenLabs ulaw_8000)
+        self._audio = ulaw_encode(audio) if self.encoding == "mulaw" else audio
         self._ready = True
 
     @property
@@ -64,9 +74,10 @@ class FakeSession(TtsSession):
 
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
         p = self._p
-        total = int(len(text) / p.chars_per_second * p.sample_rate) * 2
-        chunk = int(CHUNK_SECONDS * p.sample_rate) * 2
-        audio, rate = p._audio, p.sample_rate
+        width = p.bytes_per_sample
+        total = int(len(text) / p.chars_per_second * p.sample_rate) * width
+        chunk = int(CHUNK_SECONDS * p.sample_rate) * width
+        audio, rate, encoding = p._audio, p.sample_rate, p.encoding
         loop = asyncio.get_running_loop()
         await asyncio.sleep(p.first_audio)
         began = loop.time()
@@ -78,7 +89,7 @@ class FakeSession(TtsSession):
             if len(piece) < n:
                 piece += audio[: n - len(piece)]
             sent += n
-            yield AudioChunk(piece, "pcm_s16le", rate)
+            yield AudioChunk(piece, encoding, rate)
             if sent < total:
-                ahead = sent / 2 / rate - (loop.time() - began)
+                ahead = sent / width / rate - (loop.time() - began)
                 await asyncio.sleep(max(CHUNK_SECONDS / p.burst_factor, ahead - p.max_ahead))

@@ -1,0 +1,402 @@
+"""``tts-gateway bench``: latency, calls per core and barge-in, measured end to end.
+
+A gateway runs as its own process pinned to core 0, with a fake TTS provider of realistic
+timing (handshake 250 ms, first audio 200 ms, 24 kHz audio in bursts 4x faster than real
+time). A lean load generator pinned to core 1 places N full-duplex Twilio calls on
+loopback (caller audio at 50 frames/s in, paced audio out, marks echoed), interrupts some
+calls near the end, and measures at the carrier side. The gateway's own latencies come
+from its Prometheus histograms; its CPU and memory from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+GOALS = {
+    "gateway_added_p50_ms": 1.0,
+    "gateway_added_p99_ms": 5.0,
+    "lateness_p99_ms": 10.0,
+    "barge_in_ms": 40.0,
+}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# What the fake provider sends: 24 kHz PCM (Together, or any provider asked for PCM) is
+# resampled and encoded by the gateway; μ-law 8 kHz (Inworld, ElevenLabs, Cartesia, Deepgram,
+# Uplift can send it) passes straight through.
+AUDIO_FORMATS = {"pcm24k": {"encoding": "pcm_s16le", "sample_rate": 24000},
+                 "mulaw8k": {"encoding": "mulaw", "sample_rate": 8000}}
+
+
+def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
+                 audio: str = "pcm24k") -> dict:
+    return {
+        "server": {"host": "127.0.0.1", "port": port},
+        "providers": {"fake": {"type": "fake", "handshake_ms": 250, "first_audio_ms": 200,
+                               "burst_factor": 4.0, "chars_per_second": 15.0,
+                               **AUDIO_FORMATS[audio]}},
+        "carriers": ["twilio"],
+        # one long greeting keeps every call speaking for the whole measurement
+        "routes": {"bench": {"provider": "fake", "cache_greeting": False,
+                             "greeting": "Thank you for calling. " * int(seconds_of_speech * 15 / 23 + 1)}},
+        "playout": {"lead_ms": lead_ms},
+        "limits": {"max_calls": 100000, "max_text_chars": 1000000},
+        "logging": {"level": "WARNING"},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def histogram_quantiles(metrics: str, name: str, quantiles=(0.5, 0.99), **labels) -> dict:
+    """Quantiles from a Prometheus histogram, interpolated within buckets like histogram_quantile()."""
+    want = "".join(f',{k}="{v}"' for k, v in labels.items())
+    buckets = []
+    for match in re.finditer(r'^' + re.escape(name) + r'_bucket\{(.*)\} (\S+)$', metrics, re.M):
+        label_text, value = match.groups()
+        le = re.search(r'le="([^"]+)"', label_text).group(1)
+        rest = re.sub(r',?le="[^"]+"', "", label_text)
+        if want and want.lstrip(",") != rest.lstrip(","):
+            continue
+        buckets.append((float(le), float(value)))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return {q: None for q in quantiles} | {"count": 0}
+    total = buckets[-1][1]
+    out = {"count": int(total)}
+    for q in quantiles:
+        rank = q * total
+        lower_bound, lower_count = 0.0, 0.0
+        for bound, count in buckets:
+            if count >= rank:
+                if bound == float("inf"):
+                    out[q] = lower_bound
+                else:
+                    fraction = (rank - lower_count) / (count - lower_count) if count > lower_count else 1
+                    out[q] = lower_bound + (bound - lower_bound) * fraction
+                break
+            lower_bound, lower_count = bound, count
+    return out
+
+
+def counter_total(metrics: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(r'^' + re.escape(name) + r'(?:\{[^}]*\})? (\S+)$',
+                                            metrics, re.M))
+
+
+def pin(cpu: int | None):
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+async def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError("the gateway did not become ready")
+
+
+async def scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/metrics") as resp:
+            return await resp.text()
+
+
+async def run_once(calls: int, duration: float, *, lead_ms: int = 80, pinned: bool = True,
+                   audio: str = "pcm24k",
+                   ramp_per_second: float = 100.0, interrupt_fraction: float = 0.1,
+                   workdir: Path) -> dict:
+    """One measurement: N calls for ``duration`` seconds after they are all up."""
+    cpus = os.cpu_count() or 1
+    pinned = pinned and cpus >= 2
+    port = free_port()
+    ramp = calls / ramp_per_second
+    total = ramp + duration
+    config_path = workdir / f"bench-{calls}.yaml"
+    config_path.write_text(yaml.safe_dump(bench_config(port, total + 30, lead_ms, audio)))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)],
+        preexec_fn=pin(0) if pinned else None, env=env,
+        stdout=subprocess.DEVNULL, stderr=open(workdir / f"gateway-{calls}.log", "w"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(base)
+        rss_idle = proc_rss_bytes(gateway.pid)
+        out = workdir / f"load-{calls}.json"
+        load = subprocess.Popen(
+            [sys.executable, "-m", "gateway.bench.loadgen", "--url", f"ws://127.0.0.1:{port}",
+             "--calls", str(calls), "--route", "bench", "--duration", str(total),
+             "--ramp", str(ramp_per_second), "--measure-from", "1.0",
+             "--interrupt-after", str(max(total - 2.0, ramp + 1.0)),
+             "--interrupt-fraction", str(interrupt_fraction), "--json", str(out)],
+            preexec_fn=pin(1) if pinned else None, env=env, stdout=subprocess.DEVNULL)
+        # CPU and memory over the steady part: all calls up, before interrupts and hang-ups
+        await asyncio.sleep(ramp + 1.5)
+        cpu0, t0 = proc_cpu_seconds(gateway.pid), time.monotonic()
+        await asyncio.sleep(max(1.0, duration - 4.0))
+        cpu1, t1 = proc_cpu_seconds(gateway.pid), time.monotonic()
+        rss_loaded = proc_rss_bytes(gateway.pid)
+        metrics_during = await scrape(base)
+        rc = await asyncio.get_running_loop().run_in_executor(None, load.wait, total + 60)
+        if rc != 0:
+            raise RuntimeError(f"the load generator failed with exit code {rc}")
+        result = json.loads(out.read_text())
+        metrics = await scrape(base)
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(10)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+    cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
+    added = histogram_quantiles(metrics, "tts_gateway_gateway_added_latency_seconds",
+                                carrier="twilio")
+    first_frame = histogram_quantiles(metrics, "tts_gateway_first_frame_seconds", carrier="twilio")
+    first_chunk = histogram_quantiles(metrics, "tts_gateway_tts_first_chunk_seconds",
+                                      provider="fake")
+    tick = histogram_quantiles(metrics_during, "tts_gateway_pacing_lateness_seconds")
+    barge = sorted(result.get("barge_in", []))
+    ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
+    return {
+        "calls": calls,
+        "provider_audio": audio,
+        "calls_connected": result["calls_connected"],
+        "calls_failed": result["calls_failed"],
+        "duration_s": duration,
+        "gateway_added_p50_ms": ms(added[0.5]),
+        "gateway_added_p99_ms": ms(added[0.99]),
+        "gateway_added_samples": added["count"],
+        "first_frame_p50_ms": ms(first_frame[0.5]),
+        "first_frame_p99_ms": ms(first_frame[0.99]),
+        "provider_first_chunk_p50_ms": ms(first_chunk[0.5]),
+        "carrier_first_media_p50_ms": ms(_quantile(result["first_media_latency"], 0.5)),
+        "carrier_first_media_p99_ms": ms(_quantile(result["first_media_latency"], 0.99)),
+        "lateness_p50_ms": ms(result["lateness_p50"]),
+        "lateness_p99_ms": ms(result["lateness_p99"]),
+        "lateness_max_ms": ms(result["lateness_max"]),
+        "clock_tick_late_p99_ms": ms(tick[0.99]),
+        "underruns_carrier_side": result["underruns"],
+        "underruns_gateway_side": counter_total(metrics, "tts_gateway_underruns_total"),
+        "violations": result["violations"],
+        "frames_received": result["frames_received"],
+        "gateway_cpu_percent_of_core": round(cpu_percent, 1),
+        "gateway_cpu_percent_per_call": round(cpu_percent / calls, 4),
+        "gateway_rss_mb": round(rss_loaded / 2**20, 1),
+        "gateway_rss_kb_per_call": round((rss_loaded - rss_idle) / 1024 / calls, 1),
+        "generator_cpu_seconds": result.get("generator_cpu_seconds"),
+        "barge_in_p50_ms": ms(_quantile(barge, 0.5)),
+        "barge_in_max_ms": ms(barge[-1] if barge else None),
+        "barge_ins_measured": len(barge),
+        "pinned": pinned,
+        "timeline": result.get("timeline", []),
+        "first_media_latencies_ms": [round(v * 1000, 2) for v in result["first_media_latency"]],
+    }
+
+
+def _quantile(values, q):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, int(round(q * len(values) + 0.5)) - 1))]
+
+
+def passes(run: dict) -> bool:
+    """The capacity criterion: p99 lateness within 10 ms, no underrun, every call connected."""
+    return (run["lateness_p99_ms"] is not None and run["lateness_p99_ms"] <= GOALS["lateness_p99_ms"]
+            and run["underruns_carrier_side"] == 0 and run["calls_failed"] == 0
+            and run["calls_connected"] == run["calls"])
+
+
+async def sweep(start: int, limit: int, duration: float, workdir: Path, **kw) -> dict:
+    """Grow N until a run fails, then bisect between the last pass and the first fail."""
+    runs = []
+    good, bad, n = 0, None, start
+    while n <= limit and time.monotonic() < sweep.deadline:
+        run = await run_once(n, duration, workdir=workdir, **kw)
+        runs.append(run)
+        print(_one_line(run), flush=True)
+        if passes(run):
+            good = n
+            n = n * 2 if bad is None else (good + bad) // 2
+        else:
+            bad = n
+            n = (good + bad) // 2
+        if bad is not None and bad - good <= max(25, good // 10):
+            break
+        if bad is not None and n <= good:
+            break
+    return {"max_calls_per_core": good, "first_failing": bad, "runs": runs}
+
+
+sweep.deadline = float("inf")
+
+
+def _one_line(run: dict) -> str:
+    return (f"  N={run['calls']:>4}: lateness p99 {run['lateness_p99_ms']} ms, max "
+            f"{run['lateness_max_ms']} ms, underruns {run['underruns_carrier_side']}, "
+            f"CPU {run['gateway_cpu_percent_of_core']} % of a core, "
+            f"added p50/p99 {run['gateway_added_p50_ms']}/{run['gateway_added_p99_ms']} ms"
+            f" -> {'PASS' if passes(run) else 'FAIL'}")
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "event_loop": loop, "platform": platform.platform()}
+
+
+def print_report(run: dict) -> None:
+    rows = [
+        ("gateway-added first-audio latency p50", run["gateway_added_p50_ms"], "ms", "≤ 1"),
+        ("gateway-added first-audio latency p99", run["gateway_added_p99_ms"], "ms", "≤ 5"),
+        ("first-frame latency p50 (speak -> frame)", run["first_frame_p50_ms"], "ms", ""),
+        ("first-frame latency p99", run["first_frame_p99_ms"], "ms", ""),
+        ("  of which provider first chunk p50", run["provider_first_chunk_p50_ms"], "ms", ""),
+        ("frame lateness at carrier p50", run["lateness_p50_ms"], "ms", ""),
+        ("frame lateness at carrier p99", run["lateness_p99_ms"], "ms", "≤ 10"),
+        ("frame lateness at carrier max", run["lateness_max_ms"], "ms", ""),
+        ("underruns (carrier side / gateway side)",
+         f"{run['underruns_carrier_side']} / {run['underruns_gateway_side']:.0f}", "", "0"),
+        ("gateway CPU, % of one core", run["gateway_cpu_percent_of_core"], "%", ""),
+        ("gateway CPU per call", run["gateway_cpu_percent_per_call"], "% of a core", ""),
+        ("gateway RSS / per call", f"{run['gateway_rss_mb']} MB / {run['gateway_rss_kb_per_call']}",
+         "KB", ""),
+        ("barge-in: interrupt -> last frame p50", run["barge_in_p50_ms"], "ms", ""),
+        ("barge-in: interrupt -> last frame max", run["barge_in_max_ms"], "ms", "≤ 40"),
+    ]
+    print(f"\n{run['calls']} calls ({run['calls_connected']} connected, {run['calls_failed']} failed), "
+          f"{run['duration_s']} s, provider audio {run['provider_audio']}, "
+          f"gateway {'pinned to core 0' if run['pinned'] else 'not pinned'}")
+    for label, value, unit, goal in rows:
+        print(f"  {label:<44} {str(value):>12} {unit:<12} {('goal ' + goal) if goal else ''}")
+
+
+def plot(run: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    timeline = run["timeline"]
+    if timeline:
+        t = [w["t"] for w in timeline]
+        left.plot(t, [w["p99_ms"] for w in timeline], label="p99 lateness")
+        left.plot(t, [w["max_ms"] for w in timeline], label="max lateness", alpha=0.6)
+        left.axhline(GOALS["lateness_p99_ms"], color="red", linestyle=":", label="goal (p99)")
+        left.set_xlabel("seconds")
+        left.set_ylabel("ms")
+        left.set_title(f"Frame lateness at the carrier, {run['calls']} calls")
+        left.legend()
+    latencies = sorted(run.get("first_media_latencies_ms", []))
+    if latencies:
+        right.plot(latencies, [(i + 1) / len(latencies) for i in range(len(latencies))])
+        right.set_xlabel("ms from start to first audio frame (incl. 250 ms handshake + 200 ms TTFA)")
+        right.set_ylabel("fraction of calls")
+        right.set_title("First-audio latency CDF")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tts-gateway bench")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds measured after all calls are up")
+    parser.add_argument("--lead-ms", type=int, default=80)
+    parser.add_argument("--audio", choices=sorted(AUDIO_FORMATS), default="pcm24k",
+                        help="what the fake provider sends (pcm24k is resampled, mulaw8k passes through)")
+    parser.add_argument("--sweep-audio", default="mulaw8k,pcm24k",
+                        help="provider audio formats to sweep, comma-separated")
+    parser.add_argument("--sweep", action="store_true",
+                        help="find the most calls one core carries (p99 lateness ≤ 10 ms, no underrun)")
+    parser.add_argument("--sweep-start", type=int, default=100)
+    parser.add_argument("--sweep-limit", type=int, default=2000)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin gateway and generator to cores")
+    parser.add_argument("--json", default="bench-out/bench.json")
+    parser.add_argument("--plot", help="write a PNG (lateness over time, first-audio latency CDF)")
+    parser.add_argument("--quality", action="store_true",
+                        help="also run the audio-quality benchmark (PESQ, resampler comparison)")
+    parser.add_argument("--time-budget", type=float, default=270.0,
+                        help="stop starting new sweep runs after this many seconds")
+    args = parser.parse_args(argv)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    sweep.deadline = started + args.time_budget
+    report = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with tempfile.TemporaryDirectory(prefix="tts-bench-") as tmp:
+        workdir = Path(tmp)
+        kw = {"lead_ms": args.lead_ms, "pinned": not args.no_pin}
+        run = asyncio.run(run_once(args.calls, args.duration, workdir=workdir, audio=args.audio,
+                                   **kw))
+        print_report(run)
+        report["load"] = run
+        if args.sweep:
+            report["sweep"] = {}
+            formats = [f for f in args.sweep_audio.split(",") if f]
+            for i, audio in enumerate(formats):
+                print(f"\nsweep, provider audio {audio} (calls on one core):")
+                sweep.deadline = time.monotonic() + (
+                    started + args.time_budget - time.monotonic()) / (len(formats) - i)
+                found = asyncio.run(sweep(args.sweep_start, args.sweep_limit,
+                                          min(args.duration, 12.0), workdir, audio=audio, **kw))
+                report["sweep"][audio] = found
+                print(f"  -> {found['max_calls_per_core']} calls per core "
+                      f"(first failing: {found['first_failing']})")
+    if args.quality:
+        from gateway.bench.quality import main_quality
+
+        main_quality(["--json", str(Path(args.json).with_name("quality.json"))])
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plot:
+        plot(run, args.plot)
+        print(f"plot written to {args.plot}")
+    print(f"\nJSON written to {args.json} ({report['elapsed_s']} s)")
+    return 0
