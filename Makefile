@@ -6,13 +6,18 @@ VENV ?= .venv
 VENV313 ?= .venv313
 CONFIG ?= gateway.yaml
 
-.PHONY: run test test311 test313 check-config clean
+.PHONY: run test test311 test313 check-config bench clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
 
 check-config: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway check-config --config $(CONFIG)
+
+# Latency, calls per core (sweep), barge-in and audio quality; about four minutes.
+bench: $(VENV)/.installed
+	$(VENV)/bin/tts-gateway bench --calls 200 --duration 15 --sweep --quality \
+		--plot bench-out/bench.png --json bench-out/bench.json
 
 test: test311 test313
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -89,6 +90,9 @@ def _serve(args) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
+    # Fewer, cheaper collections: the media clock must not stall behind a full collection
+    # of a heap that is mostly long-lived (the voice model, imported modules).
+    gc.set_threshold(50_000, 20, 100)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     loop_factory = _fast_loop_factory()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import aiohttp
@@ -84,6 +85,7 @@ async def _lifecycle(app: web.Application):
 async def _start_provider(app: web.Application, provider: TtsProvider) -> None:
     try:
         await provider.start()
+        gc.freeze()  # what exists once a provider is loaded lives forever: never rescan it
     except Exception as exc:  # readiness stays false; the reason is in the log and metrics
         app[METRICS].tts_errors.labels(provider.name, "start").inc()
         log.error("provider %s failed to start: %s", provider.name, exc)

@@ -262,32 +262,20 @@ async def test_metrics_show_latency_histograms_after_a_call(gateway):
 
 async def test_control_token_is_required_when_configured(gateway_config):
     gateway_config["auth"] = {"control_token_env": "GW_TEST_TOKEN"}
-    from gateway.config import parse_config
-    from gateway.http.app import create_app
-    from aiohttp import web
-
-    config = parse_config(gateway_config, {"GW_TEST_TOKEN": "tok-123"})
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    import aiohttp
-
+    gw = await start_gateway(gateway_config, environ={"GW_TEST_TOKEN": "tok-123"})
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/v1/calls") as resp:
-                assert resp.status == 401
-            async with http.get(f"http://127.0.0.1:{port}/v1/calls",
-                                headers={"Authorization": "Bearer wrong"}) as resp:
-                assert resp.status == 401
-            async with http.get(f"http://127.0.0.1:{port}/v1/calls",
-                                headers={"Authorization": "Bearer tok-123"}) as resp:
-                assert resp.status == 200
-            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                assert resp.status == 200  # probes stay open
+        calls = f"{gw.http_url}/v1/calls"
+        async with gw.session.get(calls) as resp:
+            assert resp.status == 401
+        async with gw.session.get(calls, headers={"Authorization": "Bearer wrong"}) as resp:
+            assert resp.status == 401
+        async with gw.session.get(calls, headers={"Authorization": "Bearer tok-123"}) as resp:
+            assert resp.status == 200
+        async with gw.session.get(f"{gw.http_url}/healthz") as resp:
+            assert resp.status == 200  # probes stay open
     finally:
-        await runner.cleanup()
+        await gw.session.close()
+        await gw.runner.cleanup()
 
 
 async def test_dial_cli_writes_a_wav_of_speech_and_prints_latency(gateway, tmp_path):
