@@ -56,8 +56,8 @@ class RouteConfig:
 
 @dataclass(frozen=True)
 class PlayoutConfig:
-    lead_ms: int = 80
-    frames_per_write: int = 2
+    lead_ms: int = 100
+    frames_per_write: int = 3
     hangup_mark_timeout_s: float = 5.0
 
 
@@ -226,8 +226,8 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     pl = r.mapping(top.get("playout"), "playout")
     r.unknown(pl, "playout", {"lead_ms", "frames_per_write", "hangup_mark_timeout_s"})
     playout = PlayoutConfig(
-        lead_ms=r.get(pl, "lead_ms", "playout", int, 80, minimum=20, maximum=2000),
-        frames_per_write=r.get(pl, "frames_per_write", "playout", int, 2, minimum=1, maximum=10),
+        lead_ms=r.get(pl, "lead_ms", "playout", int, 100, minimum=20, maximum=2000),
+        frames_per_write=r.get(pl, "frames_per_write", "playout", int, 3, minimum=1, maximum=10),
         hangup_mark_timeout_s=r.get(pl, "hangup_mark_timeout_s", "playout", float, 5.0,
                                     minimum=0, maximum=120),
     )

@@ -137,7 +137,7 @@ async def scrape(url: str) -> str:
             return await resp.text()
 
 
-async def run_once(calls: int, duration: float, *, lead_ms: int = 80, pinned: bool = True,
+async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: bool = True,
                    audio: str = "pcm24k",
                    ramp_per_second: float = 100.0, interrupt_fraction: float = 0.1,
                    workdir: Path) -> dict:
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--duration", type=float, default=20.0,
                         help="seconds measured after all calls are up")
-    parser.add_argument("--lead-ms", type=int, default=80)
+    parser.add_argument("--lead-ms", type=int, default=100)
     parser.add_argument("--audio", choices=sorted(AUDIO_FORMATS), default="pcm24k",
                         help="what the fake provider sends (pcm24k is resampled, mulaw8k passes through)")
     parser.add_argument("--sweep-audio", default="mulaw8k,pcm24k",

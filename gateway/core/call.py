@@ -237,11 +237,15 @@ class Call:
                                             fmt.encoding, fmt.sample_rate)
                 frames = framer.push(transcoder.feed(chunk.data))
                 if frames:
+                    # Only a playout that ran out of audio needs sending now; one that still
+                    # holds frames releases the new ones on the clock as usual.
+                    starving = not self.playout.queue
                     self._enqueue_frames(utt, frames, first)
                     first = False
                     if recorded is not None:
                         recorded += frames
-                    self.playout.kick()
+                    if starving:
+                        self.playout.kick()
         tail = framer.push(transcoder.flush()) if transcoder else []
         last = framer.flush()
         if last:
