@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", help="write a PNG (lateness over time, first-audio latency CDF)")
     parser.add_argument("--quality", action="store_true",
                         help="also run the audio-quality benchmark (PESQ, resampler comparison)")
-    parser.add_argument("--time-budget", type=float, default=150.0,
+    parser.add_argument("--time-budget", type=float, default=200.0,
                         help="stop starting new sweep runs after this many seconds")
     args = parser.parse_args(argv)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
