@@ -99,9 +99,6 @@ class Playout:
         self.in_utterance = False
         self._clock.activate(self)
 
-    def queued_seconds(self) -> float:
-        return sum(1 for item in self.queue if item.__class__ is not Cue) * FRAME_SECONDS
-
     def clear(self) -> list[Cue]:
         """Drop everything queued; return the cues that will now never be reached."""
         dropped = [item for item in self.queue if item.__class__ is Cue]
