@@ -1,0 +1,545 @@
+"""Together AI realtime TTS WebSocket, client side, as a sans-I/O protocol.
+
+Spec: /work/shared/protocols/tts-providers.md §3 (tags [C] confirmed, [T] third-party,
+[O] observed, [I] inferred) and the Together docs copy (source 002)::
+
+    gateway -> Together   input_text_buffer.append {text, context_id}
+                          input_text_buffer.commit / .clear {context_id}
+                          context.cancel {context_id}, tts_session.updated {session}
+    Together -> gateway   session.created (or tts.failed first), input_text.received,
+                          conversation.item.audio_output.delta {item_id, delta(b64)},
+                          conversation.item.audio_output.done {item_id},
+                          conversation.item.tts.failed {error}, context.cancelled
+
+:class:`TogetherProtocol` builds the JSON text frames to send and turns received text
+frames into :mod:`gateway.tts.providers.events`. It does no I/O.
+
+Choices made where the docs are silent (all [I]):
+
+* ``segment=never`` is requested by default, so each ``commit`` yields exactly one item
+  (one ``audio_output.done``). §3.5 warns that with ``segment=sentence`` a turn produces
+  several items and "first done = end of turn" is fragile; the gateway already cuts text
+  into sentences itself and commits each one, so nothing is lost in latency. Done
+  tracking counts commits against ``done`` events per context.
+* Server events may or may not echo ``context_id`` (§3.3, open question §10). When one
+  is missing, the event is attributed to the item's known context, else to the oldest
+  context still expecting audio (the server is assumed to process in order).
+* The 100-contexts limit (§3.5) is treated as a per-connection *lifetime* limit (the
+  docs do not say whether finished contexts are freed): :attr:`contexts_left` reaches 0
+  and the pool must replace the socket.
+* No per-message text limit is documented; :data:`MAX_TEXT_CHARS` is a conservative cap
+  and :func:`split_text` cuts long text at sentence boundaries within it.
+* No keepalive message is documented (§3.5 "Timeouts and keepalive: undocumented"), so
+  none is offered: on an idle close, reconnect.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections import OrderedDict, deque
+from typing import Any
+from urllib.parse import urlencode
+
+from telcodecs import strip_wav_header
+
+from gateway.tts.providers.events import (
+    ProviderAudio,
+    ProviderDone,
+    ProviderError,
+    ProviderEvent,
+    ProviderProtocolError,
+    ProviderReady,
+)
+from gateway.tts.text import split_sentences
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "MAX_CONTEXTS",
+    "MAX_TEXT_CHARS",
+    "ERROR_KINDS",
+    "TogetherProtocol",
+    "connect_params",
+    "split_text",
+]
+
+#: §3.1 [C]
+DEFAULT_ENDPOINT = "wss://api.together.ai/v1/audio/speech/websocket"
+DEFAULT_MODEL = "hexgrad/Kokoro-82M"
+DEFAULT_VOICE = "af_alloy"
+#: §3.4 [C]: WS audio is raw PCM s16le mono at 24 kHz. Together offers no μ-law (§0, §9).
+DEFAULT_SAMPLE_RATE = 24000
+#: §3.5 [C] "Maximum 100 contexts per connection."
+MAX_CONTEXTS = 100
+#: [I] not documented; a conservative cap per append message.
+MAX_TEXT_CHARS = 1000
+
+#: Bounded ``ProviderError.kind`` labels.
+ERROR_KINDS = frozenset({
+    "auth", "model", "voice", "bad_request", "text_too_long", "too_many_contexts",
+    "unknown_context", "rate_limit", "server", "provider",
+})
+
+_LIVE_FORMATS = ("pcm",)  # §9: never MP3/WAV/opus on the live path
+_CONTEXT_STATES = ("open", "closing", "cancelling", "done", "cancelled")
+_REMEMBER_CANCELLED = 256
+
+
+def connect_params(
+    api_key: str,
+    *,
+    endpoint: str = DEFAULT_ENDPOINT,
+    model: str = DEFAULT_MODEL,
+    voice: str = DEFAULT_VOICE,
+    response_format: str = "pcm",
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    speed: float | None = None,
+    language: str | None = None,
+    segment: str = "never",
+    max_partial_length: int | None = None,
+) -> tuple[str, dict[str, str]]:
+    """The URL and headers to open the socket with (§3.1 [C]).
+
+    The key goes in the ``Authorization`` header, never in the URL (URLs end up in logs).
+    ``response_format`` must be ``pcm``: compressed or WAV formats do not belong on a live
+    path (§9). ``sample_rate`` other than 24000 may be ignored by the server (§3.4 [T]):
+    verify the rate of what arrives before trusting it.
+    """
+    if not api_key:
+        raise ValueError("Together api_key is empty: set the provider's key (Bearer auth)")
+    if response_format not in _LIVE_FORMATS:
+        raise ValueError(
+            f"response_format {response_format!r}: the live path takes raw 'pcm' only "
+            "(mp3/opus/aac/flac/wav need decoding and add latency)"
+        )
+    if segment not in ("never", "sentence", "immediate"):
+        raise ValueError(f"segment {segment!r}: expected never, sentence or immediate")
+    params: dict[str, Any] = {
+        "model": model,
+        "voice": voice,
+        "response_format": response_format,
+        "sample_rate": int(sample_rate),
+        "segment": segment,
+    }
+    if speed is not None:
+        params["speed"] = float(speed)
+    if language is not None:
+        params["language"] = language.lower()  # §3.1 [C]: locales must be lowercase
+    if max_partial_length is not None:
+        params["max_partial_length"] = int(max_partial_length)
+    url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+    return url, {"Authorization": f"Bearer {api_key}"}
+
+
+def split_text(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
+    """Cut ``text`` into pieces of at most ``limit`` characters, at sentence boundaries
+    where possible, else at the last space, else hard. Pieces after the first start with
+    a space so that the server's buffer, which concatenates appends, keeps words apart."""
+    if limit < 2:
+        raise ValueError("limit must be at least 2")
+    if len(text) <= limit:
+        return [text] if text else []
+    pieces: list[str] = []
+    current = ""
+    for sentence in split_sentences(text):
+        while len(sentence) > limit - 1:
+            cut = sentence.rfind(" ", 1, limit - 1)
+            if cut <= 0:
+                cut = limit - 1
+            head, sentence = sentence[:cut].rstrip(), sentence[cut:].lstrip()
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(head)
+        if not sentence:
+            continue
+        if current and len(current) + 1 + len(sentence) <= limit - 1:
+            current += " " + sentence
+        else:
+            if current:
+                pieces.append(current)
+            current = sentence
+    if current:
+        pieces.append(current)
+    return [p if i == 0 else " " + p for i, p in enumerate(pieces)]
+
+
+def _preview(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+class _Context:
+    __slots__ = ("id", "state", "uncommitted", "pending_items", "odd", "sent")
+
+    def __init__(self, context_id: str) -> None:
+        self.id = context_id
+        self.state = "open"
+        self.uncommitted = False  # text appended since the last commit
+        self.pending_items = 0  # commits whose audio_output.done has not come yet
+        self.odd = b""  # odd trailing byte of s16le carried to the next delta
+        self.sent = False  # the server has heard of this context
+
+
+class TogetherProtocol:
+    """One Together TTS socket, seen from the gateway (the WebSocket client).
+
+    Context lifecycle (per ``context_id``)::
+
+        open_context -> append*/commit* -> finish  -> (done events) -> done
+                                        \\-> cancel -> context.cancelled -> cancelled
+
+    * :meth:`receive` parses one text frame into a list of events. Audio for a cancelled
+      context still arrives (§3.5 [T/O]); it is reported as :class:`ProviderAudio` with
+      that context id, and :meth:`is_cancelled` says to drop it (barge-in).
+    * :class:`ProviderDone` is emitted once per context, when it was finished and every
+      commit's item is done. :meth:`finish` on a context with nothing outstanding ends it
+      at once: check :meth:`state` instead of waiting.
+    * A non-fatal :class:`ProviderError` with a ``context_id`` ends that context (no
+      :class:`ProviderDone` follows) [I: a failed request yields no audio].
+    * :meth:`is_clean`: no live context and no pending audio; the socket may return to the
+      pool. Late audio of a context cancelled earlier may still arrive after that, so keep
+      this protocol object with its socket: :meth:`is_cancelled` still recognises the id
+      (the last 256 are remembered). :attr:`failed` is set after a fatal error: replace
+      the socket.
+    """
+
+    provider = "together"
+
+    def __init__(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
+                 max_contexts: int = MAX_CONTEXTS, max_text_chars: int = MAX_TEXT_CHARS) -> None:
+        self.sample_rate = sample_rate
+        self.encoding = "pcm_s16le"
+        self.max_contexts = max_contexts
+        self.max_text_chars = max_text_chars
+        self.session: dict[str, Any] | None = None
+        self.ready = False
+        self.failed = False
+        self._contexts: OrderedDict[str, _Context] = OrderedDict()  # live ones, oldest first
+        self._used = 0
+        self._cancelled: deque[str] = deque(maxlen=_REMEMBER_CANCELLED)
+        self._cancelled_set: set[str] = set()
+        self._finished: deque[str] = deque(maxlen=_REMEMBER_CANCELLED)
+        self._item_context: dict[str, str] = {}
+        self._serial = 0
+
+    # ---- state -------------------------------------------------------------------
+
+    @property
+    def contexts_left(self) -> int:
+        """Contexts this socket may still open ([I] lifetime limit, see module doc)."""
+        return self.max_contexts - self._used
+
+    def state(self, context_id: str) -> str | None:
+        """open, closing, cancelling, done, cancelled, or None if unknown/forgotten."""
+        ctx = self._contexts.get(context_id)
+        if ctx is not None:
+            return ctx.state
+        if context_id in self._cancelled_set:
+            return "cancelled"
+        return "done" if context_id in self._finished else None
+
+    def is_cancelled(self, context_id: str) -> bool:
+        """The caller cancelled this context: drop any audio that still comes for it."""
+        ctx = self._contexts.get(context_id)
+        if ctx is not None:
+            return ctx.state == "cancelling"
+        return context_id in self._cancelled_set
+
+    def is_flushed(self, context_id: str) -> bool:
+        """Everything appended to the context has been committed."""
+        ctx = self._contexts.get(context_id)
+        return ctx is None or not ctx.uncommitted
+
+    def is_clean(self) -> bool:
+        """No live context, nothing in flight: fit to go back to the pool."""
+        return not self._contexts and not self.failed
+
+    @property
+    def live_contexts(self) -> list[str]:
+        return list(self._contexts)
+
+    # ---- client messages -----------------------------------------------------------
+
+    def open_context(self, context_id: str | None = None) -> str:
+        """Register a new context (no message is needed: contexts are created by their
+        first append, §3.5 [C]). Returns its id; a fresh one if none is given."""
+        if self.failed:
+            raise RuntimeError("the Together socket had a fatal error: replace it")
+        if self._used >= self.max_contexts:
+            raise RuntimeError(
+                f"this Together socket has used its {self.max_contexts} contexts "
+                "(§3.5 limit per connection): open a new socket"
+            )
+        if context_id is None:
+            self._serial += 1
+            context_id = f"ctx-{self._serial}"
+        if context_id in self._contexts or context_id in self._cancelled_set \
+                or context_id in self._finished:
+            raise ValueError(f"context {context_id!r} was already used on this socket: "
+                             "start each turn on a fresh id (§9)")
+        self._contexts[context_id] = _Context(context_id)
+        self._used += 1
+        return context_id
+
+    def _live(self, context_id: str, verb: str) -> _Context:
+        ctx = self._contexts.get(context_id)
+        if ctx is None or ctx.state != "open":
+            state = ctx.state if ctx else self.state(context_id) or "unknown"
+            raise RuntimeError(f"{verb} on context {context_id!r} which is {state}: "
+                               "open_context first, and do not reuse a finished one")
+        return ctx
+
+    def append(self, context_id: str, text: str) -> list[str]:
+        """``input_text_buffer.append`` messages for ``text`` (split within the limit)."""
+        ctx = self._live(context_id, "append")
+        if not text:
+            return []
+        cid = json.dumps(context_id)
+        out = [
+            '{"type":"input_text_buffer.append","text":' + json.dumps(piece)
+            + ',"context_id":' + cid + "}"
+            for piece in split_text(text, self.max_text_chars)
+        ]
+        ctx.uncommitted = True
+        ctx.sent = True
+        return out
+
+    def commit(self, context_id: str) -> list[str]:
+        """``input_text_buffer.commit``: synthesize what was appended. Nothing to send
+        (empty list) when nothing was appended since the last commit [I: an empty commit
+        produces no item, so it would never be matched by a done]."""
+        ctx = self._live(context_id, "commit")
+        if not ctx.uncommitted:
+            return []
+        ctx.uncommitted = False
+        ctx.pending_items += 1
+        return ['{"type":"input_text_buffer.commit","context_id":' + json.dumps(context_id) + "}"]
+
+    def finish(self, context_id: str) -> list[str]:
+        """End of the turn: commit the rest; the context is done when its items are."""
+        out = self.commit(context_id)
+        ctx = self._contexts[context_id]
+        ctx.state = "closing"
+        if ctx.pending_items == 0:
+            self._retire(ctx, "done")
+        return out
+
+    def clear(self, context_id: str) -> str:
+        """``input_text_buffer.clear``: drop buffered text, but not text already being
+        synthesized (§3.2 [C]). Prefer :meth:`cancel` for barge-in."""
+        ctx = self._live(context_id, "clear")
+        ctx.uncommitted = False
+        return '{"type":"input_text_buffer.clear","context_id":' + json.dumps(context_id) + "}"
+
+    def cancel(self, context_id: str) -> list[str]:
+        """Barge-in: ``context.cancel`` (§3.5 [C]). Late audio may still come; it is
+        marked cancelled. Empty list if the context is already over."""
+        ctx = self._contexts.get(context_id)
+        if ctx is None or ctx.state == "cancelling":
+            if ctx is None and self.state(context_id) is None:
+                raise RuntimeError(f"cancel of unknown context {context_id!r}")
+            return []
+        ctx.uncommitted = False
+        if not ctx.sent:  # the server never saw it: nothing to cancel upstream
+            self._retire(ctx, "cancelled")
+            return []
+        ctx.state = "cancelling"
+        self._remember_cancelled(context_id)
+        return ['{"type":"context.cancel","context_id":' + json.dumps(context_id) + "}"]
+
+    def update_session(self, context_id: str | None = None, **session: Any) -> str:
+        """``tts_session.updated`` (§3.2 [C]); without ``context_id`` all contexts change.
+        Changing ``response_format``/``sample_rate`` here is refused: the audio format is
+        fixed for the socket's life in this adapter."""
+        for key in ("response_format", "sample_rate"):
+            if key in session:
+                raise ValueError(f"{key} is fixed at connect time; open a new socket")
+        message: dict[str, Any] = {"type": "tts_session.updated", "session": session}
+        if context_id is not None:
+            message["context_id"] = context_id
+        return json.dumps(message, separators=(",", ":"))
+
+    # ---- server messages -----------------------------------------------------------
+
+    def receive(self, text: str) -> list[ProviderEvent]:
+        """Parse one server text frame. Raises ProviderProtocolError on garbage."""
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ProviderProtocolError(
+                "not_json", f"Together frame is not JSON ({exc}): {_preview(text)}") from None
+        if type(message) is not dict or type(message.get("type")) is not str:
+            raise ProviderProtocolError(
+                "unknown_event",
+                f"Together frame is not an object with a string \"type\": {_preview(text)}")
+        handler = self._HANDLERS.get(message["type"])
+        if handler is None:
+            # [I] forward compatibility: new event types are ignored, not fatal.
+            return []
+        return handler(self, message)
+
+    def _context_for(self, message: dict[str, Any], item_id: str | None) -> str:
+        cid = message.get("context_id")
+        if cid is not None:
+            if type(cid) is not str:
+                raise ProviderProtocolError("missing_field", f"context_id is not a string: {cid!r}")
+            return cid
+        if item_id is not None and item_id in self._item_context:
+            return self._item_context[item_id]
+        # [I] no context_id echoed: the oldest context still expecting audio.
+        for ctx in self._contexts.values():
+            if ctx.pending_items or ctx.state == "cancelling":
+                return ctx.id
+        for ctx in self._contexts.values():
+            return ctx.id
+        return "default"
+
+    @staticmethod
+    def _item_id(message: dict[str, Any], kind: str) -> str:
+        item_id = message.get("item_id")
+        if type(item_id) is not str:
+            raise ProviderProtocolError("missing_field", f"{kind} has no item_id string")
+        return item_id
+
+    def _on_session(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        session = message.get("session")
+        if type(session) is dict:
+            self.session = session
+        if self.ready:
+            return []
+        self.ready = True
+        return [ProviderReady()]
+
+    def _on_delta(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        item_id = self._item_id(message, "audio_output.delta")
+        delta = message.get("delta")
+        if type(delta) is not str:
+            raise ProviderProtocolError("missing_field", "audio_output.delta has no delta string")
+        try:
+            data = binascii.a2b_base64(delta, strict_mode=True)
+        except binascii.Error as exc:
+            raise ProviderProtocolError(
+                "bad_payload", f"audio_output.delta is not valid base64 ({exc})") from None
+        context_id = self._context_for(message, item_id)
+        if item_id not in self._item_context:
+            if len(self._item_context) >= _REMEMBER_CANCELLED:  # items never done
+                del self._item_context[next(iter(self._item_context))]
+            self._item_context[item_id] = context_id
+        if data[:4] == b"RIFF":  # §3.4: older docs said WAV; strip defensively [I]
+            data = strip_wav_header(data)
+        ctx = self._contexts.get(context_id)
+        if ctx is not None:
+            if ctx.odd:
+                data = ctx.odd + data
+            if len(data) & 1:
+                ctx.odd, data = data[-1:], data[:-1]
+            else:
+                ctx.odd = b""
+        if not data:
+            return []
+        return [ProviderAudio(context_id, data, self.encoding, self.sample_rate)]
+
+    def _on_done(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        item_id = self._item_id(message, "audio_output.done")
+        context_id = self._context_for(message, item_id)
+        self._item_context.pop(item_id, None)
+        ctx = self._contexts.get(context_id)
+        if ctx is None:
+            return []  # late done for a cancelled/finished context
+        ctx.odd = b""
+        if ctx.pending_items:
+            ctx.pending_items -= 1
+        if ctx.state == "closing" and ctx.pending_items == 0:
+            self._retire(ctx, "done")
+            return [ProviderDone(context_id)]
+        return []
+
+    def _on_cancelled(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        cid = message.get("context_id", "default")
+        if type(cid) is not str:
+            raise ProviderProtocolError("missing_field", "context.cancelled has no context_id string")
+        ctx = self._contexts.get(cid)
+        if ctx is not None:
+            self._retire(ctx, "cancelled")
+        return []
+
+    def _on_failed(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        error = message.get("error")
+        if type(error) is not dict:
+            error = {"message": str(error) if error is not None else ""}
+        code = str(error.get("code") or "")
+        text = str(error.get("message") or code or "tts.failed without a message")
+        kind = _classify(code, text)
+        cid = message.get("context_id")
+        cid = cid if type(cid) is str else None
+        # Fatal: auth and model are per-socket settings, and tts.failed before
+        # session.created means the session never came up (§3.3 [C PR #252]; a voice
+        # that does not fit the model fails this way). A rejected voice in a later
+        # tts_session.updated leaves the session as it was [I]: not fatal.
+        fatal = kind in ("auth", "model") or not self.ready
+        if message.get("type") == "error":
+            fatal = True  # §3.3 [T] pipecat treats a bare "error" as fatal
+        if fatal:
+            self.failed = True
+        elif cid is not None and cid in self._contexts:
+            # [I] a failed request produces no audio: the context is over.
+            ctx = self._contexts[cid]
+            self._retire(ctx, "cancelled" if ctx.state == "cancelling" else "done")
+        return [ProviderError(cid, kind, f"Together: {text}" + (f" ({code})" if code else ""), fatal)]
+
+    def _retire(self, ctx: _Context, final: str) -> None:
+        ctx.state = final
+        del self._contexts[ctx.id]
+        if final == "cancelled":
+            self._remember_cancelled(ctx.id)
+        else:
+            self._finished.append(ctx.id)
+        if final == "done":
+            for item in [i for i, c in self._item_context.items() if c == ctx.id]:
+                del self._item_context[item]
+
+    def _remember_cancelled(self, context_id: str) -> None:
+        if context_id in self._cancelled_set:
+            return
+        if len(self._cancelled) == self._cancelled.maxlen:
+            self._cancelled_set.discard(self._cancelled[0])
+        self._cancelled.append(context_id)
+        self._cancelled_set.add(context_id)
+
+    def _ignore(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        return []
+
+    _HANDLERS = {
+        "session.created": _on_session,
+        "session.updated": _on_session,
+        "conversation.item.audio_output.delta": _on_delta,
+        "conversation.item.audio_output.done": _on_done,
+        "conversation.item.tts.failed": _on_failed,
+        "error": _on_failed,
+        "context.cancelled": _on_cancelled,
+        "conversation.item.input_text.received": _ignore,
+        "conversation.item.word_timestamps": _ignore,
+    }
+
+
+def _classify(code: str, message: str) -> str:
+    """Map an error code/message to a bounded kind label."""
+    c = code.lower()
+    m = message.lower()
+    if c in ("invalid_api_key", "missing_api_key") or "api key" in m or "unauthor" in m:
+        return "auth"
+    if c == "model_not_available" or ("model" in m and "not available" in m and "voice" not in m):
+        return "model"
+    if "voice" in c or ("voice" in m and "not available" in m):
+        return "voice"
+    if c in ERROR_KINDS:
+        return c
+    if "rate" in c or "too many requests" in m or "429" in c:
+        return "rate_limit"
+    if "too long" in m:
+        return "text_too_long"
+    if c.startswith("invalid") or "invalid" in m:
+        return "bad_request"
+    if c in ("server_error", "internal_error") or "internal" in m:
+        return "server"
+    return "provider"
