@@ -458,9 +458,11 @@ class TwilioCallResult:
         """Lateness of each media message against an ideal real-time schedule.
 
         Within an utterance (see ``utterance_starts``), message ``i`` should arrive no
-        later than ``t0 + b_i / 8000``, where ``t0`` is the arrival of the utterance's first
-        message and ``b_i`` the bytes of that utterance that arrived before message ``i``
-        (so a 160-byte frame is due 20 ms after the previous one). Lateness is
+        later than ``t0 + b_i / 8000``, where ``b_i`` is the bytes of that utterance that
+        arrived before message ``i`` (so a 160-byte frame is due 20 ms after the previous
+        one) and ``t0`` is when the utterance starts playing: the arrival of its first
+        message, or later if audio queued before it (an earlier utterance sent ahead) was
+        still playing then; a clear drops that queued audio. Lateness is
         ``max(0, arrival - due)``: arriving early (a lead) is not late. Returns the 50th
         and 99th percentiles (nearest rank) and the maximum over all messages, or ``None``
         with no media.
@@ -468,15 +470,22 @@ class TwilioCallResult:
         if not self.frames:
             return None
         starts = set(self.utterance_starts)
+        clears = sorted(self.clears)
+        next_clear = 0
         lateness: list[float] = []
         anchor = self.frames[0][0]
         bytes_before = 0
+        playout_end = -math.inf  # when the audio that arrived so far finishes playing
         for index, (arrival, payload) in enumerate(self.frames):
+            while next_clear < len(clears) and clears[next_clear] <= arrival:
+                playout_end = min(playout_end, clears[next_clear])
+                next_clear += 1
             if index in starts:
-                anchor = arrival
+                anchor = max(arrival, playout_end)
                 bytes_before = 0
             lateness.append(max(0.0, arrival - (anchor + bytes_before / BYTES_PER_SECOND)))
             bytes_before += len(payload)
+            playout_end = max(playout_end, arrival) + len(payload) / BYTES_PER_SECOND
         lateness.sort()
 
         def rank(q: float) -> float:

@@ -270,3 +270,21 @@ def test_result_helpers():
     assert result.first_audio_latency == pytest.approx(0.25)
     assert result.heard_seconds == pytest.approx(0.03)
     assert result.heard_with_silence() == b"\x01" * 160 + b"\xff" * 160 + b"\x02" * 80
+
+
+def test_frame_timing_starts_a_queued_utterance_when_the_previous_one_has_played():
+    """An utterance sent ahead, behind one still playing, is not late for arriving early."""
+    frame = b"\xff" * 160
+    first = [(0.02 * i, frame) for i in range(10)]  # plays 0.0 .. 0.2
+    # the next utterance's first frame arrives 100 ms early, the rest just in time
+    second = [(0.1, frame)] + [(0.2 + 0.02 * i - 0.06, frame) for i in range(1, 10)]
+    result = TwilioCallResult("CA1", "MZ1", frames=first + second, utterance_starts=[0, 10])
+    assert result.frame_timing().max == 0.0
+    # 50 ms of delay eats into the 60 ms lead: still on time
+    gap = second[:5] + [(t + 0.05, f) for t, f in second[5:]]
+    timing = TwilioCallResult("CA1", "MZ1", frames=first + gap, utterance_starts=[0, 10]).frame_timing()
+    assert timing.max == 0.0
+    # 100 ms of delay is 40 ms past the moment the caller needed the frame
+    late = second[:5] + [(t + 0.1, f) for t, f in second[5:]]
+    timing = TwilioCallResult("CA1", "MZ1", frames=first + late, utterance_starts=[0, 10]).frame_timing()
+    assert abs(timing.max - 0.04) < 1e-9
