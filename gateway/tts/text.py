@@ -15,6 +15,37 @@ def split_sentences(text: str) -> list[str]:
     return [p.strip() for p in parts if p and p.strip()]
 
 
+def pack_sentences(text: str, limit: int) -> list[str]:
+    """Cut ``text`` into pieces of at most ``limit`` characters for a provider's per-message
+    limit: whole sentences packed together where they fit, a sentence longer than the limit
+    cut at its last space before it (or hard, if it has none). Pieces are stripped."""
+    if limit < 1:
+        raise ValueError("limit must be positive")
+    pieces: list[str] = []
+    current = ""
+    for sentence in split_sentences(text):
+        while len(sentence) > limit:
+            cut = sentence.rfind(" ", 0, limit + 1)
+            if cut <= 0:
+                cut = limit
+            head, sentence = sentence[:cut].rstrip(), sentence[cut:].lstrip()
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(head)
+        if not sentence:
+            continue
+        if current and len(current) + 1 + len(sentence) <= limit:
+            current += " " + sentence
+        else:
+            if current:
+                pieces.append(current)
+            current = sentence
+    if current:
+        pieces.append(current)
+    return pieces
+
+
 class SentenceBuffer:
     """Collect text streamed piece by piece (LLM tokens) and release whole sentences.
 

@@ -36,7 +36,7 @@ from gateway.tts.providers.events import (
     ProviderEvent,
     ProviderProtocolError,
 )
-from gateway.tts.text import split_sentences
+from gateway.tts.text import pack_sentences
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -153,30 +153,7 @@ def split_text(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
     """
     if limit < 2:
         raise ValueError("limit must be at least 2")
-    room = limit - 1  # for the trailing space
-    pieces: list[str] = []
-    current = ""
-    for sentence in split_sentences(text):
-        while len(sentence) > room:
-            cut = sentence.rfind(" ", 0, room + 1)
-            if cut <= 0:
-                cut = room
-            head, sentence = sentence[:cut].rstrip(), sentence[cut:].lstrip()
-            if current:
-                pieces.append(current + " ")
-                current = ""
-            pieces.append(head + " ")
-        if not sentence:
-            continue
-        if current and len(current) + 1 + len(sentence) <= room:
-            current = f"{current} {sentence}"
-        else:
-            if current:
-                pieces.append(current + " ")
-            current = sentence
-    if current:
-        pieces.append(current + " ")
-    return pieces
+    return [piece + " " for piece in pack_sentences(text, limit - 1)]
 
 
 @dataclass(slots=True)

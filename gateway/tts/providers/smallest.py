@@ -51,7 +51,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.text import split_sentences
+from gateway.tts.text import pack_sentences
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -143,32 +143,7 @@ def choose_format(carrier_encoding: str, carrier_rate: int, *,
 def split_text(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
     """Split ``text`` into pieces of at most ``limit`` characters, at sentence boundaries
     where possible (then at spaces, then hard). Pieces keep their punctuation."""
-    if limit < 1:
-        raise ValueError("limit must be positive")
-    pieces: list[str] = []
-    current = ""
-    for sentence in split_sentences(text):
-        while len(sentence) > limit:  # one sentence longer than the limit: cut at a space
-            cut = sentence.rfind(" ", 0, limit + 1)
-            if cut <= 0:
-                cut = limit
-            head, sentence = sentence[:cut].rstrip(), sentence[cut:].lstrip()
-            if current:
-                pieces.append(current)
-                current = ""
-            pieces.append(head)
-        if not sentence:
-            continue
-        if not current:
-            current = sentence
-        elif len(current) + 1 + len(sentence) <= limit:
-            current += " " + sentence
-        else:
-            pieces.append(current)
-            current = sentence
-    if current:
-        pieces.append(current)
-    return pieces
+    return pack_sentences(text, limit)
 
 
 # Context states.

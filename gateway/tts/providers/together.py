@@ -51,7 +51,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.text import split_sentences
+from gateway.tts.text import pack_sentences
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -139,28 +139,7 @@ def split_text(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
         raise ValueError("limit must be at least 2")
     if len(text) <= limit:
         return [text] if text else []
-    pieces: list[str] = []
-    current = ""
-    for sentence in split_sentences(text):
-        while len(sentence) > limit - 1:
-            cut = sentence.rfind(" ", 1, limit - 1)
-            if cut <= 0:
-                cut = limit - 1
-            head, sentence = sentence[:cut].rstrip(), sentence[cut:].lstrip()
-            if current:
-                pieces.append(current)
-                current = ""
-            pieces.append(head)
-        if not sentence:
-            continue
-        if current and len(current) + 1 + len(sentence) <= limit - 1:
-            current += " " + sentence
-        else:
-            if current:
-                pieces.append(current)
-            current = sentence
-    if current:
-        pieces.append(current)
+    pieces = pack_sentences(text, limit - 1)
     return [p if i == 0 else " " + p for i, p in enumerate(pieces)]
 
 
