@@ -11,6 +11,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from gateway.http.loopback import serve_on_loopback
 from gateway.config import parse_config
 from gateway.http.app import create_app
 
@@ -61,11 +62,7 @@ async def start_gateway(config_data: dict, environ: dict | None = None, provider
                         ) -> RunningGateway:
     config = parse_config(config_data, environ or {})
     app = create_app(config, providers=providers)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await serve_on_loopback(app)
     gw = RunningGateway(app, runner, port)
     await gw.wait_ready()
     return gw

@@ -399,11 +399,11 @@ async def _speak_live(sentences: list[str]) -> dict:
     """One call through a real in-process gateway; returns per utterance the PCM the
     provider produced and the μ-law the caller heard."""
     import aiohttp
-    from aiohttp import web
 
     from gateway.config import parse_config
     from gateway.http.app import create_app
     from gateway.http.keys import PROVIDERS
+    from gateway.http.loopback import serve_on_loopback
     from gateway.sim.twilio import TwilioCallSim
 
     config = parse_config(_repo_config(), {})
@@ -426,13 +426,9 @@ async def _speak_live(sentences: list[str]) -> dict:
         return session
 
     provider.open_session = recording_session
-    runner = web.AppRunner(app)
-    await runner.setup()
+    runner, port = await serve_on_loopback(app)
     utterances = []
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
             async with asyncio.timeout(60):

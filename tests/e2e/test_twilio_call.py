@@ -10,6 +10,7 @@ import sys
 import pytest
 from telcodecs import ulaw_decode, wav
 
+from gateway.http.loopback import serve_on_loopback
 from gateway.http.keys import PROVIDERS
 from gateway.sim.twilio import TwilioCallSim
 from tests.conftest import start_gateway
@@ -354,11 +355,7 @@ async def test_events_url_receives_the_call_events(gateway_config):
 
     bot = web.Application()
     bot.router.add_post("/events", events)
-    runner = web.AppRunner(bot)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await serve_on_loopback(bot)
     gateway_config["routes"]["demo"]["events_url"] = f"http://127.0.0.1:{port}/events"
     gw = await start_gateway(gateway_config)
     try:

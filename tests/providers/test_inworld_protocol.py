@@ -4,9 +4,9 @@ import json
 
 import aiohttp
 import pytest
-from aiohttp import web
 from telcodecs import wav_bytes
 
+from gateway.http.loopback import serve_on_loopback
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -293,11 +293,7 @@ class Fake:
         self.app = make_app(**profile)
 
     async def __aenter__(self):
-        self.runner = web.AppRunner(self.app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        self.runner, port = await serve_on_loopback(self.app)
         self.url = f"ws://127.0.0.1:{port}{PATH}"
         self.session = aiohttp.ClientSession()
         return self

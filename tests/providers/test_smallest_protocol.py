@@ -4,8 +4,8 @@ import json
 
 import aiohttp
 import pytest
-from aiohttp import web
 
+from gateway.http.loopback import serve_on_loopback
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -277,11 +277,7 @@ async def fake():
 
     async def start(**profile):
         app = make_app(api_key=KEY, **profile)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+        runner, port = await serve_on_loopback(app)
         runners.append(runner)
         return app, f"ws://127.0.0.1:{port}/waves/v1/tts/live"
 

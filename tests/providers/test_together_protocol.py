@@ -4,9 +4,9 @@ import json
 
 import aiohttp
 import pytest
-from aiohttp import web
 from telcodecs import wav_bytes
 
+from gateway.http.loopback import serve_on_loopback
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -325,11 +325,7 @@ class Loopback:
         self.app = make_app(**profile)
 
     async def __aenter__(self):
-        self.runner = web.AppRunner(self.app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
+        self.runner, port = await serve_on_loopback(self.app)
         self.endpoint = f"ws://127.0.0.1:{port}/v1/audio/speech/websocket"
         self.session = aiohttp.ClientSession()
         return self

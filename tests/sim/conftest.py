@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import WSMsgType, web
 
+from gateway.http.loopback import serve_on_loopback
 from gateway.carriers.events import CarrierCommand, CarrierEvent, CarrierProtocolError, Started
 from gateway.carriers.twilio import TwilioProtocol
 
@@ -79,12 +80,8 @@ class LoopbackGateway:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/media/twilio", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"ws://{host}:{port}/v1/media/twilio"
+        self._runner, port = await serve_on_loopback(app, handle_signals=False)
+        self.url = f"ws://127.0.0.1:{port}/v1/media/twilio"
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from aiohttp import WSServerHandshakeError, web
 
+from gateway.http.loopback import serve_on_loopback
 from gateway.carriers.events import Audio, Clear, Dtmf, Mark, MarkPlayed, PlayAudio, Started, Stopped
 from gateway.sim.twilio import CallClosedError, TwilioCallSim, twilio_signature
 from telcodecs.g711 import ulaw_encode
@@ -203,11 +204,8 @@ async def test_signature_header_and_refused_handshake(loopback):
 
     app = web.Application()
     app.router.add_get("/", refuse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
+    runner, port = await serve_on_loopback(app)
+    host = "127.0.0.1"
     try:
         with pytest.raises(WSServerHandshakeError) as info:
             async with TwilioCallSim(f"ws://{host}:{port}/"):
