@@ -4,7 +4,7 @@ Imported as ``telcodecs`` because the standard library already owns ``codecs``.
 No asyncio and no I/O apart from the WAV file helpers.
 """
 
-from .framer import Framer
+from .framer import Framer, whole_samples
 from .g711 import (
     ALAW_SILENCE,
     ULAW_SILENCE,
@@ -44,5 +44,6 @@ __all__ = [
     "ulaw_decode",
     "ulaw_encode",
     "wav_bytes",
+    "whole_samples",
     "write_wav",
 ]

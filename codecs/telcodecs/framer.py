@@ -57,3 +57,16 @@ class Framer:
     def clear(self) -> None:
         """Drop the held remainder (e.g. on barge-in) without emitting it."""
         self._remainder.clear()
+
+
+def whole_samples(pending: bytes, data: bytes, width: int = 2) -> tuple[bytes, bytes]:
+    """Join ``pending`` and ``data`` and split off a trailing partial sample.
+
+    Returns ``(whole, pending)``: ``whole`` holds only complete ``width``-byte samples, the
+    rest waits for the next chunk. Streams that cut PCM at odd byte counts (seen with
+    several providers) stay aligned; zero-padding instead would shift every later sample.
+    """
+    if pending:
+        data = pending + data
+    cut = len(data) - len(data) % width
+    return data[:cut], data[cut:]

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .framer import whole_samples
+
 __all__ = ["StreamResampler", "SUPPORTED_INPUT_RATES", "SUPPORTED_OUTPUT_RATES"]
 
 SUPPORTED_INPUT_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
@@ -172,12 +174,10 @@ class StreamResampler:
 
     def process(self, pcm16le: bytes) -> bytes:
         """Resample one chunk; returns all output that this chunk completes."""
-        data = self._odd_byte + pcm16le
-        whole = len(data) & ~1
-        self._odd_byte = data[whole:]
+        data, self._odd_byte = whole_samples(self._odd_byte, pcm16le)
         if self._bank is None:
-            return data[:whole]
-        samples = np.frombuffer(data, dtype="<i2", count=whole // 2)
+            return data
+        samples = np.frombuffer(data, dtype="<i2")
         # Long chunks (a provider may send a whole sentence) go through in 20 ms pieces:
         # the gathered windows stay in cache, about twice as fast as one big gather.
         # (Integer decimation reads a strided view and gathers nothing: no need.)

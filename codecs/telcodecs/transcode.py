@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import g711
+from .framer import whole_samples
 from .resample import StreamResampler
 
 __all__ = ["ENCODINGS", "Transcoder", "silence_byte", "bytes_per_second"]
@@ -84,9 +85,7 @@ class Transcoder:
         elif self._resampler is not None:
             pcm = data  # the resampler carries an odd byte itself
         else:
-            data = self._odd_byte + data
-            whole = len(data) & ~1
-            pcm, self._odd_byte = data[:whole], data[whole:]
+            pcm, self._odd_byte = whole_samples(self._odd_byte, data)
         if self._resampler is not None:
             pcm = self._resampler.process(pcm)
         return self._encode(pcm) if self._encode else pcm

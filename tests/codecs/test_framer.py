@@ -76,3 +76,14 @@ def test_clear_drops_the_remainder():
 def test_invalid_arguments_are_rejected(frame_bytes, silence):
     with pytest.raises(ValueError):
         Framer(frame_bytes, silence)
+
+
+def test_whole_samples_carries_a_partial_sample_without_padding():
+    from telcodecs import whole_samples
+
+    whole, pending = whole_samples(b"", b"\x01\x02\x03")
+    assert (whole, pending) == (b"\x01\x02", b"\x03")
+    whole, pending = whole_samples(pending, b"\x04\x05")
+    assert (whole, pending) == (b"\x03\x04", b"\x05")
+    assert whole_samples(b"", b"") == (b"", b"")
+    assert whole_samples(b"\x01", b"\x02\x03\x04\x05", width=4) == (b"\x01\x02\x03\x04", b"\x05")

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from telcodecs import strip_wav_header
+from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -523,12 +523,7 @@ class InworldProtocol:
         if data[:4] == b"RIFF":  # LINEAR16 every chunk, WAV per flush, MULAW maybe (§1.3)
             data = strip_wav_header(data)
         if ctx.event_encoding == "pcm_s16le":
-            if ctx.carry:
-                data = ctx.carry + data
-                ctx.carry = b""
-            if len(data) & 1:
-                ctx.carry = data[-1:]
-                data = data[:-1]
+            data, ctx.carry = whole_samples(ctx.carry, data)
         if not data:
             return []
         return [ProviderAudio(context_id, data, ctx.event_encoding, ctx.sample_rate)]

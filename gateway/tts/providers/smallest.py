@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from telcodecs import strip_wav_header
+from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -460,12 +460,7 @@ class SmallestProtocol:
                     f"Smallest chunk for request {cid!r}, which is not active on this socket",
                 )
         elif self.encoding == "pcm_s16le":
-            if ctx.odd:
-                pcm = ctx.odd + pcm
-            if len(pcm) & 1:
-                pcm, ctx.odd = pcm[:-1], pcm[-1:]
-            else:
-                ctx.odd = b""
+            pcm, ctx.odd = whole_samples(ctx.odd, pcm)
         if cid in self._cancelled:
             self.late_audio_bytes += len(pcm)
         if not pcm:

@@ -41,7 +41,7 @@ from collections import OrderedDict, deque
 from typing import Any
 from urllib.parse import urlencode
 
-from telcodecs import strip_wav_header
+from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -408,12 +408,7 @@ class TogetherProtocol:
             data = strip_wav_header(data)
         ctx = self._contexts.get(context_id)
         if ctx is not None:
-            if ctx.odd:
-                data = ctx.odd + data
-            if len(data) & 1:
-                ctx.odd, data = data[-1:], data[:-1]
-            else:
-                ctx.odd = b""
+            data, ctx.odd = whole_samples(ctx.odd, data)
         if not data:
             return []
         return [ProviderAudio(context_id, data, self.encoding, self.sample_rate)]
