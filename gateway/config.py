@@ -15,7 +15,14 @@ from typing import Any
 
 import yaml
 
-PROVIDER_TYPES = ("piper", "fake")
+PROVIDER_TYPES = ("piper", "fake", "inworld", "smallest", "together")
+REMOTE_TYPES = ("inworld", "smallest", "together")
+# Calls that may share one socket: Inworld holds 5 contexts, Together 100; Smallest one
+# request at a time (tts-providers.md §1.1, §3.5, §2.5).
+_SHARE_LIMITS = {"inworld": 4, "smallest": 1, "together": 50}
+_POOL_KEYS = {"min_idle", "max", "calls_per_connection", "connect_timeout_s",
+              "acquire_timeout_s", "idle_timeout_s", "max_session_s", "backoff_base_s",
+              "backoff_max_s"}
 CARRIERS = ("twilio",)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -42,6 +49,11 @@ class ProviderConfig:
     type: str
     voice: str
     options: dict[str, Any] = field(default_factory=dict)
+    # remote providers only
+    api_key: str | None = field(default=None, repr=False)  # never printed or logged
+    endpoint: str | None = None
+    model: str | None = None
+    pool: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,64 @@ class _Reader:
         return value
 
 
+def _remote_provider(r: _Reader, p: dict, key: str, name: str, ptype: str,
+                     environ: dict) -> ProviderConfig:
+    from gateway.tts.remote.drivers import DEFAULT_ENDPOINTS
+
+    r.unknown(p, key, {"type", "api_key_env", "endpoint", "model", "voice", "options", "pool"})
+    if "api_key_env" not in p:
+        r.problems.append(f"{key}.api_key_env: required: the environment variable holding "
+                          f"the {ptype} API key")
+    api_key = r.secret(p, "api_key_env", key, environ)
+    endpoint = r.get(p, "endpoint", key, str, DEFAULT_ENDPOINTS[ptype])
+    if not re.match(r"^wss?://[^/\s]+", endpoint):
+        r.problems.append(f"{key}.endpoint: {endpoint!r} must be a ws:// or wss:// URL")
+    voice = r.get(p, "voice", key, str, None)
+    if not voice:
+        r.problems.append(f"{key}.voice: required (the provider's voice id)")
+    options = dict(r.mapping(p.get("options"), f"{key}.options"))
+    pk = f"{key}.pool"
+    po = r.mapping(p.get("pool"), pk)
+    r.unknown(po, pk, _POOL_KEYS)
+    pool = {
+        "min_idle": r.get(po, "min_idle", pk, int, 2, minimum=0, maximum=1000),
+        "max": r.get(po, "max", pk, int, 50, minimum=1, maximum=10000),
+        "calls_per_connection": r.get(po, "calls_per_connection", pk, int, 1, minimum=1,
+                                      maximum=_SHARE_LIMITS[ptype]),
+        "connect_timeout_s": r.get(po, "connect_timeout_s", pk, float, 5.0, minimum=0.1),
+        "acquire_timeout_s": r.get(po, "acquire_timeout_s", pk, float, 5.0, minimum=0),
+        "idle_timeout_s": r.get(po, "idle_timeout_s", pk, float, None, minimum=1),
+        "max_session_s": r.get(po, "max_session_s", pk, float, 3600.0, minimum=1),
+        "backoff_base_s": r.get(po, "backoff_base_s", pk, float, 0.5, minimum=0.001),
+        "backoff_max_s": r.get(po, "backoff_max_s", pk, float, 30.0, minimum=0.001),
+    }
+    if pool["min_idle"] > pool["max"]:
+        r.problems.append(f"{pk}.min_idle: {pool['min_idle']} is more than max {pool['max']}")
+    config = ProviderConfig(name=name, type=ptype, voice=voice or "", options=options,
+                            api_key=api_key, endpoint=endpoint, model=r.get(p, "model", key, str, None),
+                            pool=pool)
+    if api_key and voice:
+        problem = _check_remote(config)
+        if problem:
+            r.problems.append(f"{key}: {problem}")
+    return config
+
+
+def _check_remote(config: ProviderConfig) -> str | None:
+    """Let the provider's own protocol module judge the settings (model, voice, options)."""
+    from gateway.tts.remote.session import WARM_FORMAT, remote_settings
+    from gateway.tts.remote.drivers import DRIVERS
+
+    try:
+        driver = DRIVERS[config.type](remote_settings(config))
+        key = driver.pool_key(WARM_FORMAT)
+        driver.connect(key)
+        driver.new_protocol(key)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
 def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.yaml") -> GatewayConfig:
     """Validate a parsed YAML document; raise ConfigError listing every problem."""
     environ = dict(os.environ) if environ is None else environ
@@ -170,7 +240,7 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
             r.unknown(p, key, {"type", "voice", "threads"})
             voice = r.get(p, "voice", key, str, "en_US-joe-medium")
             options = {"threads": r.get(p, "threads", key, int, 2, minimum=1, maximum=16)}
-        else:  # fake: a timing profile for benchmarks, no network
+        elif ptype == "fake":  # a timing profile for benchmarks, no network
             r.unknown(p, key, {"type", "handshake_ms", "first_audio_ms", "burst_factor",
                                "sample_rate", "chars_per_second", "max_ahead_s", "encoding"})
             voice = "fake"
@@ -190,6 +260,9 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
             if options["sample_rate"] not in (8000, 16000, 22050, 24000, 44100, 48000):
                 problems.append(f"{key}.sample_rate: {options['sample_rate']} is not one of "
                                 "8000, 16000, 22050, 24000, 44100, 48000")
+        else:
+            providers[name] = _remote_provider(r, p, key, name, ptype, environ)
+            continue
         providers[name] = ProviderConfig(name=name, type=ptype, voice=voice, options=options)
     if not providers:
         problems.append("providers: at least one provider is needed")

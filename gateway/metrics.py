@@ -71,6 +71,29 @@ class Metrics:
             "backpressure_skips_total",
             "Ticks in which a call's carrier socket was too far behind to take more audio.",
             ["carrier"], namespace=ns, registry=r)
+        self.pool_connections = Gauge(
+            "pool_connections", "Provider connections in the pool, by state (idle, leased).",
+            ["provider", "state"], namespace=ns, registry=r)
+        self.pool_acquire = Histogram(
+            "pool_acquire_seconds", "Time for a call to lease a provider connection.",
+            ["provider"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.pool_hits = Counter(
+            "pool_hits_total", "Leases served by a warm connection.", ["provider"],
+            namespace=ns, registry=r)
+        self.pool_misses = Counter(
+            "pool_misses_total", "Leases that had to open a connection (handshake in the path).",
+            ["provider"], namespace=ns, registry=r)
+        self.pool_opens = Counter(
+            "pool_opens_total", "Provider connections opened and handshaken.", ["provider"],
+            namespace=ns, registry=r)
+        self.pool_failures = Counter(
+            "pool_failures_total",
+            "Failed opens and leases, by kind (connect, handshake, exhausted).",
+            ["provider", "kind"], namespace=ns, registry=r)
+        self.pool_reconnects = Counter(
+            "pool_reconnects_total",
+            "Connections replaced, by reason (server_close, error, dirty, idle_refresh, "
+            "rotated).", ["provider", "reason"], namespace=ns, registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from telcodecs import Framer, Transcoder, silence_byte
@@ -72,7 +73,7 @@ class Call:
         self.current: Utterance | None = None
         self._speaking: asyncio.Task | None = None
         self._speaker: asyncio.Task | None = None
-        self._sessions: dict[str, TtsSession] = {}
+        self._sessions: dict[str, asyncio.Future[TtsSession]] = {}
         self._awaiting_echo: dict[str, Utterance] = {}  # mark name -> utterance
         self._cleared_marks: set[str] = set()
         self._streaming: Utterance | None = None  # open utterance of the control socket
@@ -90,6 +91,7 @@ class Call:
                                                                name=f"speaker-{self.id}")
         self.events.emit("call.started", carrier=self.carrier, route=self.route.name,
                          stream_id=self.stream_id)
+        self._session(self.route.provider)
         if self.route.greeting:
             self.speak(Utterance.whole(self.route.greeting, source="greeting"))
 
@@ -110,7 +112,13 @@ class Call:
                     await task
                 except (asyncio.CancelledError, Exception):
                     pass
-        for session in self._sessions.values():
+        for future in self._sessions.values():
+            try:
+                session = await future
+            except asyncio.CancelledError:
+                continue
+            except Exception:
+                continue  # never opened; its error was reported to the utterance
             try:
                 await session.release()
             except Exception as exc:
@@ -172,13 +180,16 @@ class Call:
                 self._speaking = None
                 self.current = None
 
-    async def _session(self, provider_name: str) -> tuple[TtsProvider, TtsSession]:
-        provider = self.services.providers[provider_name]
-        session = self._sessions.get(provider_name)
-        if session is None:
-            session = await provider.open_session(self.media_format)
-            self._sessions[provider_name] = session
-        return provider, session
+    def _session(self, provider_name: str) -> asyncio.Future:
+        """The call's session with a provider, opened once (at call start for the route's
+        provider: a pooled provider leases the call's connection then)."""
+        future = self._sessions.get(provider_name)
+        if future is None or future.done() and (future.cancelled() or future.exception()):
+            provider = self.services.providers[provider_name]
+            future = asyncio.ensure_future(provider.open_session(self.media_format))
+            future.add_done_callback(_retrieve_exception)
+            self._sessions[provider_name] = future
+        return future
 
     async def _speak(self, utt: Utterance) -> None:
         provider_name = utt.provider or self.route.provider
@@ -211,24 +222,21 @@ class Call:
 
         Returns every frame when ``record`` is set (for the prompt cache).
         """
-        provider, session = await self._session(provider_name)
+        provider = self.services.providers[provider_name]
+        session = await self._session(provider_name)
         fmt = self.media_format
         framer = Framer(fmt.bytes_per_20ms, silence_byte(fmt.encoding))
         transcoder: Transcoder | None = None
         source_format = None
-        first_chunk_metric = self.metrics.tts_first_chunk.labels(provider.name)
         recorded: list[bytes] | None = [] if record else None
         first = True
-        async for segment in utt.segments():
-            sent_at = time.monotonic()
-            first_of_segment = True
-            async for chunk in session.synthesize(segment, voice):
-                if first_of_segment:
-                    first_of_segment = False
-                    now = time.monotonic()
-                    first_chunk_metric.observe(now - sent_at)
-                    if utt.first_audio_at is None:
-                        utt.first_audio_at = now
+        text_at = []  # when the first segment of text was handed to the provider
+        async with aclosing(session.stream(_timed(utt.segments(), text_at), voice)) as chunks:
+            async for chunk in chunks:
+                if first and utt.first_audio_at is None:
+                    utt.first_audio_at = now = time.monotonic()
+                    if text_at:
+                        self.metrics.tts_first_chunk.labels(provider.name).observe(now - text_at[0])
                 if (chunk.encoding, chunk.sample_rate) != source_format:
                     if transcoder is not None:
                         framer.push(transcoder.flush())
@@ -393,3 +401,16 @@ class Call:
             "media_format": {"encoding": self.media_format.encoding,
                              "sample_rate": self.media_format.sample_rate},
         }
+
+
+async def _timed(segments, stamps: list[float]):
+    """Pass text segments through, noting when the first one was handed over."""
+    async for segment in segments:
+        if not stamps:
+            stamps.append(time.monotonic())
+        yield segment
+
+
+def _retrieve_exception(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # reported where the session is awaited; not "never retrieved"

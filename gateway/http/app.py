@@ -37,6 +37,10 @@ def build_providers(config: GatewayConfig) -> dict[str, TtsProvider]:
             from gateway.tts.fake import FakeProvider
 
             providers[name] = FakeProvider(name, **pc.options)
+        else:
+            from gateway.tts.remote.session import build_remote
+
+            providers[name] = build_remote(pc)
     if problems:
         raise ConfigError(problems)
     return providers
@@ -50,6 +54,8 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
     app[METRICS] = metrics
     app[CLOCK] = clock = MediaClock(metrics)
     app[PROVIDERS] = providers if providers is not None else build_providers(config)
+    for provider in app[PROVIDERS].values():
+        provider.use_metrics(metrics)
     app[CALLS] = {}
     app[SERVICES] = CallServices(config=config, metrics=metrics, clock=clock,
                                  providers=app[PROVIDERS])
@@ -96,6 +102,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    # A pooled provider is ready once its pool is warm (min_idle connections handshaken).
     providers = {name: p.ready for name, p in request.app[PROVIDERS].items()}
     ready = all(providers.values())
     return web.json_response({"ready": ready, "providers": providers,

@@ -9,6 +9,7 @@ needs none.
 from __future__ import annotations
 
 import abc
+from contextlib import aclosing
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -43,6 +44,18 @@ class TtsSession(abc.ABC):
         cancels the synthesis: no further chunk of it is produced.
         """
 
+    async def stream(self, segments: AsyncIterator[str], voice: str | None = None
+                     ) -> AsyncIterator[AudioChunk]:
+        """Stream the audio of one utterance whose text arrives segment by segment.
+
+        Providers with contexts override this to send every segment into one turn as it
+        arrives; by default each segment is synthesized in turn.
+        """
+        async for segment in segments:
+            async with aclosing(self.synthesize(segment, voice)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
     async def release(self) -> None:
         """Give the session back at the end of the call."""
 
@@ -62,6 +75,9 @@ class TtsProvider(abc.ABC):
     @abc.abstractmethod
     async def open_session(self, output: MediaFormat) -> TtsSession:
         """A session for one call whose carrier wants ``output`` (to ask for it directly where possible)."""
+
+    def use_metrics(self, metrics) -> None:
+        """The application's metrics, for providers that report their own (pools)."""
 
     async def close(self) -> None:
         """Release everything at shutdown."""

@@ -23,7 +23,7 @@ LONG_TEXT = ("This is a long announcement about your account. It goes on for a w
 
 def metric_value(text: str, name: str, **labels) -> float:
     """The value of one sample in a Prometheus exposition (0 if absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # exposition sorts them
     pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else r"(?:\{\})?") + r" (\S+)"
     match = re.search(r"^" + pattern + r"$", text, re.M)
     return float(match.group(1)) if match else 0.0

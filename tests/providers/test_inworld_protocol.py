@@ -7,6 +7,8 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
+from gateway.sim.providers.common import close_all
+from gateway.sim.providers.inworld import PATH, make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -21,7 +23,6 @@ from gateway.tts.providers.inworld import (
     connect_params,
     split_text,
 )
-from tests.providers.fake_inworld import PATH, make_app
 
 OK = {"code": 0, "message": "", "details": []}
 
@@ -472,4 +473,51 @@ async def test_loopback_context_expiry():
         await ws.send_str(p.send_text_message(cid, "Anyone there? "))
         [ev] = await collect(ws, p, lambda evs: evs)
         assert ev.kind == "context_not_found" and p.is_clean()
+        await ws.close()
+
+
+async def test_loopback_injected_failure_drops_the_context_and_socket_goes_on():
+    async with Fake(fail_on="FAILME") as fake:
+        ws = await fake.connect()
+        p = proto()
+        bad, create = p.create_message()
+        await ws.send_str(create)
+        await ws.send_str(p.send_text_message(bad, "Please FAILME now. ", flush=True))
+        await ws.send_str(p.close_message(bad))
+        events = await collect(ws, p, lambda evs: p.is_clean())
+        errors = [e for e in events if isinstance(e, ProviderError)]
+        assert not any(isinstance(e, (ProviderAudio, ProviderDone)) for e in events)
+        assert errors[0] == ProviderError(bad, "server_error",
+                                          "Inworld status 13: Internal error: synthesis failed")
+        # the context is gone server side: the close is answered "Context not found"
+        assert [(e.context_id, e.kind, e.fatal) for e in errors[1:]] == [
+            (bad, "context_not_found", False)]
+        assert fake.app["log"] == []
+        good, create = p.create_message()  # the same socket still works
+        await ws.send_str(create)
+        await ws.send_str(p.send_text_message(good, "All good. ", flush=True))
+        await ws.send_str(p.close_message(good))
+        events = await collect(ws, p, done_for(good))
+        audio = [e for e in events if isinstance(e, ProviderAudio)]
+        assert audio and all(e.context_id == good for e in audio)
+        assert sum(len(e.data) for e in audio) == fake.app["log"][0]["bytes"]
+        await ws.close()
+
+
+async def test_loopback_stats_and_close_all():
+    async with Fake() as fake:
+        stats = fake.app["stats"]
+        a, b = await fake.connect(), await fake.connect()
+        await asyncio.sleep(0.05)  # let the handlers register
+        assert (stats.connections, stats.open, stats["connections"]) == (2, 2, 2)
+        assert await close_all(fake.app) == 2
+        for ws in (a, b):
+            msg = await ws.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.extra == "server restart"
+            assert ws.close_code == 1000
+        await asyncio.sleep(0.05)
+        assert (stats.connections, stats.open, stats.sockets) == (2, 0, set())
+        ws = await fake.connect()
+        await asyncio.sleep(0.05)
+        assert (stats.connections, stats.open) == (3, 1)
         await ws.close()

@@ -6,6 +6,8 @@ import aiohttp
 import pytest
 
 from gateway.http.loopback import serve_on_loopback
+from gateway.sim.providers.common import close_all
+from gateway.sim.providers.smallest import make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -20,7 +22,6 @@ from gateway.tts.providers.smallest import (
     connect_params,
     split_text,
 )
-from tests.providers.fake_smallest import make_app
 
 KEY = "test-key"
 
@@ -448,3 +449,49 @@ async def test_fake_rejects_malformed(fake, body, words):
     assert frame["status"] == "error" and words in frame["error"]["message"]
     assert bad["error"]["message"] == "invalid JSON"
     assert app["log"] == []
+
+
+async def test_loopback_injected_failure_finishes_the_request(fake):
+    app, endpoint = await fake(fail_on="FAILME")
+    url, headers = connect_params(endpoint, KEY)
+    proto = SmallestProtocol("meher", complete_backoff_ms=0)
+    async with aiohttp.ClientSession() as s, s.ws_connect(url, headers=headers) as ws:
+        for m in proto.speak("bad", "Please FAILME now."):
+            await ws.send_str(m)
+        async with asyncio.timeout(5):
+            raw = await ws.receive_str()
+        frame = json.loads(raw)
+        assert frame["status"] == "error" and frame["external_request_id"] == "bad"
+        assert frame["request_id"].startswith("task_")
+        assert frame["error"] == {"message": "synthesis failed", "code": "synthesis_failed"}
+        [err] = proto.receive(raw)
+        assert isinstance(err, ProviderError) and err.context_id == "bad"
+        assert err.message == "Smallest: synthesis failed (code synthesis_failed)"
+        # An error naming one request fails that request, not the socket: the request is
+        # forgotten and the same protocol object takes the next one on the same socket.
+        assert (err.kind, err.fatal) == ("server_error", False) and proto.reusable()
+        nxt = proto
+        for m in nxt.speak("good", "All good."):
+            await ws.send_str(m)
+        events = await _collect(ws, nxt, _done)
+    assert not any(isinstance(e, ProviderError) for e in events)
+    audio = [e for e in events if isinstance(e, ProviderAudio)]
+    assert audio and all(e.context_id == "good" for e in audio)
+    assert events[-1] == ProviderDone("good")
+    assert [r["request_id"] for r in app["log"]] == ["good"]
+    assert sum(len(e.data) for e in audio) == app["log"][0]["bytes"]
+
+
+async def test_loopback_stats_and_close_all(fake):
+    app, endpoint = await fake()
+    url, headers = connect_params(endpoint, KEY)
+    stats = app["stats"]
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(url, headers=headers)
+        await asyncio.sleep(0.05)
+        assert (stats.connections, stats.open) == (1, 1)
+        assert await close_all(app, code=1012, message=b"going away") == 1
+        msg = await ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1012
+        await asyncio.sleep(0.05)
+        assert (stats.connections, stats.open) == (1, 0)

@@ -7,6 +7,8 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
+from gateway.sim.providers.common import close_all
+from gateway.sim.providers.together import make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -21,7 +23,6 @@ from gateway.tts.providers.together import (
     connect_params,
     split_text,
 )
-from tests.providers.fake_together import make_app
 
 KEY = "test-key"
 
@@ -509,3 +510,68 @@ async def test_loopback_session_update():
         [err] = await pump(ws, p, lambda ev: bool(ev))
         assert err.kind == "voice" and not err.fatal and not p.failed
         await ws.close()
+
+
+async def test_loopback_injected_failure_ends_the_context_only():
+    async with Loopback(fail_on="FAILME") as lb:
+        ws = await lb.connect()
+        p = TogetherProtocol()
+        await pump(ws, p, lambda ev: p.ready)
+        bad = p.open_context()
+        for m in p.append(bad, "Please FAILME now."):
+            await ws.send_str(m)
+        for m in p.finish(bad):
+            await ws.send_str(m)
+        [err] = await pump(ws, p, lambda ev: bool(ev))
+        assert err == ProviderError(bad, "provider", "Together: synthesis failed (synthesis_failed)")
+        assert p.state(bad) == "done" and p.is_clean() and not p.failed
+        good = p.open_context()  # the same socket goes on
+        for m in p.append(good, "All good."):
+            await ws.send_str(m)
+        for m in p.finish(good):
+            await ws.send_str(m)
+        events = await pump(ws, p, lambda ev: any(isinstance(e, ProviderDone) for e in ev))
+        assert not any(isinstance(e, ProviderError) for e in events)  # the commit was silent
+        audio = [e for e in events if isinstance(e, ProviderAudio)]
+        assert audio and all(e.context_id == good for e in audio)
+        assert events[-1] == ProviderDone(good)
+        [entry] = lb.app["log"]
+        assert entry["context_id"] == good and entry["bytes"] == sum(len(e.data) for e in audio)
+        await ws.close()
+
+
+async def test_loopback_failure_drops_work_in_flight():
+    # segment=sentence: the first sentence is being synthesized when the failing text comes
+    async with Loopback(fail_on="FAILME", burst_factor=1.0) as lb:
+        ws = await lb.connect(segment="sentence")
+        p = TogetherProtocol()
+        await pump(ws, p, lambda ev: p.ready)
+        cid = p.open_context()
+        for m in p.append(cid, "A first sentence that takes a while to say. "):
+            await ws.send_str(m)
+        await pump(ws, p, lambda ev: any(isinstance(e, ProviderAudio) for e in ev))
+        for m in p.append(cid, "Then FAILME. And more."):
+            await ws.send_str(m)
+        events = await pump(ws, p, lambda ev: any(isinstance(e, ProviderError) for e in ev))
+        assert events[-1].context_id == cid and not events[-1].fatal
+        await ws.send_str(json.dumps({"type": "input_text_buffer.commit", "context_id": cid}))
+        with pytest.raises(TimeoutError):  # nothing more comes for the failed context
+            async with asyncio.timeout(0.5):
+                msg = await ws.receive()
+                pytest.fail(f"unexpected frame after the failure: {msg}")
+        assert [e["text"] for e in lb.app["log"]] == ["A first sentence that takes a while to say."]
+        await ws.close()
+
+
+async def test_loopback_stats_and_close_all():
+    async with Loopback() as lb:
+        stats = lb.app["stats"]
+        ws = await lb.connect()
+        p = TogetherProtocol()
+        await pump(ws, p, lambda ev: p.ready)
+        assert (stats.connections, stats.open) == (1, 1)
+        assert await close_all(lb.app) == 1
+        [closing] = await pump(ws, p, lambda ev: False)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1000
+        await asyncio.sleep(0.05)
+        assert (stats.connections, stats.open) == (1, 0)

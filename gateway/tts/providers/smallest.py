@@ -230,8 +230,10 @@ class SmallestProtocol:
         if session_id is not None:
             base["session_id"] = session_id
         # Every message repeats the full request (there is no session setup) [C §2.2]:
-        # render the constant part once.
-        self._prefix = json.dumps(base)[:-1] + ", "
+        # render the constant part once (per voice, for utterances in another voice).
+        self.voice_id = voice_id
+        self._base = base
+        self._prefixes = {voice_id: json.dumps(base)[:-1] + ", "}
         self._contexts: dict[str, _Context] = {}
         self._server_ids: dict[str, str] = {}  # server request_id -> context id
         self._cancelled: dict[str, None] = {}  # recent cancelled ids, bounded, ordered
@@ -267,8 +269,19 @@ class SmallestProtocol:
 
     # ---- outbound ----------------------------------------------------------------
 
-    def _message(self, context_id: str, text: str, cont: bool, flush: bool) -> str:
-        return (self._prefix + '"text": ' + json.dumps(text) + ', "continue": '
+    def _prefix(self, voice_id: str | None) -> str:
+        voice_id = voice_id or self.voice_id
+        prefix = self._prefixes.get(voice_id)
+        if prefix is None:
+            if len(self._prefixes) > 16:
+                self._prefixes = {self.voice_id: self._prefixes[self.voice_id]}
+            prefix = json.dumps({**self._base, "voice_id": voice_id})[:-1] + ", "
+            self._prefixes[voice_id] = prefix
+        return prefix
+
+    def _message(self, context_id: str, text: str, cont: bool, flush: bool,
+                 voice_id: str | None = None) -> str:
+        return (self._prefix(voice_id) + '"text": ' + json.dumps(text) + ', "continue": '
                 + ("true" if cont else "false") + ', "flush": ' + ("true" if flush else "false")
                 + ', "request_id": ' + json.dumps(context_id) + "}")
 
@@ -328,17 +341,18 @@ class SmallestProtocol:
 
     close = flush  # no close message: the flush is the last message of a request
 
-    def speak(self, context_id: str, text: str) -> list[str]:
+    def speak(self, context_id: str, text: str, voice: str | None = None) -> list[str]:
         """Messages for a whole text: pieces of at most ``max_text_chars`` at sentence
-        boundaries with ``continue: true``, the last one with ``flush: true``."""
+        boundaries with ``continue: true``, the last one with ``flush: true``; in ``voice``
+        instead of the protocol's voice if given."""
         ctx = self._check_can_send(context_id)
         if ctx is not None:
             raise RuntimeError(f"context {context_id!r} is already open: use send_text/flush")
         pieces = split_text(text, self.max_text_chars)
         if not pieces:
             raise ValueError("nothing to say: text is empty")
-        messages = [self._message(context_id, p, True, False) for p in pieces[:-1]]
-        messages.append(self._message(context_id, pieces[-1], False, True))
+        messages = [self._message(context_id, p, True, False, voice) for p in pieces[:-1]]
+        messages.append(self._message(context_id, pieces[-1], False, True, voice))
         self._contexts[context_id] = _Context(FLUSHED)
         return messages
 
@@ -499,6 +513,8 @@ class SmallestProtocol:
         cid = message.get("external_request_id")
         if type(cid) is not str or cid not in self._contexts:
             cid = None
+        elif kind not in ("idle_timeout", "auth"):
+            fatal = False  # it names one request: that request failed, not the socket [I]
         if fatal:
             self.needs_replacement = True
             if kind == "idle_timeout":

@@ -20,7 +20,14 @@ legacy ``/waves/v1/lightning-v2/get_speech/stream``). Behaviour, with the spec's
 * no cancel: audio keeps coming whatever the client does [T].
 
 ``app["log"]`` records each synthesis: ``{"request_id", "text", "bytes"}``; ``app["received"]``
-records every client message (parsed, or the raw text when it was not JSON).
+records every client message (parsed, or the raw text when it was not JSON); sockets are
+counted in ``app["stats"]`` (:mod:`gateway.sim.providers.common`).
+
+Error injection: with ``fail_on="..."``, a request whose text contains that string is
+answered, when it is generated, by ``{"status":"error","request_id":<server id>,
+"external_request_id":<request_id>,"error":{"message":"synthesis failed","code":
+"synthesis_failed"}}`` instead of audio; the request is finished (no chunk, no
+``complete``), the socket stays open and the next request is accepted.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import warnings
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
+from gateway.sim.providers.common import add_stats, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 CHARS_PER_SECOND = 15.0
@@ -62,6 +70,7 @@ def make_app(
     close_after_complete: bool = False,
     max_text_chars: int = 500,
     echo_external_id: bool = True,
+    fail_on: str | None = None,
 ) -> web.Application:
     app = web.Application()
     # Plain string keys on purpose: tests read app["log"] without importing keys.
@@ -73,8 +82,9 @@ def make_app(
             api_key=api_key, handshake_ms=handshake_ms, first_audio_ms=first_audio_ms,
             burst_factor=burst_factor, chunk_ms=chunk_ms, default_timeout_s=default_timeout_s,
             close_after_complete=close_after_complete, max_text_chars=max_text_chars,
-            echo_external_id=echo_external_id,
+            echo_external_id=echo_external_id, fail_on=fail_on,
         )
+    add_stats(app)
     app.router.add_get("/waves/v1/tts/live", _handler)
     app.router.add_get("/waves/v1/lightning-v2/get_speech/stream", _handler)
     return app
@@ -146,7 +156,8 @@ async def _handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     session = _Session(request.app, ws, timeout_s)
-    await session.run()
+    with track_socket(request.app, ws):
+        await session.run()
     return ws
 
 
@@ -241,6 +252,9 @@ class _Session:
         while True:
             rid, text, msg = await self.queue.get()
             server_id = self.server_ids.setdefault(rid, "task_" + uuid.uuid4().hex[:12])
+            if p["fail_on"] and p["fail_on"] in text:
+                await self.fail(rid, server_id)
+                continue
             rate = msg.get("sample_rate", 44100)
             fmt = msg.get("output_format", "pcm")
             pcm = speechlike_pcm(max(len(text), 1) / CHARS_PER_SECOND, rate)
@@ -264,6 +278,18 @@ class _Session:
                 self.active = None if not self.buffers else self.active
                 backoff = msg.get("complete_backoff_ms", 4000)
                 self.complete_task = asyncio.create_task(self.complete_later(server_id, backoff))
+
+    async def fail(self, rid: str, server_id: str) -> None:
+        """Injected synthesis failure: an error frame instead of audio; the request is over
+        (no chunk, no complete), so the next one is accepted."""
+        frame: dict = {"session_id": self.session_id, "status": "error", "request_id": server_id,
+                       "error": {"message": "synthesis failed", "code": "synthesis_failed"}}
+        if self.p["echo_external_id"]:
+            frame["external_request_id"] = rid
+        await self.send(frame)
+        self.server_ids.pop(rid, None)
+        if self.queue.empty():
+            self.active = None if not self.buffers else self.active
 
     async def complete_later(self, server_id: str, backoff_ms: int) -> None:
         await asyncio.sleep(backoff_ms / 1000)

@@ -22,7 +22,14 @@ Documented behaviour [C] plus quirks, and inferred defaults marked [I]:
   synthesized, the server closes the socket (code 1000, "idle timeout") [I].
 
 ``app["log"]`` records what was synthesized: dicts with context_id, item_id, text, bytes,
-and ``app["events"]`` the client messages received (parsed), for assertions.
+and ``app["events"]`` the client messages received (parsed), for assertions; sockets are
+counted in ``app["stats"]`` (:mod:`gateway.sim.providers.common`).
+
+Error injection: with ``fail_on="..."``, an append that makes a context's buffered text
+contain that string is answered (after its ``input_text.received``) by
+``conversation.item.tts.failed`` with ``type: server_error, code: synthesis_failed`` for
+that context, and the context's pending work (buffer, queued and in-flight items) is
+dropped; the socket and the context id stay usable.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import wav_bytes
 
+from gateway.sim.providers.common import add_stats, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/audio/speech/websocket"
@@ -59,17 +67,18 @@ DEFAULT_PROFILE: dict[str, Any] = {
     "max_contexts": 100,
     "max_text_chars": 1000,
     "echo_context_id": True,  # [I] whether server events carry context_id
+    "fail_on": None,  # text containing this fails its context (see the module doc)
 }
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+|\n+")
 
 
 def _failed(message: str, code: str, *, context_id: str | None = None,
-            param: str | None = None, echo: bool = True) -> str:
+            param: str | None = None, echo: bool = True,
+            error_type: str = "invalid_request_error") -> str:
     body: dict[str, Any] = {
         "type": "conversation.item.tts.failed",
-        "error": {"message": message, "type": "invalid_request_error", "param": param,
-                  "code": code},
+        "error": {"message": message, "type": error_type, "param": param, "code": code},
     }
     if context_id is not None and echo:
         body["context_id"] = context_id
@@ -142,6 +151,16 @@ class _Connection:
             ctx.queue.put_nowait(text)
         if segments and ctx.task is None:
             ctx.task = asyncio.create_task(self._worker(ctx))
+
+    def _drop(self, ctx: _Ctx) -> None:
+        """Forget the context's pending work: buffer, queued segments, the item in flight."""
+        ctx.buffer = ""
+        while not ctx.queue.empty():
+            ctx.queue.get_nowait()
+            self.active -= 1
+        if ctx.task is not None:
+            ctx.task.cancel()  # its ``finally`` accounts for the item in flight
+            ctx.task = None
 
     async def _worker(self, ctx: _Ctx) -> None:
         p, rate = self.p, self.params["sample_rate"]
@@ -225,6 +244,12 @@ class _Connection:
             await self.send(self._event(
                 {"type": "conversation.item.input_text.received", "text": text}, cid))
             ctx.buffer += text
+            fail_on = self.p["fail_on"]
+            if fail_on and fail_on in ctx.buffer:
+                self._drop(ctx)
+                await self.send(_failed("synthesis failed", "synthesis_failed", context_id=cid,
+                                        error_type="server_error"))
+                return
             self._enqueue(ctx, self._segments(ctx, commit=False))
         elif kind in ("input_text_buffer.commit", "input_text_buffer.clear", "context.cancel"):
             ctx = self.contexts.get(cid)
@@ -320,7 +345,12 @@ async def _handler(request: web.Request) -> web.StreamResponse:
                                             "code": "invalid_request"}}, status=400)
     ws = web.WebSocketResponse(autoping=True)
     await ws.prepare(request)
-    app["stats"]["connections"] += 1
+    with track_socket(app, ws):
+        return await _session(app, ws, params)
+
+
+async def _session(app: web.Application, ws: web.WebSocketResponse,
+                   params: dict[str, Any]) -> web.WebSocketResponse:
     problem = None
     if params["model"] not in VOICES:
         problem = (f"Model '{params['model']}' is not available", "model_not_available")
@@ -351,7 +381,7 @@ async def _handler(request: web.Request) -> web.StreamResponse:
 def make_app(**profile: Any) -> web.Application:
     unknown = set(profile) - set(DEFAULT_PROFILE)
     if unknown:
-        raise TypeError(f"unknown fake_together profile keys: {sorted(unknown)}")
+        raise TypeError(f"unknown fake together profile keys: {sorted(unknown)}")
     app = web.Application()
     # Plain string keys on purpose: tests read app["log"] etc. without importing keys.
     with warnings.catch_warnings():
@@ -361,6 +391,6 @@ def make_app(**profile: Any) -> web.Application:
         app["events"] = []  # well-formed client messages received
         app["cancels"] = []  # context ids cancelled
         app["closed"] = []  # server-initiated closes ("idle timeout")
-        app["stats"] = {"connections": 0}
+    add_stats(app)  # app["stats"]: connections, open, sockets
     app.router.add_get(PATH, _handler)
     return app

@@ -8,7 +8,13 @@ unknown operations/fields, and reproduces the quirks: close_context = flush + cl
 a 5-context limit, 1000-char text limit, keepalive-without-context error, context idle
 expiry ("Context not found"), and a session idle timeout that sends code 10
 "Paused due to inactivity" and drops the socket. What was synthesized is recorded in
-``app["log"]`` as dicts ``{"contextId", "text", "bytes", "encoding"}``.
+``app["log"]`` as dicts ``{"contextId", "text", "bytes", "encoding"}``; sockets are counted
+in ``app["stats"]`` (:mod:`gateway.sim.providers.common`).
+
+Error injection: with ``fail_on="..."``, a context whose buffered text contains that string
+gets a status error (code 13, gRPC INTERNAL) instead of audio and is dropped server side
+(nothing synthesized, no ``contextClosed``; a later operation on it is "Context not found").
+The socket stays open.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode, wav_bytes
 
+from gateway.sim.providers.common import add_stats, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 PROFILE = web.AppKey("profile", dict)
@@ -43,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "early_close_ack": False,  # §1.4 #5110: contextClosed before the buffered audio
     "max_contexts": 5,
     "max_text": 1000,
+    "fail_on": None,  # text containing this fails its context with status 13 (see above)
 }
 
 # camelCase <-> snake_case (proto3 JSON accepts both, §1.2).
@@ -88,12 +96,13 @@ class _Ctx:
 def make_app(**profile: Any) -> web.Application:
     unknown = set(profile) - set(DEFAULTS)
     if unknown:
-        raise TypeError(f"unknown fake_inworld profile keys: {sorted(unknown)}")
+        raise TypeError(f"unknown fake inworld profile keys: {sorted(unknown)}")
     app = web.Application()
     app[PROFILE] = {**DEFAULTS, **profile}
     with warnings.catch_warnings():  # the tests read app["log"]: a plain str key on purpose
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         app["log"] = []
+    add_stats(app)
     app.router.add_get(PATH, _handle)
     return app
 
@@ -109,10 +118,11 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(autoping=True)
     await ws.prepare(request)
     session = _Session(app, ws, request)
-    try:
-        await session.run()
-    finally:
-        await session.stop()
+    with track_socket(app, ws):
+        try:
+            await session.run()
+        finally:
+            await session.stop()
     return ws
 
 
@@ -273,6 +283,10 @@ class _Session:
             raise _Invalid(3, f"text exceeds {self.p['max_text']} characters")
         context_id, ctx = self._lookup(context_id, "SEND_TEXT")
         ctx.buffer += text
+        fail_on = self.p["fail_on"]
+        if fail_on and fail_on in ctx.buffer:
+            await self._fail(context_id, ctx)
+            return
         if flush is not None or len(ctx.buffer) > 1000:  # auto-flush > 1000 chars (§1.2)
             self._flush(context_id, ctx)
             return
@@ -310,6 +324,18 @@ class _Session:
             return
         self._flush(context_id, ctx)
         self._schedule(ctx, self._closed(context_id))
+
+    async def _fail(self, context_id: str, ctx: _Ctx) -> None:
+        """Injected synthesis failure: drop the context and its pending work, answer with a
+        per-context INTERNAL status (the socket stays open)."""
+        del self.contexts[context_id]
+        if ctx.timer is not None:
+            ctx.timer.cancel()
+            ctx.timer = None
+        ctx.buffer = ""
+        if ctx.tail is not None:
+            ctx.tail.cancel()  # cancels the chain: every earlier step awaits its predecessor
+        await self.status_error(context_id, 13, "Internal error: synthesis failed")
 
     # ---- generation ------------------------------------------------------------------
 

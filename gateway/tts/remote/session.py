@@ -1,0 +1,264 @@
+"""A call's session with a remote provider, and the provider object the gateway holds.
+
+The session leases one pooled connection when the call starts and sends every utterance
+of the call over it. An utterance is one turn (context/request); its text may still be
+streaming in, sentence by sentence, while the first audio plays. If the connection is
+lost or fails before the turn's first audio, the turn is replayed once on a fresh
+connection, so a socket the provider dropped while idle costs the bot nothing. After a
+barge-in the turn is cancelled upstream and its late audio is dropped by the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from gateway.carriers.events import MediaFormat
+from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession
+from gateway.tts.providers.events import ProviderAudio, ProviderDone, ProviderError
+from gateway.tts.remote.connection import ConnectionLost, ProviderConnection
+from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
+from gateway.tts.remote.pool import ConnectionPool, PoolSettings
+
+log = logging.getLogger(__name__)
+
+#: The format most calls want (Twilio, SignalWire, Telnyx PCMU...): warm connections for it.
+WARM_FORMAT = MediaFormat("mulaw", 8000)
+_KEEPALIVE = object()
+
+
+class _SendFailed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class _Feed:
+    """An utterance's text segments, remembered so a turn can be replayed on a new socket."""
+
+    def __init__(self, segments: AsyncIterator[str]):
+        self._source = segments.__aiter__()
+        self.pulled: list[str] = []
+        self.ended = False
+        self._next: asyncio.Future | None = None
+
+    @classmethod
+    def of(cls, texts: list[str]) -> _Feed:
+        feed = cls(_empty())
+        feed.pulled = list(texts)
+        feed.ended = True
+        return feed
+
+    async def get(self, index: int, keepalive_s: float | None):
+        """Segment ``index``; None at the end; ``_KEEPALIVE`` after ``keepalive_s`` idle."""
+        if index < len(self.pulled):
+            return self.pulled[index]
+        if self.ended:
+            return None
+        if self._next is None:
+            self._next = asyncio.ensure_future(_pull(self._source))
+        done, _ = await asyncio.wait({self._next}, timeout=keepalive_s)
+        if not done:
+            return _KEEPALIVE
+        segment, self._next = self._next.result(), None
+        if segment is None:
+            self.ended = True
+            return None
+        self.pulled.append(segment)
+        return segment
+
+    def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+
+
+async def _pull(source: AsyncIterator[str]) -> str | None:
+    try:
+        return await source.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _empty():
+    return
+    yield
+
+
+def remote_settings(pc) -> RemoteSettings:
+    """RemoteSettings from a validated :class:`gateway.config.ProviderConfig`."""
+    return RemoteSettings(name=pc.name, type=pc.type, api_key=pc.api_key or "", voice=pc.voice,
+                          endpoint=pc.endpoint, model=pc.model, options=dict(pc.options))
+
+
+def build_remote(pc) -> RemoteProvider:
+    return RemoteProvider(remote_settings(pc), PoolSettings(**pc.pool))
+
+
+class RemoteProvider(TtsProvider):
+    """A streaming WebSocket provider behind a warm connection pool."""
+
+    def __init__(self, settings: RemoteSettings, pool_settings: PoolSettings | None = None):
+        if settings.type not in DRIVERS:
+            raise ValueError(f"unknown remote provider type {settings.type!r}")
+        self.name = settings.name
+        self.voice = settings.voice
+        self.settings = settings
+        self.driver = DRIVERS[settings.type](settings)
+        self.pool_settings = pool_settings or PoolSettings()
+        self.metrics = None
+        self.pool: ConnectionPool | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    def use_metrics(self, metrics) -> None:
+        self.metrics = metrics
+
+    async def start(self) -> None:
+        self.driver.connect(self.driver.pool_key(WARM_FORMAT))  # a bad setting fails here
+        self._http = aiohttp.ClientSession()
+        self.pool = ConnectionPool(self.driver, self._open, self.pool_settings,
+                                   warm_key=self.driver.pool_key(WARM_FORMAT),
+                                   metrics=self.metrics)
+        await self.pool.start()
+
+    async def _open(self, key) -> ProviderConnection:
+        on_error = None
+        if self.metrics is not None:
+            errors = self.metrics.tts_errors
+            on_error = lambda kind: errors.labels(self.name, f"frame_{kind}").inc()  # noqa: E731
+        return await ProviderConnection.open(
+            self.driver, key, self._http, timeout_s=self.pool_settings.connect_timeout_s,
+            on_closed=lambda conn: self.pool and self.pool.on_connection_closed(conn),
+            on_protocol_error=on_error)
+
+    @property
+    def ready(self) -> bool:
+        return self.pool is not None and self.pool.ready
+
+    async def open_session(self, output: MediaFormat) -> TtsSession:
+        if self.pool is None:
+            raise TtsError("not_started", f"{self.name}: the provider has not started")
+        key = self.driver.pool_key(output)
+        return RemoteSession(self, output, key, await self.pool.lease(key))
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self._http is not None:
+            await self._http.close()
+
+
+class RemoteSession(TtsSession):
+    def __init__(self, provider: RemoteProvider, output: MediaFormat, key, conn: ProviderConnection):
+        self.provider = provider
+        self.driver = provider.driver
+        self.output = output
+        self.key = key
+        self.connection: ProviderConnection | None = conn
+        self.connections_used = 1
+        self._tag = "c" + secrets.token_hex(4)
+        self._turns = 0
+
+    async def _connection(self) -> ProviderConnection:
+        conn = self.connection
+        if conn is None or not conn.usable:
+            if conn is not None:
+                self.connection = None
+                self.provider.pool.release(conn)
+            conn = self.connection = await self.provider.pool.lease(self.key)
+            self.connections_used += 1
+        return conn
+
+    async def release(self) -> None:
+        if self.connection is not None:
+            conn, self.connection = self.connection, None
+            self.provider.pool.release(conn)
+
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+        async for chunk in self.stream(_Feed.of([text]), voice):
+            yield chunk
+
+    async def stream(self, segments, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+        feed = segments if isinstance(segments, _Feed) else _Feed(segments)
+        try:
+            if not self.driver.turn_per_segment:
+                async for chunk in self._turn(feed, voice):
+                    yield chunk
+                return
+            index = 0
+            while (segment := await feed.get(index, None)) is not None:
+                index += 1
+                async for chunk in self._turn(_Feed.of([segment]), voice):
+                    yield chunk
+        finally:
+            feed.close()
+
+    async def _turn(self, feed: _Feed, voice: str | None) -> AsyncIterator[AudioChunk]:
+        for attempt in (0, 1):
+            conn = await self._connection()
+            self._turns += 1
+            cid = f"{self._tag}-{self._turns}"
+            queue = conn.register(cid)
+            sender = asyncio.get_running_loop().create_task(self._send(conn, cid, voice, feed, queue))
+            heard = finished = False
+            try:
+                while True:
+                    event = await queue.get()
+                    kind = type(event)
+                    if kind is ProviderAudio:
+                        heard = True
+                        yield AudioChunk(event.data, event.encoding, event.sample_rate)
+                        continue
+                    if kind is ProviderDone:
+                        finished = True
+                        return
+                    if kind is _SendFailed:
+                        raise TtsError("internal", f"{self.provider.name}: cannot send the text: "
+                                       f"{event.error}") from event.error
+                    if kind is ConnectionLost:
+                        error, whole_socket = TtsError("connection_closed",
+                                                       f"{self.provider.name}: {event.reason}"), True
+                    else:
+                        error = TtsError(event.kind, event.message)
+                        whole_socket = event.fatal or event.context_id is None
+                    finished = whole_socket  # else close the failed turn upstream too
+                    if whole_socket and not heard and attempt == 0:
+                        log.info("%s: turn %s lost its connection before any audio (%s); "
+                                 "replaying it on a fresh one", self.provider.name, cid, error)
+                        conn.retire = True
+                        break
+                    raise error
+            finally:
+                sender.cancel()
+                conn.unregister(cid)
+                if not finished:  # barge-in, abandoned or failed: stop it upstream
+                    conn.send_soon(self.driver.cancel(conn.proto, cid))
+                if self.driver.must_replace(conn.proto):
+                    conn.retire = True
+
+    async def _send(self, conn: ProviderConnection, cid: str, voice: str | None, feed: _Feed,
+                    queue: asyncio.Queue) -> None:
+        driver, proto = self.driver, conn.proto
+        try:
+            await conn.send(driver.begin(proto, cid, voice, self.output))
+            index = 0
+            while True:
+                segment = await feed.get(index, driver.keepalive_s)
+                if segment is _KEEPALIVE:
+                    await conn.send(driver.keepalive(proto, cid))
+                    continue
+                if segment is None:
+                    break
+                index += 1
+                await conn.send(driver.send(proto, cid, segment, voice))
+            await conn.send(driver.end(proto, cid))
+            if driver.is_done(proto, cid):
+                queue.put_nowait(ProviderDone(cid))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or bad text: fail this turn, not the call
+            queue.put_nowait(_SendFailed(exc))
