@@ -1,4 +1,4 @@
-"""The ``tts-gateway`` command: serve, dial, check-config."""
+"""The ``tts-gateway`` command: serve, dial, check-config, bench, bench pool."""
 
 from __future__ import annotations
 
@@ -44,9 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     dial.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     sub.add_parser("bench", help="benchmark latency, calls per core and audio quality "
-                                 "(tts-gateway bench --help)", add_help=False)
+                                 "(tts-gateway bench --help); 'tts-gateway bench pool': first "
+                                 "audio with a warm provider pool vs a cold connection "
+                                 "(tts-gateway bench pool --help)", add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "pool"]:
+        from gateway.bench.pool import main as bench_pool_main
+
+        return bench_pool_main(argv[2:])
     if argv[:1] == ["bench"]:
         from gateway.bench.load import main as bench_main
 

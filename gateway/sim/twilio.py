@@ -722,6 +722,11 @@ class TwilioCallSim:
         what = f"echo of mark {name!r}" if name is not None else "mark echo"
         return await self._wait_until(echoed, timeout, what)
 
+    async def wait_for_clear(self, timeout: float = 5.0) -> float:
+        """Wait until the gateway has sent a ``clear``; return when the last one arrived."""
+        return await self._wait_until(lambda: self.result.clears[-1] if self.result.clears
+                                      else None, timeout, "clear")
+
     async def wait_idle(self, quiet: float = 0.5, timeout: float = 30.0) -> None:
         """Wait until no media has arrived for ``quiet`` seconds and the playout FIFO has
         drained (or the call has ended)."""

@@ -136,10 +136,7 @@ async def test_interrupt_clears_and_no_frame_of_that_utterance_follows(gateway):
         assert status == 200 and body["interrupted"] == 1
         done = await control.next_event("speech.done", speech_id=speech_id)
         assert done["interrupted"] is True
-        async with asyncio.timeout(5):
-            while not sim.result.clears:
-                await asyncio.sleep(0.01)
-        clear_at = sim.result.clears[-1]
+        clear_at = await sim.wait_for_clear()
         await asyncio.sleep(1.0)  # late audio of the cut utterance would arrive by now
         result = sim.result
         late = [t for t, _ in result.frames if t > clear_at]

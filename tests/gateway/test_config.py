@@ -90,3 +90,56 @@ def test_check_config_cli(tmp_path):
     out = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", "--config",
                           str(broken)], capture_output=True, text=True)
     assert out.returncode == 2 and "not valid YAML" in out.stderr
+
+
+def remote_config(kind: str, **provider) -> dict:
+    data = base_config()
+    data["providers"]["tts"] = {"type": kind, "api_key_env": "TTS_KEY",
+                                "voice": {"inworld": "Ashley", "smallest": "meher",
+                                          "together": "af_alloy"}[kind], **provider}
+    data["routes"]["demo"]["provider"] = "tts"
+    return data
+
+
+@pytest.mark.parametrize("kind", ["inworld", "smallest", "together"])
+def test_remote_provider_reads_its_key_from_the_environment_and_has_pool_defaults(kind):
+    config = parse_config(remote_config(kind), {"TTS_KEY": "s3cret-value"})
+    pc = config.providers["tts"]
+    assert pc.api_key == "s3cret-value" and "s3cret-value" not in repr(pc)
+    assert pc.endpoint.startswith("wss://")
+    assert pc.pool["min_idle"] == 2 and pc.pool["max"] == 50
+    assert pc.pool["calls_per_connection"] == 1
+
+
+def test_remote_provider_problems_name_their_keys_and_never_the_secret():
+    env = {"TTS_KEY": "s3cret-value"}
+    assert problems_of(remote_config("inworld", api_key_env="MISSING_VAR"), env) == [
+        "providers.tts.api_key_env: environment variable MISSING_VAR is not set"]
+    data = remote_config("smallest", endpoint="https://api.example/ws", model="lightning_v9",
+                         options={"timeout_s": 60, "colour": "blue"},
+                         pool={"min_idle": 9, "max": 3, "calls_per_connection": 2})
+    problems = problems_of(data, env)
+    assert any(p.startswith("providers.tts.endpoint:") and "ws://" in p for p in problems)
+    assert any(p.startswith("providers.tts.pool.calls_per_connection:") for p in problems)
+    assert any(p.startswith("providers.tts.pool.min_idle:") for p in problems)
+    assert not any("s3cret" in p for p in problems)
+    # the provider's own protocol module judges model and options
+    data = remote_config("smallest", model="lightning_v9")
+    [problem] = problems_of(data, env)
+    assert problem.startswith("providers.tts:") and "lightning_v9" in problem
+    [problem] = problems_of(remote_config("together", options={"colour": "blue"}), env)
+    assert problem.startswith("providers.tts:") and "colour" in problem
+    del data["providers"]["tts"]["api_key_env"]
+    assert any(p.startswith("providers.tts.api_key_env: required") for p in problems_of(data, env))
+
+
+def test_check_config_accepts_a_remote_provider_with_its_key_set(tmp_path):
+    import yaml
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(remote_config("together")))
+    cmd = [sys.executable, "-m", "gateway.cli", "check-config", "--config", str(path)]
+    ok = subprocess.run(cmd, capture_output=True, text=True, env={"TTS_KEY": "k", "PATH": ""})
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(cmd, capture_output=True, text=True, env={"PATH": ""})
+    assert bad.returncode != 0 and "TTS_KEY" in bad.stdout + bad.stderr

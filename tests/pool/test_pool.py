@@ -241,3 +241,50 @@ async def test_calls_share_a_socket_within_the_context_limit(fake):
         assert conn.proto.is_clean() and conn in provider.pool.connections
     finally:
         await provider.close()
+
+
+async def test_a_session_refused_at_handshake_is_a_pool_failure_not_a_ready_pool():
+    """Together answers a voice of another model with ``tts.failed`` instead of
+    ``session.created`` (tts-providers.md §3.3): the socket never counts as open."""
+    from gateway.sim.providers import together as fake_together
+
+    app = fake_together.make_app()
+    runner, port = await serve_on_loopback(app)
+    metrics = Metrics()
+    settings = RemoteSettings(name="together", type="together", api_key="test-key",
+                              voice="tara", endpoint=f"ws://127.0.0.1:{port}{fake_together.PATH}")
+    provider = RemoteProvider(settings, PoolSettings(min_idle=1, max=2, backoff_base_s=0.05,
+                                                     backoff_max_s=0.2))
+    provider.use_metrics(metrics)
+    await provider.start()
+    try:
+        await asyncio.sleep(0.5)
+        assert not provider.ready and provider.pool.connections == []
+        with pytest.raises(TtsError) as err:
+            await provider.open_session(ULAW)
+        assert err.value.kind == "handshake" and "tara" in str(err.value)
+        text = metrics.exposition().decode()
+        assert metric_value(text, "tts_gateway_pool_failures_total", provider="together",
+                            kind="handshake") >= 2
+    finally:
+        await provider.close()
+        await runner.cleanup()
+
+
+async def test_closing_right_after_a_call_is_no_provider_failure(fake, caplog):
+    """The pool tops idle up behind a lease; a shutdown in the middle of that open must
+    cancel it, not count it as a failed open or warn about the provider."""
+    fake.app[fake_inworld.PROFILE]["handshake_ms"] = 300
+    metrics = Metrics()
+    provider = await started(fake.url, metrics, min_idle=1, max=4)
+    try:
+        await provider.pool.wait_ready(5)
+        session = await provider.open_session(ULAW)
+        await eventually(lambda: provider.pool.opening == 1)  # the top-up is under way
+        await session.release()
+    finally:
+        await provider.close()
+    assert provider.pool.opening == 0 and not provider.pool.connections
+    text = metrics.exposition().decode()
+    assert "tts_gateway_pool_failures_total{" not in text
+    assert "opening a connection failed" not in caplog.text

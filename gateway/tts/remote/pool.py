@@ -60,6 +60,7 @@ class ConnectionPool:
         self._next_open_at = 0.0
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()  # opens and closes the pool started
         self._closing = False
         idle_limit = settings.idle_timeout_s or driver.default_idle_timeout_s
         # refresh idle sockets comfortably before the server drops them
@@ -101,15 +102,20 @@ class ConnectionPool:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        tasks = [t for t in [self._task, *self._background] if t is not None]
+        for task in tasks:
+            if task.get_name() != "closing":  # closes run to the end: no socket is left open
+                task.cancel()
+        # what the cancelled tasks raise on their way out is of no interest
+        await asyncio.gather(*tasks, return_exceptions=True)
         for conn in list(self.connections):
             await conn.close("pool closed")
         self.connections.clear()
+
+    def _in_background(self, coro, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- leasing -----------------------------------------------------------------------------
 
@@ -200,6 +206,8 @@ class ConnectionPool:
         return conn
 
     def _opened(self, failed: TtsError | None = None) -> None:
+        if self._closing:
+            return  # an open cut short by shutdown is no provider failure
         if failed is None:
             self.failures_in_a_row = 0
             self._next_open_at = 0.0
@@ -238,7 +246,7 @@ class ConnectionPool:
             self.connections.remove(conn)
         if not conn.closed:
             self._count_reconnect(reason)
-            asyncio.get_running_loop().create_task(conn.close(f"closed by the gateway ({reason})"))
+            self._in_background(conn.close(f"closed by the gateway ({reason})"), "closing")
 
     async def _maintain(self) -> None:
         while True:
@@ -275,7 +283,7 @@ class ConnectionPool:
         if self.failures_in_a_row:
             deficit = min(deficit, 1)  # probe one at a time while the provider refuses
         for _ in range(max(0, deficit)):
-            asyncio.get_running_loop().create_task(self._open_idle())
+            self._in_background(self._open_idle(), "opening")
 
     async def _open_idle(self) -> None:
         try:
