@@ -6,7 +6,7 @@ VENV ?= .venv
 VENV313 ?= .venv313
 CONFIG ?= gateway.yaml
 
-.PHONY: run test test311 test313 check-config bench bench-pool clean
+.PHONY: run test test311 test313 ops-tools check-config bench bench-pool clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
@@ -26,10 +26,22 @@ bench-pool: $(VENV)/.installed
 
 test: test311 test313
 
-test311: $(VENV)/.installed
+# Prometheus and promtool for tests/ops (Debian's prometheus package, which also starts a
+# system service on :9090 where systemd runs); nothing to do when both are there.
+ops-tools:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; else \
+		echo "installing Debian's prometheus package (prometheus, promtool) for tests/ops"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus >/dev/null && \
+		command -v prometheus >/dev/null && command -v promtool >/dev/null; \
+	fi
+
+test311: ops-tools $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
 
-test313: $(VENV313)/.installed
+test313: ops-tools $(VENV313)/.installed
 	$(VENV313)/bin/python -m pytest -q
 
 $(VENV)/.installed: pyproject.toml

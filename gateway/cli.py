@@ -29,11 +29,20 @@ def main(argv: list[str] | None = None) -> int:
 
     dial = sub.add_parser("dial", help="place a simulated carrier call into a running gateway")
     dial.add_argument("--url", default="ws://127.0.0.1:8080",
-                      help="the gateway's base URL (ws:// or wss://)")
-    dial.add_argument("--carrier", default="twilio", choices=["twilio"])
-    dial.add_argument("--route", help="route name (sent as the 'route' custom parameter)")
+                      help="the gateway's base URL (ws:// or wss://; tcp://host:port for "
+                           "audiosocket)")
+    dial.add_argument("--carrier", default="twilio",
+                      choices=["twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel",
+                               "asterisk", "audiosocket"])
+    dial.add_argument("--format", dest="media_format",
+                      help="the audio format the carrier announces, e.g. mulaw/8000, alaw/8000, "
+                           "l16/16000 (default: the carrier's usual one)")
+    dial.add_argument("--api-url", help="the control API's base URL (default: from --url; "
+                                        "http://<host>:8080 for audiosocket)")
+    dial.add_argument("--route", help="route name (twilio/signalwire: the 'route' custom "
+                                      "parameter; other carriers: in the URL path)")
     dial.add_argument("--route-in-path", action="store_true",
-                      help="put the route in the URL path instead of a custom parameter")
+                      help="twilio/signalwire: put the route in the URL path instead")
     dial.add_argument("--text", action="append", default=[],
                       help="say this through the control API once the call is up (repeatable)")
     dial.add_argument("--token", help="control API bearer token, if the gateway requires one")
@@ -82,9 +91,8 @@ def _check_config(path: str) -> int:
 
 
 def _serve(args) -> int:
-    from aiohttp import web
-
     from gateway.http.app import create_app
+    from gateway.http.drain import serve
 
     try:
         config = load_config(args.config)
@@ -101,11 +109,10 @@ def _serve(args) -> int:
     gc.set_threshold(50_000, 20, 100)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
-    loop_factory = _fast_loop_factory()
-    if loop_factory:
-        web.run_app(app, host=host, port=port, loop=loop_factory(), print=_print_banner)
-    else:
-        web.run_app(app, host=host, port=port, print=_print_banner)
+    # SIGTERM (or SIGINT) drains: not ready, new calls refused, calls in progress go on for
+    # up to server.drain_timeout_s; a second signal hangs them up now (gateway/http/drain.py).
+    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+        runner.run(serve(app, host, port, banner=_banner(config)))
     return 0
 
 
@@ -117,9 +124,15 @@ def _fast_loop_factory():
     return uvloop.new_event_loop
 
 
-def _print_banner(text: str) -> None:
-    print(text.replace("(Press CTRL+C to quit)", "- media: /v1/media/twilio, control: /v1/calls"),
-          flush=True)
+def _banner(config):
+    def print_banner(text: str) -> None:
+        media = ", ".join(f"/v1/media/{c}" for c in config.carriers if c != "audiosocket")
+        if "audiosocket" in config.carriers:
+            options = config.carriers["audiosocket"].options
+            media += f", AudioSocket on tcp://{options['host']}:{options['port']}"
+        print(text.replace("(Press CTRL+C to quit)", f"- media: {media}; control: /v1/calls"),
+              flush=True)
+    return print_banner
 
 
 async def _dial(args) -> int:
@@ -131,12 +144,14 @@ async def _dial(args) -> int:
         report = await dial_and_report(
             base_url=args.url, carrier=args.carrier, route=args.route,
             route_in_path=args.route_in_path, texts=args.text, token=args.token, out=args.out,
-            quiet_seconds=args.quiet_seconds, max_seconds=args.max_seconds)
+            quiet_seconds=args.quiet_seconds, max_seconds=args.max_seconds,
+            media_format=args.media_format, api_url=args.api_url)
     except aiohttp.WSServerHandshakeError as exc:
         print(f"the gateway refused the media stream: HTTP {exc.status} {exc.message}",
               file=sys.stderr)
         return 2
-    except (aiohttp.ClientError, OSError, TimeoutError, PermissionError, RuntimeError) as exc:
+    except (aiohttp.ClientError, OSError, TimeoutError, PermissionError, RuntimeError,
+            ValueError) as exc:
         print(f"cannot complete the call to {args.url}: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -15,15 +15,50 @@ from typing import Any
 
 import yaml
 
-PROVIDER_TYPES = ("piper", "fake", "inworld", "smallest", "together")
-REMOTE_TYPES = ("inworld", "smallest", "together")
+from gateway.carriers import PROTOCOLS
+
+PROVIDER_TYPES = ("piper", "fake", "inworld", "smallest", "together",
+                  "elevenlabs", "cartesia", "deepgram")
+REMOTE_TYPES = ("inworld", "smallest", "together", "elevenlabs", "cartesia", "deepgram")
 # Calls that may share one socket: Inworld holds 5 contexts, Together 100; Smallest one
-# request at a time (tts-providers.md §1.1, §3.5, §2.5).
-_SHARE_LIMITS = {"inworld": 4, "smallest": 1, "together": 50}
+# request at a time (tts-providers.md §1.1, §3.5, §2.5). ElevenLabs 5 contexts (§6);
+# Cartesia "dozens" of contexts (§7, 10 here [I]); a Deepgram socket is one stream (§8).
+_SHARE_LIMITS = {"inworld": 4, "smallest": 1, "together": 50,
+                 "elevenlabs": 4, "cartesia": 10, "deepgram": 1}
+# Uplift AI (§4) speaks Socket.IO, 60 requests a minute per connection: a few calls share
+# one at most [I]. Telnyx TTS (§5) serves one utterance per socket: never shared.
+PROVIDER_TYPES += ("uplift", "telnyx")
+REMOTE_TYPES += ("uplift", "telnyx")
+_SHARE_LIMITS.update({"uplift": 4, "telnyx": 1})
 _POOL_KEYS = {"min_idle", "max", "calls_per_connection", "connect_timeout_s",
               "acquire_timeout_s", "idle_timeout_s", "max_session_s", "backoff_base_s",
               "backoff_max_s"}
-CARRIERS = ("twilio",)
+CARRIERS = tuple(PROTOCOLS)
+# Per carrier: its settings with (type, default, allowed values or None). Secrets are the
+# ``*_env`` keys (carrier_secret_keys); every check built on a secret is on when it is set.
+_CARRIER_OPTIONS: dict[str, dict[str, tuple[type, Any, tuple | None]]] = {
+    "twilio": {},
+    "signalwire": {"codec": (str, "PCMU", ("PCMU", "PCMA", "L16@8000h", "L16@16000h"))},
+    "telnyx": {"codec": (str, "PCMU", ("PCMU", "PCMA", "L16")),
+               "sample_rate": (int, 8000, (8000, 16000))},
+    "plivo": {"content_type": (str, "audio/x-mulaw", ("audio/x-mulaw", "audio/x-l16")),
+              "sample_rate": (int, 8000, (8000, 16000))},
+    "vonage": {"sample_rate": (int, 16000, (8000, 16000, 24000))},
+    "exotel": {"sample_rate": (int, 8000, (8000, 16000, 24000)), "username": (str, None, None)},
+    "asterisk": {"username": (str, None, None)},
+    "audiosocket": {"host": (str, "127.0.0.1", None), "port": (int, 9092, None),
+                    "route": (str, None, None)},
+}
+_CARRIER_SECRETS = {
+    "twilio": ("auth_token_env",),
+    "signalwire": ("auth_token_env", "bearer_token_env"),
+    "telnyx": (),
+    "plivo": ("auth_token_env",),
+    "vonage": ("signature_secret_env",),
+    "exotel": ("password_env",),
+    "asterisk": ("password_env",),
+    "audiosocket": (),
+}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -41,6 +76,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = None
+    # on SIGTERM: how long calls in progress may go on before they are hung up
+    drain_timeout_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +94,17 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class CarrierConfig:
+    """One enabled carrier. ``secrets`` maps e.g. ``auth_token`` to its value (read from
+    the environment variable that ``auth_token_env`` names); never printed or logged."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    lead_ms: int | None = None  # overrides playout.lead_ms for this carrier
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     name: str
     provider: str
@@ -64,6 +112,8 @@ class RouteConfig:
     greeting: str | None = None
     events_url: str | None = None
     cache_greeting: bool = True
+    # an unguessable path segment callers must present: /v1/media/{carrier}/{route}/{token}
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -85,7 +135,8 @@ class GatewayConfig:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     routes: dict[str, RouteConfig] = field(default_factory=dict)
     default_route: str | None = None
-    carriers: tuple[str, ...] = CARRIERS
+    carriers: dict[str, CarrierConfig] = field(
+        default_factory=lambda: {"twilio": CarrierConfig("twilio")})
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     control_token: str | None = None
@@ -214,11 +265,13 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
                         "playout", "limits", "logging"})
 
     s = r.mapping(top.get("server"), "server")
-    r.unknown(s, "server", {"host", "port", "public_url"})
+    r.unknown(s, "server", {"host", "port", "public_url", "drain_timeout_s"})
     server = ServerConfig(
         host=r.get(s, "host", "server", str, "127.0.0.1"),
         port=r.get(s, "port", "server", int, 8080, minimum=0, maximum=65535),
         public_url=r.get(s, "public_url", "server", str, None),
+        drain_timeout_s=r.get(s, "drain_timeout_s", "server", float, 300.0, minimum=0,
+                              maximum=86400),
     )
     if server.public_url and not re.match(r"^https?://[^/\s]+", server.public_url):
         problems.append("server.public_url: must look like https://gw.example.com")
@@ -271,7 +324,8 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     for name, rt in r.mapping(top.get("routes"), "routes").items():
         key = f"routes.{name}"
         rt = r.mapping(rt, key)
-        r.unknown(rt, key, {"provider", "voice", "greeting", "events_url", "cache_greeting"})
+        r.unknown(rt, key, {"provider", "voice", "greeting", "events_url", "cache_greeting",
+                            "token_env"})
         provider = rt.get("provider")
         if provider not in providers:
             problems.append(f"{key}.provider: {provider!r} is not a configured provider "
@@ -285,16 +339,18 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
             greeting=r.get(rt, "greeting", key, str, None),
             events_url=events_url,
             cache_greeting=r.get(rt, "cache_greeting", key, bool, True),
+            token=r.secret(rt, "token_env", key, environ),
         )
 
     default_route = r.get(top, "default_route", "", str, None)
     if default_route is not None and default_route not in routes:
         problems.append(f"default_route: {default_route!r} is not a configured route")
 
-    carriers = top.get("carriers", list(CARRIERS))
-    if not isinstance(carriers, list) or any(c not in CARRIERS for c in carriers):
-        problems.append(f"carriers: expected a list drawn from {', '.join(CARRIERS)}, got {carriers!r}")
-        carriers = list(CARRIERS)
+    carriers = _carriers(r, top.get("carriers", ["twilio"]), environ)
+    audiosocket = carriers.get("audiosocket")
+    if audiosocket and audiosocket.options.get("route") not in (None, *routes):
+        problems.append(f"carriers.audiosocket.route: {audiosocket.options['route']!r} is not "
+                        "a configured route")
 
     pl = r.mapping(top.get("playout"), "playout")
     r.unknown(pl, "playout", {"lead_ms", "frames_per_write", "hangup_mark_timeout_s"})
@@ -323,9 +379,49 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     if problems:
         raise ConfigError(problems, source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
-                         default_route=default_route, carriers=tuple(carriers),
+                         default_route=default_route, carriers=carriers,
                          playout=playout, limits=limits, control_token=control_token,
                          log_level=log_level)
+
+
+def _carriers(r: _Reader, value: Any, environ: dict) -> dict[str, CarrierConfig]:
+    """``carriers:`` is a list of names (defaults for each) or a mapping name -> settings."""
+    if isinstance(value, list):
+        value = {name: {} for name in value}
+    if not isinstance(value, dict) or not value:
+        r.problems.append(f"carriers: expected a list or mapping drawn from {', '.join(CARRIERS)}, "
+                          f"got {value!r}")
+        return {"twilio": CarrierConfig("twilio")}
+    carriers = {}
+    for name, settings in value.items():
+        key = f"carriers.{name}"
+        if name not in CARRIERS:
+            r.problems.append(f"{key}: unknown carrier (known: {', '.join(CARRIERS)})")
+            continue
+        settings = r.mapping(settings, key)
+        spec = _CARRIER_OPTIONS[name]
+        r.unknown(settings, key, {*spec, *_CARRIER_SECRETS[name], "lead_ms"})
+        options = {}
+        for option, (kind, default, allowed) in spec.items():
+            options[option] = r.get(settings, option, key, kind, default)
+            if allowed and options[option] not in allowed:
+                r.problems.append(f"{key}.{option}: {options[option]!r} is not one of "
+                                  f"{', '.join(map(str, allowed))}")
+        secrets = {}
+        for secret in _CARRIER_SECRETS[name]:
+            found = r.secret(settings, secret, key, environ)
+            if found:
+                secrets[secret.removesuffix("_env")] = found
+        if name in ("exotel", "asterisk") and ("password" in secrets) != bool(options["username"]):
+            r.problems.append(f"{key}: basic auth needs both username and password_env")
+        if name == "audiosocket" and not 0 <= options["port"] <= 65535:
+            r.problems.append(f"{key}.port: {options['port']} is not a TCP port")
+        if name == "plivo" and options["content_type"] == "audio/x-mulaw" \
+                and options["sample_rate"] != 8000:
+            r.problems.append(f"{key}.sample_rate: audio/x-mulaw comes at 8000 Hz only")
+        lead_ms = r.get(settings, "lead_ms", key, int, None, minimum=0, maximum=2000)
+        carriers[name] = CarrierConfig(name, options, secrets, lead_ms)
+    return carriers
 
 
 def load_config(path: str | Path, environ: dict | None = None) -> GatewayConfig:

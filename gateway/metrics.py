@@ -7,6 +7,7 @@ bounded (provider, carrier, route, outcome, kind), never call ids.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Latency buckets from 1 ms to 10 s: first audio lives between tens and hundreds of ms.
@@ -22,6 +23,10 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        # The process's CPU, memory, open fds and start time (process_*) and the Python
+        # version (python_info): the default registry has them, an own registry must ask.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         ns = "tts_gateway"
         self.tts_first_chunk = Histogram(
             "tts_first_chunk_seconds", "Text sent to the TTS provider -> its first audio byte.",
@@ -58,6 +63,14 @@ class Metrics:
         self.carrier_errors = Counter(
             "carrier_errors_total", "Malformed or unexpected carrier messages, by kind.",
             ["carrier", "kind"], namespace=ns, registry=r)
+        self.carrier_faults = Counter(
+            "carrier_faults_total", "Errors the carrier reported about what we sent, by code.",
+            ["carrier", "code"], namespace=ns, registry=r)
+        self.auth_failures = Counter(
+            "carrier_auth_failures_total",
+            "Carrier connections and answer requests refused before the upgrade, by reason "
+            "(signature, token, jwt, basic, ...).", ["carrier", "reason"], namespace=ns,
+            registry=r)
         self.tts_errors = Counter(
             "tts_errors_total", "TTS provider errors, by kind.", ["provider", "kind"],
             namespace=ns, registry=r)

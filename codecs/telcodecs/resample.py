@@ -9,7 +9,10 @@ output band    passband edge  stopband edge   added delay
 =============  =============  ==============  ===============
 8 kHz           3400 Hz        4600 Hz         ~2.4 ms
 16 kHz          7000 Hz        8600 Hz         ~1.8 ms
+24 kHz          10500 Hz       12000 Hz        ~1.9 ms
 =============  =============  ==============  ===============
+
+(24 kHz from 22.05 kHz input keeps the input's band: 9500 Hz pass, 11025 Hz stop.)
 
 The band is chosen by the lower of the two rates, so 8000 -> 16000 upsampling uses
 the 8 kHz band (it suppresses the images above 4.6 kHz). The stopband is designed
@@ -48,10 +51,11 @@ from .framer import whole_samples
 __all__ = ["StreamResampler", "SUPPORTED_INPUT_RATES", "SUPPORTED_OUTPUT_RATES"]
 
 SUPPORTED_INPUT_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
-SUPPORTED_OUTPUT_RATES = frozenset({8000, 16000})
+SUPPORTED_OUTPUT_RATES = frozenset({8000, 16000, 24000})  # wideband: Vonage, Exotel, Telnyx
 
 #: (passband edge, stopband edge) in Hz, keyed by the lower of the two rates.
-_BAND_EDGES_HZ = {8000: (3400.0, 4600.0), 16000: (7000.0, 8600.0)}
+_BAND_EDGES_HZ = {8000: (3400.0, 4600.0), 16000: (7000.0, 8600.0),
+                  22050: (9500.0, 11025.0), 24000: (10500.0, 12000.0)}
 _STOPBAND_ATTENUATION_DB = 90.0
 
 _INT16_MIN, _INT16_MAX = -32768, 32767

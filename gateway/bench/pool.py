@@ -28,7 +28,8 @@ Figures: p50/p95/max of each run, cold - warm at p50, and
 ``handshake hidden = (cold_p50 - warm_p50) / handshake``, PASS at >= 95 %. Only loopback
 addresses are used; every wait is bounded.
 
-Run: ``tts-gateway bench pool [--provider inworld|smallest|together|all] [--json PATH]``.
+Run: ``tts-gateway bench pool [--provider inworld|smallest|together|elevenlabs|deepgram|all]
+[--json PATH]``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ import aiohttp
 from gateway.config import parse_config
 from gateway.http.app import create_app
 from gateway.http.loopback import serve_on_loopback
+from gateway.sim.providers import deepgram as fake_deepgram
+from gateway.sim.providers import elevenlabs as fake_elevenlabs
 from gateway.sim.providers import inworld as fake_inworld
 from gateway.sim.providers import smallest as fake_smallest
 from gateway.sim.providers import together as fake_together
@@ -61,7 +64,9 @@ __all__ = ["GOAL_HIDDEN", "PROVIDERS", "run_bench", "main"]
 
 #: Share of the handshake the warm pool must take out of the first-audio latency.
 GOAL_HIDDEN = 0.95
-PROVIDERS = ("inworld", "smallest", "together")
+#: Not Cartesia: a cancelled Cartesia turn leaves its socket clean (late audio is dropped by
+#: context id), so a hang-up mid-turn does not close it and a "cold" run would reuse it.
+PROVIDERS = ("inworld", "smallest", "together", "elevenlabs", "deepgram")
 ROUTE = "bench"
 #: One short sentence (about 3 s of speech at the fakes' 15 chars/s): the provider is
 #: still streaming it when the caller hangs up at the first frame.
@@ -84,6 +89,8 @@ FAKES = {
     "inworld": FakeSpec(fake_inworld, fake_inworld.PATH, "Ashley"),
     "smallest": FakeSpec(fake_smallest, "/waves/v1/tts/live", "emily"),
     "together": FakeSpec(fake_together, fake_together.PATH, "af_alloy"),
+    "elevenlabs": FakeSpec(fake_elevenlabs, fake_elevenlabs.PATH, "21m00Tcm4TlvDq8ikWAM"),
+    "deepgram": FakeSpec(fake_deepgram, fake_deepgram.PATH, "aura-2-thalia-en"),
 }
 
 

@@ -1,0 +1,22 @@
+"""One sans-I/O protocol module per carrier (see base.py for what each offers)."""
+
+from __future__ import annotations
+
+import importlib
+
+# carrier -> module:class, imported on first use
+PROTOCOLS = {
+    "twilio": "twilio:TwilioProtocol",
+    "signalwire": "signalwire:SignalWireProtocol",
+    "telnyx": "telnyx:TelnyxProtocol",
+    "plivo": "plivo:PlivoProtocol",
+    "vonage": "vonage:VonageProtocol",
+    "exotel": "exotel:ExotelProtocol",
+    "asterisk": "asterisk:AsteriskProtocol",
+    "audiosocket": "audiosocket:AudioSocketProtocol",
+}
+
+
+def protocol_class(carrier: str):
+    module, name = PROTOCOLS[carrier].split(":")
+    return getattr(importlib.import_module(f"gateway.carriers.{module}"), name)

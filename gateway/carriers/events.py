@@ -72,10 +72,34 @@ class Stopped:
     """The stream ended on the carrier's side."""
 
 
-CarrierEvent = Connected | Started | Audio | Dtmf | MarkPlayed | Cleared | Stopped
+@dataclass(frozen=True, slots=True)
+class FlowControl:
+    """The carrier asks us to stop (``paused``) or resume sending media (Asterisk XOFF/XON)."""
+
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierFault:
+    """The carrier reports an error about something we sent (Telnyx ``error``, Asterisk
+    ``ERROR``); ``code`` is short and bounded, for the metric label."""
+
+    code: str
+    detail: str
+
+
+CarrierEvent = (Connected | Started | Audio | Dtmf | MarkPlayed | Cleared | Stopped | FlowControl
+                | CarrierFault)
 
 
 # ---- commands (gateway -> carrier) -----------------------------------------------
+
+
+class Binary(bytes):
+    """An outbound message that goes as a binary WebSocket frame (Vonage and Asterisk
+    audio). Plain ``bytes`` from a protocol are the UTF-8 of a text frame."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,15 +37,14 @@ from gateway.carriers.events import (
     Started,
     Stopped,
 )
+from gateway.carriers.jsonfields import object_field as _object
+from gateway.carriers.jsonfields import preview as _preview
+from gateway.carriers.jsonfields import string_field as _string
 
 __all__ = ["TwilioProtocol"]
 
 _TWILIO_ENCODINGS = {"audio/x-mulaw": "mulaw"}
 _ORDER = "Twilio sends connected, then start, then media/dtmf/mark, then stop"
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 class TwilioProtocol:
@@ -70,6 +69,10 @@ class TwilioProtocol:
     #: Twilio echoes every pending mark when it executes a ``clear``; an echo that arrives
     #: after a clear we sent means "not played", not "played".
     marks_cleared_on_clear = True
+    #: any length is legal; the gateway sends one 20 ms frame per message
+    frames_per_message = 1
+    #: the configured lead (Twilio buffers up to ~10 minutes)
+    lead_s: float | None = None
 
     def __init__(self) -> None:
         self.stream_id: str | None = None
@@ -301,6 +304,10 @@ class TwilioProtocol:
             raise RuntimeError(self._not_started("clear"))
         return self._clear_text
 
+    def hangup_message(self) -> bytes | None:
+        """``None``: closing the socket ends the stream (TwiML after ``<Connect>`` runs)."""
+        return None
+
     def send(self, command: CarrierCommand) -> bytes:
         """The text frame for a normalized command."""
         if type(command) is PlayAudio:
@@ -322,24 +329,6 @@ class TwilioProtocol:
 # ---- field helpers (raise CarrierProtocolError("missing_field")) ---------------------
 
 
-def _object(message: dict[str, Any], key: str, event: str) -> dict[str, Any]:
-    value = message.get(key)
-    if type(value) is not dict:
-        raise CarrierProtocolError(
-            "missing_field", f"{event} message has no {key!r} object"
-        )
-    return value
-
-
-def _string(obj: dict[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if type(value) is not str or not value:
-        raise CarrierProtocolError(
-            "missing_field", f"{where}.{key} must be a non-empty string, got {value!r}"
-        )
-    return value
-
-
 def _media_format(value: Any) -> MediaFormat:
     if value is None:
         return MediaFormat("mulaw", 8000)
@@ -347,7 +336,8 @@ def _media_format(value: Any) -> MediaFormat:
         raise CarrierProtocolError(
             "missing_field", f"start.mediaFormat must be an object, got {value!r}"
         )
-    encoding = _TWILIO_ENCODINGS.get(value.get("encoding"))
+    name = value.get("encoding")
+    encoding = _TWILIO_ENCODINGS.get(name) if type(name) is str else None
     if encoding is None:
         raise CarrierProtocolError(
             "missing_field",

@@ -20,7 +20,7 @@ from telcodecs import Framer, Transcoder, silence_byte
 from gateway.carriers.events import MediaFormat
 from gateway.config import GatewayConfig, RouteConfig
 from gateway.core.events import EventHub
-from gateway.core.playout import Cue, MediaClock, Playout
+from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
 from gateway.core.prompt_cache import PromptCache
 from gateway.core.speech import Utterance
 from gateway.metrics import Metrics
@@ -60,11 +60,17 @@ class Call:
         self._sink = sink
         self._close_transport = close_transport
         self.metrics = services.metrics
-        self.playout = Playout(services.clock, sink.write_text, sink.backlog,
-                               protocol.media_message,
-                               lead=services.config.playout.lead_ms / 1000, carrier=carrier,
-                               on_error=self._on_send_error,
-                               frames_per_write=services.config.playout.frames_per_write)
+        lead = self._lead(services.config, carrier, protocol)
+        # Batching frames into one write needs a lead that covers the batch; a carrier
+        # that cannot buffer (lead 0) or takes long chunks (Exotel) gets one per write.
+        per_write = services.config.playout.frames_per_write
+        if protocol.frames_per_message > 1 or lead < FRAME_SECONDS * (per_write + 1):
+            per_write = 1
+        self.chunk_bytes = media_format.bytes_per_20ms * protocol.frames_per_message
+        self.playout = Playout(services.clock, sink.write, sink.backlog,
+                               protocol.media_message, lead=lead, carrier=carrier,
+                               on_error=self._on_send_error, frames_per_write=per_write,
+                               frame_seconds=FRAME_SECONDS * protocol.frames_per_message)
         self.events = EventHub(call_id, events_url=route.events_url, http=services.http,
                                on_webhook_error=lambda: self.metrics.control_errors.labels(
                                    "events_url").inc())
@@ -76,6 +82,7 @@ class Call:
         self._sessions: dict[str, asyncio.Future[TtsSession]] = {}
         self._awaiting_echo: dict[str, Utterance] = {}  # mark name -> utterance
         self._cleared_marks: set[str] = set()
+        self._local_echoes: dict[str, asyncio.TimerHandle] = {}  # carriers without marks
         self._streaming: Utterance | None = None  # open utterance of the control socket
         self.state = "active"
         self.inbound_frames = 0
@@ -83,6 +90,17 @@ class Call:
         self._hangup_task: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @staticmethod
+    def _lead(config: GatewayConfig, carrier: str, protocol) -> float:
+        """Seconds sent ahead of real time: the operator's per-carrier setting, else what
+        the carrier can take (0 where it has no buffer), else the global lead."""
+        carrier_config = config.carriers.get(carrier)
+        if carrier_config is not None and carrier_config.lead_ms is not None:
+            return carrier_config.lead_ms / 1000
+        if protocol.lead_s is not None:
+            return protocol.lead_s
+        return config.playout.lead_ms / 1000
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -101,6 +119,7 @@ class Call:
             return
         self.state = "ended"
         self.playout.close()
+        self._cancel_local_echoes()
         for utt in self._unfinished():
             self._finish(utt, interrupted=True)
         for task in (self._speaking, self._speaker):
@@ -200,7 +219,8 @@ class Call:
         prompts = self.services.prompts
         key = None
         if utt.source == "greeting" and self.route.cache_greeting and utt.text:
-            key = prompts.key(provider_name, voice, utt.text, self.media_format)
+            key = prompts.key(provider_name, voice, utt.text, self.media_format,
+                              self.chunk_bytes)
         cached = prompts.get(key) if key else None
         if key:
             self.metrics.prompt_cache.labels("hit" if cached else "miss").inc()
@@ -211,8 +231,11 @@ class Call:
             recorded = await self._synthesize(utt, provider_name, voice, record=key is not None)
             if key and recorded:
                 prompts.put(key, recorded)
-        playout.enqueue(Cue(self.protocol.mark_message(utt.id),
-                            lambda now, utt=utt: self._awaiting_echo.__setitem__(utt.id, utt)))
+        mark = self.protocol.mark_message(utt.id)
+        if mark is not None:
+            playout.enqueue(Cue(mark, lambda now, utt=utt: self._await_echo(utt)))
+        else:  # no marks on this carrier: the end is when our own clock says it has played
+            playout.enqueue(Cue(None, lambda now, utt=utt: self._echo_when_played(utt)))
         playout.end_utterance()
         playout.kick()
 
@@ -225,7 +248,7 @@ class Call:
         provider = self.services.providers[provider_name]
         session = await self._session(provider_name)
         fmt = self.media_format
-        framer = Framer(fmt.bytes_per_20ms, silence_byte(fmt.encoding))
+        framer = Framer(self.chunk_bytes, silence_byte(fmt.encoding))
         transcoder: Transcoder | None = None
         source_format = None
         recorded: list[bytes] | None = [] if record else None
@@ -273,6 +296,24 @@ class Call:
         else:
             playout.extend(frames)
 
+    def _await_echo(self, utt: Utterance) -> None:
+        self._awaiting_echo[utt.id] = utt
+
+    def _echo_when_played(self, utt: Utterance) -> None:
+        self._awaiting_echo[utt.id] = utt
+        loop = asyncio.get_running_loop()
+        self._local_echoes[utt.id] = loop.call_at(self.playout.next_play_time,
+                                                  self._local_echo, utt.id)
+
+    def _local_echo(self, name: str) -> None:
+        self._local_echoes.pop(name, None)
+        self.on_mark(name)
+
+    def _cancel_local_echoes(self) -> None:
+        for handle in self._local_echoes.values():
+            handle.cancel()
+        self._local_echoes.clear()
+
     def _first_frame_sent(self, utt: Utterance) -> None:
         utt.first_frame_at = now = time.monotonic()
         self.metrics.first_frame.labels(self.carrier).observe(now - utt.created_at)
@@ -315,7 +356,9 @@ class Call:
             self._streaming.close()
             self._streaming = None
         self.playout.clear()
-        self._cleared_marks.update(self._awaiting_echo)
+        self._cancel_local_echoes()
+        if self.protocol.marks_cleared_on_clear:  # their echoes will come, meaning "cut"
+            self._cleared_marks.update(self._awaiting_echo)
         self._awaiting_echo.clear()
         for utt in cut:
             self._finish(utt, interrupted=True)
@@ -327,7 +370,9 @@ class Call:
         cut = self.interrupt_now()
         # Always clear: the carrier may still hold audio we consider played (pitfall:
         # "interrupt is a no-op once everything was sent").
-        self._send_now(self.protocol.clear_message())
+        clear = self.protocol.clear_message()
+        if clear is not None:
+            self._send_now(clear)
         return cut
 
     def request_hangup(self) -> None:
@@ -354,13 +399,16 @@ class Call:
                 await asyncio.wait_for(self._idle.wait(), timeout=min(remaining, 0.5))
             except asyncio.TimeoutError:
                 pass
+        goodbye = self.protocol.hangup_message()
+        if goodbye is not None:
+            self._send_now(goodbye)
         await self._close_transport()
 
     def _send_now(self, message: bytes) -> None:
         if self.state == "ended":
             return
         try:
-            self._sink.write_text([message])
+            self._sink.write([message])
         except Exception as exc:
             self._on_send_error(exc)
 
@@ -371,6 +419,9 @@ class Call:
 
     def on_audio(self, payload: bytes) -> None:
         self.inbound_frames += 1
+
+    def on_flow_control(self, paused: bool) -> None:
+        self.playout.pause(paused)
 
     def on_dtmf(self, digit: str) -> None:
         self.dtmf.append(digit)

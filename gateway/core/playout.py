@@ -1,7 +1,8 @@
 """Real-time pacing: one media clock per process, one playout queue per call.
 
-A call's outbound audio waits in its ``Playout`` as raw 20 ms frames in the carrier's
-format. Each frame has a play time on the carrier's timeline; the frame is sent once its
+A call's outbound audio waits in its ``Playout`` as raw frames in the carrier's format,
+each one carrier media message long (20 ms for most carriers, more where the carrier
+wants bigger chunks, e.g. Exotel's 3.2 KB minimum). Each frame has a play time on the carrier's timeline; the frame is sent once its
 play time is within ``lead`` of now. The ``MediaClock`` wakes every 20 ms on absolute
 deadlines (never ``sleep(0.02)`` in a loop, which drifts) and pumps every playout that has
 work, so a process with hundreds of calls runs one timer, not hundreds. New audio does
@@ -27,6 +28,7 @@ from gateway.metrics import Metrics
 log = logging.getLogger(__name__)
 
 FRAME_SECONDS = 0.020
+TICK_SLACK = FRAME_SECONDS / 2
 # Stop feeding a carrier socket whose unsent backlog exceeds this (about 2 s of Twilio
 # messages): one slow reader must never hold up the clock or grow memory without bound.
 MAX_SOCKET_BACKLOG = 32 * 1024
@@ -57,16 +59,18 @@ class Playout:
     def __init__(self, clock: MediaClock, write: Callable[[list[bytes]], None],
                  backlog: Callable[[], int], build_media: Callable[[bytes], bytes], *,
                  lead: float, carrier: str, on_error: Callable[[BaseException], None],
-                 frames_per_write: int = 1):
+                 frames_per_write: int = 1, frame_seconds: float = FRAME_SECONDS):
         self._clock = clock
         self._write = write
         self._backlog = backlog
         self._build = build_media
         self._on_error = on_error
         self.lead = lead
+        self.frame_seconds = frame_seconds
+        self._frames_per_item = max(1, round(frame_seconds / FRAME_SECONDS))
         # Wait until this many frames are due, then send them in one write: half the system
         # calls at 2, while the carrier still holds at least lead - 20 ms * (n - 1).
-        self._batch_slack = (frames_per_write - 1) * FRAME_SECONDS
+        self._batch_slack = (frames_per_write - 1) * frame_seconds
         self.carrier = carrier
         self.queue: deque[bytes | Cue] = deque()
         self.next_play_time = 0.0  # carrier play time of the next frame (loop clock)
@@ -74,6 +78,7 @@ class Playout:
         self._playing = False  # a frame of the current utterance has been sent
         self._starved = False
         self.closed = False
+        self.paused = False  # the carrier asked us to hold off (flow control)
         self.frames_sent = 0
         self.underruns = 0
         self.last_activity_monotonic = 0.0  # when a frame last left, for hang-up timing
@@ -108,6 +113,12 @@ class Playout:
         self._starved = False
         return dropped
 
+    def pause(self, paused: bool) -> None:
+        """Flow control: hold frames while ``paused``; when resumed, play on from now."""
+        self.paused = paused
+        if not paused:
+            self._clock.activate(self)
+
     def kick(self) -> None:
         """Send what is due now instead of waiting for the next clock tick."""
         self.pump(self._clock.now())
@@ -133,6 +144,9 @@ class Playout:
 
     def _release_due(self, now: float) -> None:
         queue = self.queue
+        if self.paused:
+            self.next_play_time = max(self.next_play_time, now)
+            return
         if self.next_play_time < now:
             if not queue and self.in_utterance and self._playing and not self._starved:
                 self._starved = True
@@ -142,7 +156,10 @@ class Playout:
         if not queue:
             return
         self._starved = False
-        horizon = now + self.lead + 1e-6  # float sums of 0.02 must not drop a frame
+        # A frame is due in the tick nearest its play time: ticks wake a little late by a
+        # varying amount, and without this half-tick slack a tick that is less late than
+        # the one before would find nothing due and leave a 20 ms hole (lead 0 carriers).
+        horizon = now + self.lead + TICK_SLACK
         batch_start = horizon - self._batch_slack
         out: list[bytes] = []
         reached: list[Cue] = []
@@ -166,12 +183,13 @@ class Playout:
                     break
             queue.popleft()
             out.append(build(item))
-            self.next_play_time += FRAME_SECONDS
+            self.next_play_time += self.frame_seconds
             frames += 1
         if out:
             self._write(out)
         if frames:
             self._playing = self.in_utterance
+            frames *= self._frames_per_item  # counted in 20 ms frames whatever the chunk
             self.frames_sent += frames
             self._clock.count_frames(self.carrier, frames)
             self.last_activity_monotonic = time.monotonic()

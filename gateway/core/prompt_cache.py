@@ -1,7 +1,7 @@
 """Route prompts (greetings) repeat on every call: keep their frames, ready to send.
 
-Entries are the carrier-format 20 ms frames of one prompt, keyed by provider, voice, text
-and media format, so a hit needs no synthesis and no conversion. Only prompts that were
+Entries are the carrier-format frames of one prompt, keyed by provider, voice, text,
+media format and frame size (the carrier's media message), so a hit needs no synthesis and no conversion. Only prompts that were
 synthesized to the end are stored; the cache is bounded in bytes and evicts the least
 recently used prompt.
 """
@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 from gateway.carriers.events import MediaFormat
 
-PromptKey = tuple[str, str, str, str, int]
+PromptKey = tuple[str, str, str, str, int, int]
 
 
 class PromptCache:
@@ -22,8 +22,9 @@ class PromptCache:
         self._bytes = 0
 
     @staticmethod
-    def key(provider: str, voice: str | None, text: str, fmt: MediaFormat) -> PromptKey:
-        return (provider, voice or "", text, fmt.encoding, fmt.sample_rate)
+    def key(provider: str, voice: str | None, text: str, fmt: MediaFormat,
+            chunk_bytes: int) -> PromptKey:
+        return (provider, voice or "", text, fmt.encoding, fmt.sample_rate, chunk_bytes)
 
     def get(self, key: PromptKey) -> tuple[bytes, ...] | None:
         frames = self._entries.get(key)

@@ -13,7 +13,10 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.core.call import CallServices
 from gateway.core.playout import MediaClock
 from gateway.http import control
-from gateway.http.keys import CALLS, CLOCK, CONFIG, HTTP, METRICS, PROVIDERS, SERVICES
+from gateway.http.answer import answer
+from gateway.http.drain import Drain
+from gateway.http.keys import (AUDIOSOCKET, CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROVIDERS,
+                               SERVICES)
 from gateway.http.media import media_stream
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.tts.base import TtsProvider
@@ -65,19 +68,33 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/media/{carrier}", media_stream)
     app.router.add_get("/v1/media/{carrier}/{route}", media_stream)
+    app.router.add_get("/v1/media/{carrier}/{route}/{token}", media_stream)
+    for path in ("/v1/answer/{carrier}/{route}", "/v1/answer/{carrier}/{route}/{token}"):
+        app.router.add_get(path, answer)
+        app.router.add_post(path, answer)
     app.router.add_routes(control.routes)
     return app
 
 
 async def _lifecycle(app: web.Application):
+    config = app[CONFIG]
+    app[DRAIN] = Drain(app[CALLS], config.server.drain_timeout_s,
+                       config.playout.hangup_mark_timeout_s)
     app[CLOCK].start()
     app[HTTP] = http = aiohttp.ClientSession()
     app[SERVICES].http = http
     starts = [asyncio.get_running_loop().create_task(_start_provider(app, p))
               for p in app[PROVIDERS].values()]
+    audiosocket = None
+    if "audiosocket" in app[CONFIG].carriers:
+        from gateway.http.media import start_audiosocket
+
+        app[AUDIOSOCKET] = audiosocket = await start_audiosocket(app)
     try:
         yield
     finally:
+        if audiosocket is not None:
+            audiosocket.close()  # no new calls; the ones in progress end below
         for task in starts:
             task.cancel()
         for call in list(app[CALLS].values()):
@@ -103,10 +120,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     # A pooled provider is ready once its pool is warm (min_idle connections handshaken).
+    # A draining gateway is not ready whatever its providers: it takes no new calls.
     providers = {name: p.ready for name, p in request.app[PROVIDERS].items()}
-    ready = all(providers.values())
-    return web.json_response({"ready": ready, "providers": providers,
-                              "active_calls": len(request.app[CALLS])},
+    drain = request.app[DRAIN]
+    ready = all(providers.values()) and not drain.draining
+    status = "ready" if ready else "draining" if drain.draining else "providers_not_ready"
+    return web.json_response({"ready": ready, "status": status, "providers": providers,
+                              **drain.status()},
                              status=200 if ready else 503)
 
 

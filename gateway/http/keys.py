@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 
 from gateway.config import GatewayConfig
 from gateway.core.call import Call, CallServices
 from gateway.core.playout import MediaClock
+from gateway.http.drain import Drain
 from gateway.metrics import Metrics
 from gateway.tts.base import TtsProvider
 
@@ -18,6 +21,8 @@ PROVIDERS = web.AppKey("providers", dict[str, TtsProvider])
 CALLS = web.AppKey("calls", dict[str, Call])
 SERVICES = web.AppKey("services", CallServices)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+AUDIOSOCKET = web.AppKey("audiosocket", asyncio.Server)  # the TCP listener, when enabled
+DRAIN = web.AppKey("drain", Drain)  # set at start-up; see gateway/http/drain.py
 
 
 def json_error(status: int, message: str, **extra) -> web.Response:

@@ -1,143 +1,266 @@
-"""``WS /v1/media/{carrier}[/{route}]``: the carrier's media stream, one socket per call.
+"""The carriers' media streams, one connection per call.
 
-The loop here is shared by every carrier; what differs lives in the carrier's sans-I/O
-protocol module. A malformed message is logged with the call's context, counted, and
-dropped; the call goes on (this is also what Twilio does with ours: warning 31951).
+``WS /v1/media/{carrier}[/{route}[/{token}]]`` for WebSocket carriers, and a plain TCP
+listener for AudioSocket. The loop here is shared by every carrier; what differs lives in
+the carrier's sans-I/O protocol module. A malformed message is logged with the call's
+context, counted, and dropped; the call goes on (this is also what Twilio does with ours:
+warning 31951). Who may connect is checked before the upgrade (gateway/http/verify.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
-from gateway.carriers.events import (Audio, CarrierProtocolError, Dtmf, MarkPlayed, Started,
-                                     Stopped)
-from gateway.carriers.twilio import TwilioProtocol
+from gateway.carriers import PROTOCOLS, protocol_class
+from gateway.carriers.events import (Audio, CarrierFault, CarrierProtocolError, Cleared, Dtmf,
+                                     FlowControl, MarkPlayed, Started, Stopped)
 from gateway.core.call import Call
 from gateway.http.keys import CALLS, CONFIG, METRICS, SERVICES, json_error
-from gateway.http.wsframe import WebSocketSink
+from gateway.http.keys import DRAIN
+from gateway.http.wsframe import StreamSink, WebSocketSink
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = {"twilio": TwilioProtocol}
+WEBSOCKET_CARRIERS = tuple(c for c in PROTOCOLS if c != "audiosocket")
 MAX_CARRIER_MESSAGE = 1 << 20
+
+
+class CarrierStream:
+    """One carrier connection and the call it carries: normalized events in, the call's
+    life cycle and its accounting out. Transport-neutral (WebSocket or TCP)."""
+
+    def __init__(self, app: web.Application, carrier: str, protocol, sink,
+                 close_transport: Callable[[], Awaitable[None]], route_name: str | None,
+                 peer: str):
+        self.app = app
+        self.carrier = carrier
+        self.protocol = protocol
+        self.sink = sink
+        self.close_transport = close_transport
+        self.route_name = route_name
+        self.peer = peer
+        self.call: Call | None = None
+        self.outcome = "disconnected"
+        self.metrics = app[METRICS]
+
+    def problem(self, kind: str, detail: str) -> None:
+        self.metrics.carrier_errors.labels(self.carrier, kind).inc()
+        log.warning("%s (%s): malformed %s message, dropped: %s", self._who(), self.carrier,
+                    kind, detail)
+
+    def _who(self) -> str:
+        return f"call {self.call.id}" if self.call else f"stream from {self.peer}"
+
+    def handle(self, event) -> bool:
+        """Act on one event; False when the stream is over."""
+        call = self.call
+        cls = event.__class__
+        if cls is Audio:
+            if call:
+                call.on_audio(event.payload)
+        elif cls is MarkPlayed:
+            if call:
+                call.on_mark(event.name)
+        elif cls is Dtmf:
+            if call:
+                call.on_dtmf(event.digit)
+        elif cls is Started:
+            self.call = self._start_call(event)
+            if self.call is None:
+                self.outcome = "rejected"
+                return False
+        elif cls is Stopped:
+            self.outcome = "completed"
+            return False
+        elif cls is FlowControl:
+            if call:
+                call.on_flow_control(event.paused)
+        elif cls is CarrierFault:
+            self.metrics.carrier_faults.labels(self.carrier, event.code[:32]).inc()
+            log.warning("%s (%s): the carrier reports an error %s: %s", self._who(),
+                        self.carrier, event.code, event.detail)
+        elif cls is Cleared:
+            pass  # the ack of our clear; nothing is waiting on it
+        return True
+
+    async def finish(self) -> None:
+        call = self.call
+        if call is None:
+            if self.outcome == "rejected":
+                self.metrics.calls.labels(self.carrier, "rejected").inc()
+            return
+        if call.state in ("hanging_up", "closed_by_gateway"):
+            self.outcome = "hangup"
+        self.app[CALLS].pop(call.id, None)
+        self.metrics.active_calls.labels(self.carrier).dec()
+        self.metrics.calls.labels(self.carrier, self.outcome).inc()
+        await call.end(self.outcome)
+        log.info("call %s (%s, route %s) ended: %s; %d frames sent, %d underruns", call.id,
+                 self.carrier, call.route.name, self.outcome, call.playout.frames_sent,
+                 call.playout.underruns)
+
+    def _start_call(self, event: Started) -> Call | None:
+        config = self.app[CONFIG]
+        calls = self.app[CALLS]
+        carrier = self.carrier
+        # Twilio forbids query strings in stream URLs: the route may come as a custom parameter.
+        name = self.route_name or event.custom_parameters.get("route") or config.default_route
+        route = config.routes.get(name or "")
+        if route is None:
+            log.warning("%s stream %s (call %s): route %r is not configured; closing", carrier,
+                        event.stream_id, event.call_id, name)
+            return None
+        if route.token and self.route_name is None:
+            # a route with a token takes calls only on its tokened path (checked before the
+            # upgrade), never by naming it in a custom parameter
+            log.warning("%s call %s names route %r, which needs its path token; closing",
+                        carrier, event.call_id, name)
+            return None
+        if event.call_id in calls:
+            log.warning("%s call %s is already connected; refusing a second stream", carrier,
+                        event.call_id)
+            return None
+
+        async def close_transport() -> None:
+            call.state = "closed_by_gateway"
+            await self.close_transport()
+
+        call = Call(self.app[SERVICES], call_id=event.call_id, stream_id=event.stream_id,
+                    carrier=carrier, route=route, protocol=self.protocol,
+                    media_format=event.media_format, sink=self.sink,
+                    close_transport=close_transport)
+        calls[call.id] = call
+        self.metrics.active_calls.labels(carrier).inc()
+        log.info("call %s (%s, route %s) started, stream %s, %s at %d Hz", call.id, carrier,
+                 route.name, call.stream_id, event.media_format.encoding,
+                 event.media_format.sample_rate)
+        call.start()
+        return call
+
+
+def _refuse_early(app: web.Application, carrier: str, route_name: str | None) -> str | None:
+    """Why a new stream cannot be taken before any protocol work, or None."""
+    config = app[CONFIG]
+    draining = app[DRAIN].refusal()  # shutting down: calls in progress go on, no new ones
+    if draining:
+        return draining
+    if route_name is not None and route_name not in config.routes:
+        return f"route {route_name!r} is not configured"
+    if len(app[CALLS]) >= config.limits.max_calls:
+        return f"at capacity ({config.limits.max_calls} calls); try another instance"
+    return None
 
 
 async def media_stream(request: web.Request) -> web.StreamResponse:
     carrier = request.match_info["carrier"]
-    config = request.app[CONFIG]
-    metrics = request.app[METRICS]
-    if carrier not in PROTOCOLS or carrier not in config.carriers:
-        return json_error(404, f"carrier {carrier!r} is not enabled; enabled: "
-                               f"{', '.join(c for c in config.carriers if c in PROTOCOLS)}")
+    app = request.app
+    config = app[CONFIG]
+    metrics = app[METRICS]
+    if carrier not in WEBSOCKET_CARRIERS or carrier not in config.carriers:
+        enabled = ", ".join(c for c in config.carriers if c in WEBSOCKET_CARRIERS)
+        return json_error(404, f"carrier {carrier!r} is not enabled here; enabled: {enabled}")
     route_name = request.match_info.get("route")
-    if route_name is not None and route_name not in config.routes:
+    refusal = _refuse_early(app, carrier, route_name)
+    if refusal:
         metrics.calls.labels(carrier, "rejected").inc()
-        return json_error(404, f"route {route_name!r} is not configured")
-    calls = request.app[CALLS]
-    if len(calls) >= config.limits.max_calls:
-        metrics.calls.labels(carrier, "rejected").inc()
-        return json_error(503, f"at capacity ({config.limits.max_calls} calls); try another instance")
+        return json_error(404 if refusal.startswith("route") else 503, refusal)
+    from gateway.http.verify import check_media_request
 
-    # compress=False: the playout writes whole frames to the transport itself (wsframe.py)
+    denied = check_media_request(request, carrier, route_name)
+    if denied is not None:
+        return denied
+
+    # compress=False: the playout writes whole frames to the transport itself (wsframe.py).
+    # No heartbeat: old Asterisk builds hang up on a WebSocket ping.
     ws = web.WebSocketResponse(heartbeat=None, autoping=True, compress=False,
                                max_msg_size=MAX_CARRIER_MESSAGE)
     await ws.prepare(request)
-    protocol = PROTOCOLS[carrier]()
-    call: Call | None = None
-    outcome = "disconnected"
-    sink = WebSocketSink(ws, request)
 
-    def problem(kind: str, detail: str) -> None:
-        metrics.carrier_errors.labels(carrier, kind).inc()
-        who = f"call {call.id}" if call else f"stream from {request.remote}"
-        log.warning("%s (%s): malformed %s message, dropped: %s", who, carrier, kind, detail)
+    async def close_transport() -> None:
+        await ws.close()
 
+    stream = CarrierStream(app, carrier, protocol_class(carrier)(),
+                           WebSocketSink(ws, request), close_transport, route_name,
+                           str(request.remote))
+    protocol = stream.protocol
     try:
         async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                try:
+            try:
+                if msg.type is WSMsgType.TEXT:
                     event = protocol.receive_text(msg.data)
-                except CarrierProtocolError as exc:
-                    problem(exc.kind, str(exc))
-                    continue
-            elif msg.type is WSMsgType.BINARY:
-                try:
+                elif msg.type is WSMsgType.BINARY:
                     event = protocol.receive_bytes(msg.data)
-                except CarrierProtocolError as exc:
-                    problem(exc.kind, str(exc))
-                    continue
-            else:
-                break
-            if event is None:
-                continue
-            cls = event.__class__
-            if cls is Audio:
-                if call:
-                    call.on_audio(event.payload)
-            elif cls is MarkPlayed:
-                if call:
-                    call.on_mark(event.name)
-            elif cls is Dtmf:
-                if call:
-                    call.on_dtmf(event.digit)
-            elif cls is Started:
-                call = _start_call(request, protocol, event, route_name, ws, sink)
-                if call is None:
-                    outcome = "rejected"
+                else:
                     break
-            elif cls is Stopped:
-                outcome = "completed"
+            except CarrierProtocolError as exc:
+                stream.problem(exc.kind, str(exc))
+                continue
+            if event is not None and not stream.handle(event):
                 break
     finally:
-        if call is not None:
-            if call.state == "hanging_up" or call.state == "closed_by_gateway":
-                outcome = "hangup"
-            calls.pop(call.id, None)
-            metrics.active_calls.labels(carrier).dec()
-            metrics.calls.labels(carrier, outcome).inc()
-            await call.end(outcome)
-            log.info("call %s (%s, route %s) ended: %s; %d frames sent, %d underruns", call.id,
-                     carrier, call.route.name, outcome, call.playout.frames_sent,
-                     call.playout.underruns)
-        elif outcome == "rejected":
-            metrics.calls.labels(carrier, "rejected").inc()
+        await stream.finish()
         if not ws.closed:
-            if outcome == "rejected":
+            if stream.outcome == "rejected":
                 await ws.close(code=1008, message=b"no such route, or call already connected")
             else:
                 await ws.close()
     return ws
 
 
-def _start_call(request: web.Request, protocol, event: Started, route_name: str | None, ws,
-                sink: WebSocketSink) -> Call | None:
-    config = request.app[CONFIG]
-    calls = request.app[CALLS]
-    carrier = protocol.carrier
-    # Twilio forbids query strings in stream URLs: the route may come as a custom parameter.
-    name = route_name or event.custom_parameters.get("route") or config.default_route
-    route = config.routes.get(name or "")
-    if route is None:
-        log.warning("%s stream %s (call %s): route %r is not configured; closing", carrier,
-                    event.stream_id, event.call_id, name)
-        return None
-    if event.call_id in calls:
-        log.warning("%s call %s is already connected; refusing a second stream", carrier,
-                    event.call_id)
-        return None
+# ---- AudioSocket: plain TCP ---------------------------------------------------------
+
+
+async def start_audiosocket(app: web.Application) -> asyncio.AbstractServer:
+    """Listen for Asterisk's AudioSocket connections (``carriers.audiosocket``)."""
+    options = app[CONFIG].carriers["audiosocket"].options
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        await _audiosocket_call(app, reader, writer)
+
+    server = await asyncio.start_server(on_connection, options["host"], options["port"])
+    ports = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
+    log.info("AudioSocket listening on %s", ports)
+    return server
+
+
+async def _audiosocket_call(app: web.Application, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+    protocol = protocol_class("audiosocket")()
+    peer = writer.get_extra_info("peername")
+    route_name = app[CONFIG].carriers["audiosocket"].options["route"]
 
     async def close_transport() -> None:
-        call.state = "closed_by_gateway"
-        await ws.close()
+        writer.close()
 
-    call = Call(request.app[SERVICES], call_id=event.call_id, stream_id=event.stream_id,
-                carrier=carrier, route=route, protocol=protocol, media_format=event.media_format,
-                sink=sink, close_transport=close_transport)
-    calls[call.id] = call
-    request.app[METRICS].active_calls.labels(carrier).inc()
-    log.info("call %s (%s, route %s) started, stream %s", call.id, carrier, route.name,
-             call.stream_id)
-    call.start()
-    return call
+    stream = CarrierStream(app, "audiosocket", protocol, StreamSink(writer), close_transport,
+                           route_name, str(peer))
+    refusal = _refuse_early(app, "audiosocket", route_name)
+    try:
+        if refusal:
+            # AudioSocket has no status code: say it in the log, hang up the channel
+            log.warning("AudioSocket connection from %s refused: %s", peer, refusal)
+            stream.outcome = "rejected"
+            writer.write(protocol.hangup_message())
+            return
+        while data := await reader.read(65536):
+            try:
+                events = protocol.feed(data)
+            except CarrierProtocolError as exc:
+                stream.problem(exc.kind, str(exc))
+                break  # a byte stream cannot resync after a broken message
+            if not all(stream.handle(event) for event in events):
+                break
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        await stream.finish()
+        if not writer.is_closing():
+            writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass

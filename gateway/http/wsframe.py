@@ -1,4 +1,4 @@
-"""Write whole WebSocket text frames straight to the transport, several per write.
+"""Write whole WebSocket frames straight to the transport, several per write.
 
 The media clock releases about one frame per call per tick; going through aiohttp's
 writer costs a coroutine and a system call per message. Server-to-client frames are
@@ -14,17 +14,24 @@ import struct
 
 from aiohttp import web
 
+from gateway.carriers.events import Binary
+
 _TEXT_FIN = 0x81
+_BINARY_FIN = 0x82
 _LEN16 = struct.Struct("!BBH")
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, final text frame (payloads up to 64 KiB, plenty for carrier messages)."""
+def ws_frame(payload: bytes) -> bytes:
+    """One unmasked, final frame: binary for a :class:`Binary` message, else text.
+
+    Never fragmented (Asterisk hangs up on continuation frames), payloads up to 64 KiB,
+    plenty for carrier messages."""
+    opcode = _BINARY_FIN if payload.__class__ is Binary else _TEXT_FIN
     n = len(payload)
     if n < 126:
-        return bytes((_TEXT_FIN, n)) + payload
+        return bytes((opcode, n)) + payload
     if n < 65536:
-        return _LEN16.pack(_TEXT_FIN, 126, n) + payload
+        return _LEN16.pack(opcode, 126, n) + payload
     raise ValueError(f"carrier message of {n} bytes is too large for one frame here")
 
 
@@ -35,15 +42,16 @@ class WebSocketSink:
         self._ws = ws
         self._transport = request.transport
 
-    def write_text(self, messages: list[bytes]) -> None:
-        """Send ``messages`` (UTF-8 JSON) as text frames in one write; raise if the socket is gone."""
+    def write(self, messages: list[bytes]) -> None:
+        """Send ``messages`` (text, or :class:`Binary`) as frames in one write; raise if
+        the socket is gone."""
         transport = self._transport
         if transport is None or transport.is_closing() or self._ws.closed:
             raise ConnectionResetError("the carrier socket is closed")
         if len(messages) == 1:
-            transport.write(text_frame(messages[0]))
+            transport.write(ws_frame(messages[0]))
         else:
-            transport.write(b"".join([text_frame(m) for m in messages]))
+            transport.write(b"".join([ws_frame(m) for m in messages]))
 
     def backlog(self) -> int:
         """Bytes written but not yet accepted by the kernel (huge once the socket is gone)."""
@@ -51,3 +59,20 @@ class WebSocketSink:
         if transport is None or transport.is_closing():
             return 1 << 30
         return transport.get_write_buffer_size()
+
+
+class StreamSink:
+    """The write side of a plain TCP carrier connection (AudioSocket): messages are raw."""
+
+    def __init__(self, writer):
+        self._writer = writer
+
+    def write(self, messages: list[bytes]) -> None:
+        transport = self._writer.transport
+        if transport.is_closing():
+            raise ConnectionResetError("the carrier connection is closed")
+        transport.write(b"".join(messages))
+
+    def backlog(self) -> int:
+        transport = self._writer.transport
+        return 1 << 30 if transport.is_closing() else transport.get_write_buffer_size()

@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from telcodecs import ulaw_decode, write_wav
+from telcodecs import write_wav
 
-from gateway.sim.twilio import CallClosedError, TwilioCallSim
+from gateway.sim.carriers import CARRIERS, make_call
+from gateway.sim.twilio import CallClosedError
+
+#: carriers whose route can travel as a custom parameter (Twilio forbids query strings)
+_ROUTE_AS_PARAMETER = ("twilio", "signalwire")
 
 
 def _http_url(base_url: str) -> str:
+    """The control API's base URL from the media URL (AudioSocket's TCP port is not HTTP:
+    assume the gateway's default HTTP port on the same host)."""
+    if base_url.startswith("tcp://"):
+        host = base_url[len("tcp://"):].rsplit(":", 1)[0]
+        return f"http://{host}:8080"
     return "http" + base_url[2:] if base_url.startswith("ws") else base_url
 
 
@@ -42,35 +51,40 @@ async def _speak_when_up(http: aiohttp.ClientSession, base: str, call_sid: str, 
 async def dial_and_report(*, base_url: str, carrier: str = "twilio", route: str | None = None,
                           route_in_path: bool = False, texts: list[str] = (),
                           token: str | None = None, out: str | None = None,
-                          quiet_seconds: float = 1.5, max_seconds: float = 60.0) -> dict:
-    if carrier != "twilio":
-        raise ValueError(f"carrier {carrier!r} is not simulated yet")
-    url = f"{base_url.rstrip('/')}/v1/media/{carrier}"
-    params = {}
-    if route and route_in_path:
-        url += f"/{route}"
-    elif route:
-        params["route"] = route
+                          quiet_seconds: float = 1.5, max_seconds: float = 60.0,
+                          media_format: str | None = None, api_url: str | None = None) -> dict:
+    """Call the gateway at ``base_url`` as ``carrier``, say ``texts`` through the control API
+    (at ``api_url``, by default derived from ``base_url``), hang up after ``quiet_seconds``
+    of silence, and report. The control API's call id is the carrier's call id."""
+    if carrier not in CARRIERS:
+        raise ValueError(f"unknown carrier {carrier!r}; choose one of {', '.join(CARRIERS)}")
+    options = {}
+    if route and not route_in_path and carrier in _ROUTE_AS_PARAMETER:
+        options["custom_parameters"] = {"route": route}
+        route = None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    sim = TwilioCallSim(url, custom_parameters=params)
+    call = make_call(carrier, base_url, route=route, media_format=media_format, **options)
     speech_ids: list[str] = []
-    async with aiohttp.ClientSession() as http, sim:
+    async with aiohttp.ClientSession() as http, call:
         try:
             if texts:
-                speech_ids = await _speak_when_up(http, _http_url(base_url.rstrip("/")),
-                                                  sim.call_sid, list(texts), headers)
-            await sim.wait_for_media(frames=1, timeout=min(max_seconds, 15.0))
-            await sim.wait_idle(quiet=quiet_seconds, timeout=max_seconds)
+                api = (api_url or _http_url(base_url)).rstrip("/")
+                speech_ids = await _speak_when_up(http, api, call.call_id, list(texts), headers)
+            await call.wait_for_media(frames=1, timeout=min(max_seconds, 15.0))
+            await call.wait_idle(quiet=quiet_seconds, timeout=max_seconds)
         except (CallClosedError, TimeoutError, asyncio.TimeoutError):
             pass  # the report says what was heard until then
-        await sim.hangup()
-    result = sim.result
+        await call.hangup()
+    result = call.result
     if out:
-        write_wav(out, ulaw_decode(result.heard_with_silence()), 8000)
+        write_wav(out, result.heard_pcm16(with_silence=True), result.sample_rate)
     timing = result.frame_timing()
     latency = result.first_audio_latency
     return {
-        "call_sid": result.call_sid,
+        "carrier": carrier,
+        "media_format": result.format.name,
+        "call_id": result.call_id,
+        "call_sid": result.call_id,  # the name before other carriers existed
         "first_audio_latency_ms": round(latency * 1000, 1) if latency is not None else None,
         "frames_received": len(result.frames),
         "heard_seconds": round(result.heard_seconds, 2),
@@ -78,9 +92,11 @@ async def dial_and_report(*, base_url: str, carrier: str = "twilio", route: str 
         "frame_lateness_p99_ms": round(timing.p99 * 1000, 2) if timing else None,
         "frame_lateness_max_ms": round(timing.max * 1000, 2) if timing else None,
         "carrier_underruns": result.underruns,
+        "carrier_bursts": len(result.bursts),
         "marks_echoed": len(result.marks_sent_back),
         "speech_ids": speech_ids,
         "violations": [f"{code}: {detail}" for code, detail in result.violations],
         "closed_by_gateway": result.closed_by_gateway,
+        "carrier_hangup": result.carrier_hangup,
         "wav": out,
     }

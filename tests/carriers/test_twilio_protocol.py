@@ -214,6 +214,7 @@ def test_anything_after_stop_is_out_of_order():
         {"customParameters": {"n": 1}},
         {"mediaFormat": "mulaw"},
         {"mediaFormat": {"encoding": "audio/x-alaw", "sampleRate": 8000}},
+        {"mediaFormat": {"encoding": ["audio/x-mulaw"], "sampleRate": 8000}},
         {"mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": "8000"}},
         {"streamSid": "MZother"},
     ],

@@ -143,3 +143,55 @@ def test_check_config_accepts_a_remote_provider_with_its_key_set(tmp_path):
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run(cmd, capture_output=True, text=True, env={"PATH": ""})
     assert bad.returncode != 0 and "TTS_KEY" in bad.stdout + bad.stderr
+
+
+def test_carriers_as_a_list_take_each_carriers_defaults():
+    data = base_config()
+    data["carriers"] = ["twilio", "vonage", "exotel"]
+    config = parse_config(data, {})
+    assert list(config.carriers) == ["twilio", "vonage", "exotel"]
+    assert config.carriers["vonage"].options == {"sample_rate": 16000}
+    assert config.carriers["twilio"].secrets == {} and config.carriers["twilio"].lead_ms is None
+
+
+def test_carrier_settings_read_secrets_from_the_environment_and_never_print_them():
+    data = base_config()
+    data["routes"]["demo"]["token_env"] = "DEMO_TOKEN"
+    data["carriers"] = {
+        "twilio": {"auth_token_env": "TWILIO_AUTH_TOKEN"},
+        "plivo": {"auth_token_env": "PLIVO_AUTH_TOKEN", "content_type": "audio/x-l16",
+                  "sample_rate": 16000},
+        "exotel": {"username": "bot", "password_env": "EXOTEL_PASSWORD", "sample_rate": 16000},
+        "audiosocket": {"port": 0, "route": "demo", "lead_ms": 0},
+    }
+    env = {"TWILIO_AUTH_TOKEN": "tw-secret-1", "PLIVO_AUTH_TOKEN": "pl-secret-2",
+           "EXOTEL_PASSWORD": "ex-secret-3", "DEMO_TOKEN": "route-secret-4"}
+    config = parse_config(data, env)
+    assert config.carriers["twilio"].secrets == {"auth_token": "tw-secret-1"}
+    assert config.carriers["plivo"].options == {"content_type": "audio/x-l16", "sample_rate": 16000}
+    assert config.carriers["exotel"].secrets["password"] == "ex-secret-3"
+    assert config.carriers["audiosocket"].lead_ms == 0
+    assert config.routes["demo"].token == "route-secret-4"
+    printed = repr(config)
+    assert not any(secret in printed for secret in env.values())
+
+
+def test_bad_carrier_settings_are_named():
+    data = base_config()
+    data["carriers"] = {
+        "skype": {},
+        "vonage": {"sample_rate": 11025},
+        "plivo": {"content_type": "audio/x-mulaw", "sample_rate": 16000},
+        "exotel": {"username": "bot"},  # no password_env
+        "twilio": {"auth_token_env": "UNSET_VARIABLE", "bogus": 1},
+        "audiosocket": {"route": "nowhere"},
+    }
+    problems = problems_of(data)
+    assert any(p.startswith("carriers.skype: unknown carrier") for p in problems)
+    assert any(p.startswith("carriers.vonage.sample_rate: 11025") for p in problems)
+    assert any(p.startswith("carriers.plivo.sample_rate: audio/x-mulaw") for p in problems)
+    assert any(p.startswith("carriers.exotel: basic auth needs both") for p in problems)
+    assert any("UNSET_VARIABLE is not set" in p for p in problems)
+    assert any(p.startswith("carriers.twilio.bogus: unknown key") for p in problems)
+    assert any(p.startswith("carriers.audiosocket.route: 'nowhere'") for p in problems)
+    assert len(problems) == 7

@@ -4,7 +4,7 @@ from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
 from gateway.metrics import Metrics
 
 
-def make_playout(lead=0.08, backlog=lambda: 0):
+def make_playout(lead=0.08, backlog=lambda: 0, **options):
     sent = []
     writes = []
 
@@ -15,7 +15,7 @@ def make_playout(lead=0.08, backlog=lambda: 0):
     clock = MediaClock(Metrics())
     errors = []
     playout = Playout(clock, write, backlog, lambda frame: frame, lead=lead, carrier="twilio",
-                      on_error=errors.append)
+                      on_error=errors.append, **options)
     playout.writes = writes
     return playout, clock, sent, errors
 
@@ -144,3 +144,67 @@ def test_frames_per_write_pairs_frames_without_letting_the_carrier_run_dry():
         # never less than lead - 20 ms of audio ahead of the carrier's playout
         assert playout.next_play_time - (t + tick * 0.02) >= 0.06 - 1e-9
     assert set(writes[1:]) == {2} and len(writes) == 11
+
+
+def test_with_no_lead_each_frame_leaves_on_its_own_tick_never_in_a_burst():
+    """AudioSocket cannot buffer: a frame may leave only in the tick of its play time."""
+    playout, _, sent, _ = make_playout(lead=0.0)
+    playout.begin_utterance()
+    for i in range(10):
+        playout.enqueue(f"f{i}")
+    playout.end_utterance()
+    per_tick = []
+    for tick in range(12):
+        before = len(sent)
+        playout.pump(50.0 + tick * FRAME_SECONDS)
+        per_tick.append(len(sent) - before)
+    assert per_tick == [1] * 10 + [0, 0]
+    assert playout.writes == [1] * 10
+
+
+def test_chunks_longer_than_20_ms_advance_the_timeline_by_their_length():
+    """Exotel takes at least 3.2 KB per message: a 200 ms chunk occupies ten ticks."""
+    playout, clock, sent, _ = make_playout(lead=0.1, frame_seconds=0.2)
+    playout.begin_utterance()
+    for i in range(3):
+        playout.enqueue(f"c{i}")
+    playout.end_utterance()
+    playout.pump(10.0)
+    assert sent == ["c0"]  # c1 plays at 10.2, beyond the 100 ms lead (and half a tick)
+    playout.pump(10.08)
+    assert sent == ["c0"]
+    playout.pump(10.09)
+    assert sent == ["c0", "c1"]
+    assert playout.frames_sent == 20  # counted in 20 ms frames
+
+
+def test_flow_control_holds_frames_and_resumes_from_now():
+    playout, clock, sent, _ = make_playout(lead=0.04)
+    playout.begin_utterance()
+    for i in range(10):
+        playout.enqueue(f"f{i}")
+    playout.pump(1.0)
+    assert len(sent) == 3
+    playout.pause(True)
+    playout.pump(1.5)
+    playout.pump(2.0)
+    assert len(sent) == 3 and playout.underruns == 0
+    playout.pause(False)
+    playout.pump(2.0)
+    assert sent[3:] == ["f3", "f4", "f5"]  # the timeline restarts at 2.0, not 1.06
+
+
+def test_with_no_lead_ticks_late_by_varying_amounts_still_send_one_frame_each():
+    """Rebasing on a late tick must not make the next, less late tick skip its frame."""
+    playout, _, sent, _ = make_playout(lead=0.0)
+    playout.begin_utterance()
+    for i in range(8):
+        playout.enqueue(f"f{i}")
+    playout.end_utterance()
+    lateness = [0.008, 0.001, 0.006, 0.0, 0.009, 0.002, 0.0, 0.004]
+    per_tick = []
+    for tick, late in enumerate(lateness):
+        before = len(sent)
+        playout.pump(7.0 + tick * FRAME_SECONDS + late)
+        per_tick.append(len(sent) - before)
+    assert per_tick == [1] * 8

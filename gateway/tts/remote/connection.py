@@ -8,6 +8,7 @@ dropped here, whatever the provider keeps sending: no late audio reaches a call.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -64,22 +65,17 @@ class ProviderConnection:
     async def open(cls, driver: Driver, key: Hashable, http: aiohttp.ClientSession, *,
                    timeout_s: float, **callbacks) -> ProviderConnection:
         """Connect and handshake; raise :class:`TtsError` (kind ``connect`` or ``handshake``)."""
-        url, headers = driver.connect(key)
+        params = driver.connect(key)
         proto = driver.new_protocol(key)
-        try:
-            ws = await asyncio.wait_for(
-                http.ws_connect(url, headers=headers, autoping=True, compress=0,
-                                max_msg_size=MAX_MESSAGE_BYTES,
-                                timeout=aiohttp.ClientWSTimeout(ws_close=2.0)),
-                timeout_s)
-        except aiohttp.WSServerHandshakeError as exc:
-            raise TtsError("connect", f"{driver.settings.name}: the provider refused the "
-                           f"WebSocket upgrade with HTTP {exc.status}"
-                           + (" (check the API key)" if exc.status in (401, 403) else "")) from None
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise TtsError("connect", f"{driver.settings.name}: cannot connect to the provider "
-                           f"({type(exc).__name__}: {exc})") from None
+        if driver.transport == "socketio":
+            ws = await SocketIOWebSocket.connect(driver.settings.name, params, http,
+                                                 timeout_s=timeout_s)
+        else:
+            ws = await _connect_websocket(driver.settings.name, params, http, timeout_s)
         conn = cls(driver, key, proto, ws, **callbacks)
+        hello = driver.handshake(proto)  # e.g. Telnyx's init frame, before the first turn
+        if hello:
+            await conn.send(hello)
         try:
             await asyncio.wait_for(conn._ready.wait(), timeout_s)
         except asyncio.TimeoutError:
@@ -125,26 +121,32 @@ class ProviderConnection:
     async def _read(self) -> None:
         ws = self.ws
         reason = "closed by the provider"
+        close_text = ""
+        # Binary frames go to the protocol's ``receive_binary`` where it has one (Deepgram
+        # sends its audio as raw binary frames, tts-providers.md §8).
+        receive_binary = getattr(self.proto, "receive_binary", None)
         try:
-            async for msg in ws:
+            while True:  # not ``async for``: it hides the close frame's reason
+                msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    try:
-                        events = self.proto.receive(msg.data)
-                    except ProviderProtocolError as exc:
-                        log.warning("%s: unreadable provider frame (%s): %s",
-                                    self.driver.settings.name, exc.kind, exc)
-                        if self._on_protocol_error:
-                            self._on_protocol_error(exc.kind)
-                        continue
-                    self._dispatch(events)
+                    self._feed(self.proto.receive, msg.data)
                 elif msg.type == aiohttp.WSMsgType.BINARY:
-                    log.warning("%s: unexpected binary frame of %d bytes ignored",
-                                self.driver.settings.name, len(msg.data))
+                    if receive_binary is None:
+                        log.warning("%s: unexpected binary frame of %d bytes ignored",
+                                    self.driver.settings.name, len(msg.data))
+                    else:
+                        self._feed(receive_binary, msg.data)
                 elif msg.type == aiohttp.WSMsgType.ERROR:
                     reason = f"socket error: {ws.exception()}"
                     break
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                                  aiohttp.WSMsgType.CLOSED):
+                    if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra:
+                        close_text = str(msg.extra)[:200]  # the provider's reason (Deepgram §8)
+                    break
             if ws.close_code is not None:
-                reason = f"closed by the provider (code {ws.close_code})"
+                reason = (f"closed by the provider (code {ws.close_code}"
+                          + (f": {close_text})" if close_text else ")"))
         except asyncio.CancelledError:
             reason = "closed by the gateway"
             raise
@@ -153,6 +155,17 @@ class ProviderConnection:
             reason = f"reader failed: {exc}"
         finally:
             self._lost(reason)
+
+    def _feed(self, parse, data) -> None:
+        try:
+            events = parse(data)
+        except ProviderProtocolError as exc:
+            log.warning("%s: unreadable provider frame (%s): %s",
+                        self.driver.settings.name, exc.kind, exc)
+            if self._on_protocol_error:
+                self._on_protocol_error(exc.kind)
+            return
+        self._dispatch(events)
 
     def _dispatch(self, events: list[ProviderEvent]) -> None:
         for event in events:
@@ -202,3 +215,154 @@ class ProviderConnection:
         if not self._reader.done() and self._reader is not asyncio.current_task():
             self._reader.cancel()
 
+
+async def _connect_websocket(name: str, params: tuple[str, dict[str, str]],
+                             http: aiohttp.ClientSession, timeout_s: float
+                             ) -> aiohttp.ClientWebSocketResponse:
+    url, headers = params
+    try:
+        return await asyncio.wait_for(
+            http.ws_connect(url, headers=headers, autoping=True, compress=0,
+                            max_msg_size=MAX_MESSAGE_BYTES,
+                            timeout=aiohttp.ClientWSTimeout(ws_close=2.0)),
+            timeout_s)
+    except aiohttp.WSServerHandshakeError as exc:
+        raise TtsError("connect", f"{name}: the provider refused the WebSocket upgrade with "
+                       f"HTTP {exc.status}"
+                       + (" (check the API key)" if exc.status in (401, 403) else "")) from None
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        raise TtsError("connect", f"{name}: cannot connect to the provider "
+                       f"({type(exc).__name__}: {exc})") from None
+
+
+_SIO_CLOSED = aiohttp.WSMessage(aiohttp.WSMsgType.CLOSED, None, None)
+
+
+class SocketIOWebSocket:
+    """A Socket.IO connection (python-socketio's maintained ``AsyncClient``, which does the
+    Engine.IO framing, pings and namespaces) behind the part of aiohttp's
+    ``ClientWebSocketResponse`` that :class:`ProviderConnection` uses, so the reader, the
+    pool and the session stay the same for a Socket.IO provider (Uplift AI, §4.1):
+
+    * :meth:`receive` gives each ``message`` event of the namespace as a TEXT message whose
+      ``data`` is the event's payload as Socket.IO decoded it (a dict: the protocol's
+      ``receive`` takes it as is); then CLOSE (code 1000, ``extra`` says why) when the
+      server disconnects, or ERROR when the transport fails.
+    * :meth:`send_str` takes a JSON object and emits it as the event its ``type`` names.
+    * :meth:`close` disconnects.
+
+    python-socketio runs each incoming event in a task of its own, in arrival order; the
+    end of the connection is queued behind the events already received (``call_soon``).
+    """
+
+    def __init__(self, sio, namespace: str):
+        self._sio = sio
+        self.namespace = namespace
+        self._inbox: asyncio.Queue[aiohttp.WSMessage] = asyncio.Queue()
+        self.closed = False
+        self.close_code: int | None = None
+        self._exception: BaseException | None = None
+        self.refusal: object = None  # the server's connect_error data
+
+    @classmethod
+    async def connect(cls, name: str, params, http: aiohttp.ClientSession, *,
+                      timeout_s: float) -> SocketIOWebSocket:
+        """Connect to ``params`` (a :class:`gateway.tts.providers.uplift.SocketIOParams`):
+        the WebSocket transport only, no polling, no automatic reconnection (the pool
+        replaces lost connections); raise :class:`TtsError` (kind ``connect``)."""
+        import socketio
+
+        sio = socketio.AsyncClient(
+            reconnection=False, handle_sigint=False, logger=False, engineio_logger=False,
+            http_session=http, request_timeout=2.0,
+            websocket_extra_options={"max_msg_size": MAX_MESSAGE_BYTES, "compress": 0})
+        sock = cls(sio, params.namespace)
+        sio.on("message", sock._on_message, namespace=params.namespace)
+        sio.on("disconnect", sock._on_disconnect, namespace=params.namespace)
+        sio.on("connect_error", sock._on_connect_error, namespace=params.namespace)
+        try:
+            await asyncio.wait_for(
+                sio.connect(params.url, headers=dict(params.headers), auth=params.auth,
+                            transports=["websocket"], namespaces=[params.namespace],
+                            socketio_path=params.socketio_path, wait_timeout=timeout_s),
+                timeout_s)
+        except (socketio.exceptions.SocketIOError, aiohttp.ClientError, OSError,
+                asyncio.TimeoutError, ValueError) as exc:
+            await sock._abort()
+            refusal = sock.refusal
+            if refusal is not None:
+                detail = refusal
+                if isinstance(refusal, dict):
+                    data = refusal.get("data")
+                    code = data.get("code") if isinstance(data, dict) else None
+                    detail = str(refusal.get("message", refusal)) + (f" ({code})" if code else "")
+                hint = " (check the API key)" if "auth" in str(refusal).lower() else ""
+                raise TtsError("connect", f"{name}: the provider refused the Socket.IO "
+                               f"connection: {detail}{hint}") from None
+            what = "no connection" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            raise TtsError("connect", f"{name}: cannot connect to the provider over Socket.IO "
+                           f"({type(exc).__name__}: {what})") from None
+        return sock
+
+    async def _abort(self) -> None:
+        self.closed = True
+        try:
+            await self._sio.disconnect()
+        except Exception:  # a half-open client: nothing more to do
+            pass
+
+    # -- events from python-socketio (its own tasks) -----------------------------------
+
+    async def _on_message(self, data=None) -> None:
+        self._inbox.put_nowait(aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, data, None))
+
+    async def _on_connect_error(self, data=None) -> None:
+        self.refusal = data
+
+    async def _on_disconnect(self, reason=None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if reason == "transport error":
+            self._exception = ConnectionError("Socket.IO transport error")
+            msg = aiohttp.WSMessage(aiohttp.WSMsgType.ERROR, self._exception, None)
+        else:  # the server disconnected (or the client did, while we were not closing)
+            self.close_code = 1000
+            msg = aiohttp.WSMessage(aiohttp.WSMsgType.CLOSE, 1000, f"Socket.IO {reason or 'disconnect'}")
+        asyncio.get_running_loop().call_soon(self._inbox.put_nowait, msg)
+
+    # -- the ClientWebSocketResponse subset ----------------------------------------------
+
+    async def receive(self) -> aiohttp.WSMessage:
+        if self.closed and self._inbox.empty():
+            await asyncio.sleep(0)  # let an end queued with call_soon land first
+            if self._inbox.empty():
+                return _SIO_CLOSED
+        return await self._inbox.get()
+
+    def exception(self) -> BaseException | None:
+        return self._exception
+
+    def __aiter__(self) -> SocketIOWebSocket:
+        return self
+
+    async def __anext__(self) -> aiohttp.WSMessage:
+        msg = await self.receive()
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED):
+            raise StopAsyncIteration
+        return msg
+
+    async def send_str(self, message: str) -> None:
+        import socketio
+
+        data = json.loads(message)
+        if self.closed:
+            raise ConnectionError("the Socket.IO connection is closed")
+        try:
+            await self._sio.emit(data["type"], data, namespace=self.namespace)
+        except socketio.exceptions.SocketIOError as exc:
+            raise ConnectionError(f"Socket.IO emit failed: {exc}") from None
+
+    async def close(self) -> None:
+        await self._abort()

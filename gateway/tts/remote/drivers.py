@@ -16,6 +16,8 @@ from typing import Any
 
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers import inworld, smallest, together
+from gateway.tts.providers import telnyx_tts, uplift
+from gateway.tts.providers import cartesia, deepgram, elevenlabs
 from gateway.tts.providers.events import ProviderEvent, ProviderReady
 
 
@@ -50,6 +52,13 @@ class Driver:
     keepalive_s: float | None = None
     #: The server closes a socket idle this long (the pool refreshes idle ones before).
     default_idle_timeout_s: float | None = None
+    #: What carries the messages: ``websocket`` (text frames) or ``socketio`` (Socket.IO
+    #: events named by each message's ``type``; see ``connection.SocketIOWebSocket``).
+    transport = "websocket"
+    #: A connection serves one turn, then is retired (Telnyx closes the socket after its
+    #: final frame). The session leases one per turn instead of one per call, and the pool
+    #: keeps ``min_idle`` handshaken ones warm so no handshake is in a turn's path.
+    single_use = False
 
     #: ``options`` keys this provider understands (anything else is a config error).
     option_keys: frozenset[str] = frozenset()
@@ -99,6 +108,11 @@ class Driver:
     def has_room(self, proto) -> bool:
         return True
 
+    def can_begin(self, proto) -> bool:
+        """A new turn of the call that holds this socket fits on it (else the call moves to
+        a fresh socket; e.g. every context is taken by cut turns still draining)."""
+        return True
+
     def reusable(self, proto) -> bool:
         """Clean: no open turn, no pending audio, nothing that forbids reuse."""
         return proto.is_clean()
@@ -110,6 +124,16 @@ class Driver:
 
     def is_cancelled(self, proto, cid: str) -> bool:
         return proto.is_cancelled(cid)
+
+    def handshake(self, proto) -> list[str]:
+        """Messages sent once, right after the socket opens and before it counts as open
+        (Telnyx's init frame)."""
+        return []
+
+    def closes_by_design(self, proto) -> bool:
+        """The provider closes the socket now as its protocol says it does (Telnyx, after
+        the final frame): the pool does not count that close as a reconnect."""
+        return False
 
 
 class InworldDriver(Driver):
@@ -271,3 +295,410 @@ DEFAULT_ENDPOINTS = {
     "smallest": smallest.DEFAULT_ENDPOINT,
     "together": together.DEFAULT_ENDPOINT,
 }
+
+
+# ---- Uplift AI and Telnyx TTS (tts-providers.md §4-5) -------------------------------------
+
+
+class UpliftDriver(Driver):
+    """§4: Socket.IO multi-stream. A turn is one or more one-shot requests (one per text
+    segment, pipelined); their interleaved chunks are demultiplexed by request id and
+    played in submission order; barge-in cancels each request in flight. The audio format
+    is chosen per request, so one socket serves every carrier format."""
+
+    type = "uplift"
+    transport = "socketio"
+    option_keys = frozenset({"speed", "phrase_replacement_config_id", "requests_per_minute"})
+    await_ready = True  # the server's "ready" message [C]
+    # Requests of several turns run concurrently on one socket [T]; the per-connection
+    # limit is the 60 requests a minute, so sockets are shared by a few calls only [I].
+    max_contexts = 8
+    default_idle_timeout_s = None  # undocumented; Socket.IO pings keep the socket alive
+
+    def __init__(self, settings: RemoteSettings):
+        super().__init__(settings)
+        if settings.model:
+            raise ValueError("uplift has no model setting: the voice id chooses the voice")
+        o = settings.options
+        rpm = o.get("requests_per_minute", uplift.REQUESTS_PER_MINUTE)
+        if type(rpm) is not int or rpm < 1:
+            raise ValueError(f"uplift requests_per_minute must be a positive integer, got {rpm!r}")
+        phrase = o.get("phrase_replacement_config_id")
+        if phrase is not None and type(phrase) is not str:
+            raise ValueError("uplift phrase_replacement_config_id must be a string")
+        self.requests_per_minute = rpm
+
+    def pool_key(self, output: MediaFormat) -> Hashable:
+        return None  # the output format travels in every request
+
+    def connect(self, key):
+        s = self.settings
+        return uplift.connect_params(s.api_key, s.endpoint)
+
+    def new_protocol(self, key):
+        s, o = self.settings, self.settings.options
+        return uplift.UpliftProtocol(s.voice, speed=o.get("speed"),
+                                     phrase_replacement_config_id=o.get("phrase_replacement_config_id"),
+                                     requests_per_minute=self.requests_per_minute)
+
+    def begin(self, proto, cid, voice, output):
+        proto.open_turn(cid, uplift.choose_format(output.encoding, output.sample_rate), voice)
+        return []
+
+    def send(self, proto, cid, text, voice=None):
+        return proto.synthesize(cid, text)
+
+    def end(self, proto, cid):
+        return proto.finish(cid)
+
+    def cancel(self, proto, cid):
+        if proto.turn_state(cid) in (None, "cancelled"):
+            return []
+        return proto.cancel(cid)
+
+    def is_done(self, proto, cid):
+        return proto.turn_state(cid) is None
+
+    def connection_lost(self, proto):
+        return proto.connection_lost()
+
+    def has_room(self, proto):
+        return len(proto.live_turns) <= self.max_contexts - 2 and not proto.budget_low()
+
+    def reusable(self, proto):
+        return proto.is_clean() and not proto.budget_low()
+
+    def must_replace(self, proto):
+        # the minute's request budget is (nearly) spent on this socket, or it failed
+        return proto.failed or proto.budget_low()
+
+
+class TelnyxDriver(Driver):
+    """§5: one utterance per socket. The handshake frame goes out when the socket opens;
+    a turn is a text frame (``flush: true``) per segment, then ``{"text": ""}``; the final
+    frame ends it and the server closes the socket; barge-in is ``{"force": true}``. Voice
+    and audio format are fixed per socket by the URL."""
+
+    type = "telnyx"
+    option_keys = frozenset({"voice_settings", "language", "text_type", "disable_cache",
+                             "inactivity_timeout_s", "audio_format", "sample_rate",
+                             "strip_markdown"})
+    single_use = True
+    default_idle_timeout_s = float(telnyx_tts.DEFAULT_INACTIVITY_S)  # older docs [C §5.1]
+
+    def __init__(self, settings: RemoteSettings):
+        super().__init__(settings)
+        if settings.model:
+            raise ValueError("telnyx has no model setting: the voice names it "
+                             "(Provider.Model.VoiceId, e.g. Telnyx.NaturalHD.astra)")
+        o = settings.options
+        telnyx_tts.engine_of(settings.voice)
+        if "voice_settings" in o and type(o["voice_settings"]) is not dict:
+            raise ValueError("telnyx voice_settings must be a mapping, e.g. {voice_speed: 1.1}")
+        for name, kind in (("disable_cache", bool), ("strip_markdown", bool),
+                           ("language", str), ("text_type", str), ("audio_format", str),
+                           ("sample_rate", int), ("inactivity_timeout_s", int)):
+            if name in o and type(o[name]) is not kind:
+                raise ValueError(f"telnyx {name} must be {kind.__name__}, got {o[name]!r}")
+        if o.get("audio_format", "linear16") not in telnyx_tts.LIVE_FORMATS:
+            raise ValueError(f"telnyx audio_format {o['audio_format']!r}: linear16, mulaw or "
+                             "alaw (never mp3 on the live path)")
+        if "inactivity_timeout_s" in o:
+            self.default_idle_timeout_s = float(o["inactivity_timeout_s"])
+
+    def pool_key(self, output: MediaFormat) -> Hashable:
+        o = self.settings.options
+        fmt, rate = telnyx_tts.choose_format(self.settings.voice, output.encoding,
+                                             output.sample_rate)
+        if "audio_format" in o:  # the operator knows better what this voice streams
+            fmt = o["audio_format"]
+            rate = o.get("sample_rate", 8000 if fmt != "linear16" else rate)
+        elif "sample_rate" in o and fmt == "linear16":
+            rate = o["sample_rate"]
+        return fmt, rate
+
+    def connect(self, key):
+        s, o = self.settings, self.settings.options
+        audio_format, rate = key
+        return telnyx_tts.connect_params(
+            s.api_key, endpoint=s.endpoint, voice=s.voice, audio_format=audio_format,
+            sample_rate=rate, language=o.get("language"), text_type=o.get("text_type"),
+            disable_cache=o.get("disable_cache"),
+            inactivity_timeout_s=o.get("inactivity_timeout_s"))
+
+    def new_protocol(self, key):
+        s, o = self.settings, self.settings.options
+        audio_format, rate = key
+        return telnyx_tts.TelnyxProtocol(audio_format=audio_format, sample_rate=rate,
+                                         voice_settings=o.get("voice_settings"),
+                                         markdown=o.get("strip_markdown", True), voice=s.voice)
+
+    def handshake(self, proto):
+        return [proto.handshake()]
+
+    def begin(self, proto, cid, voice, output):
+        if voice and voice != self.settings.voice:
+            raise ValueError(f"telnyx takes the voice in the socket URL: voice {voice!r} "
+                             f"differs from the provider's {self.settings.voice!r}; configure "
+                             "a provider per voice")
+        proto.start(cid)
+        return []
+
+    def send(self, proto, cid, text, voice=None):
+        return proto.send_text(cid, text)
+
+    def end(self, proto, cid):
+        return proto.finish(cid)
+
+    def cancel(self, proto, cid):
+        return proto.cancel(cid)
+
+    def is_done(self, proto, cid):
+        return proto.turn_state(cid) is None
+
+    def connection_lost(self, proto):
+        return proto.connection_lost()
+
+    def has_room(self, proto):
+        return False  # one turn per socket: never shared
+
+    def must_replace(self, proto):
+        return proto.spent
+
+    def closes_by_design(self, proto):
+        return proto.closes_by_design
+
+
+DRIVERS.update({d.type: d for d in (UpliftDriver, TelnyxDriver)})
+DEFAULT_ENDPOINTS.update({
+    "uplift": uplift.DEFAULT_ENDPOINT,
+    "telnyx": telnyx_tts.DEFAULT_ENDPOINT,
+})
+
+
+# ---- ElevenLabs, Cartesia, Deepgram Aura (tts-providers.md §6-8) ---------------------------
+
+
+def _one_voice(driver: Driver, voice: str | None) -> None:
+    """Providers whose voice is part of the socket URL cannot change it per turn."""
+    if voice and voice != driver.settings.voice:
+        raise ValueError(f"{driver.type} takes the voice in the socket URL: voice {voice!r} "
+                         f"differs from the provider's {driver.settings.voice!r}; configure "
+                         "a provider per voice")
+
+
+class ElevenLabsDriver(Driver):
+    """§6: multi-context stream-input. A context per turn (≤5 per socket): init, text
+    flushed per sentence, ``close_context``; ``isFinal`` ends it. Voice, model and audio
+    format are fixed per socket by the URL."""
+
+    type = "elevenlabs"
+    _VOICE_SETTINGS = frozenset({"stability", "similarity_boost", "style", "use_speaker_boost",
+                                 "speed"})
+    _QUERY = frozenset({"auto_mode", "language_code", "apply_text_normalization",
+                        "enable_logging"})
+    option_keys = _VOICE_SETTINGS | _QUERY | {"inactivity_timeout", "chunk_length_schedule"}
+    max_contexts = elevenlabs.MAX_CONTEXTS
+
+    def __init__(self, settings: RemoteSettings):
+        super().__init__(settings)
+        timeout = settings.options.get("inactivity_timeout", elevenlabs.MAX_INACTIVITY_TIMEOUT)
+        if type(timeout) is not int:
+            raise ValueError(f"elevenlabs inactivity_timeout must be whole seconds, got "
+                             f"{timeout!r}")
+        self.inactivity_timeout = timeout
+        # The server closes a socket that got no input for inactivity_timeout (§6 [C]);
+        # an open turn waiting for streamed text sends KeepContextAlive well before.
+        self.default_idle_timeout_s = float(timeout)
+        self.keepalive_s = timeout / 3
+
+    def pool_key(self, output: MediaFormat) -> Hashable:
+        return elevenlabs.choose_output_format(output.encoding, output.sample_rate)
+
+    def connect(self, key):
+        s, o = self.settings, self.settings.options
+        return elevenlabs.connect_params(
+            s.api_key, s.voice, endpoint=s.endpoint, model=s.model or elevenlabs.DEFAULT_MODEL,
+            output_format=key, inactivity_timeout=self.inactivity_timeout,
+            **{k: o[k] for k in self._QUERY if k in o})
+
+    def new_protocol(self, key):
+        o = self.settings.options
+        generation = ({"chunk_length_schedule": o["chunk_length_schedule"]}
+                      if "chunk_length_schedule" in o else None)
+        return elevenlabs.ElevenLabsProtocol(
+            output_format=key, voice_settings={k: o[k] for k in self._VOICE_SETTINGS if k in o},
+            generation_config=generation)
+
+    def begin(self, proto, cid, voice, output):
+        _one_voice(self, voice)
+        return [proto.init_message(cid)[1]]
+
+    def send(self, proto, cid, text, voice=None):
+        return proto.text_messages(cid, text, flush=True)
+
+    def end(self, proto, cid):
+        return [proto.close_message(cid)]
+
+    def cancel(self, proto, cid):
+        if proto.context_state(cid) is None:
+            return []  # over, never opened, or already cut: nothing to stop upstream
+        message = proto.cancel_message(cid)
+        return [message] if message else []
+
+    def keepalive(self, proto, cid):
+        message = proto.keepalive_message(cid)
+        return [message] if message else []
+
+    def is_done(self, proto, cid):
+        return proto.context_state(cid) is None
+
+    def has_room(self, proto):
+        return proto.open_contexts <= self.max_contexts - 2
+
+    def can_begin(self, proto):
+        # Cut turns hold their context until isFinal; rapid barge-ins would hit the cap of
+        # 5, and a 6th context closes the socket with 1008 (§6 [O] livekit-js #1985).
+        return proto.can_open()
+
+    def reusable(self, proto):
+        return proto.reusable()
+
+    def must_replace(self, proto):
+        return proto.failed
+
+
+class CartesiaDriver(Driver):
+    """§7: a context per turn; a sentence is an input (``continue: true``) plus a manual
+    flush, the end is ``continue: false`` (then ``done``), barge-in is ``cancel``. The
+    audio format travels in every input, so one socket serves every carrier format."""
+
+    type = "cartesia"
+    _GENERATION = frozenset({"speed", "volume", "emotion"})  # generation_config [T pipecat]
+    option_keys = _GENERATION | {"language", "version", "max_buffer_delay_ms",
+                                 "pronunciation_dict_id"}
+    # Concurrency is counted per account in active contexts; a socket takes "dozens of
+    # concurrent generations" (WebSocket reference [C]). 50 per socket is [I].
+    max_contexts = 50
+    default_idle_timeout_s = 300.0  # idle sockets closed after 5 min (§7 [O])
+
+    def pool_key(self, output: MediaFormat) -> Hashable:
+        return None  # the format is chosen per context
+
+    def connect(self, key):
+        s = self.settings
+        return cartesia.connect_params(s.api_key, endpoint=s.endpoint,
+                                       version=s.options.get("version", cartesia.API_VERSION))
+
+    def new_protocol(self, key):
+        s, o = self.settings, self.settings.options
+        extra: dict[str, Any] = {}
+        generation = {k: o[k] for k in self._GENERATION if k in o}
+        if generation:
+            extra["generation_config"] = generation
+        if "pronunciation_dict_id" in o:
+            extra["pronunciation_dict_id"] = o["pronunciation_dict_id"]
+        return cartesia.CartesiaProtocol(
+            voice=s.voice, model=s.model or cartesia.DEFAULT_MODEL,
+            language=o.get("language", "en"),
+            max_buffer_delay_ms=o.get("max_buffer_delay_ms", 0), extra=extra)
+
+    def begin(self, proto, cid, voice, output):
+        encoding, rate = cartesia.choose_output_format(output.encoding, output.sample_rate)
+        proto.begin(cid, voice=voice, encoding=encoding, sample_rate=rate)
+        return []
+
+    def send(self, proto, cid, text, voice=None):
+        return proto.send_text(cid, text)
+
+    def end(self, proto, cid):
+        return proto.finish(cid)
+
+    def cancel(self, proto, cid):
+        if proto.state(cid) is None:
+            return []
+        return proto.cancel(cid)
+
+    def is_done(self, proto, cid):
+        return proto.state(cid) is None
+
+    def has_room(self, proto):
+        return len(proto.live_turns) <= self.max_contexts - 2
+
+    def reusable(self, proto):
+        return proto.reusable()
+
+    def must_replace(self, proto):
+        return proto.failed
+
+
+class DeepgramDriver(Driver):
+    """§8: the socket is one stream (one turn at a time, no ids; binary audio). A turn is
+    Speak (+Flush) per sentence and a final Flush; ``Flushed`` ends it; barge-in is
+    ``Clear``. The voice is the model, in the URL with the audio format."""
+
+    type = "deepgram"
+    option_keys = frozenset({"speed", "mip_opt_out"})
+    # A Clear empties the whole socket's buffers: calls never share one.
+    max_contexts = 1
+    # No idle limit is documented (§8, §10); set pool.idle_timeout_s if one shows up.
+    default_idle_timeout_s = None
+
+    def __init__(self, settings: RemoteSettings):
+        super().__init__(settings)
+        if settings.model and settings.model != settings.voice:
+            raise ValueError("deepgram: the Aura voice is the model (e.g. voice: "
+                             "aura-2-thalia-en); leave model unset")
+
+    def pool_key(self, output: MediaFormat) -> Hashable:
+        return deepgram.choose_format(output.encoding, output.sample_rate)
+
+    def connect(self, key):
+        s, o = self.settings, self.settings.options
+        encoding, rate = key
+        return deepgram.connect_params(s.api_key, endpoint=s.endpoint, model=s.voice,
+                                       encoding=encoding, sample_rate=rate, speed=o.get("speed"),
+                                       mip_opt_out=o.get("mip_opt_out"))
+
+    def new_protocol(self, key):
+        encoding, rate = key
+        return deepgram.DeepgramProtocol(encoding=encoding, sample_rate=rate)
+
+    def begin(self, proto, cid, voice, output):
+        _one_voice(self, voice)
+        proto.begin(cid)
+        return []
+
+    def send(self, proto, cid, text, voice=None):
+        return proto.speak(cid, text)
+
+    def end(self, proto, cid):
+        return proto.finish(cid)
+
+    def cancel(self, proto, cid):
+        if proto.state(cid) is None:
+            return []
+        return proto.cancel(cid)
+
+    def is_done(self, proto, cid):
+        return proto.state(cid) is None
+
+    def connection_lost(self, proto):
+        return proto.connection_lost()
+
+    def has_room(self, proto):
+        return False
+
+    def reusable(self, proto):
+        return proto.reusable()
+
+    def must_replace(self, proto):
+        return proto.failed
+
+
+DRIVERS.update({d.type: d for d in (ElevenLabsDriver, CartesiaDriver, DeepgramDriver)})
+DEFAULT_ENDPOINTS.update({
+    "elevenlabs": elevenlabs.DEFAULT_ENDPOINT,
+    "cartesia": cartesia.DEFAULT_ENDPOINT,
+    "deepgram": deepgram.DEFAULT_ENDPOINT,
+})

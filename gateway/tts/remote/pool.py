@@ -11,6 +11,10 @@
   it waits up to ``acquire_timeout_s`` for a release.
 * Where the provider allows several contexts per socket, ``calls_per_connection`` > 1
   lets calls share one; the driver's context limits still apply.
+* A ``single_use`` driver's connection (Telnyx: one utterance per socket) is leased per
+  turn, not per call, and discarded after it: that is no reconnect, nor is the provider's
+  close that its protocol announces (``Driver.closes_by_design``). ``min_idle`` handshaken
+  sockets stay warm, so the next utterance's first audio has no handshake in its path.
 """
 
 from __future__ import annotations
@@ -63,8 +67,12 @@ class ConnectionPool:
         self._background: set[asyncio.Task] = set()  # opens and closes the pool started
         self._closing = False
         idle_limit = settings.idle_timeout_s or driver.default_idle_timeout_s
+        if driver.single_use and settings.min_idle < 1:
+            log.warning("%s: %s sockets serve one utterance each; with pool.min_idle 0 every "
+                        "utterance waits for a handshake", self.name, driver.type)
         # refresh idle sockets comfortably before the server drops them
         self._refresh_idle_after = idle_limit * 0.8 if idle_limit else None
+        self._acquire = self._hits = self._misses = self._opens = None
         if metrics is not None:
             m = metrics
             m.pool_connections.labels(self.name, "idle").set_function(lambda: self.idle_count)
@@ -161,7 +169,9 @@ class ConnectionPool:
                 reason = "dirty"
             elif now - conn.opened_at >= self.settings.max_session_s:
                 reason = "rotated"
-            if reason:
+            if reason == "dirty" and self.driver.single_use:
+                self._discard(conn, "spent", count=False)  # its one turn is over, by design
+            elif reason:
                 self._discard(conn, reason)
             conn.idle_since = now
         self._notify()
@@ -228,7 +238,8 @@ class ConnectionPool:
     def on_connection_closed(self, conn: ProviderConnection) -> None:
         """Called by a connection whose socket closed, whoever closed it."""
         if (conn in self.connections and not self._closing
-                and not conn.close_reason.startswith("closed by the gateway")):
+                and not conn.close_reason.startswith("closed by the gateway")
+                and not self.driver.closes_by_design(conn.proto)):
             self._count_reconnect(conn.close_reason)
         self._notify()
 
@@ -241,11 +252,12 @@ class ConnectionPool:
                  else reason.split(":")[0].replace(" ", "_")[:20])
         self._metrics.pool_reconnects.labels(self.name, label).inc()
 
-    def _discard(self, conn: ProviderConnection, reason: str) -> None:
+    def _discard(self, conn: ProviderConnection, reason: str, *, count: bool = True) -> None:
         if conn in self.connections:
             self.connections.remove(conn)
         if not conn.closed:
-            self._count_reconnect(reason)
+            if count:
+                self._count_reconnect(reason)
             self._in_background(conn.close(f"closed by the gateway ({reason})"), "closing")
 
     async def _maintain(self) -> None:
@@ -257,6 +269,11 @@ class ConnectionPool:
             wait = 1.0
             if self._next_open_at:
                 wait = min(wait, max(0.01, self._next_open_at - time.monotonic()))
+            if self._refresh_idle_after:  # wake for the next refresh, even a short one
+                idle = [c.idle_since for c in self.connections if c.leases == 0]
+                if idle:
+                    due = min(idle) + self._refresh_idle_after - time.monotonic()
+                    wait = min(wait, max(0.01, due))
             await self._wait_change(wait)
 
     def _upkeep(self) -> None:

@@ -6,6 +6,8 @@ streaming in, sentence by sentence, while the first audio plays. If the connecti
 lost or fails before the turn's first audio, the turn is replayed once on a fresh
 connection, so a socket the provider dropped while idle costs the bot nothing. After a
 barge-in the turn is cancelled upstream and its late audio is dropped by the connection.
+A ``single_use`` provider (Telnyx) gets a warm connection leased per utterance instead,
+given back as soon as the utterance's turn ends.
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ class RemoteProvider(TtsProvider):
         if self.pool is None:
             raise TtsError("not_started", f"{self.name}: the provider has not started")
         key = self.driver.pool_key(output)
+        if self.driver.single_use:  # a socket per utterance, leased when it starts
+            return RemoteSession(self, output, key, None)
         return RemoteSession(self, output, key, await self.pool.lease(key))
 
     async def close(self) -> None:
@@ -153,20 +157,21 @@ class RemoteProvider(TtsProvider):
 
 
 class RemoteSession(TtsSession):
-    def __init__(self, provider: RemoteProvider, output: MediaFormat, key, conn: ProviderConnection):
+    def __init__(self, provider: RemoteProvider, output: MediaFormat, key,
+                 conn: ProviderConnection | None):
         self.provider = provider
         self.driver = provider.driver
         self.output = output
         self.key = key
         self.connection: ProviderConnection | None = conn
-        self.connections_used = 1
+        self.connections_used = 1 if conn is not None else 0
         self._tag = "c" + secrets.token_hex(4)
         self._turns = 0
 
     async def _connection(self) -> ProviderConnection:
         conn = self.connection
-        if conn is None or not conn.usable:
-            if conn is not None:
+        if conn is None or not conn.usable or not self.driver.can_begin(conn.proto):
+            if conn is not None:  # gone, retired, or full of draining turns (barge-ins)
                 self.connection = None
                 self.provider.pool.release(conn)
             conn = self.connection = await self.provider.pool.lease(self.key)
@@ -239,6 +244,11 @@ class RemoteSession(TtsSession):
                     conn.send_soon(self.driver.cancel(conn.proto, cid))
                 if self.driver.must_replace(conn.proto):
                     conn.retire = True
+                if self.driver.single_use:  # its one turn is over: back (to be discarded)
+                    conn.retire = True
+                    if self.connection is conn:
+                        self.connection = None
+                        self.provider.pool.release(conn)
 
     async def _send(self, conn: ProviderConnection, cid: str, voice: str | None, feed: _Feed,
                     queue: asyncio.Queue) -> None:

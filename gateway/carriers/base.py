@@ -1,0 +1,51 @@
+"""What every carrier protocol module offers the gateway (a structural interface).
+
+Each carrier is one sans-I/O class in ``gateway/carriers/<carrier>.py``. The media
+endpoint feeds it what arrives and writes what it returns; the call and its playout use
+the outbound half. Nothing outside ``gateway/carriers`` knows a carrier's field names,
+framing, chunk rules or mark/clear semantics.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.carriers.events import CarrierEvent, MediaFormat
+
+
+class CarrierProtocol(Protocol):
+    #: the name in ``/v1/media/{carrier}``, metrics and logs
+    carrier: str
+    #: the carrier echoes pending marks when it executes a clear (Twilio, Telnyx); where it
+    #: does not (Plivo, Vonage, Asterisk), marks cut by a clear are simply never echoed
+    marks_cleared_on_clear: bool
+
+    # -- inbound: one WebSocket message in, one normalized event (or None) out; a message
+    #    that breaks the protocol raises CarrierProtocolError and leaves the state as it was
+    def receive_text(self, text: str) -> CarrierEvent | None: ...
+    def receive_bytes(self, data: bytes) -> CarrierEvent | None: ...
+
+    # -- outbound, valid once Started has been returned ---------------------------------
+    #: the carrier's audio format for this call, both ways
+    media_format: MediaFormat
+    #: 20 ms frames per media message (1 for most; Exotel needs at least 3.2 KB)
+    frames_per_message: int
+    #: seconds of audio we may send ahead of real time; None: the configured lead; 0: the
+    #: carrier cannot buffer, so every frame leaves exactly on the clock (AudioSocket, Vonage)
+    lead_s: float | None
+
+    def media_message(self, payload: bytes) -> bytes:
+        """One media message for ``frames_per_message`` whole frames in ``media_format``.
+
+        Returns the UTF-8 of a text frame, or a :class:`~gateway.carriers.events.Binary`
+        for a binary frame (or raw bytes for a TCP carrier)."""
+
+    def mark_message(self, name: str) -> bytes | None:
+        """The mark to send after an utterance; ``None`` if the carrier has no marks (the
+        gateway then times the end of playout on its own clock)."""
+
+    def clear_message(self) -> bytes | None:
+        """The barge-in command; ``None`` if the carrier holds no buffer to clear."""
+
+    def hangup_message(self) -> bytes | None:
+        """What to send before closing to end the call; ``None``: closing is enough."""
