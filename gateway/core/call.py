@@ -60,6 +60,7 @@ class Call:
         self._sink = sink
         self._close_transport = close_transport
         self.metrics = services.metrics
+        self.metrics.utterances.labels(carrier, "failed")  # a series at 0 before the first
         lead = self._lead(services.config, carrier, protocol)
         # Batching frames into one write needs a lead that covers the batch; a carrier
         # that cannot buffer (lead 0) or takes long chunks (Exotel) gets one per write.

@@ -78,6 +78,8 @@ class ConnectionPool:
             m.pool_connections.labels(self.name, "idle").set_function(lambda: self.idle_count)
             m.pool_connections.labels(self.name, "leased").set_function(lambda: self.leased_count)
             self._acquire = m.pool_acquire.labels(self.name)
+            # exported at 0 from the start, so rate() sees the first exhaustion
+            m.pool_failures.labels(self.name, "exhausted")
             self._hits = m.pool_hits.labels(self.name)
             self._misses = m.pool_misses.labels(self.name)
             self._opens = m.pool_opens.labels(self.name)
