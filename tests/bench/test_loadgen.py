@@ -408,8 +408,10 @@ def test_only_loopback_urls():
 async def test_three_calls_into_the_real_gateway_with_barge_in():
     gw = await start_gateway(base_config())
     try:
-        result = await run_load(gw.ws_url, calls=3, route="demo", duration=4.0,
-                                interrupt_after=2.0, interrupt_fraction=1.0)
+        # the interrupt waits long enough for a greeting even on a busy machine (the suite
+        # runs on four workers sharing two cores)
+        result = await run_load(gw.ws_url, calls=3, route="demo", duration=6.0,
+                                interrupt_after=4.0, interrupt_fraction=1.0)
     finally:
         await gw.session.close()
         await gw.runner.cleanup()
@@ -419,9 +421,9 @@ async def test_three_calls_into_the_real_gateway_with_barge_in():
     assert result.frames_received > 0
     assert result.audio_seconds_received * 8000 == result.frames_received * 160  # 160 B each
     # The embedded voice synthesizes on two threads: with three calls starting at once the
-    # last one may not speak before the interrupt at 2 s cancels its greeting.
+    # last one may not speak before the interrupt at 4 s cancels its greeting.
     assert 1 <= len(result.first_media_latency) <= 3
-    assert all(0 < latency < 4.0 for latency in result.first_media_latency)
+    assert all(0 < latency < 6.0 for latency in result.first_media_latency)
     assert result.lateness_samples == result.frames_received
     assert 0 <= result.lateness_p50 <= result.lateness_p99 <= result.lateness_max < 1.0
     assert result.lead_min is not None

@@ -286,5 +286,7 @@ async def test_closing_right_after_a_call_is_no_provider_failure(fake, caplog):
         await provider.close()
     assert provider.pool.opening == 0 and not provider.pool.connections
     text = metrics.exposition().decode()
-    assert "tts_gateway_pool_failures_total{" not in text
+    for kind in ("connect", "handshake", "exhausted"):
+        assert metric_value(text, "tts_gateway_pool_failures_total", provider="inworld",
+                            kind=kind) == 0
     assert "opening a connection failed" not in caplog.text
