@@ -8,7 +8,7 @@ import aiohttp
 from telcodecs import write_wav
 
 from gateway.sim.carriers import CARRIERS, make_call
-from gateway.sim.twilio import CallClosedError
+from gateway.sim.carriers import CallClosedError
 
 #: carriers whose route can travel as a custom parameter (Twilio forbids query strings)
 _ROUTE_AS_PARAMETER = ("twilio", "signalwire")

@@ -17,7 +17,7 @@ from typing import Any
 from gateway.sim.carriers.asterisk import AsteriskCall, AsteriskModel
 from gateway.sim.carriers.audiosocket import AudioSocketCall, AudioSocketModel
 from gateway.sim.carriers.auth import auth_headers
-from gateway.sim.carriers.call import CarrierCall
+from gateway.sim.carriers.call import CallClosedError, CarrierCall
 from gateway.sim.carriers.exotel import ExotelCall, ExotelModel
 from gateway.sim.carriers.formats import WireFormat
 from gateway.sim.carriers.plivo import PlivoCall, PlivoModel
@@ -25,7 +25,6 @@ from gateway.sim.carriers.result import CarrierCallResult
 from gateway.sim.carriers.telnyx import TelnyxCall, TelnyxModel
 from gateway.sim.carriers.twilio import SignalWireCall, TwilioCall
 from gateway.sim.carriers.vonage import VonageCall, VonageModel
-from gateway.sim.twilio import CallClosedError
 
 __all__ = [
     "CARRIERS", "AsteriskCall", "AsteriskModel", "AudioSocketCall", "AudioSocketModel",
@@ -61,7 +60,7 @@ def media_url(carrier: str, base_url: str, route: str | None = None,
 
 def make_call(carrier: str, base_url: str, *, route: str | None = None, token: str | None = None,
               media_format: str | None = None, headers: dict[str, str] | None = None,
-              auth: dict[str, str] | None = None, **options: Any) -> CarrierCall | TwilioCall:
+              auth: dict[str, str] | None = None, **options: Any) -> CarrierCall:
     """A simulated call from ``carrier`` into the gateway at ``base_url``.
 
     ``base_url`` is the gateway's ``ws://host:port`` (AudioSocket: ``tcp://host:port``,

@@ -13,7 +13,15 @@ import uuid
 
 from yarl import URL
 
-from gateway.sim.twilio import twilio_signature
+
+def twilio_signature(auth_token: str, url: str) -> str:
+    """``X-Twilio-Signature`` for a WebSocket upgrade: base64(HMAC-SHA1(token, url)).
+
+    ``url`` is the full ``wss://`` URL as configured in the TwiML (an upgrade is a GET, so
+    no POST parameters are appended).
+    """
+    digest = hmac.new(auth_token.encode(), url.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
 
 
 def as_wss(url: str) -> str:

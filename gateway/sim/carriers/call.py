@@ -23,29 +23,16 @@ from gateway.sim.carriers.formats import WireFormat, parse_format
 from gateway.sim.carriers.model import CarrierModel, Echo, EndCall, Notice, Output
 from gateway.sim.carriers.result import CarrierCallResult
 from gateway.sim.carriers.transport import AiohttpTransport, Transport
-from gateway.sim.twilio import CallClosedError
 
 _T = TypeVar("_T")
 
 
-class ResultWaits:
-    """Waits every simulated call offers on top of its own (also mixed into the Twilio
-    adapter, whose ``_wait_until`` has the same contract)."""
-
-    async def wait_for(self, predicate: Callable[[CarrierCallResult], Any], timeout: float = 5.0,
-                       what: str = "condition") -> None:
-        """Wait until ``predicate(self.result)`` is true (checked when something happens,
-        and every 50 ms)."""
-        await self._wait_until(lambda: True if predicate(self.result) else None, timeout, what,
-                               lambda: 0.05, allow_ended=True)
-
-    async def wait_ended(self, timeout: float = 5.0) -> None:
-        """Wait until the call has ended, whoever ended it."""
-        await self._wait_until(lambda: True if self.ended else None, timeout, "end of call",
-                               allow_ended=True)
+class CallClosedError(ConnectionError):
+    """The call ended (either side hung up) before the awaited thing happened, or a
+    message was sent on an ended call."""
 
 
-class CarrierCall(ResultWaits):
+class CarrierCall:
     """One simulated call; ``async with`` connects and, on exit, hangs up.
 
     The call ends when the test calls :meth:`hangup` (the carrier's goodbye, then close),
@@ -137,6 +124,11 @@ class CarrierCall(ResultWaits):
 
     def notice_message(self, notice: Notice) -> str | bytes | None:
         return None
+
+    def make_result(self, **recorded: Any) -> CarrierCallResult:
+        """The :attr:`result` snapshot from what was ``recorded``."""
+        return CarrierCallResult(self.carrier, self.call_id, self.stream_id, self.format,
+                                 **recorded)
 
     def goodbye(self) -> list[str | bytes]:
         """What the carrier sends before closing when the caller hangs up."""
@@ -262,6 +254,18 @@ class CarrierCall(ResultWaits):
 
         await self._wait_until(idle, timeout, f"{quiet} s of quiet", next_check, allow_ended=True)
 
+    async def wait_for(self, predicate: Callable[[CarrierCallResult], Any], timeout: float = 5.0,
+                       what: str = "condition") -> None:
+        """Wait until ``predicate(self.result)`` is true (checked when something happens,
+        and every 50 ms)."""
+        await self._wait_until(lambda: True if predicate(self.result) else None, timeout, what,
+                               lambda: 0.05, allow_ended=True)
+
+    async def wait_ended(self, timeout: float = 5.0) -> None:
+        """Wait until the call has ended, whoever ended it."""
+        await self._wait_until(lambda: True if self.ended else None, timeout, "end of call",
+                               allow_ended=True)
+
     async def send_dtmf(self, digits: str) -> None:
         for digit in digits:
             if digit not in self.dtmf_digits:
@@ -292,10 +296,8 @@ class CarrierCall(ResultWaits):
     def result(self) -> CarrierCallResult:
         """A snapshot of everything recorded so far."""
         model = self._model
-        return CarrierCallResult(
-            carrier=self.carrier, call_id=self.call_id, stream_id=self.stream_id,
-            format=self.format, connected_at=self._connected_at,
-            start_sent_at=self._start_sent_at,
+        return self.make_result(
+            connected_at=self._connected_at, start_sent_at=self._start_sent_at,
             first_media_at=model.arrivals[0][0] if model.arrivals else None,
             ended_at=self._ended_at, frames=list(model.arrivals),
             utterance_starts=list(model.utterance_starts), heard=bytes(model.heard),

@@ -67,10 +67,11 @@ class CarrierModel:
     carrier = ""
 
     def __init__(self, fmt: WireFormat, now: float = 0.0, *, marks_on_clear: str = "echo",
-                 underrun_tolerance: float = 0.001) -> None:
+                 underrun_tolerance: float = 0.001, join_close_runs: bool = True) -> None:
         self.format = fmt
         self.playout = Playout(fmt.bytes_per_second, now, marks_on_clear=marks_on_clear,
-                               underrun_tolerance=underrun_tolerance)
+                               underrun_tolerance=underrun_tolerance,
+                               join_close_runs=join_close_runs)
         self.violations: list[tuple[str, str]] = []
         #: audio bytes of accepted messages that were not queued (buffer full, leftovers)
         self.dropped_bytes = 0
@@ -89,9 +90,7 @@ class CarrierModel:
 
     def advance(self, now: float) -> list[Output]:
         """Play out up to ``now``."""
-        out: list[Output] = [Echo(m.name, m.data) for m in self.playout.play_until(now)]
-        self.after_playout(now, out)
-        return out
+        return self._advance(now)
 
     def receive_text(self, text: str, now: float) -> list[Output]:
         return self._receive(self.on_text, text, now)
@@ -146,10 +145,15 @@ class CarrierModel:
     def clear(self, now: float, out: list[Output]) -> None:
         out.extend(Echo(m.name, m.data) for m in self.playout.clear_queue(now))
 
+    def _advance(self, now: float) -> list[Output]:
+        out: list[Output] = [Echo(m.name, m.data) for m in self.playout.play_until(now)]
+        self.after_playout(now, out)
+        return out
+
     def _receive(self, handler, data, now: float) -> list[Output]:
         if self.playout.closed_at is not None:
             return []
-        out = self.advance(now)
+        out = self._advance(now)
         handler(data, now, out)
         return out
 

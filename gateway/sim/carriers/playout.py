@@ -1,6 +1,6 @@
 """The carrier's playout buffer, without I/O: a FIFO of wire bytes drained in real time.
 
-Every buffering carrier (Telnyx, Plivo, Vonage, Exotel, Asterisk chan_websocket) plays
+Every buffering carrier (Twilio, Telnyx, Plivo, Vonage, Exotel, Asterisk chan_websocket) plays
 what the gateway sends through one of these; only validation, limits and the wire form of
 the echoes differ, and those live in the carrier's model. Times are seconds on a clock the
 caller passes in (never decreasing).
@@ -34,7 +34,7 @@ class Playout:
     * A run of playout starts when audio reaches an empty FIFO (at its arrival time) and
       ends when the FIFO runs dry; :attr:`heard` gets the played bytes in order and
       :attr:`heard_segments` one ``(start, byte count)`` per run (runs less than the underrun
-      tolerance apart count as one).
+      tolerance apart count as one, unless ``join_close_runs`` is false).
     * A mark is reached when the playout passes the point where it was queued; a mark queued
       while nothing plays is reached at once.
     * :meth:`clear_queue` drops the buffered audio; pending marks are reached at once when
@@ -48,12 +48,13 @@ class Playout:
     """
 
     def __init__(self, bytes_per_second: int, now: float = 0.0, *, marks_on_clear: str = "echo",
-                 underrun_tolerance: float = 0.001) -> None:
+                 underrun_tolerance: float = 0.001, join_close_runs: bool = True) -> None:
         if marks_on_clear not in ("echo", "drop"):
             raise ValueError(f"marks_on_clear must be 'echo' or 'drop', not {marks_on_clear!r}")
         self.bytes_per_second = bytes_per_second
         self.marks_on_clear = marks_on_clear
         self.underrun_tolerance = underrun_tolerance
+        self.join_close_runs = join_close_runs
         self.heard = bytearray()
         #: ``(arrival time, payload as on the wire)`` of every accepted media message
         self.arrivals: list[tuple[float, bytes]] = []
@@ -146,12 +147,16 @@ class Playout:
             self._play(count)
         return reached
 
-    def queue_audio(self, audio: bytes, now: float, wire: bytes | None = None) -> None:
+    def queue_audio(self, audio: bytes, now: float, wire: bytes | None = None, *,
+                    limit: int | None = None) -> int:
         """Queue ``audio`` (call :meth:`play_until` first); ``wire`` is the message payload
-        recorded in :attr:`arrivals` when it differs from what is queued (bytes dropped)."""
+        recorded in :attr:`arrivals` when it differs from what is queued (bytes dropped).
+
+        With ``limit``, only what keeps the buffer within ``limit`` bytes is queued; the
+        arrival still counts (utterance start, underrun). Returns the bytes left out."""
         self.arrivals.append((now, bytes(audio if wire is None else wire)))
         if not audio:
-            return
+            return 0
         if self._boundary_since_media:
             self.utterance_starts.append(len(self.arrivals) - 1)
         elif not self._playing and self._ran_dry_at is not None:
@@ -159,15 +164,23 @@ class Playout:
             if gap > self.underrun_tolerance:
                 self.underrun_gaps.append((self._ran_dry_at, gap))
         self._boundary_since_media = False
+        left_out = 0
+        if limit is not None and len(audio) > limit - self.buffered_bytes:
+            room = max(0, limit - self.buffered_bytes)
+            left_out = len(audio) - room
+            audio = audio[:room]
+            if not audio:
+                return left_out
         if not self._playing:
             self._playing = True
             self._run_start = now
             self._run_played = 0
             dry_for = math.inf if self._ran_dry_at is None else now - self._ran_dry_at
-            if dry_for > self.underrun_tolerance or not self._segments:
+            if not (self.join_close_runs and dry_for <= self.underrun_tolerance and self._segments):
                 self._segments.append([now, 0])  # else too short a hole to hear: same segment
         self._chunks.append(bytes(audio))
         self._enqueued += len(audio)
+        return left_out
 
     def queue_mark(self, name: str, now: float, data: Any = None) -> list[Reached]:
         """Queue a mark; returns it at once if nothing is playing."""

@@ -6,7 +6,16 @@ import math
 from dataclasses import dataclass, field
 
 from gateway.sim.carriers.formats import WireFormat
-from gateway.sim.twilio import FrameTiming
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTiming:
+    """Lateness of media arrivals, in seconds (see :meth:`CarrierCallResult.frame_timing`)."""
+
+    count: int
+    p50: float
+    p99: float
+    max: float
 
 
 @dataclass
@@ -60,6 +69,10 @@ class CarrierCallResult:
     @property
     def call_sid(self) -> str:
         return self.call_id
+
+    @property
+    def stream_sid(self) -> str:
+        return self.stream_id
 
     @property
     def sample_rate(self) -> int:
