@@ -34,22 +34,20 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from gateway.carriers.base import CarrierBase
 from gateway.carriers.events import (
     Audio,
     Binary,
-    CarrierCommand,
     CarrierEvent,
     CarrierFault,
     CarrierProtocolError,
-    Clear,
     Dtmf,
     FlowControl,
-    Mark,
     MarkPlayed,
     MediaFormat,
-    PlayAudio,
     Started,
 )
+from gateway.carriers.jsonfields import preview as _preview
 
 __all__ = ["AsteriskProtocol", "MAX_MEDIA_MESSAGE", "MAX_TEXT_MESSAGE"]
 
@@ -70,11 +68,7 @@ _FORMATS = {
 _ORDER = "Asterisk sends MEDIA_START first, then media and events"
 
 
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
-
-
-class AsteriskProtocol:
+class AsteriskProtocol(CarrierBase):
     """One chan_websocket channel, seen from the gateway (the WebSocket server).
 
     Inbound: :meth:`receive_text` for each text frame (either control form, detected per
@@ -85,9 +79,13 @@ class AsteriskProtocol:
 
     Outbound: media as :class:`~gateway.carriers.events.Binary`, commands as UTF-8 text in
     MEDIA_START's form; all raise :class:`RuntimeError` before MEDIA_START.
+
+    There is no stop event (:attr:`stopped` stays ``False``): the socket's close ends the
+    channel.
     """
 
     carrier = "asterisk"
+    display_name = "Asterisk"
     #: FLUSH_MEDIA frees the queued MARK_MEDIA markers with the audio: no report comes
     #: for a mark cut by a clear.
     marks_cleared_on_clear = False
@@ -96,10 +94,7 @@ class AsteriskProtocol:
     lead_s: float | None = None
 
     def __init__(self) -> None:
-        self.stream_id: str | None = None
-        self.call_id: str | None = None
-        self.media_format: MediaFormat = MediaFormat("mulaw", 8000)
-        self.custom_parameters: dict[str, str] = {}
+        super().__init__(MediaFormat("mulaw", 8000))
         self.frames_per_message = 1
         self.optimal_frame_size = 0
         #: "json" or "plain-text": the form of MEDIA_START, and so of our commands
@@ -108,16 +103,6 @@ class AsteriskProtocol:
         self.flow_paused = False
         #: binary frames dropped because they came before MEDIA_START (asterisk #1712)
         self.early_audio_frames = 0
-
-    @property
-    def started(self) -> bool:
-        """MEDIA_START has been received."""
-        return self.control_format is not None
-
-    @property
-    def stopped(self) -> bool:
-        """Always False: Asterisk has no stop event, the socket's close ends the channel."""
-        return False
 
     # ---- inbound ---------------------------------------------------------------
 
@@ -189,18 +174,9 @@ class AsteriskProtocol:
             )
 
         self.control_format = form
-        self.stream_id = stream_id
-        self.call_id = call_id
-        self.media_format = media_format
-        self.custom_parameters = dict(variables)
         self.optimal_frame_size = frame_size
         self.frames_per_message = frames
-        return Started(
-            call_id=call_id,
-            stream_id=stream_id,
-            media_format=media_format,
-            custom_parameters=dict(variables),
-        )
+        return self._begin(Started(call_id, stream_id, media_format, dict(variables)))
 
     def _on_dtmf_end(self, form: str, fields: Any) -> CarrierEvent | None:
         if form == "plain-text":
@@ -308,16 +284,6 @@ class AsteriskProtocol:
     def hangup_message(self) -> bytes:
         """HANGUP: Asterisk hangs up the channel and closes the socket."""
         return self._command("HANGUP")
-
-    def send(self, command: CarrierCommand) -> bytes:
-        """The message for a normalized command."""
-        if type(command) is PlayAudio:
-            return self.media_message(command.payload)
-        if type(command) is Mark:
-            return self.mark_message(command.name)
-        if type(command) is Clear:
-            return self.clear_message()
-        raise TypeError(f"Asterisk has no message for command {command!r}")
 
     def _command(self, command: str) -> bytes:
         if self.control_format == "json":

@@ -31,17 +31,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from gateway.carriers.base import CarrierBase
 from gateway.carriers.events import (
     Audio,
-    CarrierCommand,
     CarrierEvent,
     CarrierFault,
     CarrierProtocolError,
-    Clear,
     Dtmf,
-    Mark,
     MediaFormat,
-    PlayAudio,
     Started,
     Stopped,
 )
@@ -150,7 +147,7 @@ class MessageDecoder:
         return messages
 
 
-class AudioSocketProtocol:
+class AudioSocketProtocol(CarrierBase):
     """One AudioSocket connection, seen from the gateway (the TCP server).
 
     Inbound: :meth:`feed` with whatever each TCP read returned; it buffers partial
@@ -163,10 +160,15 @@ class AudioSocketProtocol:
 
     Outbound: plain bytes for the TCP stream. :meth:`media_message` takes exactly one 20 ms
     frame and raises :class:`RuntimeError` before the UUID message; :meth:`hangup_message`
-    works at any time (also to turn a connection away).
+    works at any time (also to turn a connection away); :meth:`send` gives ``None`` for
+    marks and clears.
+
+    State: :attr:`started` once the UUID message is in, :attr:`stopped` once Asterisk sent
+    a hangup message.
     """
 
     carrier = "audiosocket"
+    display_name = "AudioSocket"
     #: no marks at all: the gateway times the end of playout on its own clock
     marks_cleared_on_clear = False
     frames_per_message = 1
@@ -175,25 +177,11 @@ class AudioSocketProtocol:
 
     def __init__(self, sample_rate: int = 8000) -> None:
         self._audio_kind = audio_kind(sample_rate)
-        self.media_format = MediaFormat("l16", sample_rate)
-        self.stream_id: str | None = None
-        self.call_id: str | None = None
-        self.custom_parameters: dict[str, str] = {}
+        super().__init__(MediaFormat("l16", sample_rate))
         self._frame_bytes = self.media_format.bytes_per_20ms
         self._media_header = bytes((self._audio_kind,)) + self._frame_bytes.to_bytes(2, "big")
         self._decoder = MessageDecoder(self._check_header)
-        self._stopped = False
         self._error: CarrierProtocolError | None = None
-
-    @property
-    def started(self) -> bool:
-        """The UUID message has been received."""
-        return self.call_id is not None
-
-    @property
-    def stopped(self) -> bool:
-        """Asterisk sent a hangup message: the stream is over."""
-        return self._stopped
 
     # ---- inbound ---------------------------------------------------------------
 
@@ -281,8 +269,8 @@ class AudioSocketProtocol:
                 raise CarrierProtocolError(
                     "out_of_order", f"a second AudioSocket UUID message on call {self.call_id}"
                 )
-            self.call_id = self.stream_id = str(uuid.UUID(bytes=payload))
-            return Started(self.call_id, self.stream_id, self.media_format, {})
+            call_id = str(uuid.UUID(bytes=payload))
+            return self._begin(Started(call_id, call_id, self.media_format, {}))
         if kind == KIND_HANGUP:
             self._stopped = True
             return Stopped()
@@ -335,16 +323,6 @@ class AudioSocketProtocol:
     def hangup_message(self) -> bytes:
         """The hangup message ``00 00 00``: Asterisk hangs up the channel."""
         return b"\x00\x00\x00"
-
-    def send(self, command: CarrierCommand) -> bytes | None:
-        """The message for a normalized command (None for marks and clears)."""
-        if type(command) is PlayAudio:
-            return self.media_message(command.payload)
-        if type(command) is Mark:
-            return self.mark_message(command.name)
-        if type(command) is Clear:
-            return self.clear_message()
-        raise TypeError(f"AudioSocket has no message for command {command!r}")
 
 
 def _fault(payload: bytes) -> CarrierFault:

@@ -1,4 +1,5 @@
-"""Field helpers shared by the JSON carrier protocols (Twilio, Telnyx, Plivo, Exotel).
+"""Field helpers shared by the JSON carrier protocols (Twilio, Telnyx, Plivo, Exotel, and
+Vonage's text frames).
 
 Each helper reads one thing out of a parsed carrier message and raises
 :class:`~gateway.carriers.events.CarrierProtocolError` with a bounded kind and a message
@@ -8,54 +9,54 @@ that says what was expected, so the protocol modules stay a list of handlers.
 from __future__ import annotations
 
 import binascii
-import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.carriers.events import CarrierProtocolError
 
 __all__ = [
     "binary_frame_error",
     "decode_payload",
-    "load_message",
+    "format_encoding",
+    "inbound_track",
+    "not_json_error",
     "object_field",
     "preview",
+    "start_stream_id",
     "string_field",
     "string_map",
+    "unknown_event_error",
 ]
+
+_T = TypeVar("_T")
 
 
 def preview(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def load_message(text: str, carrier: str, events: Iterable[str]) -> tuple[str, dict[str, Any]]:
-    """One text frame as ``(event, message)``; ``event`` is one of ``events``."""
-    try:
-        message = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise CarrierProtocolError(
-            "not_json",
-            f"{carrier} text frame is not JSON ({exc}): {preview(text)}; "
-            f"every {carrier} message is a JSON object with an \"event\" field",
-        ) from None
+def not_json_error(carrier: str, text: str, exc: Exception) -> CarrierProtocolError:
+    return CarrierProtocolError(
+        "not_json",
+        f"{carrier} text frame is not JSON ({exc}): {preview(text)}; "
+        f"every {carrier} message is a JSON object with an \"event\" field",
+    )
+
+
+def unknown_event_error(carrier: str, text: str, message: Any,
+                        events: Iterable[str]) -> CarrierProtocolError:
+    """For a parsed ``message`` that is not an object with one of ``events`` in "event"."""
     if type(message) is not dict:
-        raise CarrierProtocolError(
-            "unknown_event",
-            f"{carrier} message is a JSON {type(message).__name__}, expected an object "
-            f"with an \"event\" field: {preview(text)}",
-        )
-    event = message.get("event")
-    if type(event) is not str or event not in events:
-        if "event" not in message:
-            detail = "has no \"event\" field"
-        else:
-            detail = f"has unknown event {event!r}"
-        raise CarrierProtocolError(
-            "unknown_event",
-            f"{carrier} message {detail}; expected one of {', '.join(events)}: {preview(text)}",
-        )
-    return event, message
+        detail = f"is a JSON {type(message).__name__}, expected an object with an \"event\" field"
+        return CarrierProtocolError("unknown_event", f"{carrier} message {detail}: {preview(text)}")
+    if "event" not in message:
+        detail = "has no \"event\" field"
+    else:
+        detail = f"has unknown event {message['event']!r}"
+    return CarrierProtocolError(
+        "unknown_event",
+        f"{carrier} message {detail}; expected one of {', '.join(events)}: {preview(text)}",
+    )
 
 
 def binary_frame_error(carrier: str, data: bytes) -> CarrierProtocolError:
@@ -84,6 +85,40 @@ def string_field(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def format_encoding(value: Any, where: str, rate_key: str, encodings: dict[str, _T],
+                    carries: str) -> tuple[dict[str, Any], _T]:
+    """The start's media format object (at ``where``) and what ``encodings`` maps its
+    ``encoding`` to; ``carries`` says what the carrier streams, for an encoding it lacks."""
+    if type(value) is not dict:
+        raise CarrierProtocolError(
+            "missing_field",
+            f"{where} must be an object with encoding and {rate_key}, got {value!r}",
+        )
+    name = value.get("encoding")
+    known = encodings.get(name) if type(name) is str else None
+    if known is None:
+        raise CarrierProtocolError("missing_field", f"{where}.encoding is {name!r}; {carries}")
+    return value, known
+
+
+def start_stream_id(message: dict[str, Any], start: dict[str, Any], key: str) -> str:
+    """The stream id of a start that may carry it beside "event", inside ``start``, or both
+    (then they must agree)."""
+    stream_id = message.get(key, start.get(key))
+    if type(stream_id) is not str or not stream_id:
+        raise CarrierProtocolError(
+            "missing_field",
+            f"start has no {key} (top-level or start.{key}); "
+            "outbound messages cannot be addressed without it",
+        )
+    if key in start and start[key] != stream_id:
+        raise CarrierProtocolError(
+            "missing_field",
+            f"start.{key} {start[key]!r} differs from the message's {key} {stream_id!r}",
+        )
+    return stream_id
+
+
 def string_map(value: Any, where: str) -> dict[str, str]:
     """An optional JSON object of strings (custom parameters); absent is empty."""
     if value is None:
@@ -93,6 +128,18 @@ def string_map(value: Any, where: str) -> dict[str, str]:
             "missing_field", f"{where} must be an object of strings, got {value!r}"
         )
     return dict(value)
+
+
+def inbound_track(media: dict[str, Any], carries: str) -> bool:
+    """Whether ``media`` is caller audio: ``media.track`` absent or ``'inbound'``. It is not
+    for ``'outbound'`` (our own audio, streamed back with both tracks); any other track
+    raises, with ``carries`` saying what the carrier's stream carries."""
+    track = media.get("track", "inbound")
+    if track == "outbound":
+        return False
+    if track != "inbound":
+        raise CarrierProtocolError("missing_field", f"media.track is {track!r}; {carries}")
+    return True
 
 
 def decode_payload(media: dict[str, Any], where: str, what: str) -> bytes:

@@ -15,46 +15,39 @@ changes between ``playAudio`` messages): μ-law 8 kHz or L16 (little-endian) 8/1
 
 from __future__ import annotations
 
-import binascii
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 from gateway.carriers.events import (
     Audio,
-    CarrierCommand,
     CarrierEvent,
     CarrierProtocolError,
-    Clear,
     Cleared,
-    Dtmf,
-    Mark,
     MarkPlayed,
     MediaFormat,
-    PlayAudio,
     Started,
 )
 from gateway.carriers.jsonfields import (
-    binary_frame_error,
     decode_payload,
-    load_message,
+    format_encoding,
+    inbound_track,
     object_field,
     string_field,
     string_map,
 )
+from gateway.carriers.jsonstream import JsonStreamProtocol
 
 __all__ = ["PlivoProtocol"]
 
 #: Plivo's content type -> (gateway encoding, the sample rates Plivo plays back)
 _CONTENT_TYPES = {"audio/x-mulaw": ("mulaw", (8000,)), "audio/x-l16": ("l16", (8000, 16000))}
-_ORDER = ("Plivo sends start first, then media/dtmf/playedStream/clearedAudio; "
-          "the socket closing ends the stream")
+_CONTENT_TYPE_OF = {encoding: type_ for type_, (encoding, _) in _CONTENT_TYPES.items()}
 _DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _HEADER_SEPARATORS = re.compile("[;,]")
 
 
-class PlivoProtocol:
+class PlivoProtocol(JsonStreamProtocol):
     """One Plivo audio stream, seen from the gateway (the WebSocket server).
 
     Inbound: :meth:`receive_text` for each text frame, :meth:`receive_bytes` for each
@@ -69,96 +62,65 @@ class PlivoProtocol:
     Outbound: :meth:`media_message`, :meth:`mark_message` (a ``checkpoint``),
     :meth:`clear_message`, :meth:`dtmf_message` and :meth:`send` return the UTF-8 JSON of
     one text frame; they raise :class:`RuntimeError` before ``start``.
+    :meth:`hangup_message` is ``None``: closing the socket ends the stream; the call itself
+    is hung up over REST (``DELETE /v1/Account/{auth_id}/Call/{call_uuid}/``).
     """
 
     carrier = "plivo"
+    display_name = "Plivo"
     #: Plivo answers a checkpoint with ``playedStream`` only if the audio before it played;
     #: ``clearAudio`` drops pending checkpoints without an echo and sends ``clearedAudio``.
     marks_cleared_on_clear = False
     frames_per_message = 1
     lead_s: float | None = None
 
+    _EVENTS = {"start": "_on_start", "media": "_on_media", "dtmf": "_on_dtmf",
+               # the protocol reference says playedStream; Plivo's support FAQ shows played
+               "playedStream": "_on_played", "played": "_on_played",
+               "clearedAudio": "_on_cleared"}
+    _STREAM_FIELD = "streamId"
+    _ORDER = ("Plivo sends start first, then media/dtmf/playedStream/clearedAudio; "
+              "the socket closing ends the stream")
+    _START_NEEDED = "the streamId and the audio format come with start"
+    _MEDIA_EVENT, _MARK_EVENT, _CLEAR_EVENT = "playAudio", "checkpoint", "clearAudio"
+    _MARK_END = b"}"
+
     def __init__(self) -> None:
-        self.stream_id: str | None = None
-        self.call_id: str | None = None
-        self.media_format: MediaFormat = MediaFormat("mulaw", 8000)
-        self.custom_parameters: dict[str, str] = {}
-        self._media_prefix: bytes | None = None
-        self._mark_prefix = b""
-        self._clear_text = b""
-
-    @property
-    def started(self) -> bool:
-        """``start`` has been received: :attr:`stream_id` and friends are set."""
-        return self.stream_id is not None
-
-    @property
-    def stopped(self) -> bool:
-        """Always ``False``: Plivo has no stop message, the socket closing ends the stream."""
-        return False
+        super().__init__(MediaFormat("mulaw", 8000))
 
     # ---- inbound ---------------------------------------------------------------
 
-    def receive_text(self, text: str) -> CarrierEvent | None:
-        """Parse one text frame from Plivo into an event (``None``: nothing to report)."""
-        event, message = load_message(text, "Plivo", self._HANDLERS)
-        if self.started and "streamId" in message and message["streamId"] != self.stream_id:
-            raise CarrierProtocolError(
-                "missing_field",
-                f"{event} for streamId {message['streamId']!r}, but this socket carries "
-                f"stream {self.stream_id!r}: one socket is one stream",
-            )
-        return self._HANDLERS[event](self, message)
-
-    def receive_bytes(self, data: bytes) -> CarrierEvent | None:
-        """Plivo never sends binary frames; any binary frame is a protocol error."""
-        raise binary_frame_error("Plivo", data)
-
-    def _on_start(self, message: dict[str, Any]) -> CarrierEvent | None:
-        if self.started:
-            raise CarrierProtocolError(
-                "out_of_order", f"a second start on stream {self.stream_id!r}: {_ORDER}"
-            )
+    def _parse_start(self, message: dict[str, Any]) -> Started:
         start = object_field(message, "start", "start")
         call_id = string_field(start, "callId", "start")
         stream_id = string_field(start, "streamId", "start")
-        media_format, content_type = _media_format(start.get("mediaFormat"))
+        media_format = _media_format(start.get("mediaFormat"))
         custom_parameters = _extra_headers(message.get("extra_headers", start.get("extra_headers")))
+        return Started(call_id, stream_id, media_format, custom_parameters)
 
-        self.stream_id = stream_id
-        self.call_id = call_id
-        self.media_format = media_format
-        self.custom_parameters = custom_parameters
-        sid = json.dumps(stream_id).encode()
+    def _on_started(self) -> None:
+        # Outbound, in the stream's own format:
+        #   playAudio   {"event":"playAudio","media":{"contentType":…,"sampleRate":…,
+        #               "payload":…}}
+        #   checkpoint  {"event":"checkpoint","streamId":…,"name":…}: Plivo answers
+        #               playedStream once the audio before it has played (never if cleared)
+        #   clearAudio  {"event":"clearAudio","streamId":…}: Plivo drops its buffered audio
+        #               and pending checkpoints and answers clearedAudio
+        sid = json.dumps(self.stream_id).encode()
+        content_type = _CONTENT_TYPE_OF[self.media_format.encoding]
         self._media_prefix = (
             b'{"event":"playAudio","media":{"contentType":"' + content_type.encode()
-            + b'","sampleRate":' + str(media_format.sample_rate).encode() + b',"payload":"'
+            + b'","sampleRate":' + str(self.media_format.sample_rate).encode() + b',"payload":"'
         )
         self._mark_prefix = b'{"event":"checkpoint","streamId":' + sid + b',"name":'
         self._clear_text = b'{"event":"clearAudio","streamId":' + sid + b"}"
-        return Started(
-            call_id=call_id,
-            stream_id=stream_id,
-            media_format=media_format,
-            custom_parameters=dict(custom_parameters),
-        )
 
     def _on_media(self, message: dict[str, Any]) -> CarrierEvent | None:
         self._require_started("media")
         media = object_field(message, "media", "media")
-        track = media.get("track", "inbound")
-        if track == "outbound":
+        if not inbound_track(media, "a Plivo stream carries 'inbound'"):
             return None
-        if track != "inbound":
-            raise CarrierProtocolError(
-                "missing_field", f"media.track is {track!r}; a Plivo stream carries 'inbound'"
-            )
         return Audio(decode_payload(media, "media", self.media_format.encoding))
-
-    def _on_dtmf(self, message: dict[str, Any]) -> CarrierEvent | None:
-        self._require_started("dtmf")
-        dtmf = object_field(message, "dtmf", "dtmf")
-        return Dtmf(string_field(dtmf, "digit", "dtmf"))
 
     def _on_played(self, message: dict[str, Any]) -> CarrierEvent | None:
         event = message["event"]
@@ -174,45 +136,7 @@ class PlivoProtocol:
         self._require_started("clearedAudio")
         return Cleared()
 
-    def _require_started(self, event: str) -> None:
-        if not self.started:
-            raise CarrierProtocolError("out_of_order", f"{event} before start: {_ORDER}")
-
-    _HANDLERS: dict[str, Callable[[PlivoProtocol, dict[str, Any]], CarrierEvent | None]] = {
-        "start": _on_start,
-        "media": _on_media,
-        "dtmf": _on_dtmf,
-        # the protocol reference says playedStream; Plivo's support FAQ shows played
-        "playedStream": _on_played,
-        "played": _on_played,
-        "clearedAudio": _on_cleared,
-    }
-
     # ---- outbound --------------------------------------------------------------
-
-    def media_message(self, payload: bytes) -> bytes:
-        """``{"event":"playAudio","media":{"contentType":…,"sampleRate":…,"payload":…}}``
-        in the stream's own format."""
-        prefix = self._media_prefix
-        if prefix is None:
-            raise RuntimeError(self._not_started("playAudio"))
-        return prefix + binascii.b2a_base64(payload, newline=False) + b'"}}'
-
-    def mark_message(self, name: str) -> bytes:
-        """``{"event":"checkpoint","streamId":…,"name":…}``; Plivo answers
-        ``playedStream`` once the audio before it has played (never if it was cleared)."""
-        if self._media_prefix is None:
-            raise RuntimeError(self._not_started("checkpoint"))
-        if type(name) is not str:
-            raise TypeError(f"checkpoint name must be a str, not {type(name).__name__}")
-        return self._mark_prefix + json.dumps(name).encode() + b"}"
-
-    def clear_message(self) -> bytes:
-        """``{"event":"clearAudio","streamId":…}``: Plivo drops its buffered audio and
-        pending checkpoints and answers ``clearedAudio``."""
-        if self._media_prefix is None:
-            raise RuntimeError(self._not_started("clearAudio"))
-        return self._clear_text
 
     def dtmf_message(self, digits: str) -> bytes:
         """``{"event":"sendDTMF","dtmf":"…"}``: play DTMF tones into the call."""
@@ -224,45 +148,13 @@ class PlivoProtocol:
             )
         return b'{"event":"sendDTMF","dtmf":"' + digits.encode() + b'"}'
 
-    def hangup_message(self) -> bytes | None:
-        """``None``: closing the socket ends the stream; the call itself is hung up over
-        REST (``DELETE /v1/Account/{auth_id}/Call/{call_uuid}/``)."""
-        return None
 
-    def send(self, command: CarrierCommand) -> bytes:
-        """The text frame for a normalized command."""
-        if type(command) is PlayAudio:
-            return self.media_message(command.payload)
-        if type(command) is Mark:
-            return self.mark_message(command.name)
-        if type(command) is Clear:
-            return self.clear_message()
-        raise TypeError(f"Plivo has no message for command {command!r}")
-
-    @staticmethod
-    def _not_started(what: str) -> str:
-        return (
-            f"cannot send {what} before Plivo's start message: the streamId and the audio "
-            "format come with start"
-        )
-
-
-def _media_format(value: Any) -> tuple[MediaFormat, str]:
-    """``start.mediaFormat`` as the gateway's format and Plivo's content type for it."""
-    if type(value) is not dict:
-        raise CarrierProtocolError(
-            "missing_field",
-            f"start.mediaFormat must be an object with encoding and sampleRate, got {value!r}",
-        )
-    content_type = value.get("encoding")
-    known = _CONTENT_TYPES.get(content_type) if type(content_type) is str else None
-    if known is None:
-        raise CarrierProtocolError(
-            "missing_field",
-            f"start.mediaFormat.encoding is {content_type!r}; Plivo streams carry "
-            "'audio/x-mulaw' or 'audio/x-l16'",
-        )
-    encoding, rates = known
+def _media_format(value: Any) -> MediaFormat:
+    """``start.mediaFormat`` as the gateway's format."""
+    value, (encoding, rates) = format_encoding(
+        value, "start.mediaFormat", "sampleRate", _CONTENT_TYPES,
+        "Plivo streams carry 'audio/x-mulaw' or 'audio/x-l16'")
+    content_type = value["encoding"]
     rate = value.get("sampleRate")
     if type(rate) is not int or rate not in rates:
         raise CarrierProtocolError(
@@ -270,7 +162,7 @@ def _media_format(value: Any) -> tuple[MediaFormat, str]:
             f"start.mediaFormat.sampleRate is {rate!r}; Plivo plays {content_type} at "
             f"{' or '.join(map(str, rates))} Hz",
         )
-    return MediaFormat(encoding, rate), content_type
+    return MediaFormat(encoding, rate)
 
 
 def _extra_headers(value: Any) -> dict[str, str]:

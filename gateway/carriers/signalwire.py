@@ -10,11 +10,10 @@ SignalWire can stream other codecs than μ-law 8 kHz, and ``start.mediaFormat`` 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
-from gateway.carriers.events import CarrierEvent, CarrierProtocolError, MediaFormat
-from gateway.carriers.jsonfields import binary_frame_error
+from gateway.carriers.events import CarrierProtocolError, MediaFormat, Started
+from gateway.carriers.jsonfields import format_encoding
 from gateway.carriers.twilio import TwilioProtocol
 
 __all__ = ["SignalWireProtocol"]
@@ -44,42 +43,26 @@ class SignalWireProtocol(TwilioProtocol):
     """
 
     carrier = "signalwire"
+    display_name = "SignalWire"
+    _ORDER = "SignalWire sends connected, then start, then media/dtmf/mark, then stop"
 
-    def receive_bytes(self, data: bytes) -> CarrierEvent | None:
-        """SignalWire never sends binary frames; any binary frame is a protocol error."""
-        raise binary_frame_error("SignalWire", data)
-
-    def _on_start(self, message: dict[str, Any]) -> CarrierEvent | None:
+    def _parse_start(self, message: dict[str, Any]) -> Started:
         start = message.get("start")
-        if self.started or type(start) is not dict or "mediaFormat" not in start:
-            return TwilioProtocol._on_start(self, message)
+        if type(start) is not dict or "mediaFormat" not in start:
+            return TwilioProtocol._parse_start(self, message)
         media_format = _media_format(start["mediaFormat"])
-        # Twilio's start handler accepts μ-law only: hand it the rest of the start.
+        # Twilio's start rules accept μ-law only: hand them the rest of the start.
         without_format = {k: v for k, v in start.items() if k != "mediaFormat"}
-        started = TwilioProtocol._on_start(self, {**message, "start": without_format})
-        self.media_format = media_format
+        started = TwilioProtocol._parse_start(self, {**message, "start": without_format})
         return dataclasses.replace(started, media_format=media_format)
-
-    _HANDLERS: dict[str, Callable[[TwilioProtocol, dict[str, Any]], CarrierEvent | None]] = {
-        **TwilioProtocol._HANDLERS,
-        "start": _on_start,  # type: ignore[dict-item]
-    }
 
 
 def _media_format(value: Any) -> MediaFormat:
-    if type(value) is not dict:
-        raise CarrierProtocolError(
-            "missing_field", f"start.mediaFormat must be an object, got {value!r}"
-        )
-    name = value.get("encoding")
-    known = _ENCODINGS.get(name) if type(name) is str else None
-    if known is None:
-        raise CarrierProtocolError(
-            "missing_field",
-            f"start.mediaFormat.encoding is {name!r}; SignalWire streams carry "
-            f"{', '.join(_ENCODINGS)} (<Stream codec=\"PCMU@8000h\">, PCMA, L16@16000h, …)",
-        )
-    encoding, rates = known
+    value, (encoding, rates) = format_encoding(
+        value, "start.mediaFormat", "sampleRate", _ENCODINGS,
+        f"SignalWire streams carry {', '.join(_ENCODINGS)} (<Stream codec=\"PCMU@8000h\">, "
+        "PCMA, L16@16000h, …)")
+    name = value["encoding"]
     rate = value.get("sampleRate", 8000 if encoding != "l16" else None)
     if type(rate) is not int or rate not in rates:
         raise CarrierProtocolError(

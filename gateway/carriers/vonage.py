@@ -16,24 +16,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from gateway.carriers.events import (
     Audio,
     Binary,
-    CarrierCommand,
     CarrierEvent,
     CarrierProtocolError,
-    Clear,
     Cleared,
     Dtmf,
-    Mark,
     MarkPlayed,
     MediaFormat,
-    PlayAudio,
     Started,
 )
+from gateway.carriers.jsonfields import preview
+from gateway.carriers.jsonstream import JsonStreamProtocol
 
 __all__ = ["VonageProtocol"]
 
@@ -41,14 +38,9 @@ _RATES = ("8000", "16000", "24000")
 # top-level keys of websocket:connected that are not NCCO headers
 _RESERVED = ("event", "content-type")
 _CALL_ID_HEADERS = ("call_uuid", "uuid")
-_ORDER = "Vonage sends websocket:connected first, then audio and events"
 
 
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
-
-
-class VonageProtocol:
+class VonageProtocol(JsonStreamProtocol):
     """One Vonage WebSocket leg, seen from the gateway (the WebSocket server).
 
     Inbound: :meth:`receive_text` for each text frame, :meth:`receive_bytes` for each
@@ -59,15 +51,18 @@ class VonageProtocol:
     State: ``websocket:connected`` must come exactly once, before anything else; it is
     reported as :class:`Started` (Vonage has no separate start message). The call id is the
     ``call_uuid`` or ``uuid`` header when the NCCO sets one, else a generated UUID; the
-    stream id is the call id (one socket is one leg).
+    stream id is the call id (one socket is one leg). There is no stop event: the socket's
+    close ends the leg, so :attr:`stopped` stays ``False``.
 
     Outbound: :meth:`media_message` returns a :class:`~gateway.carriers.events.Binary`
     and accepts only exactly one 20 ms frame: Vonage closes the socket on any other size
     ("unexpected frame size 160, when required 320", vocode-core #727). Commands are
     UTF-8 JSON text. All raise :class:`RuntimeError` before ``websocket:connected``.
+    :meth:`hangup_message` is ``None``: closing the socket ends the WebSocket leg.
     """
 
     carrier = "vonage"
+    display_name = "Vonage"
     #: Whether Vonage echoes (or drops) pending notifies on ``clear`` is undocumented
     #: (carriers.md §13.4); False makes the gateway forget the marks it cut, so an echo
     #: that does arrive for one is for a mark it no longer waits on, and a missing echo
@@ -79,59 +74,31 @@ class VonageProtocol:
     #: at all is a 20 ms hole on the call.
     lead_s: float | None = 0.04
 
+    _EVENTS = {"websocket:connected": "_on_start", "websocket:dtmf": "_on_dtmf",
+               "websocket:notify": "_on_notify", "websocket:cleared": "_on_cleared"}
+    _ORDER = "Vonage sends websocket:connected first, then audio and events"
+    _START_EVENT = "websocket:connected"
+    _START_NEEDED = "it carries the content-type that fixes the audio format"
+    # Commands are JSON text frames (audio goes as binary frames, see media_message):
+    #   mark   {"action":"notify","payload":{"name":…}}: Vonage answers websocket:notify
+    #          with the same payload once the audio before it has played
+    #   clear  {"action":"clear"}: Vonage drops its buffered audio, answers websocket:cleared
+    _mark_prefix = b'{"action":"notify","payload":{"name":'
+    _clear_text = b'{"action":"clear"}'
+
     def __init__(self) -> None:
-        self.stream_id: str | None = None
-        self.call_id: str | None = None
-        self.media_format: MediaFormat = MediaFormat("l16", 16000)
-        self.custom_parameters: dict[str, str] = {}
+        super().__init__(MediaFormat("l16", 16000))
         self._frame_bytes = 0
 
-    @property
-    def started(self) -> bool:
-        """``websocket:connected`` has been received."""
-        return self.stream_id is not None
-
-    @property
-    def stopped(self) -> bool:
-        """Always False: Vonage has no stop event, the socket's close ends the leg."""
-        return False
-
     # ---- inbound ---------------------------------------------------------------
-
-    def receive_text(self, text: str) -> CarrierEvent | None:
-        """Parse one text frame from Vonage into an event (``None``: nothing to report)."""
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise CarrierProtocolError(
-                "not_json",
-                f"Vonage text frame is not JSON ({exc}): {_preview(text)}; every Vonage "
-                "event is a JSON object with an \"event\" field (audio comes as binary)",
-            ) from None
-        if type(message) is not dict:
-            raise CarrierProtocolError(
-                "unknown_event",
-                f"Vonage message is a JSON {type(message).__name__}, expected an object "
-                f"with an \"event\" field: {_preview(text)}",
-            )
-        event = message.get("event")
-        handler = self._HANDLERS.get(event) if type(event) is str else None
-        if handler is None:
-            detail = ("has no \"event\" field" if "event" not in message
-                      else f"has unknown event {event!r}")
-            raise CarrierProtocolError(
-                "unknown_event",
-                f"Vonage message {detail}; expected one of {', '.join(self._HANDLERS)}: "
-                f"{_preview(text)}",
-            )
-        return handler(self, message)
 
     def receive_bytes(self, data: bytes) -> CarrierEvent | None:
         """A binary frame is caller audio (L16 in :attr:`media_format`)."""
         if self._frame_bytes == 0:
             raise CarrierProtocolError(
                 "out_of_order",
-                f"binary audio frame of {len(data)} bytes before websocket:connected: {_ORDER}",
+                f"binary audio frame of {len(data)} bytes before websocket:connected: "
+                f"{self._ORDER}",
             )
         if len(data) % 2:
             raise CarrierProtocolError(
@@ -141,11 +108,7 @@ class VonageProtocol:
             )
         return Audio(bytes(data)) if data else None
 
-    def _on_connected(self, message: dict[str, Any]) -> CarrierEvent | None:
-        if self.started:
-            raise CarrierProtocolError(
-                "out_of_order", f"a second websocket:connected on call {self.call_id!r}: {_ORDER}"
-            )
+    def _parse_start(self, message: dict[str, Any]) -> Started:
         media_format = _media_format(message.get("content-type"))
         id_header = next((h for h in _CALL_ID_HEADERS
                           if type(message.get(h)) is str and message[h]), None)
@@ -155,17 +118,10 @@ class VonageProtocol:
             key: value for key, value in message.items()
             if type(value) is str and key not in _RESERVED and key != id_header
         }
+        return Started(call_id, call_id, media_format, custom_parameters)
 
-        self.call_id = self.stream_id = call_id
-        self.media_format = media_format
-        self.custom_parameters = custom_parameters
-        self._frame_bytes = media_format.bytes_per_20ms
-        return Started(
-            call_id=call_id,
-            stream_id=call_id,
-            media_format=media_format,
-            custom_parameters=dict(custom_parameters),
-        )
+    def _on_started(self) -> None:
+        self._frame_bytes = self.media_format.bytes_per_20ms
 
     def _on_dtmf(self, message: dict[str, Any]) -> CarrierEvent | None:
         self._require_started("websocket:dtmf")
@@ -181,7 +137,7 @@ class VonageProtocol:
             raise CarrierProtocolError(
                 "missing_field",
                 "websocket:dtmf has no digit: expected a non-empty string in \"digit\", "
-                f"\"dtmf\" or \"dtmf.digit\", got {_preview(json.dumps(message))}",
+                f"\"dtmf\" or \"dtmf.digit\", got {preview(json.dumps(message))}",
             )
         return Dtmf(digit)
 
@@ -201,19 +157,6 @@ class VonageProtocol:
         self._require_started("websocket:cleared")
         return Cleared()
 
-    def _require_started(self, event: str) -> None:
-        if not self.started:
-            raise CarrierProtocolError(
-                "out_of_order", f"{event} before websocket:connected: {_ORDER}"
-            )
-
-    _HANDLERS: dict[str, Callable[[VonageProtocol, dict[str, Any]], CarrierEvent | None]] = {
-        "websocket:connected": _on_connected,
-        "websocket:dtmf": _on_dtmf,
-        "websocket:notify": _on_notify,
-        "websocket:cleared": _on_cleared,
-    }
-
     # ---- outbound --------------------------------------------------------------
 
     def media_message(self, payload: bytes) -> Binary:
@@ -228,44 +171,6 @@ class VonageProtocol:
                 "socket on a wrong frame size; pad the last frame with silence)"
             )
         return Binary(payload)
-
-    def mark_message(self, name: str) -> bytes:
-        """``{"action":"notify","payload":{"name":…}}``; Vonage answers with
-        ``websocket:notify`` carrying the same payload once the audio before it has played."""
-        if not self.started:
-            raise RuntimeError(self._not_started("mark"))
-        if type(name) is not str:
-            raise TypeError(f"mark name must be a str, not {type(name).__name__}")
-        return json.dumps({"action": "notify", "payload": {"name": name}},
-                          separators=(",", ":")).encode()
-
-    def clear_message(self) -> bytes:
-        """``{"action":"clear"}``: Vonage drops its buffered audio and answers with
-        ``websocket:cleared``."""
-        if not self.started:
-            raise RuntimeError(self._not_started("clear"))
-        return b'{"action":"clear"}'
-
-    def hangup_message(self) -> None:
-        """None: closing the socket ends the WebSocket leg."""
-        return None
-
-    def send(self, command: CarrierCommand) -> bytes:
-        """The message for a normalized command."""
-        if type(command) is PlayAudio:
-            return self.media_message(command.payload)
-        if type(command) is Mark:
-            return self.mark_message(command.name)
-        if type(command) is Clear:
-            return self.clear_message()
-        raise TypeError(f"Vonage has no message for command {command!r}")
-
-    @staticmethod
-    def _not_started(what: str) -> str:
-        return (
-            f"cannot send {what} before Vonage's websocket:connected: it carries the "
-            "content-type that fixes the audio format"
-        )
 
 
 def _media_format(content_type: Any) -> MediaFormat:
