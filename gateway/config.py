@@ -104,16 +104,30 @@ class CarrierConfig:
     lead_ms: int | None = None  # overrides playout.lead_ms for this carrier
 
 
+#: Without a setting, a route with fallbacks gives each provider this long to start its audio.
+DEFAULT_FIRST_AUDIO_TIMEOUT_MS = 2000
+
+
 @dataclass(frozen=True)
 class RouteConfig:
     name: str
     provider: str
-    voice: str | None = None
+    voice: str | None = None  # for ``provider``; fallbacks speak with their own voice
+    # providers tried in order when the one speaking fails (gateway/core/failover.py)
+    fallback: tuple[str, ...] = ()
+    # a provider that has not started the audio of text it was handed this long after is
+    # failed over (None: no limit; the default on routes with fallbacks is 2000 ms)
+    first_audio_timeout_ms: int | None = None
     greeting: str | None = None
     events_url: str | None = None
     cache_greeting: bool = True
     # an unguessable path segment callers must present: /v1/media/{carrier}/{route}/{token}
     token: str | None = field(default=None, repr=False)
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The route's provider, then its fallbacks, in the order they are tried."""
+        return (self.provider, *self.fallback)
 
 
 @dataclass(frozen=True)
@@ -324,18 +338,28 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     for name, rt in r.mapping(top.get("routes"), "routes").items():
         key = f"routes.{name}"
         rt = r.mapping(rt, key)
-        r.unknown(rt, key, {"provider", "voice", "greeting", "events_url", "cache_greeting",
-                            "token_env"})
+        r.unknown(rt, key, {"provider", "fallback", "first_audio_timeout_ms", "voice",
+                            "greeting", "events_url", "cache_greeting", "token_env"})
         provider = rt.get("provider")
-        if provider not in providers:
+        if isinstance(provider, list):
+            problems.append(f"{key}.provider: one provider name, got a list; put the providers "
+                            f"to fail over to in {key}.fallback")
+        elif provider not in providers:
             problems.append(f"{key}.provider: {provider!r} is not a configured provider "
                             f"(configured: {', '.join(providers) or 'none'})")
+        fallback = _fallback(r, rt, key, provider, providers)
+        timeout_ms = r.get(rt, "first_audio_timeout_ms", key, int, None, minimum=100,
+                           maximum=60000)
+        if timeout_ms is None and fallback:
+            timeout_ms = DEFAULT_FIRST_AUDIO_TIMEOUT_MS
         events_url = r.get(rt, "events_url", key, str, None)
         if events_url and not re.match(r"^https?://", events_url):
             problems.append(f"{key}.events_url: must be an http(s) URL")
         routes[str(name)] = RouteConfig(
             name=str(name), provider=str(provider),
             voice=r.get(rt, "voice", key, str, None),
+            fallback=fallback,
+            first_audio_timeout_ms=timeout_ms,
             greeting=r.get(rt, "greeting", key, str, None),
             events_url=events_url,
             cache_greeting=r.get(rt, "cache_greeting", key, bool, True),
@@ -382,6 +406,30 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
                          default_route=default_route, carriers=carriers,
                          playout=playout, limits=limits, control_token=control_token,
                          log_level=log_level)
+
+
+def _fallback(r: _Reader, rt: dict, key: str, provider: Any,
+              providers: dict[str, ProviderConfig]) -> tuple[str, ...]:
+    """``fallback``: a provider name or a list of them, tried in order after ``provider``."""
+    value = rt.get("fallback")
+    if value is None:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        r.problems.append(f"{key}.fallback: expected a list of provider names, e.g. "
+                          f"[cartesia, local], got {value!r}")
+        return ()
+    fallback: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or name not in providers:
+            r.problems.append(f"{key}.fallback: {name!r} is not a configured provider "
+                              f"(configured: {', '.join(providers) or 'none'})")
+        elif name == provider or name in fallback:
+            r.problems.append(f"{key}.fallback: {name!r} is listed twice (the route's provider "
+                              "and each fallback are tried once per utterance)")
+        else:
+            fallback.append(name)
+    return tuple(fallback)
 
 
 def _carriers(r: _Reader, value: Any, environ: dict) -> dict[str, CarrierConfig]:

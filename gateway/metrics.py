@@ -74,6 +74,10 @@ class Metrics:
         self.tts_errors = Counter(
             "tts_errors_total", "TTS provider errors, by kind.", ["provider", "kind"],
             namespace=ns, registry=r)
+        self.failovers = Counter(
+            "failovers_total", "Utterances (or their rest) handed to a route's next provider, "
+            "by why the one speaking failed (connect, error, closed, timeout).",
+            ["from_provider", "to_provider", "reason"], namespace=ns, registry=r)
         self.control_errors = Counter(
             "control_errors_total", "Rejected control API requests, by kind.", ["kind"],
             namespace=ns, registry=r)

@@ -20,6 +20,7 @@ from telcodecs import Framer, Transcoder, silence_byte
 from gateway.carriers.events import MediaFormat
 from gateway.config import GatewayConfig, RouteConfig
 from gateway.core.events import EventHub
+from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
 from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
 from gateway.core.prompt_cache import PromptCache
 from gateway.core.speech import Utterance
@@ -81,6 +82,8 @@ class Call:
         self._speaking: asyncio.Task | None = None
         self._speaker: asyncio.Task | None = None
         self._sessions: dict[str, asyncio.Future[TtsSession]] = {}
+        self._discarding: set[asyncio.Task] = set()  # sessions given back after a failure
+        self._route_provider = route.provider  # where utterances start (moves on failover)
         self._awaiting_echo: dict[str, Utterance] = {}  # mark name -> utterance
         self._cleared_marks: set[str] = set()
         self._local_echoes: dict[str, asyncio.TimerHandle] = {}  # carriers without marks
@@ -143,6 +146,8 @@ class Call:
                 await session.release()
             except Exception as exc:
                 log.warning("call %s: releasing TTS session failed: %s", self.id, exc)
+        if self._discarding:
+            await asyncio.gather(*self._discarding, return_exceptions=True)
         self.events.emit("call.ended", outcome=outcome, frames_sent=self.playout.frames_sent,
                          underruns=self.playout.underruns)
         await self.events.close()
@@ -186,7 +191,8 @@ class Call:
                 if asyncio.current_task().cancelling():
                     raise
             except TtsError as exc:
-                self.metrics.tts_errors.labels(utt.provider or self.route.provider, exc.kind).inc()
+                provider = getattr(exc, "provider", None) or utt.provider or self.route.provider
+                self.metrics.tts_errors.labels(provider, exc.kind).inc()
                 log.warning("call %s speech %s: TTS failed (%s): %s", self.id, utt.id, exc.kind, exc)
                 utt.error = str(exc)
                 self.playout.end_utterance()
@@ -211,9 +217,27 @@ class Call:
             self._sessions[provider_name] = future
         return future
 
+    def _discard_session(self, provider_name: str) -> None:
+        """Stop using the call's session with a provider that failed: it goes back to
+        its pool (not reused) and the next utterance that needs the provider leases anew."""
+        future = self._sessions.pop(provider_name, None)
+        if future is None:
+            return
+
+        async def discard() -> None:
+            try:
+                session = await future
+            except (asyncio.CancelledError, Exception):
+                return  # never opened
+            await session.discard()
+
+        task = asyncio.get_running_loop().create_task(discard())
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
     async def _speak(self, utt: Utterance) -> None:
-        provider_name = utt.provider or self.route.provider
-        voice = utt.voice or self.route.voice
+        plan = provider_plan(self.route, utt, self._route_provider)
+        provider_name, voice = plan[0]
         playout = self.playout
         playout.begin_utterance()
         self.events.emit("speech.started", speech_id=utt.id, source=utt.source)
@@ -229,7 +253,7 @@ class Call:
             utt.first_audio_at = time.monotonic()
             self._enqueue_frames(utt, cached, first=True)
         else:
-            recorded = await self._synthesize(utt, provider_name, voice, record=key is not None)
+            recorded = await self._synthesize(utt, plan, record=key is not None)
             if key and recorded:
                 prompts.put(key, recorded)
         mark = self.protocol.mark_message(utt.id)
@@ -240,53 +264,99 @@ class Call:
         playout.end_utterance()
         playout.kick()
 
-    async def _synthesize(self, utt: Utterance, provider_name: str, voice: str | None, *,
+    async def _synthesize(self, utt: Utterance, plan: list[tuple[str, str | None]], *,
                           record: bool) -> list[bytes] | None:
-        """Stream the utterance's audio into the playout, converted to the carrier's format.
+        """Stream the utterance's audio into the playout, converted to the carrier's format,
+        from the first provider of ``plan`` that does not fail (gateway/core/failover.py).
 
-        Returns every frame when ``record`` is set (for the prompt cache).
+        Returns every frame when ``record`` is set (for the prompt cache), unless a
+        failover mixed providers.
         """
-        provider = self.services.providers[provider_name]
-        session = await self._session(provider_name)
-        fmt = self.media_format
-        framer = Framer(self.chunk_bytes, silence_byte(fmt.encoding))
-        transcoder: Transcoder | None = None
-        source_format = None
-        recorded: list[bytes] | None = [] if record else None
-        first = True
-        text_at = []  # when the first segment of text was handed to the provider
-        async with aclosing(session.stream(_timed(utt.segments(), text_at), voice)) as chunks:
-            async for chunk in chunks:
-                if first and utt.first_audio_at is None:
-                    utt.first_audio_at = now = time.monotonic()
-                    if text_at:
-                        self.metrics.tts_first_chunk.labels(provider.name).observe(now - text_at[0])
-                if (chunk.encoding, chunk.sample_rate) != source_format:
-                    if transcoder is not None:
-                        framer.push(transcoder.flush())
-                    source_format = (chunk.encoding, chunk.sample_rate)
-                    transcoder = Transcoder(chunk.encoding, chunk.sample_rate,
-                                            fmt.encoding, fmt.sample_rate)
-                frames = framer.push(transcoder.feed(chunk.data))
-                if frames:
-                    # Only a playout that ran out of audio needs sending now; one that still
-                    # holds frames releases the new ones on the clock as usual.
-                    starving = not self.playout.queue
-                    self._enqueue_frames(utt, frames, first)
-                    first = False
-                    if recorded is not None:
-                        recorded += frames
-                    if starving:
-                        self.playout.kick()
-        tail = framer.push(transcoder.flush()) if transcoder else []
-        last = framer.flush()
-        if last:
-            tail.append(last)
-        if tail:
-            self._enqueue_frames(utt, tail, first)
-            if recorded is not None:
-                recorded += tail
-        return recorded
+        failover = len(plan) > 1
+        ledger = SegmentLedger(utt, by_sentence=failover)
+        out = _AudioOut(self, utt, record=record)
+        errors: list[str] = []
+        for index, (name, voice) in enumerate(plan):
+            try:
+                await self._attempt(utt, name, voice, ledger, out, track_segments=failover)
+                break
+            except TtsError as exc:
+                errors.append(str(exc) if str(exc).startswith(name) else f"{name}: {exc}")
+                if failover and ledger.complete:  # it failed once all its audio was in
+                    self.metrics.tts_errors.labels(name, exc.kind).inc()
+                    self._discard_session(name)
+                    break
+                if index + 1 == len(plan):
+                    if failover:
+                        exc = TtsError(exc.kind, "every provider failed: " + "; ".join(errors))
+                    exc.provider = name
+                    raise exc
+                self.metrics.tts_errors.labels(name, exc.kind).inc()
+                self._fail_over(utt, name, plan[index + 1][0], exc, ledger, out)
+        return out.finish()
+
+    async def _attempt(self, utt: Utterance, name: str, voice: str | None,
+                       ledger: SegmentLedger, out: _AudioOut, *, track_segments: bool) -> None:
+        """The utterance (from the first segment not done) on one provider."""
+        provider = self.services.providers[name]
+        session = await self._session(name)
+        timeout_ms = self.route.first_audio_timeout_ms
+        handed_at: list[float] = []  # when the provider took its first segment
+        heard = False
+        deadline: asyncio.Timeout | None = None  # armed from the text until the first audio
+        loop = asyncio.get_running_loop()
+
+        def handed() -> None:
+            if not handed_at:
+                handed_at.append(time.monotonic())
+                if timeout_ms and not heard and deadline is not None:
+                    deadline.reschedule(loop.time() + timeout_ms / 1000)
+
+        on_done = None
+        if track_segments:
+            note = ledger.completed(ledger.done)
+
+            def on_done(count: int) -> None:
+                note(count)
+                out.segment_done()
+
+        stream = session.stream(ledger.feed(handed), voice, on_segments_done=on_done)
+        timer = asyncio.timeout(None)
+        try:
+            async with timer, aclosing(stream) as chunks:
+                deadline = timer
+                async for chunk in chunks:
+                    if not heard:
+                        heard = True
+                        timer.reschedule(None)
+                        now = time.monotonic()
+                        if utt.first_audio_at is None:
+                            utt.first_audio_at = now
+                        if handed_at:
+                            self.metrics.tts_first_chunk.labels(provider.name).observe(
+                                now - handed_at[0])
+                    out.push(chunk)
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            raise TtsError(NO_AUDIO, f"{name}: no audio within {timeout_ms} ms of the "
+                           "text") from None
+        finally:
+            deadline = None
+
+    def _fail_over(self, utt: Utterance, failed: str, to: str, exc: TtsError,
+                   ledger: SegmentLedger, out: _AudioOut) -> None:
+        reason = failover_reason(exc)
+        log.warning("call %s speech %s: %s failed (%s: %s); %s takes over at sentence %d",
+                    self.id, utt.id, failed, reason, exc, to, ledger.done + 1)
+        out.rewind()
+        self._discard_session(failed)
+        if not utt.provider:
+            self._route_provider = to
+        self.metrics.failovers.labels(failed, to, reason).inc()
+        self.events.emit("speech.failover", speech_id=utt.id, from_provider=failed,
+                         to_provider=to, reason=reason, error=str(exc),
+                         segments_done=ledger.done)
 
     def _enqueue_frames(self, utt: Utterance, frames, first: bool) -> None:
         playout = self.playout
@@ -455,12 +525,73 @@ class Call:
         }
 
 
-async def _timed(segments, stamps: list[float]):
-    """Pass text segments through, noting when the first one was handed over."""
-    async for segment in segments:
-        if not stamps:
-            stamps.append(time.monotonic())
-        yield segment
+class _AudioOut:
+    """Provider audio of one utterance into the call's playout: decoded, resampled and
+    encoded to the carrier's format, cut into frames. It remembers where the last complete
+    segment's audio ends, so that a failover can drop the audio after it (``rewind``)."""
+
+    def __init__(self, call: Call, utt: Utterance, *, record: bool):
+        self._call = call
+        self._utt = utt
+        self._format = call.media_format
+        self.recorded: list[bytes] | None = [] if record else None
+        self._first = True  # the next frames are the utterance's first
+        self._queued = 0  # playout entries queued for the utterance
+        self._boundary = 0  # ... of which belong to complete segments
+        self._reset()
+
+    def _reset(self) -> None:
+        self._framer = Framer(self._call.chunk_bytes, silence_byte(self._format.encoding))
+        self._transcoder: Transcoder | None = None
+        self._source: tuple[str, int] | None = None
+
+    def push(self, chunk) -> None:
+        fmt = self._format
+        if (chunk.encoding, chunk.sample_rate) != self._source:
+            if self._transcoder is not None:
+                self._framer.push(self._transcoder.flush())
+            self._source = (chunk.encoding, chunk.sample_rate)
+            self._transcoder = Transcoder(chunk.encoding, chunk.sample_rate,
+                                          fmt.encoding, fmt.sample_rate)
+        frames = self._framer.push(self._transcoder.feed(chunk.data))
+        if frames:
+            # Only a playout that ran out of audio needs sending now; one that still holds
+            # frames releases the new ones on the clock as usual.
+            playout = self._call.playout
+            starving = not playout.queue
+            self._enqueue(frames)
+            if starving:
+                playout.kick()
+
+    def _enqueue(self, frames: list[bytes]) -> None:
+        self._call._enqueue_frames(self._utt, frames, self._first)
+        self._queued += len(frames) + self._first  # the first frames come with a cue
+        self._first = False
+        if self.recorded is not None:
+            self.recorded += frames
+
+    def segment_done(self) -> None:
+        self._boundary = self._queued
+
+    def rewind(self) -> None:
+        """Drop what is still queued of the segment being cut, and start afresh (the next
+        provider's format). The few milliseconds the framer and resampler held of the
+        segment before it go too."""
+        dropped = self._call.playout.drop_tail(self._queued - self._boundary)
+        if dropped:  # the first-frame cue: it comes with the next provider's first frames
+            self._first = True
+        self._queued = self._boundary
+        self.recorded = None  # mixed providers: not a prompt to cache
+        self._reset()
+
+    def finish(self) -> list[bytes] | None:
+        tail = self._framer.push(self._transcoder.flush()) if self._transcoder else []
+        last = self._framer.flush()
+        if last:
+            tail.append(last)
+        if tail:
+            self._enqueue(tail)
+        return self.recorded
 
 
 def _retrieve_exception(future: asyncio.Future) -> None:

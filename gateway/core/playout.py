@@ -113,6 +113,17 @@ class Playout:
         self._starved = False
         return dropped
 
+    def drop_tail(self, count: int) -> list[Cue]:
+        """Take back up to ``count`` of the entries queued last (those not sent yet);
+        return the cues among them. Failover uses it to drop the audio of a cut sentence."""
+        queue = self.queue
+        dropped = []
+        for _ in range(min(count, len(queue))):
+            item = queue.pop()
+            if item.__class__ is Cue:
+                dropped.append(item)
+        return dropped
+
     def pause(self, paused: bool) -> None:
         """Flow control: hold frames while ``paused``; when resumed, play on from now."""
         self.paused = paused

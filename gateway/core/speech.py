@@ -36,6 +36,7 @@ class Utterance:
         self._sentences = SentenceBuffer()
         self._segments: asyncio.Queue[str | None] = asyncio.Queue()
         self._closed = False
+        self._ended = False  # the end of the text was read
         self.text_chars = 0
         self.text: str | None = None  # the whole text, when it came whole
 
@@ -71,8 +72,15 @@ class Utterance:
         self._closed = True
 
     async def segments(self):
-        while True:
-            segment = await self._segments.get()
-            if segment is None:
-                return
+        while (segment := await self.next_segment()) is not None:
             yield segment
+
+    async def next_segment(self) -> str | None:
+        """The next text segment, None once the text is complete. Safe to cancel: a
+        segment is never lost by a cancelled wait (failover pulls segments this way)."""
+        if self._ended:
+            return None
+        segment = await self._segments.get()
+        if segment is None:
+            self._ended = True
+        return segment

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from contextlib import aclosing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from gateway.carriers.events import MediaFormat
@@ -44,20 +44,34 @@ class TtsSession(abc.ABC):
         cancels the synthesis: no further chunk of it is produced.
         """
 
-    async def stream(self, segments: AsyncIterator[str], voice: str | None = None
+    async def stream(self, segments: AsyncIterator[str], voice: str | None = None, *,
+                     on_segments_done: Callable[[int], None] | None = None
                      ) -> AsyncIterator[AudioChunk]:
         """Stream the audio of one utterance whose text arrives segment by segment.
 
         Providers with contexts override this to send every segment into one turn as it
         arrives; by default each segment is synthesized in turn.
+
+        ``on_segments_done(n)``, if given, is called once the audio of the first ``n``
+        segments has all been yielded (``n`` grows; it is called between chunks, so every
+        chunk yielded before belongs to those segments). Failover uses it to know where a
+        failed provider left off.
         """
+        done = 0
         async for segment in segments:
             async with aclosing(self.synthesize(segment, voice)) as chunks:
                 async for chunk in chunks:
                     yield chunk
+            done += 1
+            if on_segments_done is not None:
+                on_segments_done(done)
 
     async def release(self) -> None:
         """Give the session back at the end of the call."""
+
+    async def discard(self) -> None:
+        """Give the session back after it failed: whatever it holds is not reused."""
+        await self.release()
 
 
 class TtsProvider(abc.ABC):

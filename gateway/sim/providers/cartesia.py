@@ -34,7 +34,10 @@ types), quirks [O], and inferred defaults [I]:
 
 Error injection: with ``fail_on="..."``, generating text that contains it sends an
 ``error`` frame (status 500, "synthesis failed") for that context, which is then over
-(``done: true``); the socket stays open.
+(``done: true``); the socket stays open. With ``cut_after_bytes=N`` the server closes a
+socket (1011) once it has sent N bytes of audio on it, in the middle of whatever it was
+saying; with ``never_answer=True`` it takes text and never sends audio (nor ``done``).
+``tag_words=True`` voices each word as a tone that names it (:mod:`.tags`).
 
 ``app["log"]``: what was synthesized, dicts ``{"context_id","text","bytes","encoding",
 "sample_rate","audio"}`` (``audio``: the exact bytes sent); ``app["received"]``: client
@@ -54,7 +57,7 @@ from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
 from gateway.sim.providers.common import add_stats, track_socket
-from gateway.tts.fake import speechlike_pcm
+from gateway.sim.providers.tags import voice_pcm
 
 PATH = "/tts/websocket"
 MODELS = {"sonic-3.5", "sonic-3", "sonic-2", "sonic-turbo", "sonic"}
@@ -79,6 +82,9 @@ DEFAULTS: dict[str, Any] = {
     "max_contexts": 50,
     "done_delay_ms": 0.0,  # late completion
     "fail_on": None,
+    "cut_after_bytes": None,
+    "never_answer": False,
+    "tag_words": False,
 }
 
 
@@ -164,6 +170,7 @@ class _Session:
         self.workers: set[asyncio.Task] = set()
         self.lock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
+        self.audio_sent = 0  # bytes of audio sent on this socket (cut_after_bytes)
 
     async def send(self, obj: dict) -> None:
         async with self.lock:
@@ -377,7 +384,10 @@ class _Session:
             ctx.cancelled = True
             await self.send(_error("synthesis failed", context_id=ctx.id, status=500))
             return False
-        pcm = speechlike_pcm(max(0.2, len(text) / p["chars_per_second"]), rate)
+        if p["never_answer"]:
+            await asyncio.Future()  # until the socket goes
+        pcm = voice_pcm(text, max(0.2, len(text) / p["chars_per_second"]), rate,
+                        tagged=p["tag_words"])
         if encoding == "pcm_mulaw":
             audio, width = ulaw_encode(pcm), 1
         elif encoding == "pcm_alaw":
@@ -398,9 +408,15 @@ class _Session:
                 if late >= p["late_chunks"]:
                     return False
                 late += 1
-            await self.send({"type": "chunk", "data": base64.b64encode(
-                audio[start:start + step]).decode(), "done": False, "status_code": 206,
-                "step_time": 12.5, "context_id": ctx.id, "flush_id": flush_id})
+            if p["cut_after_bytes"] is not None and self.audio_sent >= p["cut_after_bytes"]:
+                self.app["closed"].append("cut")
+                await self.ws.close(code=1011, message=b"internal error")
+                return False
+            piece = audio[start:start + step]
+            self.audio_sent += len(piece)
+            await self.send({"type": "chunk", "data": base64.b64encode(piece).decode(),
+                             "done": False, "status_code": 206, "step_time": 12.5,
+                             "context_id": ctx.id, "flush_id": flush_id})
             ctx.last_audio_at = self.loop.time()
             await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
         return not ctx.cancelled

@@ -31,6 +31,10 @@
 Error injection: with ``fail_on="..."``, generating text that contains it sends
 ``{"message":"synthesis failed","error":"synthesis_failed","code":1011}`` and closes the
 socket with 1011 "synthesis failed" (ElevenLabs error frames precede a close, §6 [O]).
+With ``cut_after_bytes=N`` the server closes a socket (1011, no error frame) once it has
+sent N bytes of audio on it, in the middle of whatever it was saying; with
+``never_answer=True`` it takes text and never sends audio. ``tag_words=True`` voices each
+word as a tone that names it (:mod:`.tags`).
 
 ``app["log"]``: what was synthesized, dicts ``{"context_id","text","bytes","output_format",
 "audio"}`` (``audio``: the exact bytes sent); ``app["connects"]``: the query of every
@@ -51,7 +55,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
 from gateway.sim.providers.common import add_stats, track_socket
-from gateway.tts.fake import speechlike_pcm
+from gateway.sim.providers.tags import voice_pcm
 
 PATH = "/v1/text-to-speech/{voice_id}/multi-stream-input"
 MODELS = {"eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2", "eleven_v3"}
@@ -75,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
     "max_contexts": 5,  # §6 [C]
     "close_delay_ms": 0.0,  # late isFinal
     "fail_on": None,
+    "cut_after_bytes": None,
+    "never_answer": False,
+    "tag_words": False,
 }
 
 
@@ -168,6 +175,7 @@ class _Session:
         self.tasks: set[asyncio.Task] = set()
         self.generating = 0
         self.lock = asyncio.Lock()
+        self.audio_sent = 0  # bytes of audio sent on this socket (cut_after_bytes)
 
     async def send(self, obj: dict) -> None:
         async with self.lock:
@@ -311,9 +319,12 @@ class _Session:
             if p["fail_on"] and p["fail_on"] in text:
                 await self.close(1011, "synthesis_failed", "synthesis failed")
                 return
+            if p["never_answer"]:
+                await asyncio.Future()  # until the socket goes
             fmt = self.params["output_format"]
             rate = RAW_FORMATS.get(fmt, 44100)
-            pcm = speechlike_pcm(max(0.2, len(text) / p["chars_per_second"]), rate)
+            pcm = voice_pcm(text, max(0.2, len(text) / p["chars_per_second"]), rate,
+                            tagged=p["tag_words"])
             if fmt == "ulaw_8000":
                 audio, width = ulaw_encode(pcm), 1
             elif fmt == "alaw_8000":
@@ -326,7 +337,13 @@ class _Session:
                                     "output_format": fmt, "audio": audio})
             step = max(1, int(rate * p["chunk_ms"] / 1000)) * width
             for start in range(0, len(audio), step):
-                await self.send({"audio": base64.b64encode(audio[start:start + step]).decode(),
+                if p["cut_after_bytes"] is not None and self.audio_sent >= p["cut_after_bytes"]:
+                    self.app["closed"].append("cut")
+                    await self.ws.close(code=1011, message=b"internal error")
+                    return
+                piece = audio[start:start + step]
+                self.audio_sent += len(piece)
+                await self.send({"audio": base64.b64encode(piece).decode(),
                                  "isFinal": False, "normalizedAlignment": None,
                                  "alignment": None, "contextId": ctx.id})
                 await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])

@@ -27,7 +27,11 @@ Error injection: with ``fail_on="..."``, a request whose text contains that stri
 answered, when it is generated, by ``{"status":"error","request_id":<server id>,
 "external_request_id":<request_id>,"error":{"message":"synthesis failed","code":
 "synthesis_failed"}}`` instead of audio; the request is finished (no chunk, no
-``complete``), the socket stays open and the next request is accepted.
+``complete``), the socket stays open and the next request is accepted. With
+``cut_after_bytes=N`` the server closes a socket (1011) once it has sent N bytes of audio
+on it, in the middle of whatever it was saying; with ``never_answer=True`` it takes
+requests and never sends audio. ``tag_words=True`` voices each word as a tone that names
+it (:mod:`.tags`).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
 from gateway.sim.providers.common import add_stats, track_socket
-from gateway.tts.fake import speechlike_pcm
+from gateway.sim.providers.tags import voice_pcm
 
 CHARS_PER_SECOND = 15.0
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
@@ -71,6 +75,9 @@ def make_app(
     max_text_chars: int = 500,
     echo_external_id: bool = True,
     fail_on: str | None = None,
+    cut_after_bytes: int | None = None,
+    never_answer: bool = False,
+    tag_words: bool = False,
 ) -> web.Application:
     app = web.Application()
     # Plain string keys on purpose: tests read app["log"] without importing keys.
@@ -83,6 +90,7 @@ def make_app(
             burst_factor=burst_factor, chunk_ms=chunk_ms, default_timeout_s=default_timeout_s,
             close_after_complete=close_after_complete, max_text_chars=max_text_chars,
             echo_external_id=echo_external_id, fail_on=fail_on,
+            cut_after_bytes=cut_after_bytes, never_answer=never_answer, tag_words=tag_words,
         )
     add_stats(app)
     app.router.add_get("/waves/v1/tts/live", _handler)
@@ -175,6 +183,7 @@ class _Session:
         self.complete_task: asyncio.Task | None = None
         self.last: tuple[str, str] | None = None  # (server id, external id) of the last chunk
         self.server_ids: dict[str, str] = {}
+        self.audio_sent = 0  # bytes of audio sent on this socket (cut_after_bytes)
 
     async def send(self, obj: dict) -> None:
         async with self.lock:
@@ -255,9 +264,12 @@ class _Session:
             if p["fail_on"] and p["fail_on"] in text:
                 await self.fail(rid, server_id)
                 continue
+            if p["never_answer"]:
+                await asyncio.Future()  # until the socket goes
             rate = msg.get("sample_rate", 44100)
             fmt = msg.get("output_format", "pcm")
-            pcm = speechlike_pcm(max(len(text), 1) / CHARS_PER_SECOND, rate)
+            pcm = voice_pcm(text, max(len(text), 1) / CHARS_PER_SECOND, rate,
+                            tagged=p["tag_words"])
             audio = ulaw_encode(pcm) if fmt == "ulaw" else alaw_encode(pcm) if fmt == "alaw" else pcm
             self.app["log"].append({"request_id": rid, "text": text, "bytes": len(audio),
                                     "format": fmt, "sample_rate": rate})
@@ -265,7 +277,11 @@ class _Session:
             step = int(rate * p["chunk_ms"] / 1000) * width
             await asyncio.sleep(p["first_audio_ms"] / 1000)
             for i in range(0, len(audio), step):
+                if p["cut_after_bytes"] is not None and self.audio_sent >= p["cut_after_bytes"]:
+                    await self.ws.close(code=1011, message=b"internal error")
+                    return
                 part = audio[i:i + step]
+                self.audio_sent += len(part)
                 if fmt == "wav" and i == 0:
                     part = _wav_header(rate, len(audio)) + part
                 frame = {"session_id": self.session_id, "request_id": server_id,

@@ -150,6 +150,7 @@ class _Turn:
     state: str = "open"  # open -> ending (continue:false sent) -> forgotten at done
     sent: bool = False  # the current server context got an input
     flushes: int = 0  # manual flushes without flush_done on the current server context
+    flushes_done: int = 0  # flush_done answers so far, over every server context of the turn
     quiet_since: float = 0.0  # last chunk/flush_done of the current server context
     server_ids: list[str] = field(default_factory=list)
     carry: bytes = b""
@@ -199,6 +200,13 @@ class CartesiaProtocol:
         """``open`` or ``ending``; None when unknown, done or cancelled."""
         turn = self._turns.get(context_id)
         return turn.state if turn is not None else None
+
+    def flushes_completed(self, context_id: str) -> int | None:
+        """Manual flushes of the turn answered by ``flush_done`` so far (one per
+        :meth:`send_text`: the audio of that many sentences is out); None when the turn is
+        unknown or over."""
+        turn = self._turns.get(context_id)
+        return turn.flushes_done if turn is not None else None
 
     def is_cancelled(self, context_id: str) -> bool:
         return context_id in self._cancelled
@@ -366,6 +374,7 @@ class CartesiaProtocol:
         if kind == "flush_done":
             if turn is not None and sid == turn.server_id and turn.flushes:
                 turn.flushes -= 1
+                turn.flushes_done += 1
                 turn.quiet_since = self.clock()
             return []
         if kind == "done":

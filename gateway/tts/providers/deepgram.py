@@ -49,7 +49,7 @@ import json
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
@@ -157,6 +157,9 @@ class _Turn:
     state: str = "open"  # open -> ending (final Flush sent) | cancelling (Clear sent)
     unflushed: bool = False  # Speak sent since the last Flush
     flushes: int = 0  # Flush sent, Flushed not yet seen
+    speaks: int = 0  # sentences sent (speak calls)
+    flush_marks: deque = field(default_factory=deque)  # sentences sent before each Flush
+    segments_done: int = 0  # sentences whose Flush was answered: their audio is out
 
 
 class DeepgramProtocol:
@@ -199,6 +202,12 @@ class DeepgramProtocol:
         """``open``, ``ending`` or ``cancelling``; None when unknown or over."""
         turn = self._turns.get(context_id)
         return turn.state if turn is not None else None
+
+    def segments_completed(self, context_id: str) -> int | None:
+        """Sentences (:meth:`speak` calls) of the turn whose audio is out: those sent
+        before the last ``Flush`` that was answered; None when the turn is over."""
+        turn = self._turns.get(context_id)
+        return turn.segments_done if turn is not None else None
 
     def is_cancelled(self, context_id: str) -> bool:
         turn = self._turns.get(context_id)
@@ -246,6 +255,7 @@ class DeepgramProtocol:
     def _flush(self, context_id: str, turn: _Turn) -> str:
         turn.unflushed = False
         turn.flushes += 1
+        turn.flush_marks.append(turn.speaks)
         self._flush_owners.append(context_id)
         self._flush_times.append(self.clock())
         return '{"type": "Flush"}'
@@ -259,6 +269,7 @@ class DeepgramProtocol:
             return []
         out = ['{"type": "Speak", "text": ' + json.dumps(p) + "}" for p in pieces]
         turn.unflushed = True
+        turn.speaks += 1
         if self.flushes_in_window() < self.flush_limit - self.flush_reserve:
             out.append(self._flush(context_id, turn))
         return out
@@ -372,6 +383,8 @@ class DeepgramProtocol:
         if turn is None:
             return []
         turn.flushes -= 1
+        if turn.flush_marks:
+            turn.segments_done = turn.flush_marks.popleft()
         self._carry = b""
         if turn.state == "ending" and turn.flushes == 0:
             self._retire(cid, cancelled=False)

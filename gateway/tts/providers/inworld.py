@@ -165,6 +165,7 @@ class _Context:
     cancelled: bool = False
     unflushed_chars: int = 0  # text sent since the last flush request
     flushes_pending: int = 0  # flush requests not yet answered by flushCompleted
+    flushes_done: int = 0  # flush requests answered (the audio before each one is out)
     chunks_since_flush: int = 0  # audio chunks since the last flushCompleted
     carry: bytes = b""  # odd trailing byte of 16-bit PCM (§9.1)
     created: bool = False  # contextCreated seen
@@ -236,6 +237,12 @@ class InworldProtocol:
         """``open``/``flushed``/``closing``/``closed_early``, or None when unknown or done."""
         ctx = self._contexts.get(context_id)
         return ctx.state if ctx is not None else None
+
+    def flushes_completed(self, context_id: str) -> int | None:
+        """Flushes of the context answered by ``flushCompleted`` so far (the audio of the
+        text before each one is out); None when the context is unknown or done."""
+        ctx = self._contexts.get(context_id)
+        return ctx.flushes_done if ctx is not None else None
 
     @property
     def open_contexts(self) -> int:
@@ -428,6 +435,7 @@ class InworldProtocol:
             ctx.chunks_since_flush = 0
             if ctx.flushes_pending:
                 ctx.flushes_pending -= 1
+                ctx.flushes_done += 1
             if ctx.flushes_pending == 0 and ctx.state == "flushed":
                 ctx.state = "open"
             if ctx.state == "closed_early" and ctx.flushes_pending == 0:

@@ -261,6 +261,7 @@ class TelnyxProtocol:
         self.time_to_first_audio_ms: float | None = None
         self.cached: bool | None = None
         self.late_audio_bytes = 0
+        self.segments_done = 0  # segments whose audio is out (a frame carrying their text)
 
     # ---- state ---------------------------------------------------------------------
 
@@ -379,6 +380,10 @@ class TelnyxProtocol:
             if type(audio) is not str:
                 raise ProviderProtocolError("bad_audio", "Telnyx audio is not a base64 string")
             events += self._on_audio(audio, msg)
+        said = msg.get("text")
+        if type(said) is str and said.strip() and self.state in (SPEAKING, ENDING):
+            # a synthesized segment's text comes after (or with) the last of its audio [C]
+            self.segments_done += 1
         if msg.get("isFinal") is True or kind == "final":
             events += self._on_final()
         return events

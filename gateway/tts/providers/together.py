@@ -148,13 +148,14 @@ def _preview(text: str, limit: int = 80) -> str:
 
 
 class _Context:
-    __slots__ = ("id", "state", "uncommitted", "pending_items", "odd", "sent")
+    __slots__ = ("id", "state", "uncommitted", "pending_items", "items_done", "odd", "sent")
 
     def __init__(self, context_id: str) -> None:
         self.id = context_id
         self.state = "open"
         self.uncommitted = False  # text appended since the last commit
         self.pending_items = 0  # commits whose audio_output.done has not come yet
+        self.items_done = 0  # commits whose audio_output.done came
         self.odd = b""  # odd trailing byte of s16le carried to the next delta
         self.sent = False  # the server has heard of this context
 
@@ -223,6 +224,12 @@ class TogetherProtocol:
         if ctx is not None:
             return ctx.state == "cancelling"
         return context_id in self._cancelled_set
+
+    def items_completed(self, context_id: str) -> int | None:
+        """Commits of the context whose item is done (one per sentence the gateway
+        commits: the audio of that many is out); None when the context is not live."""
+        ctx = self._contexts.get(context_id)
+        return ctx.items_done if ctx is not None else None
 
     def is_flushed(self, context_id: str) -> bool:
         """Everything appended to the context has been committed."""
@@ -423,6 +430,7 @@ class TogetherProtocol:
         ctx.odd = b""
         if ctx.pending_items:
             ctx.pending_items -= 1
+            ctx.items_done += 1
         if ctx.state == "closing" and ctx.pending_items == 0:
             self._retire(ctx, "done")
             return [ProviderDone(context_id)]

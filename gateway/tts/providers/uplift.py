@@ -52,6 +52,7 @@ The module does no I/O.
 from __future__ import annotations
 
 import binascii
+import bisect
 import json
 import time
 from collections import deque
@@ -162,7 +163,8 @@ def split_text(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
 
 class _Turn:
     __slots__ = ("id", "output_format", "encoding", "sample_rate", "voice", "requests",
-                 "buffered", "ended", "finished", "failed", "pending", "serial")
+                 "buffered", "ended", "finished", "failed", "pending", "serial", "marks",
+                 "completed")
 
     def __init__(self, turn_id: str, output_format: str, voice: str) -> None:
         self.id = turn_id
@@ -176,6 +178,9 @@ class _Turn:
         self.failed = False  # one of its requests failed: the caller will cancel it
         self.pending: list[str] = []  # text held back while the rate budget is spent
         self.serial = 0
+        # per text segment, how many requests of the turn carry it and those before it
+        self.marks: list[int] = []
+        self.completed = 0  # requests whose audio is all out (in submission order)
 
 
 @dataclass(slots=True)
@@ -254,6 +259,14 @@ class UpliftProtocol:
             return "failed" if turn.failed else "finishing" if turn.finished else "open"
         return "cancelled" if turn_id in self._cancelled else None
 
+    def segments_completed(self, turn_id: str) -> int | None:
+        """Text segments (:meth:`synthesize` calls) of the turn whose requests all ended
+        (their audio is out); None when the turn is not live."""
+        turn = self._turns.get(turn_id)
+        if turn is None:
+            return None
+        return bisect.bisect_right(turn.marks, turn.completed)
+
     @property
     def live_turns(self) -> list[str]:
         return list(self._turns)
@@ -318,15 +331,18 @@ class UpliftProtocol:
             raise TypeError(f"text must be str, got {type(text).__name__}")
         if not text.strip():
             return []
+        segments = 1
         if turn.pending or self.requests_left() < 1:
             turn.pending.append(text.strip())
             if self.requests_left() < 1:
                 self.merged_segments += 1
                 return []
+            segments = len(turn.pending)
             text, turn.pending = " ".join(turn.pending), []
         out = []
         for piece in split_text(text, self.max_text_chars):
             out.append(self._request(turn, piece))
+        turn.marks += [turn.serial] * segments
         return out
 
     def finish(self, turn_id: str) -> list[str]:
@@ -336,8 +352,10 @@ class UpliftProtocol:
         turn = self._live(turn_id, "finish")
         out: list[str] = []
         if turn.pending:
+            segments = len(turn.pending)
             text, turn.pending = " ".join(turn.pending), []
             out = [self._request(turn, piece) for piece in split_text(text, self.max_text_chars)]
+            turn.marks += [turn.serial] * segments
         turn.finished = True
         if not turn.requests:
             del self._turns[turn_id]
@@ -486,6 +504,7 @@ class UpliftProtocol:
         events: list[ProviderEvent] = []
         while turn.requests and turn.requests[0] in turn.ended:
             head = turn.requests.popleft()
+            turn.completed += 1
             turn.ended.discard(head)
             turn.buffered.pop(head, None)
             if turn.requests:

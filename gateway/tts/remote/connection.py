@@ -39,6 +39,16 @@ class ConnectionLost:
         self.reason = reason
 
 
+class SegmentsDone:
+    """Turn-queue marker: the audio of the turn's first ``count`` segments is all out
+    (queued after that audio; only for turns registered with ``segments=True``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int):
+        self.count = count
+
+
 class ProviderConnection:
     def __init__(self, driver: Driver, key: Hashable, proto, ws: aiohttp.ClientWebSocketResponse,
                  *, on_closed: Callable[[ProviderConnection], None] | None = None,
@@ -48,6 +58,7 @@ class ProviderConnection:
         self.proto = proto
         self.ws = ws
         self.turns: dict[str, asyncio.Queue] = {}
+        self._segments: dict[str, int] = {}  # turns that follow segment progress: done so far
         self.leases = 0
         self.opened_at = self.idle_since = time.monotonic()
         self.closed = False
@@ -91,13 +102,18 @@ class ProviderConnection:
 
     # -- turns ------------------------------------------------------------------------------
 
-    def register(self, cid: str) -> asyncio.Queue:
+    def register(self, cid: str, *, segments: bool = False) -> asyncio.Queue:
+        """The queue of the turn's events; with ``segments``, also :class:`SegmentsDone`
+        markers from the driver's per-segment signal (``Driver.segments_done``)."""
         queue: asyncio.Queue = asyncio.Queue()
         self.turns[cid] = queue
+        if segments:
+            self._segments[cid] = 0
         return queue
 
     def unregister(self, cid: str) -> None:
         self.turns.pop(cid, None)
+        self._segments.pop(cid, None)
 
     async def send(self, messages: list[str]) -> None:
         """Write the messages; a dead socket shows up as :class:`ConnectionLost` on the turn."""
@@ -166,6 +182,17 @@ class ProviderConnection:
                 self._on_protocol_error(exc.kind)
             return
         self._dispatch(events)
+        if self._segments:
+            self._note_segments()
+
+    def _note_segments(self) -> None:
+        """After a frame's events: tell each turn that follows segment progress how many of
+        its segments are now complete (the marker lands behind the audio before it)."""
+        for cid, seen in self._segments.items():
+            done = self.driver.segments_done(self.proto, cid)
+            if done is not None and done > seen:
+                self._segments[cid] = done
+                self.turns[cid].put_nowait(SegmentsDone(done))
 
     def _dispatch(self, events: list[ProviderEvent]) -> None:
         for event in events:

@@ -59,6 +59,10 @@ class Driver:
     #: final frame). The session leases one per turn instead of one per call, and the pool
     #: keeps ``min_idle`` handshaken ones warm so no handshake is in a turn's path.
     single_use = False
+    #: The provider tells, within a turn, when the audio of each text segment is out
+    #: (:meth:`segments_done`). Without that, a session asked to account for segments runs
+    #: each segment as a turn of its own (failover, :meth:`RemoteSession.stream`).
+    tracks_segments = False
 
     #: ``options`` keys this provider understands (anything else is a config error).
     option_keys: frozenset[str] = frozenset()
@@ -105,6 +109,12 @@ class Driver:
         """The turn ended without a done frame still to come."""
         return False
 
+    def segments_done(self, proto, cid: str) -> int | None:
+        """How many of the turn's segments (:meth:`send` calls, in order) have all their
+        audio received, from the provider's own per-segment signal; None when unknown (the
+        turn is over, or the provider has no such signal)."""
+        return None
+
     def has_room(self, proto) -> bool:
         return True
 
@@ -140,6 +150,7 @@ class InworldDriver(Driver):
     """§1: contexts (≤5 per socket); create, send_text (+flush per segment), close."""
 
     type = "inworld"
+    tracks_segments = True  # flushCompleted answers the flush after each segment
     option_keys = ANY_OPTION  # extra ``create`` fields (temperature, autoMode, ...) [§1.2]
     max_contexts = inworld.MAX_CONTEXTS
     # Contexts expire after ~60 s without text (§1.4 [O]); an empty send_text keeps a
@@ -185,6 +196,9 @@ class InworldDriver(Driver):
 
     def is_done(self, proto, cid):
         return proto.context_state(cid) is None
+
+    def segments_done(self, proto, cid):
+        return proto.flushes_completed(cid)
 
     def has_room(self, proto):
         return proto.open_contexts <= self.max_contexts - 2
@@ -242,6 +256,7 @@ class TogetherDriver(Driver):
     """§3: realtime-style events, contexts (≤100), 24 kHz PCM, ``session.created`` first."""
 
     type = "together"
+    tracks_segments = True  # each segment is one commit, one item, one audio_output.done
     option_keys = frozenset({"sample_rate", "speed", "language"})
     await_ready = True
     max_contexts = together.MAX_CONTEXTS
@@ -280,6 +295,9 @@ class TogetherDriver(Driver):
     def is_done(self, proto, cid):
         return proto.state(cid) in ("done", "cancelled")
 
+    def segments_done(self, proto, cid):
+        return proto.items_completed(cid)
+
     def has_room(self, proto):
         return proto.contexts_left > 1 and len(proto.live_contexts) <= self.max_contexts - 2
 
@@ -307,6 +325,7 @@ class UpliftDriver(Driver):
     is chosen per request, so one socket serves every carrier format."""
 
     type = "uplift"
+    tracks_segments = True  # a request per segment; audio_end ends each
     transport = "socketio"
     option_keys = frozenset({"speed", "phrase_replacement_config_id", "requests_per_minute"})
     await_ready = True  # the server's "ready" message [C]
@@ -359,6 +378,9 @@ class UpliftDriver(Driver):
     def is_done(self, proto, cid):
         return proto.turn_state(cid) is None
 
+    def segments_done(self, proto, cid):
+        return proto.segments_completed(cid)
+
     def connection_lost(self, proto):
         return proto.connection_lost()
 
@@ -380,6 +402,7 @@ class TelnyxDriver(Driver):
     and audio format are fixed per socket by the URL."""
 
     type = "telnyx"
+    tracks_segments = True  # the segment's text follows (or comes with) its last audio
     option_keys = frozenset({"voice_settings", "language", "text_type", "disable_cache",
                              "inactivity_timeout_s", "audio_format", "sample_rate",
                              "strip_markdown"})
@@ -455,6 +478,9 @@ class TelnyxDriver(Driver):
 
     def is_done(self, proto, cid):
         return proto.turn_state(cid) is None
+
+    def segments_done(self, proto, cid):
+        return proto.segments_done if proto.turn == cid and proto.turn_state(cid) else None
 
     def connection_lost(self, proto):
         return proto.connection_lost()
@@ -574,6 +600,7 @@ class CartesiaDriver(Driver):
     audio format travels in every input, so one socket serves every carrier format."""
 
     type = "cartesia"
+    tracks_segments = True  # flush_done answers the manual flush after each segment
     _GENERATION = frozenset({"speed", "volume", "emotion"})  # generation_config [T pipecat]
     option_keys = _GENERATION | {"language", "version", "max_buffer_delay_ms",
                                  "pronunciation_dict_id"}
@@ -622,6 +649,9 @@ class CartesiaDriver(Driver):
     def is_done(self, proto, cid):
         return proto.state(cid) is None
 
+    def segments_done(self, proto, cid):
+        return proto.flushes_completed(cid)
+
     def has_room(self, proto):
         return len(proto.live_turns) <= self.max_contexts - 2
 
@@ -638,6 +668,7 @@ class DeepgramDriver(Driver):
     ``Clear``. The voice is the model, in the URL with the audio format."""
 
     type = "deepgram"
+    tracks_segments = True  # Flushed answers the Flush after each sentence (budget allowing)
     option_keys = frozenset({"speed", "mip_opt_out"})
     # A Clear empties the whole socket's buffers: calls never share one.
     max_contexts = 1
@@ -682,6 +713,9 @@ class DeepgramDriver(Driver):
 
     def is_done(self, proto, cid):
         return proto.state(cid) is None
+
+    def segments_done(self, proto, cid):
+        return proto.segments_completed(cid)
 
     def connection_lost(self, proto):
         return proto.connection_lost()

@@ -7,7 +7,9 @@ lost or fails before the turn's first audio, the turn is replayed once on a fres
 connection, so a socket the provider dropped while idle costs the bot nothing. After a
 barge-in the turn is cancelled upstream and its late audio is dropped by the connection.
 A ``single_use`` provider (Telnyx) gets a warm connection leased per utterance instead,
-given back as soon as the utterance's turn ends.
+given back as soon as the utterance's turn ends. For failover, a session can also report
+when each text segment's audio is all in (``stream(..., on_segments_done=...)``): from the
+provider's own per-segment signal (``Driver.segments_done``), else with a turn per segment.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
 from gateway.carriers.events import MediaFormat
 from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession
 from gateway.tts.providers.events import ProviderAudio, ProviderDone, ProviderError
-from gateway.tts.remote.connection import ConnectionLost, ProviderConnection
+from gateway.tts.remote.connection import ConnectionLost, ProviderConnection, SegmentsDone
 from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
 from gateway.tts.remote.pool import ConnectionPool, PoolSettings
 
@@ -183,15 +185,29 @@ class RemoteSession(TtsSession):
             conn, self.connection = self.connection, None
             self.provider.pool.release(conn)
 
+    async def discard(self) -> None:
+        """After a failure (e.g. no audio in time): the connection is closed, not pooled."""
+        if self.connection is not None:
+            self.connection.retire = True
+        await self.release()
+
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
         async for chunk in self.stream(_Feed.of([text]), voice):
             yield chunk
 
-    async def stream(self, segments, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+    async def stream(self, segments, voice: str | None = None, *,
+                     on_segments_done: Callable[[int], None] | None = None
+                     ) -> AsyncIterator[AudioChunk]:
+        """One turn for the utterance (one per segment where the provider takes one request
+        at a time). With ``on_segments_done``, a provider that cannot tell within a turn
+        when each segment's audio is out (``Driver.tracks_segments``) gets a turn per
+        segment too, so that the end of each turn tells it."""
         feed = segments if isinstance(segments, _Feed) else _Feed(segments)
+        driver = self.driver
         try:
-            if not self.driver.turn_per_segment:
-                async for chunk in self._turn(feed, voice):
+            if not driver.turn_per_segment and (on_segments_done is None
+                                                or driver.tracks_segments):
+                async for chunk in self._turn(feed, voice, on_segments_done):
                     yield chunk
                 return
             index = 0
@@ -199,15 +215,19 @@ class RemoteSession(TtsSession):
                 index += 1
                 async for chunk in self._turn(_Feed.of([segment]), voice):
                     yield chunk
+                if on_segments_done is not None:
+                    on_segments_done(index)
         finally:
             feed.close()
 
-    async def _turn(self, feed: _Feed, voice: str | None) -> AsyncIterator[AudioChunk]:
+    async def _turn(self, feed: _Feed, voice: str | None,
+                    on_segments_done: Callable[[int], None] | None = None
+                    ) -> AsyncIterator[AudioChunk]:
         for attempt in (0, 1):
             conn = await self._connection()
             self._turns += 1
             cid = f"{self._tag}-{self._turns}"
-            queue = conn.register(cid)
+            queue = conn.register(cid, segments=on_segments_done is not None)
             sender = asyncio.get_running_loop().create_task(self._send(conn, cid, voice, feed, queue))
             heard = finished = False
             try:
@@ -218,8 +238,13 @@ class RemoteSession(TtsSession):
                         heard = True
                         yield AudioChunk(event.data, event.encoding, event.sample_rate)
                         continue
+                    if kind is SegmentsDone:
+                        on_segments_done(min(event.count, len(feed.pulled)))
+                        continue
                     if kind is ProviderDone:
                         finished = True
+                        if on_segments_done is not None:
+                            on_segments_done(len(feed.pulled))
                         return
                     if kind is _SendFailed:
                         raise TtsError("internal", f"{self.provider.name}: cannot send the text: "
