@@ -50,13 +50,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import warnings
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import add_stats, track_socket
+from gateway.sim.providers.common import IdleReceiver, fake_app, serve_socket
 from gateway.sim.providers.tags import voice_pcm
 
 PATH = "/tts/websocket"
@@ -120,21 +119,8 @@ class _Ctx:
 
 
 def make_app(**profile: Any) -> web.Application:
-    unknown = set(profile) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown fake cartesia profile keys: {sorted(unknown)}")
-    app = web.Application()
-    with warnings.catch_warnings():  # plain str keys on purpose: tests read app["log"]
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["profile"] = {**DEFAULTS, **profile}
-        app["log"] = []
-        app["received"] = []
-        app["cancels"] = []
-        app["expired"] = []
-        app["closed"] = []
-    add_stats(app)
-    app.router.add_get(PATH, _handle)
-    return app
+    return fake_app("cartesia", DEFAULTS, profile, PATH, _handle, log=[], received=[],
+                    cancels=[], expired=[], closed=[])
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
@@ -147,17 +133,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if not version:
         return web.json_response({"error": "Cartesia-Version header is required",
                                   "status_code": 400}, status=400)
-    if p["handshake_ms"]:
-        await asyncio.sleep(p["handshake_ms"] / 1000)
-    ws = web.WebSocketResponse(autoping=True)
-    await ws.prepare(request)
-    session = _Session(app, ws)
-    with track_socket(app, ws):
-        try:
-            await session.run()
-        finally:
-            session.stop()
-    return ws
+    return await serve_socket(request, lambda ws: _Session(app, ws))
 
 
 class _Session:
@@ -191,20 +167,14 @@ class _Session:
         return any(c.pending or c.timer for c in self.contexts.values())
 
     async def run(self) -> None:
-        last = self.loop.time()
+        frames = IdleReceiver(self.ws, self.p["idle_timeout_s"], lambda: self.busy,
+                              tick=self._expire)
         while True:
-            try:
-                msg = await self.ws.receive(timeout=0.05)
-            except asyncio.TimeoutError:
-                self._expire()
-                if self.busy:
-                    last = self.loop.time()
-                elif self.loop.time() - last >= self.p["idle_timeout_s"]:
-                    self.app["closed"].append("connection idle timeout")
-                    await self.ws.close(code=1000, message=b"connection idle timeout")
-                    return
-                continue
-            last = self.loop.time()
+            msg = await frames.receive()
+            if msg is None:
+                self.app["closed"].append("connection idle timeout")
+                await self.ws.close(code=1000, message=b"connection idle timeout")
+                return
             if msg.type == WSMsgType.TEXT:
                 await self.on_text(msg.data)
             elif msg.type == WSMsgType.BINARY:

@@ -1,23 +1,27 @@
-"""What the fake provider servers share: socket bookkeeping and a forced close.
+"""What the fake provider servers share: their app, socket bookkeeping, the serving of one
+socket, idle timeouts, in-order work per context, and a forced close.
 
 Every fake keeps a :class:`FakeStats` at ``app["stats"]`` (a plain string key, like the
 fakes' other keys, so tests need not import anything) and wraps its WebSocket handler in
 :func:`track_socket`, so all of them count connections the same way. :func:`close_all`
 closes every live server socket of one fake: the provider dropping its sockets (a restart,
-a load-balancer drain), for tests that check the client heals.
+a load-balancer drain), for tests that check the client heals. What each provider answers
+(frames, errors, close codes) stays in its own module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import WSMessage, web
 
-__all__ = ["STATS", "FakeStats", "add_stats", "close_all", "track_socket"]
+__all__ = ["STATS", "FakeStats", "IdleReceiver", "add_stats", "check_profile", "close_all",
+           "fake_app", "run_after", "serve_socket", "set_keys", "track_socket"]
 
 #: The app key of the :class:`FakeStats` (a plain string on purpose).
 STATS = "stats"
@@ -76,3 +80,113 @@ async def close_all(app: web.Application, code: int = 1000,
     await asyncio.gather(*(ws.close(code=code, message=message) for ws in sockets),
                          return_exceptions=True)
     return len(sockets)
+
+
+def check_profile(name: str, defaults: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` overridden by ``profile``; a key the fake does not know is a TypeError."""
+    unknown = set(profile) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown fake {name} profile keys: {sorted(unknown)}")
+    return {**defaults, **profile}
+
+
+def set_keys(app: web.Application, **values: Any) -> None:
+    """Put ``values`` at plain string keys of ``app`` (on purpose: tests read ``app["log"]``
+    without importing keys)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        for key, value in values.items():
+            app[key] = value
+
+
+def fake_app(name: str, defaults: dict[str, Any], profile: dict[str, Any], path: str,
+             handler: Callable, /, **keys: Any) -> web.Application:
+    """A fake's app: its profile at ``app["profile"]`` (:func:`check_profile`), ``keys``
+    (the records the tests read: ``log=[]``, ...) at plain string keys, a
+    :class:`FakeStats`, and ``handler`` for GET ``path``."""
+    app = web.Application()
+    set_keys(app, profile=check_profile(name, defaults, profile), **keys)
+    add_stats(app)
+    app.router.add_get(path, handler)
+    return app
+
+
+class _Session(Protocol):
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+async def serve_socket(request: web.Request,
+                       session: Callable[[web.WebSocketResponse], _Session]
+                       ) -> web.WebSocketResponse:
+    """Serve one accepted client: wait the profile's ``handshake_ms``, upgrade, build the
+    fake's session for the socket (``session(ws)``), run it while :func:`track_socket`
+    counts the socket, and stop it however the run ends."""
+    app = request.app
+    handshake_ms = app["profile"]["handshake_ms"]
+    if handshake_ms:
+        await asyncio.sleep(handshake_ms / 1000)
+    ws = web.WebSocketResponse(autoping=True)
+    await ws.prepare(request)
+    running = session(ws)
+    with track_socket(app, ws):
+        try:
+            await running.run()
+        finally:
+            running.stop()
+    return ws
+
+
+class IdleReceiver:
+    """The client's frames, polled every 50 ms, with the server's idle timeout: idle is
+    no frame for ``timeout_s`` while ``busy()`` is false (a socket generating audio is not
+    idle). ``tick`` runs at every empty poll, before ``busy``."""
+
+    POLL_S = 0.05
+
+    def __init__(self, ws: web.WebSocketResponse, timeout_s: float, busy: Callable[[], Any],
+                 tick: Callable[[], None] | None = None):
+        self.ws = ws
+        self.timeout_s = timeout_s
+        self.busy = busy
+        self.tick = tick
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+
+    async def receive(self) -> WSMessage | None:
+        """The next frame, or None once the socket has been idle for the timeout."""
+        while True:
+            try:
+                msg = await self.ws.receive(timeout=self.POLL_S)
+            except asyncio.TimeoutError:
+                if self.tick is not None:
+                    self.tick()
+                if self.busy():
+                    self.last = self.loop.time()
+                elif self.loop.time() - self.last >= self.timeout_s:
+                    return None
+                continue
+            self.last = self.loop.time()
+            return msg
+
+
+def run_after(tasks: set[asyncio.Task], prev: asyncio.Task | None,
+              coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+    """Run ``coro`` once ``prev`` (the context's work scheduled before) is done, so one
+    context's work runs in order; the task is kept in ``tasks`` while it runs. If ``prev``
+    is cancelled, ``coro`` never starts and the new task is cancelled too."""
+
+    async def run() -> None:
+        if prev is not None:
+            try:
+                await prev
+            except asyncio.CancelledError:
+                coro.close()
+                raise
+        await coro
+
+    task = asyncio.ensure_future(run())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task

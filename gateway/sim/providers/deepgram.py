@@ -39,14 +39,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-import warnings
 from collections import deque
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import add_stats, track_socket
+from gateway.sim.providers.common import IdleReceiver, fake_app, serve_socket
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/speak"
@@ -70,22 +69,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 def make_app(**profile: Any) -> web.Application:
-    unknown = set(profile) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown fake deepgram profile keys: {sorted(unknown)}")
-    app = web.Application()
-    with warnings.catch_warnings():  # plain str keys on purpose: tests read app["log"]
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["profile"] = {**DEFAULTS, **profile}
-        app["log"] = []
-        app["connects"] = []
-        app["received"] = []
-        app["clears"] = []
-        app["warnings"] = []
-        app["closed"] = []
-    add_stats(app)
-    app.router.add_get(PATH, _handle)
-    return app
+    return fake_app("deepgram", DEFAULTS, profile, PATH, _handle, log=[], connects=[],
+                    received=[], clears=[], warnings=[], closed=[])
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
@@ -118,18 +103,12 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     for key in ("speed", "mip_opt_out"):
         if key in q:
             params[key] = q[key]
-    if p["handshake_ms"]:
-        await asyncio.sleep(p["handshake_ms"] / 1000)
-    ws = web.WebSocketResponse(autoping=True)
-    await ws.prepare(request)
-    app["connects"].append(params)
-    session = _Session(app, ws, params)
-    with track_socket(app, ws):
-        try:
-            await session.run()
-        finally:
-            session.stop()
-    return ws
+
+    def session(ws: web.WebSocketResponse) -> _Session:
+        app["connects"].append(params)
+        return _Session(app, ws, params)
+
+    return await serve_socket(request, session)
 
 
 class _Session:
@@ -175,19 +154,13 @@ class _Session:
             "type": "Metadata", "request_id": str(uuid.uuid4()),
             "model_name": self.params["model"], "model_version": "2025-01-01.0",
             "model_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, self.params["model"]))}))
-        last = self.loop.time()
+        frames = IdleReceiver(self.ws, self.p["idle_timeout_s"], lambda: self.pending)
         while True:
-            try:
-                msg = await self.ws.receive(timeout=0.05)
-            except asyncio.TimeoutError:
-                if self.pending:
-                    last = self.loop.time()
-                elif self.loop.time() - last >= self.p["idle_timeout_s"]:
-                    await self.close(1011, "NET-0001: Deepgram did not receive a text message "
-                                           "within the timeout window")
-                    return
-                continue
-            last = self.loop.time()
+            msg = await frames.receive()
+            if msg is None:
+                await self.close(1011, "NET-0001: Deepgram did not receive a text message "
+                                       "within the timeout window")
+                return
             if msg.type == WSMsgType.TEXT:
                 if await self.on_text(msg.data):
                     return

@@ -48,13 +48,12 @@ import asyncio
 import base64
 import json
 import re
-import warnings
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import add_stats, track_socket
+from gateway.sim.providers.common import IdleReceiver, fake_app, run_after, serve_socket
 from gateway.sim.providers.tags import voice_pcm
 
 PATH = "/v1/text-to-speech/{voice_id}/multi-stream-input"
@@ -105,20 +104,8 @@ class _Ctx:
 
 
 def make_app(**profile: Any) -> web.Application:
-    unknown = set(profile) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown fake elevenlabs profile keys: {sorted(unknown)}")
-    app = web.Application()
-    with warnings.catch_warnings():  # plain str keys on purpose: tests read app["log"]
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["profile"] = {**DEFAULTS, **profile}
-        app["log"] = []
-        app["connects"] = []
-        app["received"] = []
-        app["closed"] = []
-    add_stats(app)
-    app.router.add_get(PATH, _handle)
-    return app
+    return fake_app("elevenlabs", DEFAULTS, profile, PATH, _handle, log=[], connects=[],
+                    received=[], closed=[])
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
@@ -148,18 +135,12 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if problem:
         return web.json_response({"detail": {"status": "invalid_request", "message": problem}},
                                  status=400)
-    if p["handshake_ms"]:
-        await asyncio.sleep(p["handshake_ms"] / 1000)
-    ws = web.WebSocketResponse(autoping=True)
-    await ws.prepare(request)
-    app["connects"].append(params)
-    session = _Session(app, ws, params, timeout)
-    with track_socket(app, ws):
-        try:
-            await session.run()
-        finally:
-            session.stop()
-    return ws
+
+    def session(ws: web.WebSocketResponse) -> _Session:
+        app["connects"].append(params)
+        return _Session(app, ws, params, timeout)
+
+    return await serve_socket(request, session)
 
 
 class _Session:
@@ -195,23 +176,16 @@ class _Session:
             task.cancel()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
+        frames = IdleReceiver(self.ws, self.timeout, lambda: self.generating)
         while True:
-            try:
-                msg = await self.ws.receive(timeout=0.05)
-            except asyncio.TimeoutError:
-                if self.generating:
-                    last = loop.time()  # generating is not idle
-                elif loop.time() - last >= self.timeout:
-                    await self.close(
-                        1008, "input_timeout_exceeded",
-                        f"Have not received a new text input within the timeout of "
-                        f"{self.timeout} seconds. Streaming input terminated. Please make sure "
-                        "to send text within the timeout window.")
-                    return
-                continue
-            last = loop.time()
+            msg = await frames.receive()
+            if msg is None:
+                await self.close(
+                    1008, "input_timeout_exceeded",
+                    f"Have not received a new text input within the timeout of "
+                    f"{self.timeout} seconds. Streaming input terminated. Please make sure "
+                    "to send text within the timeout window.")
+                return
             if msg.type == WSMsgType.TEXT:
                 try:
                     done = await self.on_text(msg.data)
@@ -279,21 +253,7 @@ class _Session:
         return False
 
     def _schedule(self, ctx: _Ctx, coro) -> None:
-        prev = ctx.tail
-
-        async def run() -> None:
-            if prev is not None:
-                try:
-                    await prev
-                except asyncio.CancelledError:
-                    coro.close()
-                    raise
-            await coro
-
-        task = asyncio.ensure_future(run())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        ctx.tail = task
+        ctx.tail = run_after(self.tasks, ctx.tail, coro)
 
     def _flush(self, ctx: _Ctx) -> None:
         text, ctx.buffer = ctx.buffer.strip(), ""

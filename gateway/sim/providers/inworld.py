@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode, wav_bytes
 
-from gateway.sim.providers.common import add_stats, track_socket
+from gateway.sim.providers.common import add_stats, check_profile, run_after, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 PROFILE = web.AppKey("profile", dict)
@@ -94,11 +94,8 @@ class _Ctx:
 
 
 def make_app(**profile: Any) -> web.Application:
-    unknown = set(profile) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown fake inworld profile keys: {sorted(unknown)}")
     app = web.Application()
-    app[PROFILE] = {**DEFAULTS, **profile}
+    app[PROFILE] = check_profile("inworld", DEFAULTS, profile)
     with warnings.catch_warnings():  # the tests read app["log"]: a plain str key on purpose
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         app["log"] = []
@@ -349,21 +346,7 @@ class _Session:
 
     def _schedule(self, ctx: _Ctx, coro) -> None:
         """Run ``coro`` after everything already scheduled for the context (in order)."""
-        prev = ctx.tail
-
-        async def run() -> None:
-            if prev is not None:
-                try:
-                    await prev
-                except asyncio.CancelledError:
-                    coro.close()
-                    raise
-            await coro
-
-        task = asyncio.ensure_future(run())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        ctx.tail = task
+        ctx.tail = run_after(self.tasks, ctx.tail, coro)
 
     def _flush(self, context_id: str, ctx: _Ctx) -> None:
         if ctx.timer is not None:

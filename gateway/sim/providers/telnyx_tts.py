@@ -51,13 +51,12 @@ import json
 import re
 import struct
 import time
-import warnings
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import add_stats, track_socket
+from gateway.sim.providers.common import fake_app, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v2/text-to-speech/speech"
@@ -382,18 +381,5 @@ async def _handler(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(**profile: Any) -> web.Application:
-    unknown = set(profile) - set(DEFAULT_PROFILE)
-    if unknown:
-        raise TypeError(f"unknown fake telnyx profile keys: {sorted(unknown)}")
-    app = web.Application()
-    # Plain string keys on purpose: tests read app["log"] etc. without importing keys.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["profile"] = {**DEFAULT_PROFILE, **profile}
-        app["log"] = []
-        app["sockets"] = []
-        app["forces"] = []
-        app["cache"] = set()
-    add_stats(app)
-    app.router.add_get(PATH, _handler)
-    return app
+    return fake_app("telnyx", DEFAULT_PROFILE, profile, PATH, _handler, log=[], sockets=[],
+                    forces=[], cache=set())

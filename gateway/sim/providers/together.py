@@ -38,13 +38,12 @@ import asyncio
 import base64
 import json
 import re
-import warnings
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from telcodecs import wav_bytes
 
-from gateway.sim.providers.common import add_stats, track_socket
+from gateway.sim.providers.common import fake_app, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/audio/speech/websocket"
@@ -379,18 +378,7 @@ async def _session(app: web.Application, ws: web.WebSocketResponse,
 
 
 def make_app(**profile: Any) -> web.Application:
-    unknown = set(profile) - set(DEFAULT_PROFILE)
-    if unknown:
-        raise TypeError(f"unknown fake together profile keys: {sorted(unknown)}")
-    app = web.Application()
-    # Plain string keys on purpose: tests read app["log"] etc. without importing keys.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["profile"] = {**DEFAULT_PROFILE, **profile}
-        app["log"] = []  # what was synthesized
-        app["events"] = []  # well-formed client messages received
-        app["cancels"] = []  # context ids cancelled
-        app["closed"] = []  # server-initiated closes ("idle timeout")
-    add_stats(app)  # app["stats"]: connections, open, sockets
-    app.router.add_get(PATH, _handler)
-    return app
+    # log: what was synthesized; events: well-formed client messages received; cancels:
+    # context ids cancelled; closed: server-initiated closes ("idle timeout"); plus stats.
+    return fake_app("together", DEFAULT_PROFILE, profile, PATH, _handler, log=[], events=[],
+                    cancels=[], closed=[])

@@ -56,6 +56,8 @@ from typing import Any
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import choose_g711_or_pcm, parse_typed_frame, remember
+from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -94,22 +96,12 @@ EXPIRY_GUARD_S = 0.5
 MAX_TEXT_CHARS = 1000
 
 
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
-
-
 def choose_output_format(carrier_encoding: str, carrier_rate: int) -> tuple[str, int]:
     """``(encoding, sample_rate)`` to ask for: ``pcm_mulaw``/``pcm_alaw`` at 8 kHz for
     G.711 carriers, passed through untouched (§9.1), else ``pcm_s16le`` at the carrier's
     rate if offered, else the next higher offered rate."""
-    if carrier_rate == 8000 and carrier_encoding == "mulaw":
-        return "pcm_mulaw", 8000
-    if carrier_rate == 8000 and carrier_encoding == "alaw":
-        return "pcm_alaw", 8000
-    for rate in SAMPLE_RATES:
-        if rate >= carrier_rate:
-            return "pcm_s16le", rate
-    return "pcm_s16le", SAMPLE_RATES[-1]
+    return choose_g711_or_pcm(carrier_encoding, carrier_rate, SAMPLE_RATES, pcm="pcm_s16le",
+                              mulaw="pcm_mulaw", alaw="pcm_alaw")
 
 
 def _check_format(encoding: str, sample_rate: int) -> None:
@@ -340,26 +332,13 @@ class CartesiaProtocol:
         if cancelled:
             self._remember(self._cancelled, context_id)
 
-    @staticmethod
-    def _remember(table: OrderedDict, key: str, value: Any = None) -> None:
-        table[key] = value
-        table.move_to_end(key)
-        while len(table) > 256:
-            table.popitem(last=False)
+    _remember = staticmethod(remember)
 
     # ---- inbound ---------------------------------------------------------------
 
     def receive(self, text: str) -> list[ProviderEvent]:
         """Parse one server text frame (chunk, flush_done, done, timestamps, error)."""
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ProviderProtocolError(
-                "not_json", f"Cartesia frame is not JSON ({exc}): {_preview(text)}") from None
-        if type(message) is not dict or type(message.get("type")) is not str:
-            raise ProviderProtocolError(
-                "bad_frame", f"Cartesia frame is not an object with a string \"type\": "
-                f"{_preview(text)}")
+        message = parse_typed_frame(text, "Cartesia")
         sid = message.get("context_id")
         if sid is not None and type(sid) is not str:
             raise ProviderProtocolError("bad_frame",

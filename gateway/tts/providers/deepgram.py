@@ -54,6 +54,7 @@ from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import choose_g711_or_pcm, parse_typed_frame, remember
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -93,22 +94,12 @@ FLUSH_RESERVE = 5
 MAX_TEXT_CHARS = 2000
 
 
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
-
-
 def choose_format(carrier_encoding: str, carrier_rate: int) -> tuple[str, int]:
     """``(encoding, sample_rate)`` for the URL: ``mulaw``/``alaw`` at 8 kHz for G.711
     carriers, passed through untouched (§9.1), else ``linear16`` at the carrier's rate if
     offered, else the next higher offered rate."""
-    if carrier_rate == 8000 and carrier_encoding == "mulaw":
-        return "mulaw", 8000
-    if carrier_rate == 8000 and carrier_encoding == "alaw":
-        return "alaw", 8000
-    for rate in SAMPLE_RATES:
-        if rate >= carrier_rate:
-            return "linear16", rate
-    return "linear16", SAMPLE_RATES[-1]
+    return choose_g711_or_pcm(carrier_encoding, carrier_rate, SAMPLE_RATES, pcm="linear16",
+                              mulaw="mulaw", alaw="alaw")
 
 
 def _check_format(encoding: str, sample_rate: int) -> None:
@@ -314,12 +305,7 @@ class DeepgramProtocol:
         self._remember(self._cancelled if cancelled else self._finished, context_id)
         self._carry = b""
 
-    @staticmethod
-    def _remember(table: OrderedDict, key: str) -> None:
-        table[key] = None
-        table.move_to_end(key)
-        while len(table) > 256:
-            table.popitem(last=False)
+    _remember = staticmethod(remember)
 
     # ---- inbound ---------------------------------------------------------------
 
@@ -352,15 +338,7 @@ class DeepgramProtocol:
 
     def receive(self, text: str) -> list[ProviderEvent]:
         """Parse one server text frame (Metadata, Flushed, Cleared, Warning, Error)."""
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ProviderProtocolError(
-                "not_json", f"Deepgram frame is not JSON ({exc}): {_preview(text)}") from None
-        if type(message) is not dict or type(message.get("type")) is not str:
-            raise ProviderProtocolError(
-                "bad_frame", f"Deepgram frame is not an object with a string \"type\": "
-                f"{_preview(text)}")
+        message = parse_typed_frame(text, "Deepgram")
         kind = message["type"]
         if kind == "Metadata":
             self.metadata = message

@@ -50,6 +50,7 @@ from urllib.parse import quote, urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -111,10 +112,6 @@ _ERROR_KINDS = {
     "rate_limit_exceeded": "rate_limited",
     "policy_violation": "policy",
 }
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def choose_output_format(carrier_encoding: str, carrier_rate: int) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -82,10 +83,6 @@ _GRPC_KINDS: dict[int, tuple[str, bool]] = {
     16: ("auth", True),
 }
 _ACTIVE = ("open", "flushed", "closing")
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def choose_audio_format(carrier_encoding: str, carrier_rate: int) -> tuple[str, int]:

@@ -43,6 +43,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -80,10 +81,6 @@ _LEGACY_TIMEOUT = (20, 60)  # legacy page: "Valid values range from 20 (default)
 # Bounded ProviderError.kind labels.
 KINDS = ("idle_timeout", "auth", "concurrency", "text_too_long", "invalid_request",
          "rate_limited", "server_error", "connection_closed")
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def connect_params(

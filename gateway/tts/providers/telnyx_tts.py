@@ -58,6 +58,7 @@ from urllib.parse import urlencode, urlsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -100,10 +101,6 @@ LIVE_FORMATS = frozenset(_ENCODINGS)
 #: Bounded ``ProviderError.kind`` labels.
 ERROR_KINDS = frozenset({"synthesis_failed", "invalid_voice", "invalid_message",
                          "unsupported_format", "server_error", "connection_closed"})
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def engine_of(voice: str) -> tuple[str, str]:

@@ -43,6 +43,7 @@ from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -141,10 +142,6 @@ def split_text(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
         return [text] if text else []
     pieces = pack_sentences(text, limit - 1)
     return [p if i == 0 else " " + p for i, p in enumerate(pieces)]
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 class _Context:

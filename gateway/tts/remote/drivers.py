@@ -146,6 +146,48 @@ class Driver:
         return False
 
 
+def _one_voice(driver: Driver, voice: str | None) -> None:
+    """Providers whose voice is part of the socket URL cannot change it per turn."""
+    if voice and voice != driver.settings.voice:
+        raise ValueError(f"{driver.type} takes the voice in the socket URL: voice {voice!r} "
+                         f"differs from the provider's {driver.settings.voice!r}; configure "
+                         "a provider per voice")
+
+
+class ProtocolTurns:
+    """Mixin for drivers whose protocol keeps each turn itself: ``finish(cid)`` ends it,
+    ``cancel(cid)`` cuts it, and its state (:meth:`_turn_state`) is None once the turn is
+    over (or was never begun)."""
+
+    #: States in which a cancel has nothing to stop upstream (empty: always cancel).
+    nothing_to_cancel: tuple[str | None, ...] = (None,)
+
+    def _turn_state(self, proto, cid: str) -> str | None:
+        return proto.state(cid)
+
+    def end(self, proto, cid):
+        return proto.finish(cid)
+
+    def cancel(self, proto, cid):
+        if self._turn_state(proto, cid) in self.nothing_to_cancel:
+            return []
+        return proto.cancel(cid)
+
+    def is_done(self, proto, cid):
+        return self._turn_state(proto, cid) is None
+
+
+class ProtocolHealth:
+    """Mixin for drivers whose protocol tells whether its socket may serve another turn
+    (``reusable()``) or is of no more use (``failed``)."""
+
+    def reusable(self, proto):
+        return proto.reusable()
+
+    def must_replace(self, proto):
+        return proto.failed
+
+
 class InworldDriver(Driver):
     """§1: contexts (≤5 per socket); create, send_text (+flush per segment), close."""
 
@@ -252,7 +294,7 @@ class SmallestDriver(Driver):
         return proto.needs_replacement  # after a barge-in (no cancel verb) or a fatal error
 
 
-class TogetherDriver(Driver):
+class TogetherDriver(ProtocolTurns, Driver):
     """§3: realtime-style events, contexts (≤100), 24 kHz PCM, ``session.created`` first."""
 
     type = "together"
@@ -284,13 +326,7 @@ class TogetherDriver(Driver):
     def send(self, proto, cid, text, voice=None):
         return proto.append(cid, text) + proto.commit(cid)
 
-    def end(self, proto, cid):
-        return proto.finish(cid)
-
-    def cancel(self, proto, cid):
-        if proto.state(cid) in (None, "done", "cancelled"):
-            return []
-        return proto.cancel(cid)
+    nothing_to_cancel = (None, "done", "cancelled")
 
     def is_done(self, proto, cid):
         return proto.state(cid) in ("done", "cancelled")
@@ -318,7 +354,7 @@ DEFAULT_ENDPOINTS = {
 # ---- Uplift AI and Telnyx TTS (tts-providers.md §4-5) -------------------------------------
 
 
-class UpliftDriver(Driver):
+class UpliftDriver(ProtocolTurns, Driver):
     """§4: Socket.IO multi-stream. A turn is one or more one-shot requests (one per text
     segment, pipelined); their interleaved chunks are demultiplexed by request id and
     played in submission order; barge-in cancels each request in flight. The audio format
@@ -367,16 +403,10 @@ class UpliftDriver(Driver):
     def send(self, proto, cid, text, voice=None):
         return proto.synthesize(cid, text)
 
-    def end(self, proto, cid):
-        return proto.finish(cid)
+    nothing_to_cancel = (None, "cancelled")
 
-    def cancel(self, proto, cid):
-        if proto.turn_state(cid) in (None, "cancelled"):
-            return []
-        return proto.cancel(cid)
-
-    def is_done(self, proto, cid):
-        return proto.turn_state(cid) is None
+    def _turn_state(self, proto, cid):
+        return proto.turn_state(cid)
 
     def segments_done(self, proto, cid):
         return proto.segments_completed(cid)
@@ -395,7 +425,7 @@ class UpliftDriver(Driver):
         return proto.failed or proto.budget_low()
 
 
-class TelnyxDriver(Driver):
+class TelnyxDriver(ProtocolTurns, Driver):
     """§5: one utterance per socket. The handshake frame goes out when the socket opens;
     a turn is a text frame (``flush: true``) per segment, then ``{"text": ""}``; the final
     frame ends it and the server closes the socket; barge-in is ``{"force": true}``. Voice
@@ -460,24 +490,17 @@ class TelnyxDriver(Driver):
         return [proto.handshake()]
 
     def begin(self, proto, cid, voice, output):
-        if voice and voice != self.settings.voice:
-            raise ValueError(f"telnyx takes the voice in the socket URL: voice {voice!r} "
-                             f"differs from the provider's {self.settings.voice!r}; configure "
-                             "a provider per voice")
+        _one_voice(self, voice)
         proto.start(cid)
         return []
 
     def send(self, proto, cid, text, voice=None):
         return proto.send_text(cid, text)
 
-    def end(self, proto, cid):
-        return proto.finish(cid)
+    nothing_to_cancel = ()  # a cancel always goes out (``{"force": true}``)
 
-    def cancel(self, proto, cid):
-        return proto.cancel(cid)
-
-    def is_done(self, proto, cid):
-        return proto.turn_state(cid) is None
+    def _turn_state(self, proto, cid):
+        return proto.turn_state(cid)
 
     def segments_done(self, proto, cid):
         return proto.segments_done if proto.turn == cid and proto.turn_state(cid) else None
@@ -505,15 +528,7 @@ DEFAULT_ENDPOINTS.update({
 # ---- ElevenLabs, Cartesia, Deepgram Aura (tts-providers.md §6-8) ---------------------------
 
 
-def _one_voice(driver: Driver, voice: str | None) -> None:
-    """Providers whose voice is part of the socket URL cannot change it per turn."""
-    if voice and voice != driver.settings.voice:
-        raise ValueError(f"{driver.type} takes the voice in the socket URL: voice {voice!r} "
-                         f"differs from the provider's {driver.settings.voice!r}; configure "
-                         "a provider per voice")
-
-
-class ElevenLabsDriver(Driver):
+class ElevenLabsDriver(ProtocolHealth, Driver):
     """§6: multi-context stream-input. A context per turn (≤5 per socket): init, text
     flushed per sentence, ``close_context``; ``isFinal`` ends it. Voice, model and audio
     format are fixed per socket by the URL."""
@@ -587,14 +602,8 @@ class ElevenLabsDriver(Driver):
         # 5, and a 6th context closes the socket with 1008 (§6 [O] livekit-js #1985).
         return proto.can_open()
 
-    def reusable(self, proto):
-        return proto.reusable()
 
-    def must_replace(self, proto):
-        return proto.failed
-
-
-class CartesiaDriver(Driver):
+class CartesiaDriver(ProtocolTurns, ProtocolHealth, Driver):
     """§7: a context per turn; a sentence is an input (``continue: true``) plus a manual
     flush, the end is ``continue: false`` (then ``done``), barge-in is ``cancel``. The
     audio format travels in every input, so one socket serves every carrier format."""
@@ -638,16 +647,6 @@ class CartesiaDriver(Driver):
     def send(self, proto, cid, text, voice=None):
         return proto.send_text(cid, text)
 
-    def end(self, proto, cid):
-        return proto.finish(cid)
-
-    def cancel(self, proto, cid):
-        if proto.state(cid) is None:
-            return []
-        return proto.cancel(cid)
-
-    def is_done(self, proto, cid):
-        return proto.state(cid) is None
 
     def segments_done(self, proto, cid):
         return proto.flushes_completed(cid)
@@ -655,14 +654,8 @@ class CartesiaDriver(Driver):
     def has_room(self, proto):
         return len(proto.live_turns) <= self.max_contexts - 2
 
-    def reusable(self, proto):
-        return proto.reusable()
 
-    def must_replace(self, proto):
-        return proto.failed
-
-
-class DeepgramDriver(Driver):
+class DeepgramDriver(ProtocolTurns, ProtocolHealth, Driver):
     """§8: the socket is one stream (one turn at a time, no ids; binary audio). A turn is
     Speak (+Flush) per sentence and a final Flush; ``Flushed`` ends it; barge-in is
     ``Clear``. The voice is the model, in the URL with the audio format."""
@@ -703,16 +696,6 @@ class DeepgramDriver(Driver):
     def send(self, proto, cid, text, voice=None):
         return proto.speak(cid, text)
 
-    def end(self, proto, cid):
-        return proto.finish(cid)
-
-    def cancel(self, proto, cid):
-        if proto.state(cid) is None:
-            return []
-        return proto.cancel(cid)
-
-    def is_done(self, proto, cid):
-        return proto.state(cid) is None
 
     def segments_done(self, proto, cid):
         return proto.segments_completed(cid)
@@ -722,12 +705,6 @@ class DeepgramDriver(Driver):
 
     def has_room(self, proto):
         return False
-
-    def reusable(self, proto):
-        return proto.reusable()
-
-    def must_replace(self, proto):
-        return proto.failed
 
 
 DRIVERS.update({d.type: d for d in (ElevenLabsDriver, CartesiaDriver, DeepgramDriver)})

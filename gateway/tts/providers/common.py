@@ -1,0 +1,51 @@
+"""Small pieces every provider protocol module uses alike (no provider rules here)."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+from gateway.tts.providers.events import ProviderProtocolError
+
+
+def preview(text: str, limit: int = 80) -> str:
+    """A frame, shortened for an error message."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def choose_g711_or_pcm(carrier_encoding: str, carrier_rate: int, rates: tuple[int, ...], *,
+                       pcm: str, mulaw: str, alaw: str) -> tuple[str, int]:
+    """``(encoding, sample_rate)``: the provider's ``mulaw``/``alaw`` at 8 kHz for G.711
+    carriers, passed through untouched (§9.1), else ``pcm`` at the carrier's rate if one of
+    ``rates`` (ascending), else the next higher one, else the highest."""
+    if carrier_rate == 8000 and carrier_encoding == "mulaw":
+        return mulaw, 8000
+    if carrier_rate == 8000 and carrier_encoding == "alaw":
+        return alaw, 8000
+    for rate in rates:
+        if rate >= carrier_rate:
+            return pcm, rate
+    return pcm, rates[-1]
+
+
+def parse_typed_frame(text: str, provider: str) -> dict[str, Any]:
+    """A server text frame that must be a JSON object with a string ``type``."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProviderProtocolError(
+            "not_json", f"{provider} frame is not JSON ({exc}): {preview(text)}") from None
+    if type(message) is not dict or type(message.get("type")) is not str:
+        raise ProviderProtocolError(
+            "bad_frame", f"{provider} frame is not an object with a string \"type\": "
+            f"{preview(text)}")
+    return message
+
+
+def remember(table: OrderedDict, key: str, value: Any = None, limit: int = 256) -> None:
+    """Put ``key`` last in a bounded table of past ids, dropping the oldest beyond ``limit``."""
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > limit:
+        table.popitem(last=False)
