@@ -17,25 +17,21 @@ import yaml
 
 from gateway.carriers import PROTOCOLS
 
-PROVIDER_TYPES = ("piper", "fake", "inworld", "smallest", "together",
-                  "elevenlabs", "cartesia", "deepgram")
-REMOTE_TYPES = ("inworld", "smallest", "together", "elevenlabs", "cartesia", "deepgram")
-# Calls that may share one socket: Inworld holds 5 contexts, Together 100; Smallest one
-# request at a time (tts-providers.md §1.1, §3.5, §2.5). ElevenLabs 5 contexts (§6);
-# Cartesia "dozens" of contexts (§7, 10 here [I]); a Deepgram socket is one stream (§8).
-_SHARE_LIMITS = {"inworld": 4, "smallest": 1, "together": 50,
-                 "elevenlabs": 4, "cartesia": 10, "deepgram": 1}
-# Uplift AI (§4) speaks Socket.IO, 60 requests a minute per connection: a few calls share
-# one at most [I]. Telnyx TTS (§5) serves one utterance per socket: never shared.
-PROVIDER_TYPES += ("uplift", "telnyx")
-REMOTE_TYPES += ("uplift", "telnyx")
-_SHARE_LIMITS.update({"uplift": 4, "telnyx": 1})
+# Remote providers, each with the calls that may share one socket: Inworld holds 5
+# contexts, Together 100; Smallest one request at a time (tts-providers.md §1.1, §3.5,
+# §2.5). ElevenLabs 5 contexts (§6); Cartesia "dozens" of contexts (§7, 10 here [I]); a
+# Deepgram socket is one stream (§8). Uplift AI (§4) speaks Socket.IO, 60 requests a
+# minute per connection: a few calls share one at most [I]. Telnyx TTS (§5) serves one
+# utterance per socket: never shared.
+_SHARE_LIMITS = {"inworld": 4, "smallest": 1, "together": 50, "elevenlabs": 4,
+                 "cartesia": 10, "deepgram": 1, "uplift": 4, "telnyx": 1}
+PROVIDER_TYPES = ("piper", "fake", *_SHARE_LIMITS)
 _POOL_KEYS = {"min_idle", "max", "calls_per_connection", "connect_timeout_s",
               "acquire_timeout_s", "idle_timeout_s", "max_session_s", "backoff_base_s",
               "backoff_max_s"}
 CARRIERS = tuple(PROTOCOLS)
 # Per carrier: its settings with (type, default, allowed values or None). Secrets are the
-# ``*_env`` keys (carrier_secret_keys); every check built on a secret is on when it is set.
+# ``*_env`` keys (_CARRIER_SECRETS); every check built on a secret is on when it is set.
 _CARRIER_OPTIONS: dict[str, dict[str, tuple[type, Any, tuple | None]]] = {
     "twilio": {},
     "signalwire": {"codec": (str, "PCMU", ("PCMU", "PCMA", "L16@8000h", "L16@16000h"))},
