@@ -19,8 +19,8 @@ from gateway.carriers import PROTOCOLS, protocol_class
 from gateway.carriers.events import (Audio, CarrierFault, CarrierProtocolError, Cleared, Dtmf,
                                      FlowControl, MarkPlayed, Started, Stopped)
 from gateway.core.call import Call
-from gateway.http.keys import CALLS, CONFIG, METRICS, SERVICES, json_error
-from gateway.http.keys import DRAIN
+from gateway.http.keys import CALLS, CONFIG, DRAIN, METRICS, SERVICES, json_error
+from gateway.http.verify import check_media_request
 from gateway.http.wsframe import StreamSink, WebSocketSink
 
 log = logging.getLogger(__name__)
@@ -142,16 +142,17 @@ class CarrierStream:
         return call
 
 
-def _refuse_early(app: web.Application, carrier: str, route_name: str | None) -> str | None:
-    """Why a new stream cannot be taken before any protocol work, or None."""
+def _refuse_early(app: web.Application, route_name: str | None) -> tuple[int, str] | None:
+    """Why a new stream cannot be taken before any protocol work, as an HTTP status and a
+    message, or None."""
     config = app[CONFIG]
     draining = app[DRAIN].refusal()  # shutting down: calls in progress go on, no new ones
     if draining:
-        return draining
+        return 503, draining
     if route_name is not None and route_name not in config.routes:
-        return f"route {route_name!r} is not configured"
+        return 404, f"route {route_name!r} is not configured"
     if len(app[CALLS]) >= config.limits.max_calls:
-        return f"at capacity ({config.limits.max_calls} calls); try another instance"
+        return 503, f"at capacity ({config.limits.max_calls} calls); try another instance"
     return None
 
 
@@ -164,12 +165,10 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
         enabled = ", ".join(c for c in config.carriers if c in WEBSOCKET_CARRIERS)
         return json_error(404, f"carrier {carrier!r} is not enabled here; enabled: {enabled}")
     route_name = request.match_info.get("route")
-    refusal = _refuse_early(app, carrier, route_name)
+    refusal = _refuse_early(app, route_name)
     if refusal:
         metrics.calls.labels(carrier, "rejected").inc()
-        return json_error(404 if refusal.startswith("route") else 503, refusal)
-    from gateway.http.verify import check_media_request
-
+        return json_error(*refusal)
     denied = check_media_request(request, carrier, route_name)
     if denied is not None:
         return denied
@@ -238,11 +237,11 @@ async def _audiosocket_call(app: web.Application, reader: asyncio.StreamReader,
 
     stream = CarrierStream(app, "audiosocket", protocol, StreamSink(writer), close_transport,
                            route_name, str(peer))
-    refusal = _refuse_early(app, "audiosocket", route_name)
+    refusal = _refuse_early(app, route_name)
     try:
         if refusal:
             # AudioSocket has no status code: say it in the log, hang up the channel
-            log.warning("AudioSocket connection from %s refused: %s", peer, refusal)
+            log.warning("AudioSocket connection from %s refused: %s", peer, refusal[1])
             stream.outcome = "rejected"
             writer.write(protocol.hangup_message())
             return
