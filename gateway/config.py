@@ -135,8 +135,20 @@ class PlayoutConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
+    """Every bound on what a client, carrier or provider may make the gateway hold."""
+
     max_calls: int = 1000
-    max_text_chars: int = 20000
+    max_text_chars: int = 20000  # one speak message
+    max_utterance_chars: int = 100_000  # text streamed into one utterance
+    max_call_text_chars: int = 200_000  # text queued on one call, all utterances
+    max_queued_utterances: int = 32  # per call
+    max_control_sockets: int = 4  # per call
+    start_timeout_s: float = 10.0  # media socket upgraded (or TCP accepted) until start
+    media_idle_timeout_s: float = 60.0  # no message at all from the carrier this long
+    header_timeout_s: float = 10.0  # an HTTP request's head must arrive within this
+    max_connections_per_address: int = 500  # open connections from one client address
+    max_buffered_audio_s: float = 30.0  # provider audio held ahead of playback, per call
+    max_provider_message_bytes: int = 4 << 20  # one message from a TTS provider
 
 
 @dataclass(frozen=True)
@@ -150,10 +162,31 @@ class GatewayConfig:
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     control_token: str | None = None
+    # "token": the control API needs a token unless it listens on loopback only;
+    # "open": serve it without one anywhere (warned at every start)
+    control_auth: str = "token"
     log_level: str = "INFO"
+    log_format: str = "text"  # "text" for a terminal, "json": one object per line
 
     def route(self, name: str | None) -> RouteConfig | None:
         return self.routes.get(name or self.default_route or "")
+
+
+# limits.<name>: (type, minimum, maximum); the defaults are LimitsConfig's
+_LIMITS: dict[str, tuple[type, float, float | None]] = {
+    "max_calls": (int, 1, None),
+    "max_text_chars": (int, 1, None),
+    "max_utterance_chars": (int, 1, None),
+    "max_call_text_chars": (int, 1, None),
+    "max_queued_utterances": (int, 1, 10_000),
+    "max_control_sockets": (int, 1, 1000),
+    "start_timeout_s": (float, 0.1, 600),
+    "media_idle_timeout_s": (float, 1, 3600),
+    "header_timeout_s": (float, 0.1, 600),
+    "max_connections_per_address": (int, 1, None),
+    "max_buffered_audio_s": (float, 1, 3600),
+    "max_provider_message_bytes": (int, 4096, 1 << 30),
+}
 
 
 class _Reader:
@@ -287,8 +320,11 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
         problems.append("server.public_url: must look like https://gw.example.com")
 
     a = r.mapping(top.get("auth"), "auth")
-    r.unknown(a, "auth", {"control_token_env"})
+    r.unknown(a, "auth", {"control_token_env", "control"})
     control_token = r.secret(a, "control_token_env", "auth", environ)
+    control_auth = r.get(a, "control", "auth", str, "token")
+    if control_auth not in ("token", "open"):
+        problems.append(f"auth.control: {control_auth!r} is not one of token, open")
 
     providers: dict[str, ProviderConfig] = {}
     for name, p in r.mapping(top.get("providers"), "providers").items():
@@ -385,23 +421,25 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
                         f"{playout.frames_per_write}; it needs at least "
                         f"{20 * playout.frames_per_write + 20} so the carrier never runs dry")
     li = r.mapping(top.get("limits"), "limits")
-    r.unknown(li, "limits", {"max_calls", "max_text_chars"})
-    limits = LimitsConfig(
-        max_calls=r.get(li, "max_calls", "limits", int, 1000, minimum=1),
-        max_text_chars=r.get(li, "max_text_chars", "limits", int, 20000, minimum=1),
-    )
+    r.unknown(li, "limits", set(_LIMITS))
+    limits = LimitsConfig(**{name: r.get(li, name, "limits", kind, getattr(LimitsConfig, name),
+                                         minimum=low, maximum=high)
+                             for name, (kind, low, high) in _LIMITS.items()})
     lg = r.mapping(top.get("logging"), "logging")
-    r.unknown(lg, "logging", {"level"})
+    r.unknown(lg, "logging", {"level", "format"})
     log_level = str(r.get(lg, "level", "logging", str, "INFO")).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"logging.level: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    log_format = r.get(lg, "format", "logging", str, "text")
+    if log_format not in ("text", "json"):
+        problems.append(f"logging.format: {log_format!r} is not one of text, json")
 
     if problems:
         raise ConfigError(problems, source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
                          default_route=default_route, carriers=carriers,
                          playout=playout, limits=limits, control_token=control_token,
-                         log_level=log_level)
+                         control_auth=control_auth, log_level=log_level, log_format=log_format)
 
 
 def _fallback(r: _Reader, rt: dict, key: str, provider: Any,
