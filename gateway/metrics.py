@@ -2,13 +2,24 @@
 
 Names follow Prometheus conventions (base units, ``_seconds``, ``_total``); labels are
 bounded (provider, carrier, route, outcome, kind), never call ids.
+
+Every label takes its values from a fixed set, declared in :data:`LABEL_VALUES` (or the
+carriers, or the configuration's provider names): ``labels()`` counts any other value as
+``other``, so a value a carrier or provider sends (an error code, say) can never make a
+new series. A new labelled metric must declare its labels' values, or ``Metrics()`` fails.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from itertools import combinations
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
+
+from gateway.carriers import PROTOCOLS
 
 # Latency buckets from 1 ms to 10 s: first audio lives between tens and hundreds of ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
@@ -18,6 +29,113 @@ FINE_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015,
                 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+OTHER = "other"
+CARRIERS = frozenset(PROTOCOLS)
+#: Labels whose values are names from the configuration (bounded by the operator).
+CONFIG_NAMED = frozenset({"provider", "from_provider", "to_provider"})
+
+#: ``CarrierProtocolError.kind`` (gateway/carriers).
+CARRIER_ERROR_KINDS = frozenset({
+    "not_json", "unknown_event", "missing_field", "bad_payload", "binary_frame",
+    "out_of_order", "bad_frame_size"})
+#: ``CarrierFault.code``: the codes carriers document, nothing they may invent.
+CARRIER_FAULT_CODES = frozenset({
+    # Telnyx media-stream errors, by code or, without one, by title
+    "100002", "100003", "100004", "100005",
+    "unknown_error", "malformed_frame", "invalid_media", "rate_limit_reached",
+    # Asterisk chan_websocket ERROR texts (gateway/carriers/asterisk.py)
+    "passthrough_mode", "bad_json_command",
+    # AudioSocket error bits (gateway/carriers/audiosocket.py), alone or together
+    "unspecified", *("+".join(bits) for n in (1, 2, 3)
+                     for bits in combinations(("caller_hangup", "frame_forwarding", "memory"), n)),
+})
+#: ``ProviderProtocolError.kind``: a provider frame the gateway cannot read.
+PROVIDER_FRAME_KINDS = frozenset({
+    "not_json", "bad_frame", "bad_message", "bad_payload", "bad_audio", "missing_field",
+    "unexpected_audio", "unknown_context", "unknown_event", "unknown_request",
+    "unknown_status", "unknown_type"})
+#: ``TtsError.kind`` and ``ProviderError.kind`` (gateway/tts, gateway/core/failover.py).
+TTS_ERROR_KINDS = frozenset({
+    # the gateway's own: connections, pool, sessions, start-up, first-audio timeout
+    "connect", "handshake", "connection_closed", "internal", "not_started", "not_ready",
+    "pool_closed", "pool_exhausted", "start", "no_audio",
+    # the embedded voice
+    "bad_voice", "synthesis",
+    # the providers' error frames, as each driver classifies them
+    "already_exists", "auth", "auth_failed", "bad_request", "concurrency", "context_expired",
+    "context_not_found", "duplicate_request", "failed_precondition", "flush_limit",
+    "idle_timeout", "invalid_argument", "invalid_message", "invalid_request",
+    "invalid_voice", "model", "no_context", "permission_denied", "policy", "provider",
+    "provider_error", "quota", "rate_limit", "rate_limit_exceeded", "rate_limited",
+    "server", "server_error", "session_paused", "synthesis_failed", "text_too_long",
+    "timeout", "too_many_contexts", "unavailable", "unknown_context", "unsupported_format",
+    "voice",
+    # frames that could not be read
+    *(f"frame_{kind}" for kind in PROVIDER_FRAME_KINDS),
+})
+
+#: metric attribute -> label -> its values (``carrier`` is :data:`CARRIERS` everywhere).
+LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
+    "calls": {"outcome": {"completed", "disconnected", "hangup", "rejected", "shutdown"}},
+    "utterances": {"outcome": {"played", "interrupted", "failed"}},
+    "carrier_errors": {"kind": CARRIER_ERROR_KINDS},
+    "carrier_faults": {"code": CARRIER_FAULT_CODES},
+    "auth_failures": {"reason": {"signature", "bearer", "jwt", "basic", "token"}},
+    "tts_errors": {"kind": TTS_ERROR_KINDS},
+    "failovers": {"reason": {"connect", "error", "closed", "timeout"}},
+    "control_errors": {"kind": {"unauthorized", "unknown_call", "bad_request", "events_url"}},
+    "prompt_cache": {"result": {"hit", "miss"}},
+    "pool_connections": {"state": {"idle", "leased"}},
+    "pool_failures": {"kind": {"connect", "handshake", "exhausted"}},
+    "pool_reconnects": {"reason": {"server_close", "error", "dirty", "idle_refresh",
+                                   "rotated", "evicted"}},
+}
+
+
+def bounded(value: object, allowed: Collection[str], other: str = OTHER) -> str:
+    """``value`` as a label value if it is one of ``allowed``, else ``other``."""
+    text = value if type(value) is str else str(value)
+    return text if text in allowed else other
+
+
+class BoundedLabels:
+    """A labelled metric whose ``labels()`` maps every value outside its label's fixed
+    set to ``other``; anything else is the metric's own (``inc``, ``observe``, ...)."""
+
+    def __init__(self, metric: MetricWrapperBase, allowed: dict[str, Collection[str] | None]):
+        self.metric = metric
+        #: label -> its values (``other`` included), or None for configuration names
+        self.allowed = {name: None if values is None else frozenset(values) | {OTHER}
+                        for name, values in allowed.items()}
+        self._sets = tuple(self.allowed[name] for name in metric._labelnames)
+
+    def labels(self, *values: object):
+        return self.metric.labels(*(value if allowed is None else bounded(value, allowed)
+                                    for value, allowed in zip(values, self._sets)))
+
+    def __getattr__(self, name: str):
+        return getattr(self.metric, name)
+
+
+def _bound_labels(metrics: Metrics) -> None:
+    """Wrap every labelled metric of ``metrics`` in :class:`BoundedLabels`."""
+    for attr, metric in list(vars(metrics).items()):
+        if not isinstance(metric, MetricWrapperBase) or not metric._labelnames:
+            continue
+        declared = LABEL_VALUES.get(attr, {})
+        allowed: dict[str, Collection[str] | None] = {}
+        for name in metric._labelnames:
+            if name in declared:
+                allowed[name] = declared[name]
+            elif name == "carrier":
+                allowed[name] = CARRIERS
+            elif name in CONFIG_NAMED:
+                allowed[name] = None
+            else:
+                raise ValueError(f"metric {attr}: declare the values of its label {name!r} "
+                                 "in gateway.metrics.LABEL_VALUES")
+        setattr(metrics, attr, BoundedLabels(metric, allowed))
 
 
 class Metrics:
@@ -111,6 +229,7 @@ class Metrics:
             "pool_reconnects_total",
             "Connections replaced, by reason (server_close, error, dirty, idle_refresh, "
             "rotated).", ["provider", "reason"], namespace=ns, registry=r)
+        _bound_labels(self)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
