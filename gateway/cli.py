@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import gc
 import json
-import logging
 import sys
 
 from gateway.config import ConfigError, load_config
@@ -91,13 +90,13 @@ def _check_config(path: str) -> int:
 
 
 def _serve(args) -> int:
+    from gateway import logs
     from gateway.http.app import create_app
     from gateway.http.drain import serve
 
     try:
         config = load_config(args.config)
-        logging.basicConfig(level=config.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logs.setup(config.log_level, config.log_format)
         app = create_app(config)
     except ConfigError as exc:
         print(f"cannot start: {exc.source}:", file=sys.stderr)

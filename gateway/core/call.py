@@ -24,7 +24,8 @@ from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, prov
 from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
 from gateway.core.prompt_cache import PromptCache
 from gateway.core.speech import Utterance
-from gateway.metrics import Metrics
+from gateway.logs import RateLimitedLog
+from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
 from gateway.tts.base import TtsError, TtsProvider, TtsSession
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Call:
         self._sink = sink
         self._close_transport = close_transport
         self.metrics = services.metrics
+        self._log = RateLimitedLog(log)  # per-call warnings: a few of a kind, then a count
         self.metrics.utterances.labels(carrier, "failed")  # a series at 0 before the first
         lead = self._lead(services.config, carrier, protocol)
         # Batching frames into one write needs a lead that covers the batch; a carrier
@@ -148,6 +150,7 @@ class Call:
                 log.warning("call %s: releasing TTS session failed: %s", self.id, exc)
         if self._discarding:
             await asyncio.gather(*self._discarding, return_exceptions=True)
+        self._log.flush(f"call {self.id}")
         self.events.emit("call.ended", outcome=outcome, frames_sent=self.playout.frames_sent,
                          underruns=self.playout.underruns)
         await self.events.close()
@@ -193,12 +196,16 @@ class Call:
             except TtsError as exc:
                 provider = getattr(exc, "provider", None) or utt.provider or self.route.provider
                 self.metrics.tts_errors.labels(provider, exc.kind).inc()
-                log.warning("call %s speech %s: TTS failed (%s): %s", self.id, utt.id, exc.kind, exc)
+                self._log.warning(f"tts {bounded(exc.kind, TTS_ERROR_KINDS)}",
+                                  "call %s speech %s: TTS failed (%s): %s", self.id, utt.id,
+                                  exc.kind, exc)
                 utt.error = str(exc)
                 self.playout.end_utterance()
                 self._finish(utt, interrupted=True)
             except Exception:
-                log.exception("call %s speech %s: unexpected failure", self.id, utt.id)
+                self._log.log(logging.ERROR, "unexpected failure",
+                              "call %s speech %s: unexpected failure", self.id, utt.id,
+                              exc_info=True)
                 utt.error = "internal error"
                 self.playout.end_utterance()
                 self._finish(utt, interrupted=True)
@@ -347,8 +354,9 @@ class Call:
     def _fail_over(self, utt: Utterance, failed: str, to: str, exc: TtsError,
                    ledger: SegmentLedger, out: _AudioOut) -> None:
         reason = failover_reason(exc)
-        log.warning("call %s speech %s: %s failed (%s: %s); %s takes over at sentence %d",
-                    self.id, utt.id, failed, reason, exc, to, ledger.done + 1)
+        self._log.warning(f"failover {reason}",
+                          "call %s speech %s: %s failed (%s: %s); %s takes over at sentence %d",
+                          self.id, utt.id, failed, reason, exc, to, ledger.done + 1)
         out.rewind()
         self._discard_session(failed)
         if not utt.provider:
@@ -484,7 +492,8 @@ class Call:
             self._on_send_error(exc)
 
     def _on_send_error(self, exc: BaseException) -> None:
-        log.info("call %s: carrier socket write failed: %s", self.id, exc)
+        self._log.log(logging.INFO, "send failed", "call %s: carrier socket write failed: %s",
+                      self.id, exc)
 
     # -- carrier events ---------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
+from gateway import logs
 from gateway.carriers import PROTOCOLS, protocol_class
 from gateway.carriers.events import (Audio, CarrierFault, CarrierProtocolError, Cleared, Dtmf,
                                      FlowControl, MarkPlayed, Started, Stopped)
@@ -22,6 +23,7 @@ from gateway.core.call import Call
 from gateway.http.keys import CALLS, CONFIG, DRAIN, METRICS, SERVICES, json_error
 from gateway.http.verify import check_media_request
 from gateway.http.wsframe import StreamSink, WebSocketSink
+from gateway.metrics import CARRIER_ERROR_KINDS, CARRIER_FAULT_CODES, bounded
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,19 @@ class CarrierStream:
         self.call: Call | None = None
         self.outcome = "disconnected"
         self.metrics = app[METRICS]
+        self.warnings = logs.RateLimitedLog(log)  # a carrier sending garbage: a few lines
+        logs.bind_call(self)  # this task's records (and its call's) carry log_fields()
+
+    def log_fields(self) -> dict[str, str | None]:
+        call = self.call
+        return {"call_id": call.id if call else None, "carrier": self.carrier,
+                "route": call.route.name if call else self.route_name}
 
     def problem(self, kind: str, detail: str) -> None:
         self.metrics.carrier_errors.labels(self.carrier, kind).inc()
-        log.warning("%s (%s): malformed %s message, dropped: %s", self._who(), self.carrier,
-                    kind, detail)
+        self.warnings.warning(f"malformed {bounded(kind, CARRIER_ERROR_KINDS)}",
+                              "%s (%s): malformed %s message, dropped: %s", self._who(),
+                              self.carrier, kind, detail)
 
     def _who(self) -> str:
         return f"call {self.call.id}" if self.call else f"stream from {self.peer}"
@@ -80,14 +90,16 @@ class CarrierStream:
             if call:
                 call.on_flow_control(event.paused)
         elif cls is CarrierFault:
-            self.metrics.carrier_faults.labels(self.carrier, event.code[:32]).inc()
-            log.warning("%s (%s): the carrier reports an error %s: %s", self._who(),
-                        self.carrier, event.code, event.detail)
+            self.metrics.carrier_faults.labels(self.carrier, event.code).inc()
+            self.warnings.warning(f"carrier error {bounded(event.code, CARRIER_FAULT_CODES)}",
+                                  "%s (%s): the carrier reports an error %s: %s", self._who(),
+                                  self.carrier, event.code, event.detail)
         elif cls is Cleared:
             pass  # the ack of our clear; nothing is waiting on it
         return True
 
     async def finish(self) -> None:
+        self.warnings.flush(f"{self._who()} ({self.carrier})")
         call = self.call
         if call is None:
             if self.outcome == "rejected":
@@ -112,17 +124,17 @@ class CarrierStream:
         route = config.routes.get(name or "")
         if route is None:
             log.warning("%s stream %s (call %s): route %r is not configured; closing", carrier,
-                        event.stream_id, event.call_id, name)
+                        event.stream_id, event.call_id, name, extra={"call_id": event.call_id})
             return None
         if route.token and self.route_name is None:
             # a route with a token takes calls only on its tokened path (checked before the
             # upgrade), never by naming it in a custom parameter
             log.warning("%s call %s names route %r, which needs its path token; closing",
-                        carrier, event.call_id, name)
+                        carrier, event.call_id, name, extra={"call_id": event.call_id})
             return None
         if event.call_id in calls:
             log.warning("%s call %s is already connected; refusing a second stream", carrier,
-                        event.call_id)
+                        event.call_id, extra={"call_id": event.call_id})
             return None
 
         async def close_transport() -> None:
@@ -137,7 +149,7 @@ class CarrierStream:
         self.metrics.active_calls.labels(carrier).inc()
         log.info("call %s (%s, route %s) started, stream %s, %s at %d Hz", call.id, carrier,
                  route.name, call.stream_id, event.media_format.encoding,
-                 event.media_format.sample_rate)
+                 event.media_format.sample_rate, extra={"call_id": call.id, "route": route.name})
         call.start()
         return call
 

@@ -33,6 +33,7 @@ from gateway.metrics import (CARRIER_ERROR_KINDS, CARRIER_FAULT_CODES, OTHER,
 from tests.conftest import start_gateway
 from tests.e2e.test_twilio_call import metric_value
 from tests.ops.test_drain import free_port
+from tests.security.test_logs import until_closed
 
 ROOT = Path(__file__).resolve().parents[2]
 WS_CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel", "asterisk")
@@ -84,10 +85,7 @@ async def telnyx_stream(gw, messages) -> None:
         for message in messages:
             await ws.send_str(message)
         await ws.send_str(json.dumps({"event": "stop", "stream_id": "s"}))
-        async with asyncio.timeout(30):
-            while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE,
-                                                    aiohttp.WSMsgType.CLOSED):
-                pass
+        await until_closed(ws)
 
 
 async def test_twenty_thousand_fault_codes_make_no_new_series(gw):
