@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 ERROR_KINDS = ("unauthorized", "not_local", "unknown_call", "bad_request", "too_large",
-               "too_many_sockets", *REFUSALS)
+               "too_many_sockets", *REFUSALS, "events_url")
 MAX_NAME_CHARS = 200  # a provider or voice name
 _REFUSAL_STATUS = {"queue_full": 429, "utterance_text": 413, "call_text": 413}
 _sockets: weakref.WeakKeyDictionary[Call, int] = weakref.WeakKeyDictionary()

@@ -29,6 +29,8 @@ async def json_errors(request: web.Request, handler):
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except (TimeoutError, ConnectionError):
+        raise  # aiohttp's own answers: 504, or nothing to a client that is gone
     except Exception:
         if request.writer is None or request.writer.output_size > 0:
             raise  # a response (a WebSocket) is under way: aiohttp closes it

@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 
 import pytest
 
+from gateway.core.call import Call
+from gateway.http.control import ERROR_KINDS
+from gateway.http.keys import CALLS
 from gateway.sim.carriers.rawws import RawWebSocket
 from gateway.sim.twilio import TwilioCallSim
 from tests.conftest import start_gateway
@@ -87,6 +91,8 @@ async def test_bad_speak_bodies_get_a_4xx_json_error(fake_gateway, log):
     metrics = await gw.metrics_text()
     assert metric_value(metrics, "tts_gateway_control_errors_total", kind="bad_request") == 10
     assert metric_value(metrics, "tts_gateway_control_errors_total", kind="too_large") == 1
+    kinds = set(re.findall(r'^tts_gateway_control_errors_total\{kind="([^"]*)"\}', metrics, re.M))
+    assert kinds and kinds <= set(ERROR_KINDS)
     assert_no_traceback(log)
 
 
@@ -199,3 +205,23 @@ async def test_a_control_socket_that_breaks_while_events_flow_logs_no_traceback(
         assert status == 202
         await sim.hangup()
     assert_no_traceback(log)
+
+
+async def test_a_bug_is_answered_500_in_the_json_shape_and_logged_with_its_traceback(
+        fake_gateway, log, monkeypatch):
+    gw = fake_gateway
+    async with TwilioCallSim(f"{gw.ws_url}/v1/media/twilio/demo") as sim:
+        async with asyncio.timeout(10):
+            while sim.call_sid not in gw.app[CALLS]:
+                await asyncio.sleep(0.01)
+
+        def broken(self):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(Call, "summary", broken)
+        status, body = await gw.get_json("/v1/calls")
+        monkeypatch.undo()
+        await sim.hangup()
+    assert status == 500 and body == {"error": {"status": 500, "message": "internal error"}}
+    (record,) = [r for r in log.records if r.exc_info]
+    assert record.name == "gateway.http.errors" and "GET /v1/calls" in record.getMessage()
