@@ -29,7 +29,7 @@ routes = web.RouteTableDef()
 
 ERROR_KINDS = ("unauthorized", "not_local", "unknown_call", "bad_request", "too_large",
                "too_many_sockets", *REFUSALS, "events_url")
-MAX_NAME_CHARS = 200  # a provider or voice name
+MAX_NAME_CHARS = 200  # a voice name
 _REFUSAL_STATUS = {"queue_full": 429, "utterance_text": 413, "call_text": 413}
 _sockets: weakref.WeakKeyDictionary[Call, int] = weakref.WeakKeyDictionary()
 
@@ -110,8 +110,7 @@ async def speak(request: web.Request) -> web.Response:
         body = await read_json(request, max_bytes=max_body_bytes(request.app[CONFIG]))
         args = parse_speak(body, request, call, streaming=False)
     except BadJson as exc:
-        kind = "too_large" if exc.status == 413 else "bad_request"
-        return _refused(request, kind, exc.status, f"{exc}; send {{\"text\": \"Hello\"}}")
+        return _refused(request, exc.kind, exc.status, f"{exc}; send {{\"text\": \"Hello\"}}")
     except BadRequest as exc:
         return _refused(request, "bad_request", 400, str(exc))
     utt = Utterance.whole(args["text"], voice=args["voice"], provider=args["provider"])
@@ -157,7 +156,8 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
         _sockets[call] -= 1
 
 
-async def _serve_control(request: web.Request, call: Call, max_bytes: int) -> web.WebSocketResponse:
+async def _serve_control(request: web.Request, call: Call,
+                         max_bytes: int) -> web.WebSocketResponse:
     # Messages up to max_bytes are read and answered; a larger one up to four times that is
     # answered "too large" unparsed; beyond that the socket is closed (1009).
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes)
@@ -231,8 +231,7 @@ async def _control_message(request: web.Request, call: Call, data: str,
             return {"type": "hangup.accepted"}
         raise BadRequest("type: expected speak, interrupt or hangup")
     except BadJson as exc:
-        return _socket_error(request, "too_large" if exc.status == 413 else "bad_request",
-                             str(exc))
+        return _socket_error(request, exc.kind, str(exc))
     except BadRequest as exc:
         return _socket_error(request, "bad_request", str(exc))
     except SpeechRefused as exc:

@@ -18,6 +18,11 @@ class BadJson(ValueError):
         super().__init__(message)
         self.status = status
 
+    @property
+    def kind(self) -> str:
+        """The refusal's metric label."""
+        return "too_large" if self.status == 413 else "bad_request"
+
 
 def parse_json(data: str | bytes, *, max_bytes: int) -> Any:
     """The JSON value of ``data``, at most ``max_bytes`` long (characters for text)."""
