@@ -45,7 +45,8 @@ class _ClientErrorsWithoutTraceback(logging.Filter):
             peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             what = (exc.message or "").splitlines()[0].rstrip(":")[:100] or "unparsable"
             record.msg, record.args = "bad HTTP request from %s (%d): %s", (peer, exc.code, what)
-            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.levelno = min(record.levelno, logging.INFO)
+            record.levelname = logging.getLevelName(record.levelno)
             record.exc_info, record.exc_text = None, None
         return True
 
