@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
+import os
 import sys
 
 from gateway.config import ConfigError, load_config
@@ -22,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", default=DEFAULT_CONFIG)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--control-token-env", metavar="VAR",
+                       help="the environment variable holding the control API's bearer token "
+                            "(overrides auth.control_token_env)")
 
     check = sub.add_parser("check-config", help="validate gateway.yaml and say what is wrong")
     check.add_argument("--config", default=DEFAULT_CONFIG)
@@ -79,6 +84,7 @@ def _check_config(path: str) -> int:
         from gateway.http.app import build_providers
 
         build_providers(config)
+        _check_control_access(config, config.server.host, config.server.port, path)
     except ConfigError as exc:
         print(f"{exc.source}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -97,6 +103,9 @@ def _serve(args) -> int:
     try:
         config = load_config(args.config)
         logs.setup(config.log_level, config.log_format)
+        host = args.host or config.server.host
+        port = args.port if args.port is not None else config.server.port
+        config = _control_access(config, args, host, port)
         app = create_app(config)
     except ConfigError as exc:
         print(f"cannot start: {exc.source}:", file=sys.stderr)
@@ -106,13 +115,34 @@ def _serve(args) -> int:
     # Fewer, cheaper collections: the media clock must not stall behind a full collection
     # of a heap that is mostly long-lived (the voice model, imported modules).
     gc.set_threshold(50_000, 20, 100)
-    host = args.host or config.server.host
-    port = args.port if args.port is not None else config.server.port
     # SIGTERM (or SIGINT) drains: not ready, new calls refused, calls in progress go on for
     # up to server.drain_timeout_s; a second signal hangs them up now (gateway/http/drain.py).
     with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
         runner.run(serve(app, host, port, banner=_banner(config)))
     return 0
+
+
+def _control_access(config, args, host: str, port: int):
+    """The config with the token ``--control-token-env`` names; ConfigError when the control
+    API would be open beyond this host (gateway/http/control_access.py)."""
+    token_env = args.control_token_env
+    if token_env is not None:
+        token = os.environ.get(token_env)
+        if not token:
+            raise ConfigError([f"--control-token-env: environment variable {token_env} is "
+                               "not set"], "command line")
+        config = dataclasses.replace(config, control_token=token)
+    _check_control_access(config, host, port, args.config)
+    return config
+
+
+def _check_control_access(config, host: str, port: int, source: str) -> None:
+    from gateway.http.control_access import exposure_problem, warn_if_open
+
+    problem = exposure_problem(config, host)
+    if problem:
+        raise ConfigError([problem], source)
+    warn_if_open(config, host, port)
 
 
 def _fast_loop_factory():

