@@ -53,9 +53,14 @@ def gw():
         gateway.stop()
 
 
-def _assert_json_error(status: int, body: bytes, what: str) -> None:
+# Methods aiohttp's HTTP parser does not know are refused before any handler runs, with
+# its own plain-text 400; only the control API's own answers must be JSON.
+PARSED_METHODS = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
+
+
+def _assert_json_error(status: int, body: bytes, what: str, method: str) -> None:
     assert status < 500, f"{what}: answered {status}: {body[:300]!r}"
-    if status >= 400:
+    if status >= 400 and method in PARSED_METHODS and method != "HEAD":
         error = json.loads(body)["error"]
         assert isinstance(error["message"], str) and error["status"] == status, body[:300]
 
@@ -78,7 +83,7 @@ def test_control_endpoints_answer_every_body_with_4xx_json_not_5xx(gw):
         body = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
         url = f"{gw.http_url}/v1/calls/{victim}{action}"
         status, answer = run_client(lambda: _request(url, method, body))
-        _assert_json_error(status, answer, f"{method} {action}")
+        _assert_json_error(status, answer, f"{method} {action}", method)
 
     @FUZZ_SETTINGS
     @given(method=METHODS, call_id=CALL_IDS, action=ACTIONS, body=BODIES)
@@ -90,7 +95,7 @@ def test_control_endpoints_answer_every_body_with_4xx_json_not_5xx(gw):
         except ValueError:  # a URL the client itself refuses to send
             return
         if status != 404 or answer.startswith(b"{"):  # aiohttp's own 404 for no route is text
-            _assert_json_error(status, answer, f"{method} {call_id!r}{action}")
+            _assert_json_error(status, answer, f"{method} {call_id!r}{action}", method)
         assert status < 500
 
     on_the_live_call()
