@@ -66,6 +66,11 @@ class Metrics:
         self.carrier_faults = Counter(
             "carrier_faults_total", "Errors the carrier reported about what we sent, by code.",
             ["carrier", "code"], namespace=ns, registry=r)
+        self.connections_refused = Counter(
+            "connections_refused_total",
+            "Connections refused or closed by a limit, by reason (capacity, draining, "
+            "start_timeout, idle_timeout, header_timeout, per_address).", ["reason"],
+            namespace=ns, registry=r)
         self.auth_failures = Counter(
             "carrier_auth_failures_total",
             "Carrier connections and answer requests refused before the upgrade, by reason "

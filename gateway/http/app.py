@@ -15,6 +15,7 @@ from gateway.core.playout import MediaClock
 from gateway.http import control
 from gateway.http.answer import answer
 from gateway.http.drain import Drain
+from gateway.http.guard import CONNECTIONS, ConnectionGuard
 from gateway.http.keys import (AUDIOSOCKET, CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROVIDERS,
                                SERVICES)
 from gateway.http.media import media_stream
@@ -60,6 +61,7 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
     for provider in app[PROVIDERS].values():
         provider.use_metrics(metrics)
     app[CALLS] = {}
+    app[CONNECTIONS] = ConnectionGuard(config.limits, metrics)
     app[SERVICES] = CallServices(config=config, metrics=metrics, clock=clock,
                                  providers=app[PROVIDERS])
     app.cleanup_ctx.append(_lifecycle)
