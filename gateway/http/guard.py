@@ -39,6 +39,8 @@ REFUSAL_REASONS = ("capacity", "draining", "start_timeout", "idle_timeout", "hea
 #: idle keep-alive HTTP connections are closed after this (aiohttp's run_app default;
 #: a bare AppRunner keeps them for an hour)
 KEEPALIVE_TIMEOUT_S = 75.0
+#: how long a refused HTTP connection is kept for its client to read the answer
+LINGER_S = 1.0
 
 
 class RefusalLog:
@@ -131,35 +133,52 @@ class GuardedRequestHandler(RequestHandler):
     head has been parsed; an upgraded connection (a media or control WebSocket) never
     restarts it."""
 
-    __slots__ = ("_guard", "_address", "_head_timer")
+    __slots__ = ("_guard", "_address", "_head_timer", "_linger")
 
     def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any):
         super().__init__(manager, **kwargs)
         self._guard = guard
         self._address: str | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None  # set once refused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         address = peer_address(transport)
         if not self._guard.open(address):
             limit = self._guard.limits.max_connections_per_address
-            transport.write(raw_json_error(
+            self._refuse(raw_json_error(
                 429, "Too Many Requests",
                 f"too many connections from this address (at most {limit} open at once)"))
-            self.force_close()
             return
         self._address = address
         self._arm()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self._linger is not None:
+            self._linger.cancel()
         if self._address is not None:
             self._guard.close(self._address)
             self._address = None
         super().connection_lost(exc)
 
+    def _refuse(self, response: bytes) -> None:
+        """Answer ``response`` and close, without losing the answer: closing with request
+        bytes unread makes the kernel reset the connection, and the client may never read
+        it. So the write side is shut, what still arrives is discarded, and the connection
+        is cut after :data:`LINGER_S` if the client has not closed it by then."""
+        transport = self.transport
+        if transport is None or self._linger is not None:
+            return
+        transport.write(response)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._linger = self._loop.call_later(LINGER_S, self.force_close)
+
     def data_received(self, data: bytes) -> None:
+        if self._linger is not None:
+            return  # refused: discarded
         heads = self._request_count
         super().data_received(data)
         if self._request_count != heads or self._upgraded:
@@ -183,16 +202,14 @@ class GuardedRequestHandler(RequestHandler):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        transport = self.transport
-        if transport is None or self._force_close:
+        if self.transport is None or self._force_close:
             return
         timeout = self._guard.limits.header_timeout_s
         self._guard.refuse("header_timeout", "closed an HTTP connection from %s: no whole "
                            "request head within %g s (limits.header_timeout_s)",
                            self._address, timeout)
-        transport.write(raw_json_error(
+        self._refuse(raw_json_error(
             408, "Request Timeout", f"the request head did not arrive within {timeout:g} s"))
-        self.force_close()
 
 
 class _GuardedServer(web.Server):

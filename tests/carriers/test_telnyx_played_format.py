@@ -43,8 +43,10 @@ CASES = [
 @pytest.mark.parametrize("codec, rate, played, streamed", CASES,
                          ids=[f"{c}{r}-streams-{s}" for c, r, _, s in CASES])
 async def test_the_gateway_sends_what_its_answer_asked_telnyx_to_play(codec, rate, played,
-                                                                      streamed, caplog):
-    media._format_notes.clear()  # logged once per process: start this test afresh
+                                                                      streamed, caplog,
+                                                                      monkeypatch):
+    # logged once per process: start this test afresh
+    monkeypatch.setattr(media, "_format_notes", set(), raising=False)
     gw = await start_gateway(telnyx_config(codec, rate))
     try:
         with caplog.at_level(logging.INFO, logger="gateway.http.media"):

@@ -14,11 +14,11 @@ import time
 import aiohttp
 import pytest
 
-from gateway.http.guard import CONNECTIONS
 from gateway.http.keys import AUDIOSOCKET
 from gateway.sim.carriers import make_call
 from tests.conftest import start_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
+from tests.ops.test_drain import GatewayProcess, drain_config, free_port
 
 ATTACKER = "127.0.0.2"  # loopback too: the per-address limit tells it from the caller's
 HANGUP = b"\x00\x00\x00"
@@ -131,9 +131,10 @@ async def _calls_are(gw, n: int) -> bool:
 
 
 async def test_a_media_socket_that_never_starts_is_closed_after_start_timeout():
-    gw = await running(start_timeout_s=0.3)
+    gw = await running(start_timeout_s=0.3, max_calls=1)
+    url = f"{gw.ws_url}/v1/media/twilio/bot"
     try:
-        ws = await gw.session.ws_connect(f"{gw.ws_url}/v1/media/twilio/bot")
+        ws = await gw.session.ws_connect(url)
         began = time.monotonic()
         async with asyncio.timeout(10):
             msg = await ws.receive()
@@ -141,7 +142,15 @@ async def test_a_media_socket_that_never_starts_is_closed_after_start_timeout():
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1008
         assert "no start within 0.3 s" in msg.extra
         assert await refused_count(gw, "start_timeout") == 1
-        assert gw.app[CONNECTIONS].media_streams == 0
+
+        async def place_is_free() -> bool:  # the socket held the one call's place
+            try:
+                await (await gw.session.ws_connect(url)).close()
+                return True
+            except aiohttp.WSServerHandshakeError:
+                return False
+
+        await eventually(place_is_free)
     finally:
         await stop(gw)
 
@@ -195,7 +204,11 @@ async def test_a_live_call_is_never_idle():
 async def dribble(port: int, source: str = "127.0.0.1", every_s: float = 0.1):
     """A client that sends a request head one byte at a time and never finishes it; returns
     what the server answered once it closed, and after how long."""
-    reader, writer = await open_tcp(port, source)
+    return await dribble_on(*await open_tcp(port, source), every_s=every_s)
+
+
+async def dribble_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     every_s: float = 0.1):
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
     began = time.monotonic()
 
@@ -211,6 +224,16 @@ async def dribble(port: int, source: str = "127.0.0.1", every_s: float = 0.1):
         sender.cancel()
         writer.close()
     return answer, time.monotonic() - began
+
+
+async def get_healthz(port: int, source: str = "127.0.0.1") -> bytes:
+    """The raw answer to one GET /healthz on a new connection."""
+    reader, writer = await open_tcp(port, source)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        return await read_until_closed(reader, 10)
+    finally:
+        writer.close()
 
 
 async def test_a_client_dribbling_its_request_head_is_closed_after_header_timeout():
@@ -251,23 +274,14 @@ async def test_the_header_timeout_also_covers_the_next_request_on_a_kept_alive_c
 
 async def test_the_per_address_limit_refuses_the_next_connection_until_one_closes():
     gw = await running(max_connections_per_address=3, header_timeout_s=60)
-    guard = gw.app[CONNECTIONS]
     held = []
     try:
-        for _ in range(3):
+        for _ in range(3):  # accepted in this order, so counted before the next one
             held.append(await open_tcp(gw.port, ATTACKER))
-
-        async def counted(n: int):
-            async def check() -> bool:
-                return guard.connections_from(ATTACKER) == n
-            return check
-
-        await eventually(await counted(3))
-        reader, writer = await open_tcp(gw.port, ATTACKER)
-        answer = await read_until_closed(reader, 10)
-        writer.close()
+        answer = await get_healthz(gw.port, ATTACKER)
         assert answer.startswith(b"HTTP/1.1 429 ")
-        assert "at most 3 open" in json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"]
+        message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"]
+        assert "at most 3 open" in message
         # AudioSocket counts toward the same limit, and is hung up
         reader, writer = await open_tcp(audiosocket_port(gw), ATTACKER)
         assert await read_until_closed(reader, 10) == HANGUP
@@ -275,11 +289,11 @@ async def test_the_per_address_limit_refuses_the_next_connection_until_one_close
         assert await refused_count(gw, "per_address") == 2
 
         held.pop()[1].close()
-        await eventually(await counted(2))
-        reader, writer = await open_tcp(gw.port, ATTACKER)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert (await read_until_closed(reader, 10)).startswith(b"HTTP/1.1 200 ")
-        writer.close()
+
+        async def accepted_again() -> bool:
+            return (await get_healthz(gw.port, ATTACKER)).startswith(b"HTTP/1.1 200 ")
+
+        await eventually(accepted_again)
         # the caller's own address was never limited
         assert (await gw.get_json("/healthz"))[0] == 200
     finally:
@@ -291,21 +305,19 @@ async def test_the_per_address_limit_refuses_the_next_connection_until_one_close
 async def test_a_healthy_call_goes_on_while_attackers_hold_sockets():
     gw = await running(max_calls=10, max_connections_per_address=6, start_timeout_s=30,
                        header_timeout_s=30)
-    attackers: list = []
+    held: list = []
     dribblers: list[asyncio.Task] = []
     try:
-        url = f"{gw.ws_url}/v1/media/twilio/bot"
         connector = aiohttp.TCPConnector(local_addr=(ATTACKER, 0))
         async with aiohttp.ClientSession(connector=connector) as attacker:
-            for _ in range(2):  # media sockets that never start
-                attackers.append(await attacker.ws_connect(url))
             for _ in range(2):  # AudioSocket connections that never send their UUID
-                attackers.append((await open_tcp(audiosocket_port(gw), ATTACKER))[1])
-            dribblers = [asyncio.ensure_future(dribble(gw.port, ATTACKER, every_s=0.5))
-                         for _ in range(2)]
-            await eventually(lambda: _connections_are(gw, ATTACKER, 6))
-            extra, _ = await open_tcp(gw.port, ATTACKER)
-            assert (await read_until_closed(extra, 10)).startswith(b"HTTP/1.1 429 ")
+                held.append((await open_tcp(audiosocket_port(gw), ATTACKER))[1])
+            for _ in range(2):  # media sockets that never start
+                held.append(await attacker.ws_connect(f"{gw.ws_url}/v1/media/twilio/bot"))
+            for _ in range(2):  # clients dribbling their request heads
+                connection = await open_tcp(gw.port, ATTACKER)
+                dribblers.append(asyncio.ensure_future(dribble_on(*connection, every_s=0.5)))
+            assert (await get_healthz(gw.port, ATTACKER)).startswith(b"HTTP/1.1 429 ")
 
             async with make_call("twilio", gw.ws_url, route="bot") as call:
                 control = await open_control(gw, call.call_id)
@@ -317,20 +329,19 @@ async def test_a_healthy_call_goes_on_while_attackers_hold_sockets():
                 assert done["interrupted"] is False and "error" not in done
                 await call.hangup()
             assert call.result.frames and call.result.violations == []
-            print(f"healthy call: {len(call.result.frames)} frames while the attacker held "
-                  f"{gw.app[CONNECTIONS].connections_from(ATTACKER)} connections")
-            for ws in attackers:
-                await ws.close() if isinstance(ws, aiohttp.ClientWebSocketResponse) \
-                    else ws.close()
+            print(f"healthy call: {len(call.result.frames)} frames while the attacker held 6 "
+                  "connections")
+            assert not any(task.done() for task in dribblers)  # they still held theirs
+            for socket in held:
+                if isinstance(socket, aiohttp.ClientWebSocketResponse):
+                    await socket.close()
+                else:
+                    socket.close()
     finally:
         for task in dribblers:
             task.cancel()
         await asyncio.gather(*dribblers, return_exceptions=True)
         await stop(gw)
-
-
-async def _connections_are(gw, address: str, n: int) -> bool:
-    return gw.app[CONNECTIONS].connections_from(address) == n
 
 
 # ---- finding 7: starts the gateway cannot serve -------------------------------------------
@@ -403,3 +414,28 @@ async def test_an_asterisk_call_without_channel_id_gets_an_id_that_needs_no_esca
             await call.hangup()
     finally:
         await stop(gw)
+
+
+# ---- the same limits under `tts-gateway serve` ---------------------------------------------
+
+
+async def test_serve_closes_a_dribbling_client_and_limits_connections_per_address(tmp_path):
+    settings = drain_config(free_port(), drain_timeout_s=5)
+    settings["limits"] = {"header_timeout_s": 0.5, "max_connections_per_address": 2}
+    gw = GatewayProcess(tmp_path, settings)
+    try:
+        await gw.wait_ready()
+        answer, after = await dribble(gw.port, ATTACKER)
+        print(f"serve: dribbler closed after {after:.2f} s (limit 0.5 s)")
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        held = [await open_tcp(gw.port, ATTACKER) for _ in range(2)]
+        assert (await get_healthz(gw.port, ATTACKER)).startswith(b"HTTP/1.1 429 ")
+        for _, writer in held:
+            writer.close()
+        metrics = await gw.session.get(gw.http_url + "/metrics")
+        text = await metrics.text()
+        for reason in ("header_timeout", "per_address"):
+            assert metric_value(text, "tts_gateway_connections_refused_total", reason=reason) >= 1
+        assert "Traceback" not in gw.log()
+    finally:
+        await gw.close()
