@@ -59,7 +59,8 @@ class CarrierStream:
         self.guard = app[CONNECTIONS]
         #: messages (WebSocket) or reads (TCP) from the carrier, for the idle watch
         self.received = 0
-        self._timers: list[asyncio.TimerHandle] = []
+        self._start_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.ending: asyncio.Task | None = None  # the refusal's close, once started
 
     # ---- the clocks: a start within start_timeout_s, then never silent for long ----------
@@ -70,16 +71,15 @@ class CarrierStream:
         second), and the stream is closed and counted."""
         limits = self.app[CONFIG].limits
         loop = asyncio.get_running_loop()
-        self._timers = [
-            loop.call_later(limits.start_timeout_s, self._start_timed_out),
-            loop.call_later(limits.media_idle_timeout_s / _IDLE_CHECKS, self._check_idle,
-                            loop.time(), 0),
-        ]
+        self._start_timer = loop.call_later(limits.start_timeout_s, self._start_timed_out)
+        self._idle_timer = loop.call_later(limits.media_idle_timeout_s / _IDLE_CHECKS,
+                                           self._check_idle, loop.time(), 0)
 
     def unwatch(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers = []
+        for timer in (self._start_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._start_timer = self._idle_timer = None
 
     def _start_timed_out(self) -> None:
         if self.call is None and self.ending is None and not self.protocol.started:
@@ -96,8 +96,8 @@ class CarrierStream:
             self._end("idle_timeout", f"no message from the carrier for {timeout:g} s",
                       "media_idle_timeout_s")
             return
-        self._timers[1:] = [loop.call_later(timeout / _IDLE_CHECKS, self._check_idle,
-                                            quiet_since, seen)]
+        self._idle_timer = loop.call_later(timeout / _IDLE_CHECKS, self._check_idle,
+                                           quiet_since, seen)
 
     def _end(self, reason: str, why: str, limit_key: str) -> None:
         self.guard.refuse(reason, "%s (%s) closed: %s (limits.%s)", self._who(), self.carrier,
@@ -148,8 +148,10 @@ class CarrierStream:
             if call:
                 call.on_dtmf(event.digit)
         elif cls is Started:
-            for timer in self._timers[:1]:
-                timer.cancel()  # the start timer; the idle watch goes on
+            if self.ending is not None:
+                return False  # too late: the start timeout is closing the stream
+            if self._start_timer is not None:
+                self._start_timer.cancel()  # the idle watch goes on
             self.call = self._start_call(event)
             if self.call is None:
                 self.outcome = "rejected"

@@ -87,6 +87,22 @@ async def open_tcp(port: int, source: str = "127.0.0.1"):
     return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
 
 
+async def started_socket(gw, sid: str) -> aiohttp.ClientWebSocketResponse:
+    """A raw Twilio media socket whose call has started (and that sends nothing more)."""
+    ws = await gw.session.ws_connect(f"{gw.ws_url}/v1/media/twilio/bot")
+    await ws.send_str(twilio_start(sid))
+    await eventually(lambda: _calls_are(gw, 1))
+    return ws
+
+
+async def close_frame(ws: aiohttp.ClientWebSocketResponse, timeout: float):
+    """The server's close frame (what comes before it is skipped)."""
+    async with asyncio.timeout(timeout):
+        while (msg := await ws.receive()).type is not aiohttp.WSMsgType.CLOSE:
+            pass
+    return msg
+
+
 # ---- finding 3: max_calls ---------------------------------------------------------------
 
 
@@ -170,13 +186,9 @@ async def test_an_audiosocket_connection_that_never_sends_its_uuid_is_hung_up():
 async def test_a_started_call_that_goes_silent_is_closed_as_dead():
     gw = await running(media_idle_timeout_s=1.0)
     try:
-        ws = await gw.session.ws_connect(f"{gw.ws_url}/v1/media/twilio/bot")
-        await ws.send_str(twilio_start(call_sid(7)))
-        await eventually(lambda: _calls_are(gw, 1))
+        ws = await started_socket(gw, call_sid(7))
         began = time.monotonic()
-        async with asyncio.timeout(10):
-            while (msg := await ws.receive()).type is not aiohttp.WSMsgType.CLOSE:
-                pass
+        msg = await close_frame(ws, 10)
         print(f"closed {time.monotonic() - began:.2f} s after the start (idle limit 1 s)")
         assert msg.data == 1008 and "no message from the carrier for 1 s" in msg.extra
         await eventually(lambda: _calls_are(gw, 0))
@@ -377,14 +389,10 @@ async def test_a_start_at_a_rate_the_gateway_cannot_produce_is_refused(rate, cap
 async def test_an_oversized_media_frame_drops_the_call_and_says_why(caplog):
     gw = await running()
     try:
-        ws = await gw.session.ws_connect(f"{gw.ws_url}/v1/media/twilio/bot")
-        await ws.send_str(twilio_start(call_sid(2)))
-        await eventually(lambda: _calls_are(gw, 1))
+        ws = await started_socket(gw, call_sid(2))
         with caplog.at_level(logging.WARNING, logger="gateway"):
             await ws.send_str('{"event":"media","media":{"payload":"' + "A" * (2 << 20) + '"}}')
-            async with asyncio.timeout(20):
-                while (msg := await ws.receive()).type is not aiohttp.WSMsgType.CLOSE:
-                    pass
+            msg = await close_frame(ws, 20)
             await eventually(lambda: _calls_are(gw, 0))
         assert msg.data == 1009
         lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
