@@ -393,8 +393,8 @@ async def _audiosocket_call(app: web.Application, reader: asyncio.StreamReader,
                            refuse_transport, options["route"], str(peer))
     refusal = _refuse_early(app, options["route"])
     if refusal:
-        # AudioSocket has no status code: say it in the log, hang up the channel
-        log.warning("AudioSocket connection from %s refused: %s", peer, refusal[1])
+        # AudioSocket has no status code: hang up the channel (the refusal is logged, and
+        # rate-limited, where it is counted; the route was checked with the config)
         stream.outcome = "rejected"
         writer.write(protocol.hangup_message())
         await stream.finish()

@@ -14,6 +14,7 @@ import time
 import aiohttp
 import pytest
 
+from gateway.http.guard import RefusalLog
 from gateway.http.keys import AUDIOSOCKET
 from gateway.sim.carriers import make_call
 from tests.conftest import start_gateway
@@ -106,13 +107,16 @@ async def close_frame(ws: aiohttp.ClientWebSocketResponse, timeout: float):
 # ---- finding 3: max_calls ---------------------------------------------------------------
 
 
-async def test_max_calls_counts_streams_from_the_upgrade():
+async def test_max_calls_counts_streams_from_the_upgrade(caplog):
     gw = await running(max_calls=2)
     sockets = []
     try:
         url = f"{gw.ws_url}/v1/media/twilio/bot"
-        attempts = await asyncio.gather(*(gw.session.ws_connect(url) for _ in range(20)),
-                                        return_exceptions=True)
+        with caplog.at_level(logging.WARNING, logger="gateway"):
+            attempts = await asyncio.gather(*(gw.session.ws_connect(url) for _ in range(20)),
+                                            return_exceptions=True)
+        # 18 refusals, one log line (the next one says how many were held back)
+        assert len([r for r in caplog.records if "at capacity" in r.getMessage()]) == 1
         sockets = [ws for ws in attempts if isinstance(ws, aiohttp.ClientWebSocketResponse)]
         statuses = [a.status for a in attempts if isinstance(a, aiohttp.WSServerHandshakeError)]
         assert len(sockets) == 2 and statuses == [503] * 18
@@ -447,3 +451,17 @@ async def test_serve_closes_a_dribbling_client_and_limits_connections_per_addres
         assert "Traceback" not in gw.log()
     finally:
         await gw.close()
+
+
+def test_the_refusal_log_says_how_many_lines_it_held_back(caplog):
+    now = [100.0]
+    refusals = RefusalLog(every_s=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="gateway.http.guard"):
+        for _ in range(500):
+            refusals.warning("capacity", "refused %s", "x")
+            refusals.warning("per_address", "too many from %s", "y")
+        now[0] += 10.0
+        refusals.warning("capacity", "refused %s", "z")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["refused x", "too many from y",
+                     "refused z (and 499 more refused for this reason in the last 10 s)"]
