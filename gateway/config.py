@@ -146,7 +146,7 @@ class LimitsConfig:
     start_timeout_s: float = 10.0  # media socket upgraded (or TCP accepted) until start
     media_idle_timeout_s: float = 60.0  # no message at all from the carrier this long
     header_timeout_s: float = 10.0  # an HTTP request's head must arrive within this
-    max_connections_per_address: int = 500  # open connections from one client address
+    max_connections_per_address: int = 1000  # open connections from one client address
     max_buffered_audio_s: float = 30.0  # provider audio held ahead of playback, per call
     max_provider_message_bytes: int = 4 << 20  # one message from a TTS provider
 

@@ -38,7 +38,12 @@ CONFIG_NAMED = frozenset({"provider", "from_provider", "to_provider"})
 #: ``CarrierProtocolError.kind`` (gateway/carriers).
 CARRIER_ERROR_KINDS = frozenset({
     "not_json", "unknown_event", "missing_field", "bad_payload", "binary_frame",
-    "out_of_order", "bad_frame_size"})
+    "out_of_order", "bad_frame_size",
+    # a start refused (gateway/carriers/base.py) and a socket aiohttp dropped (media.py)
+    "unsupported_format", "bad_call_id", "message_too_big", "bad_frame"})
+#: Why a connection was refused or closed (gateway/http/guard.py).
+CONNECTION_REFUSALS = ("capacity", "draining", "start_timeout", "idle_timeout",
+                       "header_timeout", "per_address")
 #: ``CarrierFault.code``: the codes carriers document, nothing they may invent.
 CARRIER_FAULT_CODES = frozenset({
     # Telnyx media-stream errors, by code or, without one, by title
@@ -83,7 +88,9 @@ CONTROL_ERROR_KINDS = frozenset({
 
 #: metric attribute -> label -> its values (``carrier`` is :data:`CARRIERS` everywhere).
 LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
-    "calls": {"outcome": {"completed", "disconnected", "hangup", "rejected", "shutdown"}},
+    "calls": {"outcome": {"completed", "disconnected", "hangup", "rejected", "shutdown",
+                          "timeout"}},
+    "connections_refused": {"reason": CONNECTION_REFUSALS},
     "utterances": {"outcome": {"played", "interrupted", "failed"}},
     "carrier_errors": {"kind": CARRIER_ERROR_KINDS},
     "carrier_faults": {"code": CARRIER_FAULT_CODES},
@@ -190,6 +197,11 @@ class Metrics:
         self.carrier_faults = Counter(
             "carrier_faults_total", "Errors the carrier reported about what we sent, by code.",
             ["carrier", "code"], namespace=ns, registry=r)
+        self.connections_refused = Counter(
+            "connections_refused_total",
+            "Connections refused or closed by a limit, by reason (capacity, draining, "
+            "start_timeout, idle_timeout, header_timeout, per_address).", ["reason"],
+            namespace=ns, registry=r)
         self.auth_failures = Counter(
             "carrier_auth_failures_total",
             "Carrier connections and answer requests refused before the upgrade, by reason "

@@ -55,7 +55,9 @@ def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
         "routes": {"bench": {"provider": "fake", "cache_greeting": False,
                              "greeting": "Thank you for calling. " * int(seconds_of_speech * 15 / 23 + 1)}},
         "playout": {"lead_ms": lead_ms},
-        "limits": {"max_calls": 100000, "max_text_chars": 1000000},
+        # every simulated call comes from 127.0.0.1
+        "limits": {"max_calls": 100000, "max_text_chars": 1000000,
+                   "max_connections_per_address": 100000},
         "logging": {"level": "WARNING"},
     }
 

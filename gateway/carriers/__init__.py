@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 # carrier -> module:class, imported on first use
 PROTOCOLS = {
@@ -20,3 +22,9 @@ PROTOCOLS = {
 def protocol_class(carrier: str):
     module, name = PROTOCOLS[carrier].split(":")
     return getattr(importlib.import_module(f"gateway.carriers.{module}"), name)
+
+
+def new_protocol(carrier: str, options: Mapping[str, Any]):
+    """The protocol for one stream of ``carrier``, set up from its ``carriers:`` settings
+    (what the gateway's answer document told the carrier, where that matters)."""
+    return protocol_class(carrier).from_options(options)

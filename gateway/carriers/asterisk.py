@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from gateway.carriers.base import CarrierBase
+from gateway.carriers.base import MAX_STREAM_ID, CarrierBase
 from gateway.carriers.events import (
     Audio,
     Binary,
@@ -155,7 +155,12 @@ class AsteriskProtocol(CarrierBase):
             )
         frame_size = _positive_int(fields.get("optimal_frame_size"), "optimal_frame_size")
         stream_id = _text(fields, ("connection_id",))
+        # without a channel_id (the plain-text example in Asterisk's documentation) the id
+        # is the channel name, "WebSocket/<connection>/0x…": _begin maps it to one that
+        # needs no escaping in /v1/calls/{id}, and the name stays in the call's details
         call_id = _text(fields, ("channel_id", "channel"))
+        channel = fields.get("channel")
+        details = {"channel": channel[:MAX_STREAM_ID]} if type(channel) is str and channel else {}
         # only the JSON form carries the channel's variables
         variables = fields.get("channel_variables", {}) if form == "json" else {}
         if type(variables) is not dict or not all(type(v) is str for v in variables.values()):
@@ -173,10 +178,12 @@ class AsteriskProtocol(CarrierBase):
                 f"of {bytes_20ms} bytes into one {MAX_MEDIA_MESSAGE}-byte message",
             )
 
+        started = self._begin(Started(call_id, stream_id, media_format, dict(variables),
+                                      details))
         self.control_format = form
         self.optimal_frame_size = frame_size
         self.frames_per_message = frames
-        return self._begin(Started(call_id, stream_id, media_format, dict(variables)))
+        return started
 
     def _on_dtmf_end(self, form: str, fields: Any) -> CarrierEvent | None:
         if form == "plain-text":

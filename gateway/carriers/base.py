@@ -9,7 +9,12 @@ framing, chunk rules or mark/clear semantics.
 
 from __future__ import annotations
 
-from typing import Protocol
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+from telcodecs import SUPPORTED_OUTPUT_RATES
 
 from gateway.carriers.events import (
     CarrierCommand,
@@ -19,7 +24,23 @@ from gateway.carriers.events import (
     MediaFormat,
     PlayAudio,
     Started,
+    StartRefused,
 )
+
+#: What the gateway can synthesize into, by encoding: G.711 is 8 kHz by definition, L16 at
+#: the rates telcodecs resamples to. A start asking for anything else is refused.
+PLAYABLE_RATES: dict[str, frozenset[int]] = {
+    "mulaw": frozenset({8000}),
+    "alaw": frozenset({8000}),
+    "l16": frozenset(SUPPORTED_OUTPUT_RATES),
+}
+#: A call id is a key in ``/v1/calls/{id}``, in logs and events: it must fit a URL path
+#: segment unescaped. Carriers' ids do (CallSid, UUIDs, Telnyx ``v3:…``, Asterisk's
+#: ``1712345678.42``); one that does not is mapped, one that cannot be a real id refused.
+MAX_CALL_ID = 128
+MAX_STREAM_ID = 256
+_SAFE_CALL_ID = re.compile(r"[A-Za-z0-9._:@+=~-]+")
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._:@+=~-]+")
 
 
 class CarrierProtocol(Protocol):
@@ -35,8 +56,11 @@ class CarrierProtocol(Protocol):
     def receive_bytes(self, data: bytes) -> CarrierEvent | None: ...
 
     # -- outbound, valid once Started has been returned ---------------------------------
-    #: the carrier's audio format for this call, both ways
+    #: the format the carrier plays what we send in, which the gateway synthesizes into
+    #: (the start's format, or the one the gateway's own answer document asked for)
     media_format: MediaFormat
+    #: the format the carrier streams to us, as its start announced it
+    inbound_format: MediaFormat
     #: 20 ms frames per media message (1 for most; Exotel needs at least 3.2 KB)
     frames_per_message: int
     #: seconds of audio we may send ahead of real time; None: the configured lead; 0: the
@@ -66,7 +90,11 @@ class CarrierBase:
     A subclass sets :attr:`carrier` and :attr:`display_name`, passes its default
     :class:`MediaFormat` to ``__init__``, and calls :meth:`_begin` with the
     :class:`~gateway.carriers.events.Started` event once the stream's metadata has arrived
-    and been validated.
+    and been validated; :meth:`_begin` refuses a start the gateway cannot serve.
+
+    Where the carrier plays what we send in a format set apart from what it streams to us
+    (Telnyx: ``bidirectionalCodec``), the subclass sets :attr:`played_format` from the
+    answer document's settings (:meth:`from_options`); it is then the outbound format.
     """
 
     carrier: str
@@ -77,8 +105,15 @@ class CarrierBase:
         self.stream_id: str | None = None
         self.call_id: str | None = None
         self.media_format: MediaFormat = media_format
+        self.inbound_format: MediaFormat = media_format
+        self.played_format: MediaFormat | None = None
         self.custom_parameters: dict[str, str] = {}
         self._stopped = False
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> CarrierBase:
+        """A protocol for one stream, set up from the carrier's ``carriers:`` settings."""
+        return cls()
 
     @property
     def started(self) -> bool:
@@ -92,10 +127,19 @@ class CarrierBase:
         return self._stopped
 
     def _begin(self, started: Started) -> Started:
-        """Take the stream's metadata from the (validated) event that reports its start."""
+        """Take the stream's metadata from the (validated) event that reports its start.
+
+        Raises :class:`~gateway.carriers.events.StartRefused`, leaving the state as it was,
+        for a format the gateway cannot produce or an id that cannot be a key; returns the
+        event with the call id it gets (see :func:`call_key`)."""
+        played = self.played_format or started.media_format
+        if played.sample_rate not in PLAYABLE_RATES.get(played.encoding, ()):
+            raise _unplayable(self.display_name, played)
+        started = _keyed(started, self.display_name)
         self.stream_id = started.stream_id
         self.call_id = started.call_id
-        self.media_format = started.media_format
+        self.inbound_format = started.media_format
+        self.media_format = played
         self.custom_parameters = dict(started.custom_parameters)
         return started
 
@@ -109,3 +153,48 @@ class CarrierBase:
         if type(command) is Clear:
             return self.clear_message()
         raise TypeError(f"{self.display_name} has no message for command {command!r}")
+
+
+def _unplayable(carrier: str, fmt: MediaFormat) -> StartRefused:
+    rates = PLAYABLE_RATES.get(fmt.encoding)
+    can = (f"{fmt.encoding} only at {' or '.join(map(str, sorted(rates)))} Hz" if rates
+           else f"no {fmt.encoding!r}")
+    return StartRefused(
+        "unsupported_format",
+        f"{carrier} start asks for {fmt.encoding} at {fmt.sample_rate} Hz, which the gateway "
+        f"cannot produce (it plays {can}); configure the carrier's stream for one it can",
+    )
+
+
+def call_key(call_id: str) -> str | None:
+    """The id a call gets from its carrier's ``call_id``: the id itself when it fits a URL
+    path segment unescaped, else with each run of other characters replaced by ``-``
+    (Asterisk's ``WebSocket/<connection>/0x…`` becomes ``WebSocket-<connection>-0x…``);
+    ``None`` for one that cannot be a carrier's id (too long, control characters)."""
+    if len(call_id) > MAX_CALL_ID or not call_id.isprintable():
+        return None
+    if _SAFE_CALL_ID.fullmatch(call_id):
+        return call_id
+    return _UNSAFE_RUN.sub("-", call_id).strip("-") or None
+
+
+def _keyed(started: Started, carrier: str) -> Started:
+    key = call_key(started.call_id)
+    if key is None:
+        raise StartRefused(
+            "bad_call_id",
+            f"{carrier} start has a call id of {len(started.call_id)} characters that cannot "
+            f"be a carrier's: at most {MAX_CALL_ID}, printable, no line breaks",
+        )
+    if len(started.stream_id) > MAX_STREAM_ID:
+        raise StartRefused(
+            "bad_call_id",
+            f"{carrier} start has a stream id of {len(started.stream_id)} characters; at most "
+            f"{MAX_STREAM_ID}",
+        )
+    if key == started.call_id:
+        return started
+    details = dict(started.details)
+    if started.call_id not in details.values():
+        details["carrier_call_id"] = started.call_id
+    return replace(started, call_id=key, details=details)

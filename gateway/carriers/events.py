@@ -33,10 +33,15 @@ class Connected:
 
 @dataclass(frozen=True, slots=True)
 class Started:
+    """The stream's metadata. ``media_format`` is what the carrier streams to us, as its
+    start announces it; ``details`` is what the carrier says about the call besides its id
+    (Asterisk's channel name; the carrier's own id when the gateway had to map it)."""
+
     call_id: str
     stream_id: str
     media_format: MediaFormat = field(default_factory=MediaFormat)
     custom_parameters: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -132,3 +137,12 @@ class CarrierProtocolError(ValueError):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
+
+
+class StartRefused(CarrierProtocolError):
+    """A well-formed start the gateway cannot take: the stream is refused in the carrier's
+    own way (WebSocket close 1008, AudioSocket hang-up), not just the message dropped.
+
+    ``kind`` is ``unsupported_format`` (an encoding or rate the gateway cannot produce) or
+    ``bad_call_id`` (an id that cannot be a key: too long, or with control characters).
+    """

@@ -7,9 +7,13 @@ Telnyx opens a WebSocket to the gateway for each stream (``stream_url`` on dial/
     gateway -> Telnyx   media {payload}, mark {name}, clear        (no stream_id needed)
 
 Bidirectional audio needs ``stream_bidirectional_mode: "rtp"`` (the default, ``mp3``,
-silently drops what we send). The gateway plays in the format ``start.media_format``
-announces, so set ``stream_bidirectional_codec``/``…_sampling_rate`` to match
-``stream_codec``: Telnyx does not tell us the bidirectional codec.
+silently drops what we send). What Telnyx streams to us (``start.media_format``) and what
+it plays of ours (``bidirectionalCodec``/``…SamplingRate``) are set apart, and they can
+differ: Telnyx transcodes the inbound stream only between PCMU and PCMA, so a PCMU call
+streams PCMU even when the answer asked for L16 both ways. ``start`` never names the
+bidirectional codec, so the gateway sends what its own answer document asked for
+(``carriers.telnyx.codec``/``sample_rate``, :meth:`TelnyxProtocol.from_options`); a stream
+started through Call Control must set ``stream_bidirectional_codec`` to match.
 
 Audio is the headerless RTP payload: μ-law or A-law bytes as they are, L16 converted here
 between Telnyx's big-endian wire and the gateway's little-endian ``l16`` (see
@@ -19,6 +23,7 @@ between Telnyx's big-endian wire and the gateway's little-endian ``l16`` (see
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.carriers.events import (
@@ -105,9 +110,21 @@ class TelnyxProtocol(JsonStreamProtocol):
     _mark_prefix = b'{"event":"mark","mark":{"name":'
     _clear_text = b'{"event":"clear"}'
 
-    def __init__(self) -> None:
+    def __init__(self, played_format: MediaFormat | None = None) -> None:
+        """``played_format``: what Telnyx plays what we send as (the answer document's
+        ``bidirectionalCodec``); ``None``: the format ``start`` announces."""
         super().__init__(MediaFormat("mulaw", 8000))
-        self._l16 = False
+        self.played_format = played_format
+        self._l16_in = False
+        self._l16_out = False
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> TelnyxProtocol:
+        """Played as ``codec`` at ``sample_rate`` (G.711 always at 8000 Hz), as
+        :func:`gateway.carriers.answer.texml` asks for it."""
+        encoding = _ENCODINGS.get(options.get("codec", "PCMU"), "mulaw")
+        rate = options.get("sample_rate", 8000) if encoding == "l16" else 8000
+        return cls(MediaFormat(encoding, rate))
 
     # ---- inbound ---------------------------------------------------------------
 
@@ -125,7 +142,8 @@ class TelnyxProtocol(JsonStreamProtocol):
         return Started(call_id, stream_id, media_format, _custom_parameters(start))
 
     def _on_started(self) -> None:
-        self._l16 = self.media_format.encoding == "l16"
+        self._l16_in = self.inbound_format.encoding == "l16"
+        self._l16_out = self.media_format.encoding == "l16"
         # constant, but media cannot go before start: it must be in start's format
         self._media_prefix = b'{"event":"media","media":{"payload":"'
 
@@ -136,7 +154,7 @@ class TelnyxProtocol(JsonStreamProtocol):
                                     "both_tracks)"):
             return None
         audio = decode_payload(media, "media", "RTP payload")
-        if self._l16:
+        if self._l16_in:
             try:
                 audio = _swap_l16(audio)
             except ValueError as exc:
@@ -167,7 +185,7 @@ class TelnyxProtocol(JsonStreamProtocol):
     def media_message(self, payload: bytes) -> bytes:
         """``{"event":"media","media":{"payload":<base64>}}`` for audio in
         :attr:`media_format` (``l16`` little-endian; it goes out big-endian)."""
-        if self._l16:
+        if self._l16_out:
             payload = _swap_l16(payload)
         return JsonStreamProtocol.media_message(self, payload)
 

@@ -50,7 +50,8 @@ class CallEnded(Exception):
 class Call:
     def __init__(self, services: CallServices, *, call_id: str, stream_id: str, carrier: str,
                  route: RouteConfig, protocol, media_format: MediaFormat,
-                 sink, close_transport: Callable[[], Awaitable[None]]):
+                 sink, close_transport: Callable[[], Awaitable[None]],
+                 details: dict[str, str] | None = None):
         self.services = services
         self.id = call_id
         self.stream_id = stream_id
@@ -58,6 +59,7 @@ class Call:
         self.route = route
         self.protocol = protocol
         self.media_format = media_format
+        self.details = dict(details or {})  # from the carrier: Asterisk's channel name, ...
         self.started_at = time.time()
         self._sink = sink
         self._close_transport = close_transport
@@ -538,6 +540,7 @@ class Call:
             "inbound_frames": self.inbound_frames,
             "media_format": {"encoding": self.media_format.encoding,
                              "sample_rate": self.media_format.sample_rate},
+            "details": self.details,
         }
 
 

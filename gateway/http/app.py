@@ -17,6 +17,7 @@ from gateway.http.answer import answer
 from gateway.http.control_access import control_auth
 from gateway.http.drain import Drain
 from gateway.http.errors import json_errors, quiet_client_errors
+from gateway.http.guard import CONNECTIONS, ConnectionGuard
 from gateway.http.keys import (AUDIOSOCKET, CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROVIDERS,
                                SERVICES)
 from gateway.http.media import media_stream
@@ -63,6 +64,7 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
     for provider in app[PROVIDERS].values():
         provider.use_metrics(metrics)
     app[CALLS] = {}
+    app[CONNECTIONS] = ConnectionGuard(config.limits, metrics)
     app[SERVICES] = CallServices(config=config, metrics=metrics, clock=clock,
                                  providers=app[PROVIDERS])
     app.cleanup_ctx.append(_lifecycle)

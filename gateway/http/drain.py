@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.http.guard import GuardedRunner
+
 if TYPE_CHECKING:
     from gateway.core.call import Call
 
@@ -197,8 +199,9 @@ async def serve(app: web.Application, host: str, port: int, *,
             pass
     from gateway.http.verify import RedactingAccessLogger  # verify imports keys, keys drain
 
-    # the access log must not print route tokens (they are in the media and answer paths)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
+    # the access log must not print route tokens (they are in the media and answer paths);
+    # the guarded runner adds the connection limits (header timeout, per-address limit)
+    runner = GuardedRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
                            access_log_class=RedactingAccessLogger)
     try:
         await runner.setup()

@@ -16,6 +16,7 @@ from gateway.carriers.events import (
     MediaFormat,
     PlayAudio,
     Started,
+    StartRefused,
 )
 
 CONN = "2f8e3c1a-5d7b-4e0f-9a6c-1b2d3e4f5a6b"
@@ -81,7 +82,8 @@ def test_plain_text_media_start():
     proto = AsteriskProtocol()
     event = proto.receive_text(plain_start() + "\n")
     assert event == Started(call_id=CHANNEL_ID, stream_id=CONN,
-                            media_format=MediaFormat("mulaw", 8000), custom_parameters={})
+                            media_format=MediaFormat("mulaw", 8000), custom_parameters={},
+                            details={"channel": CHANNEL})
     assert proto.started and not proto.stopped
     assert proto.control_format == "plain-text"
     assert (proto.call_id, proto.stream_id) == (CHANNEL_ID, CONN)
@@ -94,7 +96,8 @@ def test_json_media_start():
     event = proto.receive_text(json_start("slin16", 640))
     assert event == Started(call_id=CHANNEL_ID, stream_id=CONN,
                             media_format=MediaFormat("l16", 16000),
-                            custom_parameters={"TENANT": "acme", "ROUTE": "ivr"})
+                            custom_parameters={"TENANT": "acme", "ROUTE": "ivr"},
+                            details={"channel": CHANNEL})
     assert proto.control_format == "json"
     assert proto.custom_parameters == {"TENANT": "acme", "ROUTE": "ivr"}
     event.custom_parameters["x"] = "y"
@@ -106,26 +109,48 @@ def test_plain_text_carries_no_channel_variables():
     assert event.custom_parameters == {}
 
 
-def test_channel_name_is_the_call_id_without_channel_id():
-    event = AsteriskProtocol().receive_text(plain_start(channel_id=...))
-    assert event.call_id == CHANNEL
+@pytest.mark.parametrize("form", ["plain-text", "json"])
+def test_without_channel_id_the_call_id_is_the_channel_name_usable_in_a_url(form):
+    proto = AsteriskProtocol()
+    text = plain_start(channel_id=...) if form == "plain-text" else json_start(channel_id=...)
+    event = proto.receive_text(text)
+    # "WebSocket/<connection>/0x…" would need %2F in /v1/calls/{id}: the id has none
+    assert event.call_id == proto.call_id == "WebSocket-media_connection1-0x7f2a4c001234"
+    assert event.details == {"channel": CHANNEL}
+
+
+def test_a_huge_channel_name_is_refused_as_a_call_id_and_bounded_as_a_detail():
+    error = expect_error(AsteriskProtocol(), plain_start(channel_id=..., channel="W" * 200_000),
+                         "bad_call_id")
+    assert "200000 characters" in str(error) and len(str(error)) < 300
+    event = AsteriskProtocol().receive_text(json_start(channel="W" * 200_000))
+    assert event.call_id == CHANNEL_ID and len(event.details["channel"]) == 256
 
 
 @pytest.mark.parametrize(
     "fmt, size, media_format",
     [("ulaw", 160, MediaFormat("mulaw", 8000)), ("alaw", 160, MediaFormat("alaw", 8000)),
-     ("slin", 320, MediaFormat("l16", 8000)), ("slin12", 480, MediaFormat("l16", 12000)),
-     ("slin16", 640, MediaFormat("l16", 16000)), ("slin24", 960, MediaFormat("l16", 24000)),
-     ("slin32", 1280, MediaFormat("l16", 32000)), ("slin44", 1764, MediaFormat("l16", 44100)),
-     ("slin48", 1920, MediaFormat("l16", 48000)), ("slin96", 3840, MediaFormat("l16", 96000)),
-     ("slin192", 7680, MediaFormat("l16", 192000)), ("ULAW", 160, MediaFormat("mulaw", 8000))],
+     ("slin", 320, MediaFormat("l16", 8000)), ("slin16", 640, MediaFormat("l16", 16000)),
+     ("slin24", 960, MediaFormat("l16", 24000)), ("ULAW", 160, MediaFormat("mulaw", 8000))],
 )
 def test_format_mapping(fmt, size, media_format):
     for form in ("plain-text", "json"):
         proto = started(form, fmt, size)
-        assert proto.media_format == media_format
+        assert proto.media_format == proto.inbound_format == media_format
         assert proto.frames_per_message == 1
         assert media_format.bytes_per_20ms == size
+
+
+@pytest.mark.parametrize("fmt, size", [("slin12", 480), ("slin32", 1280), ("slin44", 1764),
+                                       ("slin48", 1920), ("slin96", 3840), ("slin192", 7680)])
+def test_rates_the_gateway_cannot_produce_are_refused(fmt, size):
+    for text in (plain_start(fmt, size), json_start(fmt, size)):
+        proto = AsteriskProtocol()
+        with pytest.raises(StartRefused) as info:
+            proto.receive_text(text)
+        assert info.value.kind == "unsupported_format"
+        assert "cannot produce" in str(info.value) and "8000 or 16000 or 24000" in str(info.value)
+        assert not proto.started and proto.control_format is None
 
 
 @pytest.mark.parametrize(

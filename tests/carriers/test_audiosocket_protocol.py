@@ -25,6 +25,7 @@ from gateway.carriers.events import (
     MediaFormat,
     PlayAudio,
     Started,
+    StartRefused,
     Stopped,
 )
 
@@ -189,13 +190,24 @@ def test_message_split_across_reads():
     assert proto.feed(b"") == []
 
 
-@pytest.mark.parametrize("kind, rate", sorted(AUDIO_KIND_RATES.items()))
+PLAYABLE = {kind: rate for kind, rate in AUDIO_KIND_RATES.items() if rate in (8000, 16000, 24000)}
+
+
+@pytest.mark.parametrize("kind, rate", sorted(PLAYABLE.items()))
 def test_each_rate_takes_its_own_kind(kind, rate):
     proto = started(rate)
     assert proto.media_format == MediaFormat("l16", rate)
     frame = bytes(proto.media_format.bytes_per_20ms)
     assert proto.feed(encode_message(kind, frame)) == [Audio(frame)]
     assert proto.media_message(frame) == encode_message(kind, frame)
+
+
+@pytest.mark.parametrize("rate", sorted(set(AUDIO_KIND_RATES.values()) - set(PLAYABLE.values())))
+def test_a_rate_the_gateway_cannot_produce_is_refused_at_the_uuid(rate):
+    proto = AudioSocketProtocol(sample_rate=rate)
+    with pytest.raises(StartRefused) as info:
+        proto.feed(UUID_MESSAGE)
+    assert info.value.kind == "unsupported_format" and not proto.started
 
 
 @pytest.mark.parametrize("kind", [0x11, 0x12, 0x13, 0x18])

@@ -172,17 +172,20 @@ class AsteriskCall(CarrierCall):
     def __init__(self, url: str, *, control_format: str = "plain-text",
                  legacy_hangups: bool = False, connection_id: str = "tts-gateway",
                  protocols: tuple[str, ...] = (), media_before_start: int = 0,
-                 **options) -> None:
+                 send_channel_id: bool = True, **options) -> None:
         """``protocols``: the Sec-WebSocket-Protocol values (websocket_client.conf
         ``protocols``, none by default); ``media_before_start=N`` sends N media frames
-        before MEDIA_START (asterisk #1712)."""
+        before MEDIA_START (asterisk #1712); ``send_channel_id=False`` leaves channel_id
+        out of MEDIA_START, as the plain-text example in Asterisk's documentation does
+        (the gateway then names the call after the channel)."""
         self.control_format = control_format
         self.legacy_hangups = legacy_hangups
         self.connection_id = connection_id
         self.protocols = tuple(protocols)
         self.media_before_start = media_before_start
+        self.send_channel_id = send_channel_id
         super().__init__(url, **options)
-        self.channel = f"WebSocket/{connection_id}-{secrets.token_hex(4)}"
+        self.channel = f"WebSocket/{connection_id}/0x{secrets.token_hex(6)}"
 
     def new_call_id(self) -> str:
         """A channel uniqueid, like ``1733312345.42``."""
@@ -200,6 +203,8 @@ class AsteriskCall(CarrierCall):
         fields = {"connection_id": self.connection_id, "channel": self.channel,
                   "channel_id": self.call_id, "format": FORMAT_NAMES[self.format.name],
                   "optimal_frame_size": self.format.frame_bytes, "ptime": 20}
+        if not self.send_channel_id:
+            del fields["channel_id"]
         early = [self.format.silence(self.inbound_frame_bytes)] * self.media_before_start
         if self.control_format == "json":
             start = to_json({"event": "MEDIA_START", **fields,

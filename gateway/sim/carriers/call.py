@@ -64,6 +64,9 @@ class CarrierCall:
         self.format: WireFormat = parse_format(media_format or self.formats[0], self.formats,
                                                l16_byteorder=self.l16_byteorder,
                                                carrier=self.carrier)
+        #: the format of the caller audio the carrier streams (a carrier module may set
+        #: it apart from :attr:`format`, what it plays of the gateway's)
+        self.inbound_format: WireFormat = self.format
         self.call_id = call_id or self.new_call_id()
         self.stream_id = self.new_stream_id()
         self.headers = dict(headers or {})
@@ -348,7 +351,7 @@ class CarrierCall:
 
     async def _stream_inbound_media(self) -> None:
         size = self.inbound_frame_bytes
-        silence = self.format.silence(size)
+        silence = self.inbound_format.silence(size)
         start = time.monotonic()
         index = 0
         try:

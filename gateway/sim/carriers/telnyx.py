@@ -18,6 +18,7 @@ import uuid
 from datetime import datetime, timezone
 
 from gateway.sim.carriers.call import CarrierCall
+from gateway.sim.carriers.formats import parse_format
 from gateway.sim.carriers.model import (CarrierModel, Echo, Notice, Output, b64decode,
                                         inner_field, json_object, preview, to_json)
 
@@ -82,9 +83,14 @@ class TelnyxCall(CarrierCall):
     formats = ("mulaw/8000", "alaw/8000", "l16/8000", "l16/16000", "l16/24000")
 
     def __init__(self, url: str, *, reorder_every: int | None = None,
-                 telnyx_l16_byteorder: str = "big", **options) -> None:
-        """``reorder_every=N`` swaps inbound frames N-2 and N-1 of every N (Telnyx does
-        not guarantee order)."""
+                 telnyx_l16_byteorder: str = "big", stream_format: str | None = None,
+                 **options) -> None:
+        """``media_format`` is what Telnyx plays of the gateway's audio (the
+        bidirectional codec); ``stream_format`` what it streams to the gateway and announces
+        in ``start``, by default the same. They differ on a real call when the answer asks
+        for L16 both ways but the call is PCMU: Telnyx transcodes the inbound stream only
+        between PCMU and PCMA. ``reorder_every=N`` swaps inbound frames N-2 and N-1 of
+        every N (Telnyx does not guarantee order)."""
         if reorder_every is not None and reorder_every < 2:
             raise ValueError("reorder_every must be at least 2")
         self.reorder_every = reorder_every
@@ -93,6 +99,12 @@ class TelnyxCall(CarrierCall):
         self._held: str | None = None
         self.l16_byteorder = telnyx_l16_byteorder
         super().__init__(url, **options)
+        if stream_format is not None:
+            self.inbound_format = parse_format(stream_format, self.formats,
+                                               l16_byteorder=self.l16_byteorder,
+                                               carrier=self.carrier)
+            self.inbound_frame_bytes = round(self.inbound_format.bytes_per_second
+                                             * self.frame_seconds)
 
     def new_call_id(self) -> str:
         return "v3:" + secrets.token_urlsafe(32)
@@ -107,8 +119,9 @@ class TelnyxCall(CarrierCall):
         start = {"user_id": self.user_id, "call_control_id": self.call_id,
                  "call_session_id": self.call_session_id, "from": "+13122010094",
                  "to": "+13122123456",
-                 "media_format": {"encoding": _ENCODINGS[self.format.encoding],
-                                  "sample_rate": self.format.sample_rate, "channels": 1}}
+                 "media_format": {"encoding": _ENCODINGS[self.inbound_format.encoding],
+                                  "sample_rate": self.inbound_format.sample_rate,
+                                  "channels": 1}}
         if self.custom_parameters:  # where Telnyx puts them is undocumented (§2.3)
             start["custom_parameters"] = dict(self.custom_parameters)
         return ['{"event":"connected","version":"1.0.0"}',
