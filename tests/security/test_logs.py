@@ -76,34 +76,43 @@ def twilio_start(call_sid: str, stream_sid: str = "MZ0001", **parameters: str) -
                                                  "sampleRate": 8000, "channels": 1}}})
 
 
-async def twilio_call(gw: GatewayProcess, call_sid: str, messages, **parameters: str) -> None:
-    """A Twilio stream that starts ``call_sid``, sends ``messages``, stops, and waits for
-    the gateway to log the end of the call."""
-    before = gw.log().count(" ended: ")
+async def twilio_call(gw: GatewayProcess, call_sid: str, messages, *, before_start=(),
+                      until: str = " ended: ", stream_sid: str = "MZ0001",
+                      **parameters: str) -> None:
+    """A Twilio stream that sends ``before_start``, starts ``call_sid``, sends ``messages``,
+    stops, and waits for the gateway to log ``until`` (the end of the call; "refused" for a
+    start the gateway refuses)."""
+    before = gw.log().count(until)
     async with gw.session.ws_connect(f"{gw.ws_url}/v1/media/twilio") as ws:
         await ws.send_str(json.dumps({"event": "connected", "protocol": "Call"}))
-        await ws.send_str(twilio_start(call_sid, **parameters))
+        for message in before_start:
+            await ws.send_str(message)
+        await ws.send_str(twilio_start(call_sid, stream_sid, **parameters))
         for message in messages:
             await ws.send_str(message)
-        await ws.send_str(json.dumps({"event": "stop", "streamSid": "MZ0001"}))
+        await ws.send_str(json.dumps({"event": "stop", "streamSid": stream_sid}))
         await until_closed(ws)
     deadline = time.monotonic() + 20
-    while gw.log().count(" ended: ") <= before:
+    while gw.log().count(until) <= before:
         assert time.monotonic() < deadline, gw.log()[-3000:]
         await asyncio.sleep(0.05)
 
 
 async def test_a_call_sid_with_a_newline_forges_no_log_line(serve):
     gw = await serve()
-    call_sid = f"CA1\n{FORGED}\r\n{FORGED}\u2028{FORGED}\x1b[2J"
-    await twilio_call(gw, call_sid, ["not json", json.dumps({"event": f"x\n{FORGED}"})],
-                      tenant=f"acme\n{FORGED}")
+    nasty = f"\n{FORGED}\r\n{FORGED}\u2028{FORGED}\x1b[2J"
+    # a call id with control characters is refused at start (gateway/carriers/base.py)...
+    await twilio_call(gw, f"CA1{nasty}", [], until="refused")
+    # ... and every other value from the carrier reaches the log escaped
+    await twilio_call(gw, "CA2", ["not json", json.dumps({"event": f"x{nasty}"})],
+                      before_start=[json.dumps({"event": f"y{nasty}"})],
+                      stream_sid=f"MZ2{nasty}", tenant=f"acme{nasty}")
     text = gw.log()
     print(f"\nlog: {len(text.encode())} bytes, {len(text.splitlines())} lines")
-    assert "malformed" in text and "started" in text
+    assert "malformed" in text and "started" in text and "refused" in text
     assert not [line for line in text.splitlines() if line.startswith("FORGED")]
     assert "\x1b" not in text and "\u2028" not in text
-    assert "call CA1\\nFORGED" in text  # the id is still there, escaped
+    assert "MZ2\\nFORGED" in text  # the stream id is still there, escaped
 
 
 async def test_a_huge_call_id_and_bad_frames_write_kilobytes_not_megabytes(serve):
@@ -112,7 +121,8 @@ async def test_a_huge_call_id_and_bad_frames_write_kilobytes_not_megabytes(serve
     bad = [json.dumps({"event": "y" * 50_000, "n": i}) if i % 2 else "z" * 50_000
            for i in range(100)]
     before = len(gw.log().encode())
-    await twilio_call(gw, call_sid, bad)
+    # malformed messages before the start, then a start whose id is refused for its size
+    await twilio_call(gw, call_sid, [], before_start=bad, until="refused")
     written = len(gw.log().encode()) - before
     lines = gw.log().splitlines()
     print(f"\n200 KB call id + 100 bad frames: {written} bytes of log, "
@@ -144,14 +154,14 @@ async def test_twenty_thousand_bad_messages_write_a_few_warnings_and_a_count(ser
 
 async def test_json_format_one_object_per_line_with_the_call_fields(serve):
     gw = await serve("json")
-    await twilio_call(gw, f"CA-json\n{FORGED}", ["not json"] * 3, route="bot")
+    await twilio_call(gw, "CA-json", ["not json"] * 3, route="bot", tenant=f"t\n{FORGED}")
     banner, _, log = gw.log().partition("; control: /v1/calls\n")  # printed on stdout
     assert banner.startswith("======== Running on") and banner.count("\n") == 1
     lines = log.splitlines()
     print(f"\njson log: {len(lines)} lines")
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
-    call_lines = [e for e in entries if e.get("call_id") == f"CA-json\n{FORGED}"]
+    call_lines = [e for e in entries if e.get("call_id") == "CA-json"]
     assert any("malformed not_json" in e["message"] for e in call_lines)
     assert any("started" in e["message"] for e in call_lines)
     assert all(e["carrier"] == "twilio" and e["route"] == "bot" for e in call_lines)

@@ -465,4 +465,4 @@ def test_the_refusal_log_says_how_many_lines_it_held_back(caplog):
         refusals.warning("capacity", "refused %s", "z")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["refused x", "too many from y",
-                     "refused z (and 499 more refused for this reason in the last 10 s)"]
+                     "refused z (499 more like this suppressed)"]
