@@ -331,6 +331,8 @@ class Call:
                 out.segment_done()
 
         stream = session.stream(ledger.feed(handed), voice, on_segments_done=on_done)
+        playout = self.playout
+        ahead_s = self.services.config.limits.max_buffered_audio_s
         timer = asyncio.timeout(None)
         try:
             async with timer, aclosing(stream) as chunks:
@@ -346,6 +348,8 @@ class Call:
                             self.metrics.tts_first_chunk.labels(provider.name).observe(
                                 now - handed_at[0])
                     out.push(chunk)
+                    if playout.queued_seconds() > ahead_s:  # back-pressure: pull no more
+                        await playout.room(ahead_s)
         except TimeoutError:
             if not timer.expired():
                 raise
