@@ -33,6 +33,10 @@ dropped; the socket and the context id stay usable. A runaway provider
 (:data:`~.common.RUNAWAY_PROFILE`): an item whose text contains ``flood_on`` gets deltas
 without end at ``flood_factor`` (20) times real time, until cancelled; one containing
 ``oversize_on`` a single delta of ``oversize_bytes`` (8 MiB) of audio.
+
+The other reading of a commit: with ``item_per_sentence=True`` a commit's text is cut
+into sentences (and at ``max_partial_length``) as with ``segment=sentence``, each its own
+item with its own ``audio_output.done``, whatever ``segment`` says.
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ DEFAULT_PROFILE: dict[str, Any] = {
     "max_text_chars": 1000,
     "echo_context_id": True,  # [I] whether server events carry context_id
     "fail_on": None,  # text containing this fails its context (see the module doc)
+    # [I] §3.5 leaves open how many items a commit makes: one (False), or one per sentence
+    # whatever ``segment`` says (True; also cut at max_partial_length)
+    "item_per_sentence": False,
     **RUNAWAY_PROFILE,  # flood_on, oversize_on (see the module doc)
 }
 
@@ -127,6 +134,8 @@ class _Connection:
 
     def _segments(self, ctx: _Ctx, *, commit: bool) -> list[str]:
         segment = self.params["segment"]
+        if commit and self.p["item_per_sentence"]:
+            segment = "sentence"
         out: list[str] = []
         if segment == "immediate":
             out, ctx.buffer = ([ctx.buffer] if ctx.buffer.strip() else []), ""
