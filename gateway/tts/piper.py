@@ -94,7 +94,8 @@ class PiperSession(TtsSession):
                 try:
                     audio = await step
                 except Exception as exc:
-                    raise TtsError("synthesis", f"piper failed on {len(text)} chars: {exc}") from exc
+                    raise TtsError("synthesis",
+                                   f"piper failed on {len(text)} chars: {exc}") from exc
                 if audio is _DONE:
                     break
                 step = loop.run_in_executor(provider._executor, _next_sentence, sentences)
