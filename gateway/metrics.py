@@ -59,12 +59,15 @@ CARRIER_FAULT_CODES = frozenset({
 PROVIDER_FRAME_KINDS = frozenset({
     "not_json", "bad_frame", "bad_message", "bad_payload", "bad_audio", "missing_field",
     "unexpected_audio", "unknown_context", "unknown_event", "unknown_request",
-    "unknown_status", "unknown_type"})
+    "unknown_status", "unknown_type", "audio_after_done"})
 #: ``TtsError.kind`` and ``ProviderError.kind`` (gateway/tts, gateway/core/failover.py).
 TTS_ERROR_KINDS = frozenset({
     # the gateway's own: connections, pool, sessions, start-up, first-audio timeout
     "connect", "handshake", "connection_closed", "internal", "not_started", "not_ready",
     "pool_closed", "pool_exhausted", "start", "no_audio",
+    # more audio than a call may hold (limits.max_buffered_audio_s), a message over
+    # limits.max_provider_message_bytes
+    "overflow", "oversize",
     # the embedded voice
     "bad_voice", "synthesis",
     # the providers' error frames, as each driver classifies them

@@ -202,22 +202,13 @@ class Call:
             except asyncio.CancelledError:
                 if asyncio.current_task().cancelling():
                     raise
-            except TtsError as exc:
-                provider = getattr(exc, "provider", None) or utt.provider or self.route.provider
-                self.metrics.tts_errors.labels(provider, exc.kind).inc()
-                self._log.warning(f"tts {bounded(exc.kind, TTS_ERROR_KINDS)}",
-                                  "call %s speech %s: TTS failed (%s): %s", self.id, utt.id,
-                                  exc.kind, exc)
-                utt.error = str(exc)
-                self.playout.end_utterance()
-                self._finish(utt, interrupted=True)
-            except Exception:
+            except Exception:  # _speak reports synthesis failures itself: a bug
                 self._log.log(logging.ERROR, "unexpected failure",
                               "call %s speech %s: unexpected failure", self.id, utt.id,
                               exc_info=True)
-                utt.error = "internal error"
+                utt.error = utt.error or "internal error"
                 self.playout.end_utterance()
-                self._finish(utt, interrupted=True)
+                self._finish(utt, interrupted=False)
             finally:
                 self._speaking = None
                 self.current = None
@@ -269,9 +260,20 @@ class Call:
             utt.first_audio_at = time.monotonic()
             self._enqueue_frames(utt, cached, first=True)
         else:
-            recorded = await self._synthesize(utt, plan, record=key is not None)
-            if key and recorded:
-                prompts.put(key, recorded)
+            try:
+                recorded = await self._synthesize(utt, plan, record=key is not None)
+            except TtsError as exc:
+                self._synthesis_failed(utt, exc)
+            except Exception:
+                self._log.log(logging.ERROR, "unexpected failure",
+                              "call %s speech %s: unexpected failure", self.id, utt.id,
+                              exc_info=True)
+                utt.error = "internal error"
+            else:
+                if key and recorded:
+                    prompts.put(key, recorded)
+        # The end of the utterance follows whatever audio was queued, also after a failure:
+        # speech.done (with the error, if any) fires once the caller has heard that audio.
         mark = self.protocol.mark_message(utt.id)
         if mark is not None:
             playout.enqueue(Cue(mark, lambda now, utt=utt: self._await_echo(utt)))
@@ -280,13 +282,22 @@ class Call:
         playout.end_utterance()
         playout.kick()
 
+    def _synthesis_failed(self, utt: Utterance, exc: TtsError) -> None:
+        provider = getattr(exc, "provider", None) or utt.provider or self.route.provider
+        self.metrics.tts_errors.labels(provider, exc.kind).inc()
+        self._log.warning(f"tts {bounded(exc.kind, TTS_ERROR_KINDS)}",
+                          "call %s speech %s: TTS failed (%s): %s", self.id, utt.id, exc.kind,
+                          exc)
+        utt.error = str(exc)
+
     async def _synthesize(self, utt: Utterance, plan: list[tuple[str, str | None]], *,
                           record: bool) -> list[bytes] | None:
         """Stream the utterance's audio into the playout, converted to the carrier's format,
         from the first provider of ``plan`` that does not fail (gateway/core/failover.py).
 
         Returns every frame when ``record`` is set (for the prompt cache), unless a
-        failover mixed providers.
+        failover mixed providers. When every provider failed, the audio that came stays
+        queued (the caller hears it) and the last failure is raised.
         """
         failover = len(plan) > 1
         ledger = SegmentLedger(utt, by_sentence=failover)
@@ -306,6 +317,7 @@ class Call:
                     if failover:
                         exc = TtsError(exc.kind, "every provider failed: " + "; ".join(errors))
                     exc.provider = name
+                    out.finish()
                     raise exc
                 self.metrics.tts_errors.labels(name, exc.kind).inc()
                 self._fail_over(utt, name, plan[index + 1][0], exc, ledger, out)
@@ -337,6 +349,8 @@ class Call:
                 out.segment_done()
 
         stream = session.stream(ledger.feed(handed), voice, on_segments_done=on_done)
+        playout = self.playout
+        ahead_s = self.services.config.limits.max_buffered_audio_s
         timer = asyncio.timeout(None)
         try:
             async with timer, aclosing(stream) as chunks:
@@ -352,6 +366,8 @@ class Call:
                             self.metrics.tts_first_chunk.labels(provider.name).observe(
                                 now - handed_at[0])
                     out.push(chunk)
+                    if playout.queued_seconds() > ahead_s:  # back-pressure: pull no more
+                        await playout.room(ahead_s)
         except TimeoutError:
             if not timer.expired():
                 raise

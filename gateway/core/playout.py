@@ -13,6 +13,10 @@ Frames become carrier messages only when they leave (``build_media``), and every
 call sends in one tick goes to its socket in one write. Silence is never invented: when
 an utterance's audio arrives slower than real time the queue runs dry, an underrun is
 counted, and the timeline is rebased when audio resumes.
+
+Nor is audio held without bound: a call waits for ``room`` before it takes more audio from
+its provider while the queue holds more than ``limits.max_buffered_audio_s`` (back-pressure;
+the provider's own buffer is bounded where it is read, gateway/tts/remote/connection.py).
 """
 
 from __future__ import annotations
@@ -82,8 +86,31 @@ class Playout:
         self.frames_sent = 0
         self.underruns = 0
         self.last_activity_monotonic = 0.0  # when a frame last left, for hang-up timing
+        self._room: asyncio.Future | None = None  # a producer waiting for the queue to drain
+        self._room_entries = 0  # ... until it holds at most this many entries
 
     # -- producer side ----------------------------------------------------------------
+
+    def queued_seconds(self) -> float:
+        """Playing time of what is queued (a cue counts as a frame: an upper bound)."""
+        return len(self.queue) * self.frame_seconds
+
+    async def room(self, seconds: float) -> None:
+        """Return once the queue holds at most ``seconds`` of audio (or the playout is
+        closed): a producer's back-pressure. While the carrier is paused this waits."""
+        self._room_entries = max(1, int(seconds / self.frame_seconds))
+        while len(self.queue) > self._room_entries and not self.closed:
+            self._room = asyncio.get_running_loop().create_future()
+            try:
+                await self._room
+            finally:
+                self._room = None
+
+    def _wake_producer(self) -> None:
+        room = self._room
+        if room is not None and not room.done() and (
+                len(self.queue) <= self._room_entries or self.closed):
+            room.set_result(None)
 
     def enqueue(self, item: bytes | Cue) -> None:
         if not self.closed:
@@ -111,6 +138,7 @@ class Playout:
         self.in_utterance = False
         self._playing = False
         self._starved = False
+        self._wake_producer()
         return dropped
 
     def drop_tail(self, count: int) -> list[Cue]:
@@ -122,6 +150,7 @@ class Playout:
             item = queue.pop()
             if item.__class__ is Cue:
                 dropped.append(item)
+        self._wake_producer()
         return dropped
 
     def pause(self, paused: bool) -> None:
@@ -138,6 +167,7 @@ class Playout:
         self.closed = True
         self.queue.clear()
         self._clock.deactivate(self)
+        self._wake_producer()
 
     # -- clock side ---------------------------------------------------------------------
 
@@ -152,6 +182,8 @@ class Playout:
             return
         if not self.queue and not self.in_utterance:
             self._clock.deactivate(self)
+        if self._room is not None:
+            self._wake_producer()
 
     def _release_due(self, now: float) -> None:
         queue = self.queue

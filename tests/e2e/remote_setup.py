@@ -252,11 +252,11 @@ class Setup:
 
 @pytest.fixture
 async def remote():
-    """``await remote(kind, fake_profile={}, pool={}, options={})`` -> Setup."""
+    """``await remote(kind, fake_profile={}, pool={}, options={}, limits={})`` -> Setup."""
     cleanups = []
 
     async def start(kind: str, *, fake_profile: dict | None = None, pool: dict | None = None,
-                    options: dict | None = None) -> Setup:
+                    options: dict | None = None, limits: dict | None = None) -> Setup:
         p = PROVIDERS[kind]
         fake = p.make_app(**{**p.fake_profile, **(fake_profile or {})})
         runner, port = await serve_on_loopback(fake)
@@ -270,6 +270,8 @@ async def remote():
         }}
         data["routes"] = {"bot": {"provider": kind}}
         data["default_route"] = "bot"
+        if limits:
+            data["limits"] = {**(data.get("limits") or {}), **limits}
         gw = await start_gateway(data, KEY_ENV)
         cleanups.append(gw.runner.cleanup)
         cleanups.append(gw.session.close)

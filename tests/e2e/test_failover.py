@@ -12,6 +12,7 @@ and the ``speech.failover`` event say what happened.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -56,7 +57,7 @@ class Setup:
 @pytest.fixture
 async def failover():
     """``await failover({name: (kind, fake_profile, pool)}, route={...})`` -> Setup; the
-    first name is the route's provider, the others its fallbacks, in order."""
+    first name is the route's provider, the others (if any) its fallbacks, in order."""
     cleanups = []
 
     async def start(providers: dict[str, tuple[str, dict, dict]], **route) -> Setup:
@@ -75,7 +76,8 @@ async def failover():
                 "pool": {"min_idle": 1, "max": 4, **pool},
             }
         names = list(providers)
-        data["routes"] = {"bot": {"provider": names[0], "fallback": names[1:], **route}}
+        fallback = {"fallback": names[1:]} if names[1:] else {}
+        data["routes"] = {"bot": {"provider": names[0], **fallback, **route}}
         data["default_route"] = "bot"
         gw = await start_gateway(data, KEY_ENV)
         cleanups.append(gw.runner.cleanup)
@@ -272,7 +274,7 @@ async def test_when_every_provider_fails_the_bot_hears_why_and_the_call_goes_on(
         speech_id = await speak(setup, sim.call_sid, "Please FAILME now.")
         event = await control.next_event("speech.failover", speech_id=speech_id, timeout=20)
         done = await control.next_event("speech.done", speech_id=speech_id, timeout=20)
-        assert done["interrupted"] is True
+        assert done["interrupted"] is False
         assert "every provider failed" in done["error"]
         assert "primary" in done["error"] and "backup" in done["error"]
         # the call is still up and speaks the next utterance
@@ -290,3 +292,34 @@ async def test_when_every_provider_fails_the_bot_hears_why_and_the_call_goes_on(
         assert sum(float(line.split()[-1]) for line in metrics.splitlines()
                    if line.startswith("tts_gateway_tts_errors_total{")
                    and f'provider="{name}"' in line) == 1
+
+
+async def test_a_provider_failing_mid_utterance_is_an_error_reported_after_its_audio_played(
+        failover):
+    """Without a fallback, a socket cut in the second sentence (the fake sends ten times
+    faster than real time, so the caller is still hearing the first) fails the utterance.
+    The audio that came plays to its end; then ``speech.done`` says what failed: nothing
+    was interrupted (no clear), and it fires on the mark echo, as for any utterance."""
+    cut = sentence_bytes("cartesia", SENTENCES[0]) + 4000
+    setup = await failover({"only": ("cartesia", {"cut_after_bytes": cut}, {})})
+    async with TwilioCallSim(f"{setup.gw.ws_url}/v1/media/twilio") as sim:
+        control = await open_control(setup.gw, sim.call_sid)
+        speech_id = await speak(setup, sim.call_sid, TEXT)
+        done = await control.next_event("speech.done", speech_id=speech_id, timeout=30)
+        done_at = time.monotonic()
+        result = sim.result
+        assert done["interrupted"] is False
+        assert "only" in done["error"] and "closed" in done["error"]
+        echoed_at = [t for t, name in result.marks_sent_back if name == speech_id]
+        assert len(echoed_at) == 1 and echoed_at[0] <= done_at  # after the audio played
+        await sim.hangup()
+    heard = len(result.frames) * 0.020
+    print(f"heard {heard:.2f} s; the last frame arrived {done_at - result.frames[-1][0]:.2f} s "
+          f"and the mark was echoed {done_at - echoed_at[0]:.3f} s before speech.done")
+    assert heard == pytest.approx(cut / 8000, abs=0.15)  # every byte that came was heard
+    assert result.clears == [] and result.violations == []
+    metrics = await setup.gw.metrics_text()
+    assert metric_value(metrics, "tts_gateway_utterances_total", carrier="twilio",
+                        outcome="failed") == 1
+    assert metric_value(metrics, "tts_gateway_tts_errors_total", provider="only",
+                        kind="connection_closed") == 1

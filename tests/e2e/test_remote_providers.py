@@ -107,7 +107,7 @@ async def test_a_provider_error_frame_fails_that_utterance_only(remote, p: Provi
         control = await open_control(setup.gw, sim.call_sid)
         speech_id = await setup.speak(sim.call_sid, "Please FAILME now.")
         done = await control.next_event("speech.done", speech_id=speech_id, timeout=20)
-        assert done["interrupted"] is True and p.error_text in done["error"]
+        assert done["interrupted"] is False and p.error_text in done["error"]
         speech_id = await setup.speak(sim.call_sid, "This one works fine.")
         done = await control.next_event("speech.done", speech_id=speech_id, timeout=30)
         assert done["interrupted"] is False and "error" not in done
@@ -205,3 +205,27 @@ async def test_streamed_tokens_are_sent_sentence_by_sentence_in_one_turn(remote,
     assert setup.texts() == ["Thanks for waiting.", "Your order has shipped."]
     p.streamed(setup)
     assert len(sim.result.frames) * 0.020 == pytest.approx(setup.produced_seconds(), rel=0.05)
+
+
+@pytest.mark.parametrize("item_per_sentence", [False, True], ids=["item_per_commit",
+                                                                  "item_per_sentence"])
+async def test_together_is_heard_whole_whichever_way_a_commit_is_cut_into_items(
+        remote, item_per_sentence):
+    """tts-providers.md §3.5 leaves open whether a commit makes one audio item or one per
+    sentence; the gateway commits a sentence at a time, so each commit makes one item
+    either way and the end of the turn is the last commit's item, not the first item."""
+    setup = await remote("together", fake_profile={"item_per_sentence": item_per_sentence})
+    sentences = ["Your order has shipped.", "It will arrive on Tuesday.",
+                 "The driver calls before arriving."]
+    async with TwilioCallSim(f"{setup.gw.ws_url}/v1/media/twilio") as sim:
+        control = await open_control(setup.gw, sim.call_sid)
+        speech_id = await setup.speak(sim.call_sid, " ".join(sentences))
+        done = await control.next_event("speech.done", speech_id=speech_id, timeout=30)
+        assert done["interrupted"] is False and "error" not in done
+        assert setup.session_of(sim.call_sid).connection.late_chunks_dropped == 0
+        await sim.hangup()
+    assert setup.texts() == sentences  # an item per sentence, whichever reading
+    assert len(sim.result.frames) * 0.020 == pytest.approx(setup.produced_seconds(), rel=0.05)
+    metrics = await setup.gw.metrics_text()
+    assert metric_value(metrics, "tts_gateway_tts_errors_total", provider="together",
+                        kind="frame_audio_after_done") == 0

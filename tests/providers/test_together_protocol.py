@@ -61,7 +61,8 @@ def test_connect_params_puts_key_in_header_only():
     assert headers == {"Authorization": "Bearer sk-secret"}
     assert url.startswith("wss://api.together.ai/v1/audio/speech/websocket?")
     for part in ("model=hexgrad%2FKokoro-82M", "voice=af_heart", "response_format=pcm",
-                 "sample_rate=24000", "segment=never", "language=en", "speed=1.1"):
+                 "sample_rate=24000", "segment=never", "language=en", "speed=1.1",
+                 "max_partial_length=1000"):
         assert part in url
 
 
@@ -185,6 +186,57 @@ def test_done_waits_for_every_commit():
     p.finish(cid)
     assert p.receive(done("tts_1", cid)) == []
     assert p.receive(done("tts_2", cid)) == [ProviderDone(cid)]
+
+
+def test_a_segment_goes_out_one_sentence_per_commit_and_completes_with_its_last_item():
+    p = ready_protocol()
+    cid = p.open_context()
+    messages = [json.loads(m) for m in p.send_segment(cid, "One here. Two here! Three?")]
+    assert [(m["type"].rsplit(".", 1)[-1], m.get("text")) for m in messages] == [
+        ("append", "One here."), ("commit", None), ("append", "Two here!"), ("commit", None),
+        ("append", "Three?"), ("commit", None)]
+    p.send_segment(cid, "Four.")
+    p.finish(cid)
+    for n in range(1, 4):
+        assert p.segments_completed(cid) == 0
+        assert p.receive(done(f"tts_{n}", cid)) == []
+    assert p.segments_completed(cid) == 1  # the three items of the first segment
+    assert p.receive(done("tts_4", cid)) == [ProviderDone(cid)]
+
+
+def test_a_sentence_longer_than_the_partial_length_is_committed_in_pieces():
+    p = TogetherProtocol(max_text_chars=40)
+    p.receive(frame(type="session.created", session={}))
+    cid = p.open_context()
+    long = "This sentence goes on and on well past the limit of forty characters."
+    commits = [json.loads(m)["text"] for m in p.send_segment(cid, "Short. " + long)
+               if "text" in json.loads(m)]
+    assert commits[0] == "Short." and all(len(c) <= 40 for c in commits)
+    assert " ".join(commits[1:]) == long
+
+
+def test_a_new_item_for_a_finished_context_is_refused_not_dropped_in_silence():
+    """The server cut a commit into more items than the gateway expected: the extra
+    item's audio comes after the context is over. Its first delta is a protocol error
+    (counted by the connection); the rest of it is late audio of a finished turn."""
+    p = ready_protocol()
+    cid = p.open_context()
+    p.send_segment(cid, "Yes; it ships today")  # one sentence to the gateway, two to it
+    p.finish(cid)
+    assert p.receive(delta("tts_1", b"\x01\x00", cid)) == [
+        ProviderAudio(cid, b"\x01\x00", "pcm_s16le", 24000)]
+    assert p.receive(done("tts_1", cid)) == [ProviderDone(cid)]
+    with pytest.raises(ProviderProtocolError) as refused:
+        p.receive(delta("tts_2", b"\x02\x00", cid))
+    assert refused.value.kind == "audio_after_done"
+    assert p.receive(delta("tts_2", b"\x03\x00", cid)) == [
+        ProviderAudio(cid, b"\x03\x00", "pcm_s16le", 24000)]  # dropped: the turn is over
+    assert p.receive(done("tts_2", cid)) == []
+    # a cancelled context's late items are expected (barge-in), not an error
+    cut = p.open_context()
+    p.send_segment(cut, "Hello.")
+    p.cancel(cut)
+    assert p.receive(delta("tts_3", b"\x04\x00", cut))[0].context_id == cut
 
 
 def test_finish_without_text_is_done_at_once():

@@ -37,6 +37,9 @@ Error injection: with ``fail_on="..."``, generating text that contains it sends 
 (``done: true``); the socket stays open. With ``cut_after_bytes=N`` the server closes a
 socket (1011) once it has sent N bytes of audio on it, in the middle of whatever it was
 saying; with ``never_answer=True`` it takes text and never sends audio (nor ``done``).
+A runaway provider (:data:`~.common.RUNAWAY_PROFILE`): text containing ``flood_on`` gets
+audio without end at ``flood_factor`` (20) times real time, until cancelled; text
+containing ``oversize_on`` one chunk of ``oversize_bytes`` (8 MiB) of audio.
 ``tag_words=True`` voices each word as a tone that names it (:mod:`.tags`).
 
 ``app["log"]``: what was synthesized, dicts ``{"context_id","text","bytes","encoding",
@@ -55,7 +58,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import IdleReceiver, fake_app, serve_socket
+from gateway.sim.providers.common import (RUNAWAY_PROFILE, IdleReceiver, audio_pieces,
+                                          fake_app, serve_socket)
 from gateway.sim.providers.tags import voice_pcm
 
 PATH = "/tts/websocket"
@@ -84,6 +88,7 @@ DEFAULTS: dict[str, Any] = {
     "cut_after_bytes": None,
     "never_answer": False,
     "tag_words": False,
+    **RUNAWAY_PROFILE,
 }
 
 
@@ -373,7 +378,7 @@ class _Session:
                                 "encoding": encoding, "sample_rate": rate, "audio": audio})
         step = max(1, int(rate * p["chunk_ms"] / 1000)) * width
         late = 0
-        for start in range(0, len(audio), step):
+        for piece, pause in audio_pieces(p, text, audio, step):
             if ctx.cancelled:
                 if late >= p["late_chunks"]:
                     return False
@@ -382,11 +387,10 @@ class _Session:
                 self.app["closed"].append("cut")
                 await self.ws.close(code=1011, message=b"internal error")
                 return False
-            piece = audio[start:start + step]
             self.audio_sent += len(piece)
             await self.send({"type": "chunk", "data": base64.b64encode(piece).decode(),
                              "done": False, "status_code": 206, "step_time": 12.5,
                              "context_id": ctx.id, "flush_id": flush_id})
             ctx.last_audio_at = self.loop.time()
-            await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
+            await asyncio.sleep(pause)
         return not ctx.cancelled

@@ -14,17 +14,29 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
+from itertools import count
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import WSMessage, web
 
-__all__ = ["STATS", "FakeStats", "IdleReceiver", "add_stats", "check_profile", "close_all",
-           "fake_app", "run_after", "serve_socket", "set_keys", "track_socket"]
+__all__ = ["RUNAWAY_PROFILE", "STATS", "FakeStats", "IdleReceiver", "add_stats",
+           "audio_pieces", "check_profile", "close_all", "fake_app", "run_after",
+           "serve_socket", "set_keys", "track_socket"]
 
 #: The app key of the :class:`FakeStats` (a plain string on purpose).
 STATS = "stats"
+#: The profile knobs of a runaway provider, for the fakes that take them
+#: (:func:`audio_pieces`): text containing ``flood_on`` is answered with audio without
+#: end, ``flood_factor`` times faster than real time; text containing ``oversize_on`` with
+#: one message carrying ``oversize_bytes`` of audio.
+RUNAWAY_PROFILE: dict[str, Any] = {
+    "flood_on": None,
+    "flood_factor": 20.0,
+    "oversize_on": None,
+    "oversize_bytes": 8 << 20,
+}
 
 
 @dataclass(eq=False)
@@ -190,3 +202,25 @@ def run_after(tasks: set[asyncio.Task], prev: asyncio.Task | None,
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return task
+
+
+def audio_pieces(profile: dict[str, Any], text: str, audio: bytes, step: int
+                 ) -> Iterator[tuple[bytes, float]]:
+    """The audio a fake sends for ``text``, as ``(piece, pause after it)``: ``audio`` in
+    pieces of ``step`` bytes, ``burst_factor`` times faster than real time (each piece is
+    the profile's ``chunk_ms`` long); or, where a :data:`RUNAWAY_PROFILE` knob matches the
+    text, ``audio`` looped without end at ``flood_factor``, or a single piece of
+    ``oversize_bytes``. ``step`` and ``oversize_bytes`` keep whole samples if even."""
+    chunk_s = profile["chunk_ms"] / 1000
+    oversize, flood = profile.get("oversize_on"), profile.get("flood_on")
+    if oversize and oversize in text:
+        size = profile["oversize_bytes"]
+        yield (audio * (size // max(1, len(audio)) + 1))[:size], chunk_s
+        return
+    if flood and flood in text:
+        looped = audio * 2
+        for n in count():
+            start = n * step % len(audio)
+            yield looped[start:start + step], chunk_s / profile["flood_factor"]
+    for start in range(0, len(audio), step):
+        yield audio[start:start + step], chunk_s / profile["burst_factor"]

@@ -29,7 +29,14 @@ Error injection: with ``fail_on="..."``, an append that makes a context's buffer
 contain that string is answered (after its ``input_text.received``) by
 ``conversation.item.tts.failed`` with ``type: server_error, code: synthesis_failed`` for
 that context, and the context's pending work (buffer, queued and in-flight items) is
-dropped; the socket and the context id stay usable.
+dropped; the socket and the context id stay usable. A runaway provider
+(:data:`~.common.RUNAWAY_PROFILE`): an item whose text contains ``flood_on`` gets deltas
+without end at ``flood_factor`` (20) times real time, until cancelled; one containing
+``oversize_on`` a single delta of ``oversize_bytes`` (8 MiB) of audio.
+
+The other reading of a commit: with ``item_per_sentence=True`` a commit's text is cut
+into sentences (and at ``max_partial_length``) as with ``segment=sentence``, each its own
+item with its own ``audio_output.done``, whatever ``segment`` says.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import wav_bytes
 
-from gateway.sim.providers.common import fake_app, track_socket
+from gateway.sim.providers.common import RUNAWAY_PROFILE, audio_pieces, fake_app, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/audio/speech/websocket"
@@ -67,6 +74,10 @@ DEFAULT_PROFILE: dict[str, Any] = {
     "max_text_chars": 1000,
     "echo_context_id": True,  # [I] whether server events carry context_id
     "fail_on": None,  # text containing this fails its context (see the module doc)
+    # [I] §3.5 leaves open how many items a commit makes: one (False), or one per sentence
+    # whatever ``segment`` says (True; also cut at max_partial_length)
+    "item_per_sentence": False,
+    **RUNAWAY_PROFILE,  # flood_on, oversize_on (see the module doc)
 }
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+|\n+")
@@ -123,6 +134,8 @@ class _Connection:
 
     def _segments(self, ctx: _Ctx, *, commit: bool) -> list[str]:
         segment = self.params["segment"]
+        if commit and self.p["item_per_sentence"]:
+            segment = "sentence"
         out: list[str] = []
         if segment == "immediate":
             out, ctx.buffer = ([ctx.buffer] if ctx.buffer.strip() else []), ""
@@ -177,18 +190,17 @@ class _Connection:
                 step = int(rate * p["chunk_ms"] / 1000) * 2
                 wav = self.params["response_format"] == "wav"
                 late = 0
-                for i, off in enumerate(range(0, len(pcm), step)):
+                for i, (chunk, pause) in enumerate(audio_pieces(p, text, pcm, step)):
                     if ctx.cancelled:
                         if late >= p["late_chunks"]:
                             break
                         late += 1
-                    chunk = pcm[off:off + step]
                     if wav and i == 0:
                         chunk = wav_bytes(chunk, rate)  # header on the first chunk
                     await self.send(self._event({
                         "type": "conversation.item.audio_output.delta", "item_id": item,
                         "delta": base64.b64encode(chunk).decode()}, ctx.id))
-                    await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
+                    await asyncio.sleep(pause)
                 if ctx.cancelled:
                     continue  # [I] no done for a cancelled item
                 await asyncio.sleep(p["done_delay_ms"] / 1000)

@@ -38,7 +38,10 @@ them, as a server restart would).
 
 Error injection: with ``fail_on="..."``, a request whose text contains it is answered, after
 ``first_audio_ms``, by ``{"type":"error","requestId",...,"code":"synthesis_failed"}``
-instead of audio; the connection goes on.
+instead of audio; the connection goes on. A runaway provider
+(:data:`~.common.RUNAWAY_PROFILE`): a request whose text contains ``flood_on`` gets audio
+without end at ``flood_factor`` (20) times real time, until cancelled; one containing
+``oversize_on`` a single ``audio`` message of ``oversize_bytes`` (8 MiB).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ import socketio
 from aiohttp import web
 from telcodecs import ulaw_encode, wav_bytes
 
-from gateway.sim.providers.common import add_stats
+from gateway.sim.providers.common import RUNAWAY_PROFILE, add_stats, audio_pieces
 
 NAMESPACE = "/text-to-speech/multi-stream"
 PATH = NAMESPACE  # the endpoint path a client is given: the namespace
@@ -82,6 +85,7 @@ DEFAULT_PROFILE: dict[str, Any] = {
     "ping_interval": 25.0,
     "ping_timeout": 20.0,
     "fail_on": None,
+    **RUNAWAY_PROFILE,  # flood_on, oversize_on (see the module doc)
 }
 
 
@@ -241,19 +245,18 @@ class _Connection:
             step = int(rate * p["chunk_ms"] / 1000) * width
             late = 0
             sent = 0
-            for seq, off in enumerate(range(0, len(audio), step)):
+            for seq, (chunk, pause) in enumerate(audio_pieces(p, text, audio, step)):
                 if rid in self.cancelled:
                     if late >= p["late_chunks"]:
                         break
                     late += 1
-                chunk = audio[off:off + step]
                 if fmt.startswith("WAV") and seq == 0:
                     chunk = wav_bytes(chunk, rate)[:44] + chunk
                 await self.send({"type": "audio", "requestId": rid, "sequence": seq,
                                  "audio": base64.b64encode(chunk).decode()})
                 self.app["wire"].append((self.serial, rid))
                 sent += len(chunk)
-                await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
+                await asyncio.sleep(pause)
             entry["sent"] = sent
             if rid not in self.cancelled:
                 await self.send({"type": "audio_end", "requestId": rid,

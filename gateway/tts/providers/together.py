@@ -16,11 +16,17 @@ frames into :mod:`gateway.tts.providers.events`. It does no I/O.
 
 Choices made where the docs are silent (all [I]):
 
-* ``segment=never`` is requested by default, so each ``commit`` yields exactly one item
-  (one ``audio_output.done``). §3.5 warns that with ``segment=sentence`` a turn produces
-  several items and "first done = end of turn" is fragile; the gateway already cuts text
-  into sentences itself and commits each one, so nothing is lost in latency. Done
-  tracking counts commits against ``done`` events per context.
+* How many items (``audio_output.done`` events) a commit makes is not documented: one,
+  or one per sentence (§3.5: with ``segment=sentence`` a turn "probably" makes several;
+  nothing says ``segment=never`` makes one). So a segment goes out one sentence per
+  commit (:meth:`TogetherProtocol.send_segment`; a sentence longer than
+  ``max_partial_length``, which is asked for as :data:`MAX_TEXT_CHARS`, is cut at a
+  space within it), and either reading answers each commit with exactly one item. Done
+  tracking counts commits against ``done`` events per context. Should the server still
+  cut a commit into more items than that, audio of a new item for a context whose items
+  were all done is refused as a protocol error (``audio_after_done``: logged, counted),
+  never dropped in silence. ``segment=never`` is still asked for, so that nothing is
+  synthesized before its commit.
 * Server events may or may not echo ``context_id`` (§3.3, open question §10). When one
   is missing, the event is attributed to the item's known context, else to the oldest
   context still expecting audio (the server is assumed to process in order).
@@ -52,7 +58,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.text import pack_sentences
+from gateway.tts.text import pack_sentences, split_sentences
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -97,7 +103,7 @@ def connect_params(
     speed: float | None = None,
     language: str | None = None,
     segment: str = "never",
-    max_partial_length: int | None = None,
+    max_partial_length: int | None = MAX_TEXT_CHARS,
 ) -> tuple[str, dict[str, str]]:
     """The URL and headers to open the socket with (§3.1 [C]).
 
@@ -144,8 +150,16 @@ def split_text(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
     return [p if i == 0 else " " + p for i, p in enumerate(pieces)]
 
 
+def commit_units(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
+    """The pieces of ``text`` committed one by one: its sentences, a sentence longer than
+    ``limit`` cut at its last space within it (:func:`pack_sentences` on one sentence)."""
+    return [piece for sentence in split_sentences(text)
+            for piece in pack_sentences(sentence, limit)]
+
+
 class _Context:
-    __slots__ = ("id", "state", "uncommitted", "pending_items", "items_done", "odd", "sent")
+    __slots__ = ("id", "state", "uncommitted", "pending_items", "items_done", "odd", "sent",
+                 "segment_ends")
 
     def __init__(self, context_id: str) -> None:
         self.id = context_id
@@ -155,6 +169,7 @@ class _Context:
         self.items_done = 0  # commits whose audio_output.done came
         self.odd = b""  # odd trailing byte of s16le carried to the next delta
         self.sent = False  # the server has heard of this context
+        self.segment_ends: list[int] = []  # per segment sent: commits up to its last
 
 
 class TogetherProtocol:
@@ -228,6 +243,14 @@ class TogetherProtocol:
         ctx = self._contexts.get(context_id)
         return ctx.items_done if ctx is not None else None
 
+    def segments_completed(self, context_id: str) -> int | None:
+        """Segments (:meth:`send_segment` calls) of the context whose every commit's item
+        is done; None when the context is not live."""
+        ctx = self._contexts.get(context_id)
+        if ctx is None:
+            return None
+        return sum(1 for end in ctx.segment_ends if end <= ctx.items_done)
+
     def is_flushed(self, context_id: str) -> bool:
         """Everything appended to the context has been committed."""
         ctx = self._contexts.get(context_id)
@@ -297,6 +320,17 @@ class TogetherProtocol:
         ctx.uncommitted = False
         ctx.pending_items += 1
         return ['{"type":"input_text_buffer.commit","context_id":' + json.dumps(context_id) + "}"]
+
+    def send_segment(self, context_id: str, text: str) -> list[str]:
+        """Append and commit one text segment, one sentence per commit (see the module
+        doc: each commit then makes one item whether the server makes an item per commit
+        or per sentence)."""
+        ctx = self._live(context_id, "send")
+        out: list[str] = []
+        for unit in commit_units(text, self.max_text_chars):
+            out += self.append(context_id, unit) + self.commit(context_id)
+        ctx.segment_ends.append(ctx.items_done + ctx.pending_items)
+        return out
 
     def finish(self, context_id: str) -> list[str]:
         """End of the turn: commit the rest; the context is done when its items are."""
@@ -408,6 +442,13 @@ class TogetherProtocol:
             if len(self._item_context) >= _REMEMBER_CANCELLED:  # items never done
                 del self._item_context[next(iter(self._item_context))]
             self._item_context[item_id] = context_id
+            if context_id not in self._contexts and context_id in self._finished:
+                # its later deltas are dropped as late audio (the item is known now)
+                raise ProviderProtocolError(
+                    "audio_after_done",
+                    f"Together sent a new audio item {_preview(item_id)} for context "
+                    f"{_preview(context_id)} after the items of all its commits were done: "
+                    "the server made more items than commits; that audio is lost")
         if data[:4] == b"RIFF":  # §3.4: older docs said WAV; strip defensively [I]
             data = strip_wav_header(data)
         ctx = self._contexts.get(context_id)

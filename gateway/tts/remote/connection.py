@@ -3,6 +3,13 @@ routes each event to the turn it belongs to.
 
 Audio for a turn nobody listens to any more (cancelled by a barge-in, or abandoned) is
 dropped here, whatever the provider keeps sending: no late audio reaches a call.
+
+What a provider may make the gateway hold is bounded here too. A message larger than
+``max_message_bytes`` is refused by the socket (which then closes: the pool replaces it).
+A turn holds at most ``max_turn_audio_s`` of audio its call has not taken yet: the reader
+cannot stop reading a socket that other calls' turns share, so a provider that sends
+audio faster than the call plays it (the call stops pulling while its playout is full)
+has the turn that overflows cut with an error, and the rest of its audio dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import time
 from collections.abc import Callable, Hashable
 
 import aiohttp
+from aiohttp import WebSocketError, WSCloseCode
 
+from gateway.config import LimitsConfig
 from gateway.tts.base import TtsError
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -27,7 +36,9 @@ from gateway.tts.remote.drivers import Driver
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # base64 audio of a long flush can be megabytes
+MAX_MESSAGE_BYTES = LimitsConfig.max_provider_message_bytes
+MAX_TURN_AUDIO_S = LimitsConfig.max_buffered_audio_s
+_SAMPLE_BYTES = {"pcm_s16le": 2, "mulaw": 1, "alaw": 1}
 
 
 class ConnectionLost:
@@ -37,6 +48,47 @@ class ConnectionLost:
 
     def __init__(self, reason: str):
         self.reason = reason
+
+
+class TurnOverflow:
+    """Turn-queue sentinel: the provider sent more audio than the turn may hold; the turn
+    is cut (its queued audio dropped)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+
+def audio_seconds(event: ProviderAudio) -> float:
+    return len(event.data) / (_SAMPLE_BYTES.get(event.encoding, 2) * max(1, event.sample_rate))
+
+
+class TurnQueue(asyncio.Queue):
+    """A turn's events, keeping count of the seconds of audio among them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio_s = 0.0
+        self.overflowed = False
+
+    def _put(self, item) -> None:
+        if type(item) is ProviderAudio:
+            self.audio_s += audio_seconds(item)
+        super()._put(item)
+
+    def _get(self):
+        item = super()._get()
+        if type(item) is ProviderAudio:
+            self.audio_s -= audio_seconds(item)
+        return item
+
+    def cut(self) -> None:
+        """Drop everything queued (the turn overflowed); only :class:`TurnOverflow` follows."""
+        while not self.empty():
+            self.get_nowait()
+        self.audio_s = 0.0
+        self.overflowed = True
 
 
 class SegmentsDone:
@@ -52,12 +104,16 @@ class SegmentsDone:
 class ProviderConnection:
     def __init__(self, driver: Driver, key: Hashable, proto, ws: aiohttp.ClientWebSocketResponse,
                  *, on_closed: Callable[[ProviderConnection], None] | None = None,
-                 on_protocol_error: Callable[[str], None] | None = None):
+                 on_protocol_error: Callable[[str], None] | None = None,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 max_turn_audio_s: float = MAX_TURN_AUDIO_S):
         self.driver = driver
         self.key = key
         self.proto = proto
         self.ws = ws
-        self.turns: dict[str, asyncio.Queue] = {}
+        self.max_message_bytes = max_message_bytes
+        self.max_turn_audio_s = max_turn_audio_s
+        self.turns: dict[str, TurnQueue] = {}
         self._segments: dict[str, int] = {}  # turns that follow segment progress: done so far
         self.leases = 0
         self.opened_at = self.idle_since = time.monotonic()
@@ -65,25 +121,29 @@ class ProviderConnection:
         self.close_reason = ""
         self.retire = False  # no new leases; closed when the last one is released
         self.late_chunks_dropped = 0
+        self._refused = False  # the socket refused an oversize message
         self._ready = asyncio.Event()
         self._handshake_error: ProviderError | None = None
         self._on_closed = on_closed
-        self._on_protocol_error = on_protocol_error
+        self._on_protocol_error = on_protocol_error  # called with a tts_errors kind
         self._reader = asyncio.get_running_loop().create_task(self._read())
         self._dispatch(driver.connection_made(proto))
 
     @classmethod
     async def open(cls, driver: Driver, key: Hashable, http: aiohttp.ClientSession, *,
-                   timeout_s: float, **callbacks) -> ProviderConnection:
+                   timeout_s: float, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                   **options) -> ProviderConnection:
         """Connect and handshake; raise :class:`TtsError` (kind ``connect`` or ``handshake``)."""
         params = driver.connect(key)
         proto = driver.new_protocol(key)
         if driver.transport == "socketio":
             ws = await SocketIOWebSocket.connect(driver.settings.name, params, http,
-                                                 timeout_s=timeout_s)
+                                                 timeout_s=timeout_s,
+                                                 max_message_bytes=max_message_bytes)
         else:
-            ws = await _connect_websocket(driver.settings.name, params, http, timeout_s)
-        conn = cls(driver, key, proto, ws, **callbacks)
+            ws = await _connect_websocket(driver.settings.name, params, http, timeout_s,
+                                          max_message_bytes)
+        conn = cls(driver, key, proto, ws, max_message_bytes=max_message_bytes, **options)
         hello = driver.handshake(proto)  # e.g. Telnyx's init frame, before the first turn
         if hello:
             await conn.send(hello)
@@ -102,10 +162,10 @@ class ProviderConnection:
 
     # -- turns ------------------------------------------------------------------------------
 
-    def register(self, cid: str, *, segments: bool = False) -> asyncio.Queue:
+    def register(self, cid: str, *, segments: bool = False) -> TurnQueue:
         """The queue of the turn's events; with ``segments``, also :class:`SegmentsDone`
         markers from the driver's per-segment signal (``Driver.segments_done``)."""
-        queue: asyncio.Queue = asyncio.Queue()
+        queue = TurnQueue()
         self.turns[cid] = queue
         if segments:
             self._segments[cid] = 0
@@ -153,16 +213,20 @@ class ProviderConnection:
                     else:
                         self._feed(receive_binary, msg.data)
                 elif msg.type == aiohttp.WSMsgType.ERROR:
-                    reason = f"socket error: {ws.exception()}"
+                    if (isinstance(msg.data, WebSocketError)
+                            and msg.data.code == WSCloseCode.MESSAGE_TOO_BIG):
+                        reason = self._refused_oversize()
+                    else:
+                        reason = f"socket error: {ws.exception() or msg.data}"
                     break
                 elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                                   aiohttp.WSMsgType.CLOSED):
                     if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra:
                         close_text = str(msg.extra)[:200]  # the provider's reason (Deepgram §8)
+                    if ws.close_code is not None:
+                        reason = (f"closed by the provider (code {ws.close_code}"
+                                  + (f": {close_text})" if close_text else ")"))
                     break
-            if ws.close_code is not None:
-                reason = (f"closed by the provider (code {ws.close_code}"
-                          + (f": {close_text})" if close_text else ")"))
         except asyncio.CancelledError:
             reason = "closed by the gateway"
             raise
@@ -172,6 +236,19 @@ class ProviderConnection:
         finally:
             self._lost(reason)
 
+    def _refused_oversize(self) -> str:
+        """The socket refused a message over the limit (and closes with 1009): the turns
+        fail with this reason; the refusal is counted as ``oversize``."""
+        limit = self.max_message_bytes
+        self._refused = True
+        log.warning("%s: refused a message of more than %d bytes "
+                    "(limits.max_provider_message_bytes); the connection is replaced",
+                    self.driver.settings.name, limit)
+        if self._on_protocol_error:
+            self._on_protocol_error("oversize")
+        return (f"refused a message of more than {limit} bytes "
+                "(limits.max_provider_message_bytes)")
+
     def _feed(self, parse, data) -> None:
         try:
             events = parse(data)
@@ -179,7 +256,7 @@ class ProviderConnection:
             log.warning("%s: unreadable provider frame (%s): %s",
                         self.driver.settings.name, exc.kind, exc)
             if self._on_protocol_error:
-                self._on_protocol_error(exc.kind)
+                self._on_protocol_error(f"frame_{exc.kind}")
             return
         self._dispatch(events)
         if self._segments:
@@ -198,8 +275,12 @@ class ProviderConnection:
         for event in events:
             if type(event) is ProviderAudio:
                 queue = self.turns.get(event.context_id)
-                if queue is None or self.driver.is_cancelled(self.proto, event.context_id):
+                if (queue is None or queue.overflowed
+                        or self.driver.is_cancelled(self.proto, event.context_id)):
                     self.late_chunks_dropped += 1
+                    continue
+                if queue.audio_s + audio_seconds(event) > self.max_turn_audio_s:
+                    self._overflow(event.context_id, queue)
                     continue
                 queue.put_nowait(event)
             elif type(event) is ProviderReady:
@@ -218,12 +299,23 @@ class ProviderConnection:
                 if queue is not None:
                     queue.put_nowait(event)
 
+    def _overflow(self, cid: str, queue: TurnQueue) -> None:
+        log.info("%s: turn %s holds %.1f s of audio its call has not taken "
+                 "(limits.max_buffered_audio_s); the turn is cut",
+                 self.driver.settings.name, cid, queue.audio_s)  # the call warns, and counts
+        queue.cut()
+        queue.put_nowait(TurnOverflow(self.max_turn_audio_s))
+        self.late_chunks_dropped += 1
+
     def _lost(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
         self._ready.set()
+        if self._refused:  # the gateway's own refusal says more than the protocol's view
+            for queue in self.turns.values():
+                queue.put_nowait(ConnectionLost(reason))
         self._dispatch([e for e in self.driver.connection_lost(self.proto)
                         if not (type(e) is ProviderError and e.context_id is None)])
         for queue in self.turns.values():
@@ -244,13 +336,13 @@ class ProviderConnection:
 
 
 async def _connect_websocket(name: str, params: tuple[str, dict[str, str]],
-                             http: aiohttp.ClientSession, timeout_s: float
-                             ) -> aiohttp.ClientWebSocketResponse:
+                             http: aiohttp.ClientSession, timeout_s: float,
+                             max_message_bytes: int) -> aiohttp.ClientWebSocketResponse:
     url, headers = params
     try:
         return await asyncio.wait_for(
             http.ws_connect(url, headers=headers, autoping=True, compress=0,
-                            max_msg_size=MAX_MESSAGE_BYTES,
+                            max_msg_size=max_message_bytes,
                             timeout=aiohttp.ClientWSTimeout(ws_close=2.0)),
             timeout_s)
     except aiohttp.WSServerHandshakeError as exc:
@@ -293,7 +385,8 @@ class SocketIOWebSocket:
 
     @classmethod
     async def connect(cls, name: str, params, http: aiohttp.ClientSession, *,
-                      timeout_s: float) -> SocketIOWebSocket:
+                      timeout_s: float, max_message_bytes: int = MAX_MESSAGE_BYTES
+                      ) -> SocketIOWebSocket:
         """Connect to ``params`` (a :class:`gateway.tts.providers.uplift.SocketIOParams`):
         the WebSocket transport only, no polling, no automatic reconnection (the pool
         replaces lost connections); raise :class:`TtsError` (kind ``connect``)."""
@@ -302,7 +395,7 @@ class SocketIOWebSocket:
         sio = socketio.AsyncClient(
             reconnection=False, handle_sigint=False, logger=False, engineio_logger=False,
             http_session=http, request_timeout=2.0,
-            websocket_extra_options={"max_msg_size": MAX_MESSAGE_BYTES, "compress": 0})
+            websocket_extra_options={"max_msg_size": max_message_bytes, "compress": 0})
         sock = cls(sio, params.namespace)
         sio.on("message", sock._on_message, namespace=params.namespace)
         sio.on("disconnect", sock._on_disconnect, namespace=params.namespace)
@@ -351,8 +444,12 @@ class SocketIOWebSocket:
             return
         self.closed = True
         if reason == "transport error":
-            self._exception = ConnectionError("Socket.IO transport error")
-            msg = aiohttp.WSMessage(aiohttp.WSMsgType.ERROR, self._exception, None)
+            ws = getattr(self._sio.eio, "ws", None)  # Engine.IO's aiohttp socket
+            if getattr(ws, "close_code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                error = WebSocketError(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
+            else:
+                error = self._exception = ConnectionError("Socket.IO transport error")
+            msg = aiohttp.WSMessage(aiohttp.WSMsgType.ERROR, error, None)
         else:  # the server disconnected (or the client did, while we were not closing)
             self.close_code = 1000
             msg = aiohttp.WSMessage(aiohttp.WSMsgType.CLOSE, 1000, f"Socket.IO {reason or 'disconnect'}")

@@ -298,7 +298,7 @@ class TogetherDriver(ProtocolTurns, Driver):
     """§3: realtime-style events, contexts (≤100), 24 kHz PCM, ``session.created`` first."""
 
     type = "together"
-    tracks_segments = True  # each segment is one commit, one item, one audio_output.done
+    tracks_segments = True  # a segment's commits (a sentence each) are done item by item
     option_keys = frozenset({"sample_rate", "speed", "language"})
     await_ready = True
     max_contexts = together.MAX_CONTEXTS
@@ -324,7 +324,7 @@ class TogetherDriver(ProtocolTurns, Driver):
         return []
 
     def send(self, proto, cid, text, voice=None):
-        return proto.append(cid, text) + proto.commit(cid)
+        return proto.send_segment(cid, text)
 
     nothing_to_cancel = (None, "done", "cancelled")
 
@@ -332,7 +332,7 @@ class TogetherDriver(ProtocolTurns, Driver):
         return proto.state(cid) in ("done", "cancelled")
 
     def segments_done(self, proto, cid):
-        return proto.items_completed(cid)
+        return proto.segments_completed(cid)
 
     def has_room(self, proto):
         return proto.contexts_left > 1 and len(proto.live_contexts) <= self.max_contexts - 2

@@ -22,9 +22,11 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 
 from gateway.carriers.events import MediaFormat
+from gateway.config import LimitsConfig
 from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession
 from gateway.tts.providers.events import ProviderAudio, ProviderDone, ProviderError
-from gateway.tts.remote.connection import ConnectionLost, ProviderConnection, SegmentsDone
+from gateway.tts.remote.connection import (ConnectionLost, ProviderConnection, SegmentsDone,
+                                           TurnOverflow)
 from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
 from gateway.tts.remote.pool import ConnectionPool, PoolSettings
 
@@ -99,14 +101,17 @@ def remote_settings(pc) -> RemoteSettings:
                           endpoint=pc.endpoint, model=pc.model, options=dict(pc.options))
 
 
-def build_remote(pc) -> RemoteProvider:
-    return RemoteProvider(remote_settings(pc), PoolSettings(**pc.pool))
+def build_remote(pc, limits: LimitsConfig | None = None) -> RemoteProvider:
+    return RemoteProvider(remote_settings(pc), PoolSettings(**pc.pool), limits)
 
 
 class RemoteProvider(TtsProvider):
-    """A streaming WebSocket provider behind a warm connection pool."""
+    """A streaming WebSocket provider behind a warm connection pool. ``limits`` bound what
+    one of its messages and one turn's unplayed audio may be (``limits.*`` in
+    ``gateway.yaml``)."""
 
-    def __init__(self, settings: RemoteSettings, pool_settings: PoolSettings | None = None):
+    def __init__(self, settings: RemoteSettings, pool_settings: PoolSettings | None = None,
+                 limits: LimitsConfig | None = None):
         if settings.type not in DRIVERS:
             raise ValueError(f"unknown remote provider type {settings.type!r}")
         self.name = settings.name
@@ -114,6 +119,7 @@ class RemoteProvider(TtsProvider):
         self.settings = settings
         self.driver = DRIVERS[settings.type](settings)
         self.pool_settings = pool_settings or PoolSettings()
+        self.limits = limits or LimitsConfig()
         self.metrics = None
         self.pool: ConnectionPool | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -133,11 +139,13 @@ class RemoteProvider(TtsProvider):
         on_error = None
         if self.metrics is not None:
             errors = self.metrics.tts_errors
-            on_error = lambda kind: errors.labels(self.name, f"frame_{kind}").inc()  # noqa: E731
+            on_error = lambda kind: errors.labels(self.name, kind).inc()  # noqa: E731
         return await ProviderConnection.open(
             self.driver, key, self._http, timeout_s=self.pool_settings.connect_timeout_s,
             on_closed=lambda conn: self.pool and self.pool.on_connection_closed(conn),
-            on_protocol_error=on_error)
+            on_protocol_error=on_error,
+            max_message_bytes=self.limits.max_provider_message_bytes,
+            max_turn_audio_s=self.limits.max_buffered_audio_s)
 
     @property
     def ready(self) -> bool:
@@ -246,6 +254,11 @@ class RemoteSession(TtsSession):
                         if on_segments_done is not None:
                             on_segments_done(len(feed.pulled))
                         return
+                    if kind is TurnOverflow:
+                        raise TtsError("overflow", f"{self.provider.name}: sent audio too "
+                                       f"far ahead of playback ({event.seconds:g} s unread "
+                                       "beyond what the call holds, "
+                                       "limits.max_buffered_audio_s); the utterance was cut")
                     if kind is _SendFailed:
                         raise TtsError("internal", f"{self.provider.name}: cannot send the text: "
                                        f"{event.error}") from event.error
