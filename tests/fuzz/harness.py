@@ -18,6 +18,7 @@ import asyncio
 import copy
 import ctypes
 import gc
+import io
 import json
 import logging
 import os
@@ -84,9 +85,14 @@ class LogCapture(logging.Handler):
             except Exception:  # a record that cannot be formatted is itself a finding
                 self.bytes += 1
 
-    def problems(self) -> list[str]:
+    def mark(self) -> int:
+        """Where the next test's records begin (see ``problems``)."""
         with self.lock_:
-            bad = [r for r in self.records
+            return len(self.records)
+
+    def problems(self, since: int = 0) -> list[str]:
+        with self.lock_:
+            bad = [r for r in self.records[since:]
                    if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()]
         return [f"{r.name} {r.levelname}: {r.getMessage()[:300]}"
                 + (f" [{r.exc_info[0].__name__}: {str(r.exc_info[1])[:200]}]"
@@ -125,6 +131,7 @@ class GatewayThread:
         self.healthy = None
         self._speaker: asyncio.Task | None = None
         self._stopping = False
+        self.log_since = 0
 
     # -- running things on the gateway's loop ---------------------------------------------
 
@@ -192,15 +199,26 @@ class GatewayThread:
             logging.getLogger().removeHandler(self.log)
 
     async def _stop(self) -> None:
+        started = time.monotonic()
         self._stopping = True
         if self._speaker:
             self._speaker.cancel()
+        steps = []
         if self.healthy is not None:
-            await self.healthy.hangup()
-        for cleanup in self.extra.get("cleanups", []):
-            await cleanup()
+            steps.append(("the healthy call's hang-up", self.healthy.hangup()))
         if self.runner is not None:
-            await self.runner.cleanup()
+            steps.append(("the gateway's shutdown", self.runner.cleanup()))
+        steps += [("a fake's shutdown", cleanup()) for cleanup in self.extra.get("cleanups", [])]
+        for what, step in steps:  # the servers the gateway used go last
+            task = asyncio.ensure_future(step)
+            done, _ = await asyncio.wait({task}, timeout=20)
+            if not done:
+                stacks = io.StringIO()
+                for other in asyncio.all_tasks():
+                    if other is not asyncio.current_task():
+                        other.print_stack(limit=8, file=stacks)
+                raise AssertionError(f"{what} did not end within 20 s:\n{stacks.getvalue()}")
+        print(f"fuzz gateway stopped in {time.monotonic() - started:.1f} s")
 
     # -- the properties -------------------------------------------------------------------
 
@@ -221,7 +239,7 @@ class GatewayThread:
         gc.collect()
         grown_mb = (rss_bytes() - rss_before) / 2**20
         figures = self.healthy_figures()
-        problems = self.log.problems()
+        problems = self.log.problems(self.log_since)
         print(f"\n{name}: healthy call {figures}; gateway log {self.log.bytes} bytes in "
               f"{len(self.log.records)} warnings; RSS grew {grown_mb:.1f} MB")
         assert not problems, "tracebacks or errors in the gateway log:\n" + "\n".join(
@@ -235,9 +253,10 @@ class GatewayThread:
 
 
 def settle_rss(gw: GatewayThread) -> int:
-    """RSS once the gateway has served a little (first-use allocations made)."""
+    """RSS once the gateway has served a little (first-use allocations made); the log's
+    records from here on are the test's own (``assert_unharmed``)."""
     time.sleep(0.5)
-    gc.collect()
+    gw.log_since = gw.log.mark()
     return rss_bytes()
 
 

@@ -46,7 +46,6 @@ Quirks and decisions:
 
 from __future__ import annotations
 
-import binascii
 import json
 import time
 from collections import OrderedDict
@@ -56,7 +55,8 @@ from typing import Any
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import choose_g711_or_pcm, parse_typed_frame, remember
+from gateway.tts.providers.common import (choose_g711_or_pcm, decode_base64, parse_typed_frame,
+                                          remember)
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -376,11 +376,7 @@ class CartesiaProtocol:
                     "missing_field", f"Cartesia chunk without context_id while {len(self._turns)} "
                     f"turns are live: {_preview(text)}")
             sid = next(iter(self._turns.values())).server_id
-        try:
-            audio = binascii.a2b_base64(data, strict_mode=True)
-        except binascii.Error as exc:
-            raise ProviderProtocolError(
-                "bad_audio", f"Cartesia chunk data is not base64 ({exc})") from None
+        audio = decode_base64(data, "Cartesia chunk data")
         if audio[:4] == b"RIFF":  # defensive (§9.1 [I]): the WebSocket sends raw only
             audio = strip_wav_header(audio)
         turn_id = self._server.get(sid)

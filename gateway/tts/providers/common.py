@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import binascii
 import json
 from collections import OrderedDict
 from typing import Any
 
 from gateway.tts.providers.events import ProviderProtocolError
+
+
+def decode_base64(value: Any, what: str, kind: str = "bad_audio") -> bytes:
+    """Audio a provider sent as base64 text; anything else (a non-string, invalid or
+    non-ASCII base64) is a ProviderProtocolError naming ``what``."""
+    try:
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError, TypeError) as exc:  # ValueError: non-ASCII text
+        raise ProviderProtocolError(kind, f"{what} is not valid base64 ({exc})") from None
 
 
 def preview(text: str, limit: int = 80) -> str:

@@ -41,7 +41,6 @@ Decisions where the sources are silent or disagree:
 
 from __future__ import annotations
 
-import binascii
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from urllib.parse import quote, urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import decode_base64
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -438,12 +438,7 @@ class ElevenLabsProtocol:
         return only
 
     def _audio(self, context_id: str, audio: str) -> list[ProviderEvent]:
-        try:
-            data = binascii.a2b_base64(audio, strict_mode=True)
-        except binascii.Error as exc:
-            raise ProviderProtocolError(
-                "bad_audio", f"ElevenLabs audio is not base64 ({exc}) for context {context_id!r}"
-            ) from None
+        data = decode_base64(audio, f"ElevenLabs audio for context {context_id!r}")
         if data[:4] == b"RIFF":  # defensive (§9.1 [I]): raw formats carry no header
             data = strip_wav_header(data)
         ctx = self._contexts.get(context_id)

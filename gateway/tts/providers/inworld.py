@@ -21,7 +21,6 @@ synthesizes what was buffered (§1.4), so audio keeps arriving for a cancelled c
 
 from __future__ import annotations
 
-import binascii
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import decode_base64
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -507,12 +507,7 @@ class InworldProtocol:
             raise ProviderProtocolError(
                 "missing_field", f"audioChunk without contextId: {_preview(text)}; this client "
                 "always names its contexts")
-        try:
-            data = binascii.a2b_base64(content, strict_mode=True)
-        except (binascii.Error, TypeError) as exc:
-            raise ProviderProtocolError(
-                "bad_audio", f"audioContent is not base64 ({exc}) for context {context_id!r}"
-            ) from None
+        data = decode_base64(content, f"audioContent for context {context_id!r}")
         ctx = self._contexts.get(context_id)
         if ctx is None:
             done = self._finished.get(context_id)

@@ -34,7 +34,6 @@ the strings the builders return and feeds every text frame to :meth:`receive`.
 
 from __future__ import annotations
 
-import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import decode_base64
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -455,12 +455,7 @@ class SmallestProtocol:
                 f"Smallest chunk for request {message.get('request_id')!r} that this socket "
                 f"did not send (active: {list(self._contexts)}): {_preview(text)}",
             )
-        try:
-            pcm = binascii.a2b_base64(audio, strict_mode=True)
-        except binascii.Error as exc:
-            raise ProviderProtocolError(
-                "bad_audio", f"Smallest data.audio is not valid base64 ({exc})"
-            ) from None
+        pcm = decode_base64(audio, "Smallest data.audio")
         if pcm[:4] == b"RIFF":  # defensive (§9.1 [I]): never expected with pcm/ulaw
             pcm = strip_wav_header(pcm)
         ctx = self._contexts.get(cid)

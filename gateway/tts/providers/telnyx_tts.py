@@ -50,7 +50,6 @@ The module does no I/O.
 
 from __future__ import annotations
 
-import binascii
 import json
 import re
 from typing import Any
@@ -58,6 +57,7 @@ from urllib.parse import urlencode, urlsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import decode_base64
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -386,11 +386,7 @@ class TelnyxProtocol:
         return events
 
     def _on_audio(self, audio: str, msg: dict) -> list[ProviderEvent]:
-        try:
-            data = binascii.a2b_base64(audio, strict_mode=True)
-        except binascii.Error as exc:
-            raise ProviderProtocolError("bad_audio", f"Telnyx audio is not valid base64 ({exc})"
-                                        ) from None
+        data = decode_base64(audio, "Telnyx audio")
         turn = self.turn
         if turn is None:
             raise ProviderProtocolError("unexpected_audio",

@@ -41,7 +41,6 @@ Choices made where the docs are silent (all [I]):
 
 from __future__ import annotations
 
-import binascii
 import json
 from collections import OrderedDict, deque
 from typing import Any
@@ -49,6 +48,7 @@ from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import decode_base64
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -432,11 +432,7 @@ class TogetherProtocol:
         delta = message.get("delta")
         if type(delta) is not str:
             raise ProviderProtocolError("missing_field", "audio_output.delta has no delta string")
-        try:
-            data = binascii.a2b_base64(delta, strict_mode=True)
-        except binascii.Error as exc:
-            raise ProviderProtocolError(
-                "bad_payload", f"audio_output.delta is not valid base64 ({exc})") from None
+        data = decode_base64(delta, "audio_output.delta", "bad_payload")
         context_id = self._context_for(message, item_id)
         if item_id not in self._item_context:
             if len(self._item_context) >= _REMEMBER_CANCELLED:  # items never done

@@ -51,7 +51,6 @@ The module does no I/O.
 
 from __future__ import annotations
 
-import binascii
 import bisect
 import json
 import time
@@ -63,6 +62,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.providers.common import decode_base64
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -457,11 +457,7 @@ class UpliftProtocol:
         if type(audio) is not str:
             raise ProviderProtocolError(
                 "missing_field", f"Uplift audio for {rid!r} has no audio string")
-        try:
-            data = binascii.a2b_base64(audio, strict_mode=True)
-        except binascii.Error as exc:
-            raise ProviderProtocolError("bad_audio", f"Uplift audio is not valid base64 ({exc})"
-                                        ) from None
+        data = decode_base64(audio, "Uplift audio")
         if req is None:
             # a cancelled request's late chunk (or a stale one): flag it with its turn
             turn_id = rid.rsplit(".", 1)[0]

@@ -357,6 +357,27 @@ async def _connect_websocket(name: str, params: tuple[str, dict[str, str]],
 _SIO_CLOSED = aiohttp.WSMessage(aiohttp.WSMsgType.CLOSED, None, None)
 
 
+def _guarded_client_class():
+    """python-socketio's AsyncClient, except that a packet it cannot decode (bad JSON, a
+    wrong type) is handed to ``on_bad_packet`` instead of raising in the task
+    python-socketio runs for it, which nothing awaits ("Task exception was never
+    retrieved")."""
+    import socketio
+
+    class GuardedAsyncClient(socketio.AsyncClient):
+        on_bad_packet: Callable[[Exception], None] | None = None
+
+        async def _handle_eio_message(self, data):
+            try:
+                await super()._handle_eio_message(data)
+            except Exception as exc:
+                self._binary_packet = None  # a half-received binary packet goes too
+                if self.on_bad_packet is not None:
+                    self.on_bad_packet(exc)
+
+    return GuardedAsyncClient
+
+
 class SocketIOWebSocket:
     """A Socket.IO connection (python-socketio's maintained ``AsyncClient``, which does the
     Engine.IO framing, pings and namespaces) behind the part of aiohttp's
@@ -390,13 +411,12 @@ class SocketIOWebSocket:
         """Connect to ``params`` (a :class:`gateway.tts.providers.uplift.SocketIOParams`):
         the WebSocket transport only, no polling, no automatic reconnection (the pool
         replaces lost connections); raise :class:`TtsError` (kind ``connect``)."""
-        import socketio
-
-        sio = socketio.AsyncClient(
+        sio = _guarded_client_class()(
             reconnection=False, handle_sigint=False, logger=False, engineio_logger=False,
             http_session=http, request_timeout=2.0,
             websocket_extra_options={"max_msg_size": max_message_bytes, "compress": 0})
         sock = cls(sio, params.namespace)
+        sio.on_bad_packet = sock._on_bad_packet
         sio.on("message", sock._on_message, namespace=params.namespace)
         sio.on("disconnect", sock._on_disconnect, namespace=params.namespace)
         sio.on("connect_error", sock._on_connect_error, namespace=params.namespace)
@@ -406,8 +426,9 @@ class SocketIOWebSocket:
                             transports=["websocket"], namespaces=[params.namespace],
                             socketio_path=params.socketio_path, wait_timeout=timeout_s),
                 timeout_s)
-        except (socketio.exceptions.SocketIOError, aiohttp.ClientError, OSError,
-                asyncio.TimeoutError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - python-socketio and python-engineio
+            # raise what they meet in a malformed handshake (KeyError, TypeError, ...): all
+            # of it is a provider that cannot be connected to, never a crash of the pool
             await sock._abort()
             refusal = sock.refusal
             if refusal is not None:
@@ -435,6 +456,13 @@ class SocketIOWebSocket:
 
     async def _on_message(self, data=None) -> None:
         self._inbox.put_nowait(aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, data, None))
+
+    def _on_bad_packet(self, exc: Exception) -> None:
+        # The reader gets it as a frame that is not JSON: logged and counted like any
+        # unreadable provider frame, and the turn goes on.
+        self._inbox.put_nowait(aiohttp.WSMessage(
+            aiohttp.WSMsgType.TEXT, f"<a Socket.IO packet python-socketio cannot decode: "
+            f"{type(exc).__name__}>", None))
 
     async def _on_connect_error(self, data=None) -> None:
         self.refusal = data
