@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.sim.carriers import make_call, media_url
 from tests.fuzz.harness import (FUZZ_SETTINGS, RAW_JSON_ATTACKS, GatewayThread, fuzz_config,
-                                mutated_bytes, mutated_json, run_client, settle_rss)
+                                mutated_bytes, mutated_json, attack, run_client)
 
 WEBSOCKET_CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel",
                       "asterisk")
@@ -162,7 +162,6 @@ async def _send_over_websocket(url: str, steps: list[str | bytes]) -> int | None
 
 @pytest.mark.parametrize("carrier", WEBSOCKET_CARRIERS)
 def test_carrier_endpoint_survives_random_and_mutated_messages(gw, carrier):
-    rss_before = settle_rss(gw)
     url = media_url(carrier, gw.ws_url, "fuzz")
 
     @FUZZ_SETTINGS
@@ -172,7 +171,7 @@ def test_carrier_endpoint_survives_random_and_mutated_messages(gw, carrier):
         status = run_client(lambda: _send_over_websocket(url, fresh))
         assert status is None or status < 500, f"upgrade answered {status}"
 
-    example()
+    rss_before = attack(gw, example)
     gw.assert_unharmed(f"fuzz {carrier}", rss_before)
 
 
@@ -199,7 +198,6 @@ async def _send_over_tcp(port: int, steps: list[bytes]) -> None:
 
 
 def test_audiosocket_survives_random_and_mutated_frames(gw):
-    rss_before = settle_rss(gw)
 
     @FUZZ_SETTINGS
     @given(steps=steps_for("audiosocket"))
@@ -207,5 +205,5 @@ def test_audiosocket_survives_random_and_mutated_frames(gw):
         fresh = with_fresh_call_id("audiosocket", steps)
         run_client(lambda: _send_over_tcp(AUDIOSOCKET_PORT, fresh))
 
-    example()
+    rss_before = attack(gw, example)
     gw.assert_unharmed("fuzz audiosocket", rss_before)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.sim.carriers import make_call
 from tests.fuzz.harness import (FUZZ_SETTINGS, JSON_VALUES, RAW_JSON_ATTACKS, GatewayThread,
-                                fuzz_config, mutated_json, run_client, settle_rss)
+                                attack, fuzz_config, mutated_json, run_client)
 
 SPEAK_BODIES = [json.dumps(b) for b in (
     {"text": "Hello there."},
@@ -73,7 +73,6 @@ async def _request(url: str, method: str, body: bytes) -> tuple[int, bytes]:
 
 
 def test_control_endpoints_answer_every_body_with_4xx_json_not_5xx(gw):
-    rss_before = settle_rss(gw)
     victim = gw.victim.call_id
 
     @FUZZ_SETTINGS
@@ -98,8 +97,7 @@ def test_control_endpoints_answer_every_body_with_4xx_json_not_5xx(gw):
             _assert_json_error(status, answer, f"{method} {call_id!r}{action}", method)
         assert status < 500
 
-    on_the_live_call()
-    on_any_call_id()
+    rss_before = attack(gw, on_the_live_call, on_any_call_id)
     status, _ = run_client(lambda: _request(f"{gw.http_url}/v1/calls/{victim}", "GET", b""))
     assert status == 200, "the call attacked through the control API is gone"
     gw.assert_unharmed("fuzz control endpoints", rss_before)
@@ -140,7 +138,6 @@ async def _control_session(url: str, frames: list[tuple[str, str | bytes]]) -> l
 
 
 def test_control_socket_survives_every_frame(gw):
-    rss_before = settle_rss(gw)
     url = f"{gw.ws_url}/v1/calls/{gw.victim.call_id}/control"
 
     @FUZZ_SETTINGS
@@ -151,5 +148,5 @@ def test_control_socket_survives_every_frame(gw):
             if reply.get("type") == "error":
                 assert isinstance(reply.get("message"), str), reply
 
-    example()
+    rss_before = attack(gw, example)
     gw.assert_unharmed("fuzz control socket", rss_before)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import warnings
 from typing import Any
 
 import aiohttp
@@ -29,9 +28,11 @@ from gateway.http.loopback import serve_on_loopback
 from gateway.sim.carriers import make_call
 from tests.e2e.remote_setup import KEY_ENV, PROVIDERS
 from tests.fuzz.harness import (FUZZ_SETTINGS, GatewayThread, fuzz_config, paths, replaced,
-                                run_client, settle_rss)
+                                attack, run_client)
 
-MUTATOR = "fuzz_mutator"  # the fake app's key for the current example's mutation
+#: each fake's mutation for the current example (by the fake app's id; a started app's
+#: state is not to be changed)
+MUTATORS: dict[int, FrameMutator | None] = {}
 EXAMPLES = max(4, FUZZ_SETTINGS.max_examples // 5)  # each example is a spoken utterance
 ODD_VALUES = [None, "", "A" * 3000, -1, 0, 2**63, 1e308, [], {}, True, "\n", "💥"]
 
@@ -103,21 +104,15 @@ async def _wrap_socket(request: web.Request, response: web.StreamResponse) -> No
                 await send_bytes(part)
 
     async def mutated_str(data: str, compress: Any = None) -> None:
-        mutator = app.get(MUTATOR)
+        mutator = MUTATORS.get(id(app))
         await send(mutator.text(data) if mutator else [data])
 
     async def mutated_bytes(data: bytes, compress: Any = None) -> None:
-        mutator = app.get(MUTATOR)
+        mutator = MUTATORS.get(id(app))
         await send(mutator.binary(data) if mutator else [data])
 
     response.send_str = mutated_str
     response.send_bytes = mutated_bytes
-
-
-def _set(app: web.Application, key: str, value: Any) -> None:
-    with warnings.catch_warnings():  # plain string keys, like the fakes' own
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app[key] = value
 
 
 async def _start_fakes() -> dict:
@@ -178,7 +173,6 @@ def test_gateway_survives_mutated_provider_frames(gw):
     calls = {kind: make_call("twilio", gw.ws_url, route=f"via_{kind}") for kind in PROVIDERS}
     for call in calls.values():
         gw.run(call.connect())
-    rss_before = settle_rss(gw)
     mutated = {kind: 0 for kind in PROVIDERS}
 
     @settings(FUZZ_SETTINGS, max_examples=EXAMPLES)
@@ -200,7 +194,7 @@ def test_gateway_survives_mutated_provider_frames(gw):
             mutated[kind] += mutator.mutated
 
     try:
-        example()
+        rss_before = attack(gw, example)
     finally:
         for call in calls.values():
             gw.run(call.hangup())
@@ -209,4 +203,4 @@ def test_gateway_survives_mutated_provider_frames(gw):
 
 
 async def _install(fake: web.Application, mutator: FrameMutator | None) -> None:
-    _set(fake, MUTATOR, mutator)
+    MUTATORS[id(fake)] = mutator
