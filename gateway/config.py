@@ -104,6 +104,37 @@ class CarrierConfig:
 DEFAULT_FIRST_AUDIO_TIMEOUT_MS = 2000
 
 
+#: The formats a bot may take the caller's audio in (``encoding/rate``).
+BOT_AUDIO_FORMATS = ("l16/16000", "l16/8000", "mulaw/8000")
+BARGE_IN_MODES = ("off", "dtmf", "speech", "any")
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """``routes.<name>.bot``: the gateway dials the bot's WebSocket when a call starts on
+    the route and speaks the bot protocol over it (gateway/bot/)."""
+
+    url: str
+    audio: str = "l16/16000"  # the caller's audio to the bot, one of BOT_AUDIO_FORMATS
+    audio_packet_ms: int = 20  # 20..200, in steps of 20
+    secret: str | None = field(default=None, repr=False)  # signs the upgrade (HMAC-SHA256)
+    connect_timeout_ms: int = 3000
+    # the bot cannot be reached: say this, then hang up ("hangup") or go on ("continue",
+    # the route's greeting and the control API only)
+    failure_text: str | None = "Sorry, this line cannot take your call right now. Goodbye."
+    on_failure: str = "hangup"
+    reconnect_s: float = 10.0  # how long a dropped bot socket is redialed
+
+
+@dataclass(frozen=True)
+class BargeInConfig:
+    """``routes.<name>.barge_in``: what from the caller interrupts the gateway's speech."""
+
+    mode: str = "off"  # off, dtmf, speech, any
+    min_speech_ms: int = 200  # caller speech this long before it counts as barge-in
+    min_silence_ms: int = 500  # silence this long ends the caller's speech
+
+
 @dataclass(frozen=True)
 class RouteConfig:
     name: str
@@ -119,6 +150,8 @@ class RouteConfig:
     cache_greeting: bool = True
     # an unguessable path segment callers must present: /v1/media/{carrier}/{route}/{token}
     token: str | None = field(default=None, repr=False)
+    bot: BotConfig | None = None
+    barge_in: BargeInConfig = field(default_factory=BargeInConfig)
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -371,7 +404,8 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
         key = f"routes.{name}"
         rt = r.mapping(rt, key)
         r.unknown(rt, key, {"provider", "fallback", "first_audio_timeout_ms", "voice",
-                            "greeting", "events_url", "cache_greeting", "token_env"})
+                            "greeting", "events_url", "cache_greeting", "token_env", "bot",
+                            "barge_in"})
         provider = rt.get("provider")
         if isinstance(provider, list):
             problems.append(f"{key}.provider: one provider name, got a list; put the providers "
@@ -396,6 +430,8 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
             events_url=events_url,
             cache_greeting=r.get(rt, "cache_greeting", key, bool, True),
             token=r.secret(rt, "token_env", key, environ),
+            bot=_bot(r, rt.get("bot"), f"{key}.bot", environ),
+            barge_in=_barge_in(r, rt.get("barge_in"), f"{key}.barge_in"),
         )
 
     default_route = r.get(top, "default_route", "", str, None)
@@ -440,6 +476,46 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
                          default_route=default_route, carriers=carriers,
                          playout=playout, limits=limits, control_token=control_token,
                          control_auth=control_auth, log_level=log_level, log_format=log_format)
+
+
+def _bot(r: _Reader, value: Any, key: str, environ: dict) -> BotConfig | None:
+    if value is None:
+        return None
+    b = r.mapping(value, key)
+    r.unknown(b, key, {"url", "audio", "audio_packet_ms", "secret_env", "connect_timeout_ms",
+                       "failure_text", "on_failure", "reconnect_s"})
+    url = r.get(b, "url", key, str, "")
+    if not re.match(r"^wss?://[^/\s]+", url):
+        r.problems.append(f"{key}.url: required, the bot's ws:// or wss:// URL")
+    audio = r.get(b, "audio", key, str, "l16/16000")
+    if audio not in BOT_AUDIO_FORMATS:
+        r.problems.append(f"{key}.audio: {audio!r} is not one of {', '.join(BOT_AUDIO_FORMATS)}")
+    packet_ms = r.get(b, "audio_packet_ms", key, int, 20, minimum=20, maximum=200)
+    if packet_ms % 20:
+        r.problems.append(f"{key}.audio_packet_ms: {packet_ms} is not a multiple of 20")
+    on_failure = r.get(b, "on_failure", key, str, "hangup")
+    if on_failure not in ("hangup", "continue"):
+        r.problems.append(f"{key}.on_failure: {on_failure!r} is not one of hangup, continue")
+    return BotConfig(
+        url=url, audio=audio, audio_packet_ms=packet_ms,
+        secret=r.secret(b, "secret_env", key, environ),
+        connect_timeout_ms=r.get(b, "connect_timeout_ms", key, int, 3000, minimum=100,
+                                 maximum=60000),
+        failure_text=r.get(b, "failure_text", key, str, BotConfig.failure_text),
+        on_failure=on_failure,
+        reconnect_s=r.get(b, "reconnect_s", key, float, 10.0, minimum=0, maximum=600))
+
+
+def _barge_in(r: _Reader, value: Any, key: str) -> BargeInConfig:
+    b = r.mapping(value, key)
+    r.unknown(b, key, {"mode", "min_speech_ms", "min_silence_ms"})
+    mode = r.get(b, "mode", key, str, "off")
+    if mode not in BARGE_IN_MODES:
+        r.problems.append(f"{key}.mode: {mode!r} is not one of {', '.join(BARGE_IN_MODES)}")
+    return BargeInConfig(
+        mode=mode,
+        min_speech_ms=r.get(b, "min_speech_ms", key, int, 200, minimum=20, maximum=5000),
+        min_silence_ms=r.get(b, "min_silence_ms", key, int, 500, minimum=20, maximum=10000))
 
 
 def _fallback(r: _Reader, rt: dict, key: str, provider: Any,

@@ -95,6 +95,7 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
                           "timeout"}},
     "connections_refused": {"reason": CONNECTION_REFUSALS},
     "utterances": {"outcome": {"played", "interrupted", "failed"}},
+    "barge_ins": {"cause": {"api", "speech", "dtmf"}},
     "carrier_errors": {"kind": CARRIER_ERROR_KINDS},
     "carrier_faults": {"code": CARRIER_FAULT_CODES},
     "auth_failures": {"reason": {"signature", "bearer", "jwt", "basic", "token"}},
@@ -189,7 +190,8 @@ class Metrics:
             "Times a call's playout queue ran dry in the middle of an utterance.",
             ["carrier"], namespace=ns, registry=r)
         self.barge_ins = Counter(
-            "barge_ins_total", "Interrupts that cut speech short.", ["carrier"],
+            "barge_ins_total", "Interrupts that cut speech short, by cause (api, speech, "
+            "dtmf).", ["carrier", "cause"],
             namespace=ns, registry=r)
         self.utterances = Counter(
             "utterances_total", "Utterances finished, by outcome (played, interrupted, failed).",

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from telcodecs import Framer, Transcoder, silence_byte
 
 from gateway.carriers.events import MediaFormat
-from gateway.config import GatewayConfig, RouteConfig
+from gateway.config import BargeInConfig, GatewayConfig, RouteConfig
+from gateway.core.caller import CallerAudio
 from gateway.core.events import EventHub
 from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
 from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
@@ -51,7 +52,8 @@ class Call:
     def __init__(self, services: CallServices, *, call_id: str, stream_id: str, carrier: str,
                  route: RouteConfig, protocol, media_format: MediaFormat,
                  sink, close_transport: Callable[[], Awaitable[None]],
-                 details: dict[str, str] | None = None):
+                 details: dict[str, str] | None = None,
+                 inbound_format: MediaFormat | None = None):
         self.services = services
         self.id = call_id
         self.stream_id = stream_id
@@ -93,7 +95,10 @@ class Call:
         self._local_echoes: dict[str, asyncio.TimerHandle] = {}  # carriers without marks
         self._streaming: Utterance | None = None  # open utterance of the control socket
         self.state = "active"
-        self.inbound_frames = 0
+        # what the carrier streams to us (Telnyx may stream another format than it plays)
+        self.caller_audio = CallerAudio(inbound_format or media_format)
+        # what from the caller interrupts speech; a bot may change it during the call
+        self.barge_in: BargeInConfig = route.barge_in
         self.dtmf: list[str] = []
         self._hangup_task: asyncio.Task | None = None
         self._idle = asyncio.Event()
@@ -426,7 +431,9 @@ class Call:
         self.events.emit("speech.first_audio", speech_id=utt.id,
                          latency_ms=round((now - utt.created_at) * 1000, 1))
 
-    def _finish(self, utt: Utterance, *, interrupted: bool) -> None:
+    def _finish(self, utt: Utterance, *, interrupted: bool, cause: str | None = None) -> None:
+        """``speech.done``; ``cause`` says what interrupted it (``api``, ``speech``,
+        ``dtmf``)."""
         if utt.done.is_set():
             return
         utt.interrupted = interrupted
@@ -438,6 +445,8 @@ class Call:
         outcome = "failed" if utt.error else "interrupted" if interrupted else "played"
         self.metrics.utterances.labels(self.carrier, outcome).inc()
         fields = {"speech_id": utt.id, "interrupted": interrupted}
+        if interrupted and cause:
+            fields["cause"] = cause
         if utt.error:
             fields["error"] = utt.error
         self.events.emit("speech.done", **fields)
@@ -447,11 +456,12 @@ class Call:
 
     # -- barge-in and hang-up ---------------------------------------------------------------
 
-    def interrupt_now(self) -> int:
+    def interrupt_now(self, cause: str = "api") -> int:
         """Stop speaking at once: empty the queue, stop synthesis, drop late audio.
 
         Returns how many utterances were cut. The carrier's clear is sent by ``interrupt``;
-        this synchronous part is what ``speak(..., interrupt=True)`` needs.
+        this synchronous part is what ``speak(..., interrupt=True)`` needs. ``cause``
+        (``api``, ``speech``, ``dtmf``) goes into ``speech.done`` and the barge-in metric.
         """
         cut = self._unfinished()
         if self._speaking:
@@ -465,13 +475,13 @@ class Call:
             self._cleared_marks.update(self._awaiting_echo)
         self._awaiting_echo.clear()
         for utt in cut:
-            self._finish(utt, interrupted=True)
+            self._finish(utt, interrupted=True, cause=cause)
         if cut:
-            self.metrics.barge_ins.labels(self.carrier).inc()
+            self.metrics.barge_ins.labels(self.carrier, cause).inc()
         return len(cut)
 
-    async def interrupt(self) -> int:
-        cut = self.interrupt_now()
+    async def interrupt(self, cause: str = "api") -> int:
+        cut = self.interrupt_now(cause)
         # Always clear: the carrier may still hold audio we consider played (pitfall:
         # "interrupt is a no-op once everything was sent").
         clear = self.protocol.clear_message()
@@ -523,7 +533,7 @@ class Call:
     # -- carrier events ---------------------------------------------------------------------
 
     def on_audio(self, payload: bytes) -> None:
-        self.inbound_frames += 1
+        self.caller_audio.feed(payload)
 
     def on_flow_control(self, paused: bool) -> None:
         self.playout.pause(paused)
@@ -553,7 +563,7 @@ class Call:
             "queued": [u.id for u in self._queued],
             "frames_sent": self.playout.frames_sent,
             "underruns": self.playout.underruns,
-            "inbound_frames": self.inbound_frames,
+            "inbound_frames": self.caller_audio.frames,
             "media_format": {"encoding": self.media_format.encoding,
                              "sample_rate": self.media_format.sample_rate},
             "details": self.details,

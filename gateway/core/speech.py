@@ -55,11 +55,15 @@ class Utterance:
     """
 
     def __init__(self, speech_id: str | None = None, *, voice: str | None = None,
-                 provider: str | None = None, source: str = "api"):
+                 provider: str | None = None, source: str = "api",
+                 interruptible: bool = True):
         self.id = speech_id or new_speech_id()
         self.voice = voice
         self.provider = provider
         self.source = source  # api, stream, greeting
+        # false: the caller's speech or keys do not cut it (a notice they must hear out);
+        # an interrupt from the API still does
+        self.interruptible = interruptible
         self.created_at = time.monotonic()
         self.first_audio_at: float | None = None  # first provider byte in
         self.first_frame_at: float | None = None  # first carrier frame out

@@ -241,7 +241,8 @@ class CarrierStream:
         call = Call(self.app[SERVICES], call_id=event.call_id, stream_id=event.stream_id,
                     carrier=carrier, route=route, protocol=self.protocol,
                     media_format=played, sink=self.sink,
-                    close_transport=close_transport, details=event.details)
+                    close_transport=close_transport, details=event.details,
+                    inbound_format=inbound)
         calls[call.id] = call
         self.metrics.active_calls.labels(carrier).inc()
         log.info("call %s (%s, route %s) started, stream %s, %s at %d Hz%s", call.id, carrier,

@@ -158,7 +158,7 @@ async def test_interrupt_clears_with_the_carriers_semantics_and_speech_goes_on(g
         await call.hangup()
     assert call.result.violations == []
     text = await gw.metrics_text()
-    assert metric_value(text, "tts_gateway_barge_ins_total", carrier=carrier) == 1
+    assert metric_value(text, "tts_gateway_barge_ins_total", carrier=carrier, cause="api") == 1
 
 
 @pytest.mark.parametrize("carrier,lead", [("vonage", 0.04), ("audiosocket", 0.0)])

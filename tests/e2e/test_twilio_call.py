@@ -155,7 +155,7 @@ async def test_interrupt_clears_and_no_frame_of_that_utterance_follows(gateway):
         await sim.hangup()
     assert sim.result.violations == []
     metrics = await gateway.metrics_text()
-    assert metric_value(metrics, "tts_gateway_barge_ins_total", carrier="twilio") == 1
+    assert metric_value(metrics, "tts_gateway_barge_ins_total", carrier="twilio", cause="api") == 1
 
 
 async def test_malformed_frames_are_logged_counted_and_the_call_goes_on(gateway, caplog):
