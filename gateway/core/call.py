@@ -9,6 +9,7 @@ mark, not the end of synthesis, is what makes ``speech.done`` fire.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from telcodecs import Framer, Transcoder, silence_byte
 
 from gateway.carriers.events import MediaFormat
-from gateway.config import BargeInConfig, GatewayConfig, RouteConfig
+from gateway.config import BARGE_IN_MODES, BargeInConfig, GatewayConfig, RouteConfig
 from gateway.core.caller import CallerAudio
 from gateway.core.events import EventHub
 from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
@@ -479,6 +480,22 @@ class Call:
         if cut:
             self.metrics.barge_ins.labels(self.carrier, cause).inc()
         return len(cut)
+
+    def set_barge_in(self, **changes) -> BargeInConfig:
+        """Change what interrupts this call's speech (the bot protocol's ``barge_in``):
+        ``mode``, ``min_speech_ms``, ``min_silence_ms``; ValueError names a bad one."""
+        unknown = set(changes) - {"mode", "min_speech_ms", "min_silence_ms"}
+        if unknown:
+            raise ValueError(f"barge_in: unknown setting(s) {', '.join(sorted(unknown))}")
+        if "mode" in changes and changes["mode"] not in BARGE_IN_MODES:
+            raise ValueError(f"barge_in.mode: one of {', '.join(BARGE_IN_MODES)}")
+        for name, (low, high) in (("min_speech_ms", (20, 5000)),
+                                  ("min_silence_ms", (20, 10000))):
+            value = changes.get(name)
+            if value is not None and (type(value) is not int or not low <= value <= high):
+                raise ValueError(f"barge_in.{name}: an integer from {low} to {high}")
+        self.barge_in = dataclasses.replace(self.barge_in, **changes)
+        return self.barge_in
 
     async def interrupt(self, cause: str = "api") -> int:
         cut = self.interrupt_now(cause)
