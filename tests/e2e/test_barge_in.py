@@ -12,7 +12,7 @@ import random
 
 import pytest
 import pytest_asyncio
-from telcodecs import ulaw_encode
+from telcodecs import Transcoder, ulaw_encode
 
 from gateway.core.speech import Utterance
 from gateway.http.keys import CALLS
@@ -148,3 +148,26 @@ async def test_speech_does_not_interrupt_when_barge_in_is_off_or_dtmf(gw, phrase
         assert done["interrupted"] is False
         assert sim.result.clears == []
         assert not [e for e in control.events if e["type"].startswith("caller.")]
+
+
+async def test_caller_audio_at_reaches_the_gateway_as_sent_and_barges_in(gw, phrases):
+    """``make_call(caller_audio=..., caller_audio_at=...)`` on Telnyx's big-endian L16 at
+    16 kHz: the gateway receives exactly the speech converted to the wire (frame aligned,
+    after silence), and it interrupts the utterance under way."""
+    speech = cs.at_level(phrases["piper"][0], 8000, -20.0)
+    transcoder = Transcoder("pcm_s16le", 8000, "pcm_s16le", 16000)
+    expected = transcoder.feed(speech) + transcoder.flush()
+    received = bytearray()
+    async with make_call("telnyx", gw.ws_url, route="barge", media_format="l16/16000",
+                         caller_audio=(speech, 8000), caller_audio_at=1.2) as sim:
+        control = await open_control(gw, sim.call_id)
+        server_call(gw, sim.call_id).caller_audio.subscribe(received.extend)
+        speech_id = await speak(gw, sim, LONG_TEXT)
+        done = await control.next_event("speech.done", speech_id=speech_id)
+        assert done["interrupted"] is True and done["cause"] == "speech"
+        await sim.wait_for(lambda r: len(sim.caller_speech_sent) == 1, what="the speech sent")
+        await asyncio.sleep(len(speech) / 2 / 8000 + 0.3)
+    start = bytes(received).find(expected[:640])
+    assert start >= 0 and start % 640 == 0, "the speech is not in the caller's audio, aligned"
+    assert bytes(received[start:start + len(expected)]) == expected
+    assert not any(received[:start])  # silence before it
