@@ -16,10 +16,11 @@ is what keeps the gateway's own speech, coming back from the line as echo (typic
 dB weaker), from interrupting it, without an echo canceller and without a fixed level
 that would miss a quiet caller: a line with no echo keeps the floor at -55 dBFS.
 
-The classifier is Google's WebRTC VAD (``webrtcvad-wheels``): chosen over Silero (through
-onnxruntime) by measurement, see ``gateway/bench/vad.py``: as good on the phrases and noise
-of the benchmark and about fifty times cheaper per frame (Silero would also pull in
-torch as a dependency).
+The classifier is Google's WebRTC VAD (``webrtcvad-wheels``), chosen over Silero (through
+onnxruntime) by measurement (``gateway/bench/vad.py``): on a quiet line it found every
+phrase sooner (p95 272 against 292 ms, Silero missed 3 of 48), it missed fewer under the
+gateway's echo, it costs about 2 µs per 20 ms frame against 27 to 80 for Silero, and
+Silero's package would pull in torch.
 """
 
 from __future__ import annotations
@@ -76,12 +77,6 @@ class WebRtcClassifier:
 
     def __call__(self, window: bytes) -> bool:
         return self._vad.is_speech(window, self.sample_rate)
-
-
-def level_dbfs(pcm: bytes) -> float:
-    """RMS level of 16-bit PCM in dB relative to a full-scale square wave."""
-    rms = audioop.rms(pcm, 2) if pcm else 0
-    return 20 * math.log10(rms / 32768) if rms else -math.inf
 
 
 class SpeechDetector:
