@@ -6,7 +6,7 @@ VENV ?= .venv
 VENV313 ?= .venv313
 CONFIG ?= gateway.yaml
 
-.PHONY: run test test311 test313 ops-tools check-config bench bench-pool clean
+.PHONY: run test test311 test313 ops-tools speech-tools check-config bench bench-pool bench-vad clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
@@ -26,6 +26,11 @@ bench-pool: $(VENV)/.installed
 
 test: test311 test313
 
+# Voice activity detection for barge-in: WebRTC VAD against Silero (if installed), detection
+# delay over 48 trials and false starts in 10 minutes of silence, noise and echo; ~1 minute.
+bench-vad: speech-tools $(VENV)/.installed
+	$(VENV)/bin/python -m gateway.bench.vad --json bench-out/bench-vad.json
+
 # Prometheus and promtool for tests/ops (Debian's prometheus package, which also starts a
 # system service on :9090 where systemd runs); nothing to do when both are there.
 ops-tools:
@@ -38,14 +43,26 @@ ops-tools:
 		command -v prometheus >/dev/null && command -v promtool >/dev/null; \
 	fi
 
+# espeak-ng: a second voice (besides the embedded Piper voice) for the caller's speech in
+# the barge-in tests (tests/vad, tests/e2e/test_barge_in.py); nothing to do when it is there.
+speech-tools:
+	@if command -v espeak-ng >/dev/null; then :; else \
+		echo "installing Debian's espeak-ng for the barge-in tests"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			espeak-ng >/dev/null && \
+		command -v espeak-ng >/dev/null; \
+	fi
+
 # Most tests wait on real time (calls play at 1x), not on the CPU: four workers, each test
 # file on one worker so its module fixtures are built once.
 PYTEST = -m pytest -q -n 4 --dist loadfile
 
-test311: ops-tools $(VENV)/.installed
+test311: ops-tools speech-tools $(VENV)/.installed
 	$(VENV)/bin/python $(PYTEST)
 
-test313: ops-tools $(VENV313)/.installed
+test313: ops-tools speech-tools $(VENV313)/.installed
 	$(VENV313)/bin/python $(PYTEST)
 
 $(VENV)/.installed: pyproject.toml

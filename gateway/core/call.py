@@ -20,6 +20,7 @@ from telcodecs import Framer, Transcoder, silence_byte
 
 from gateway.carriers.events import MediaFormat
 from gateway.config import BARGE_IN_MODES, BargeInConfig, GatewayConfig, RouteConfig
+from gateway.core.bargein import CallerSpeech
 from gateway.core.caller import CallerAudio
 from gateway.core.events import EventHub
 from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
@@ -100,6 +101,7 @@ class Call:
         self.caller_audio = CallerAudio(inbound_format or media_format)
         # what from the caller interrupts speech; a bot may change it during the call
         self.barge_in: BargeInConfig = route.barge_in
+        self.caller_speech = CallerSpeech(self)  # turns, and barge-in by voice and keys
         self.dtmf: list[str] = []
         self._hangup_task: asyncio.Task | None = None
         self._idle = asyncio.Event()
@@ -132,6 +134,7 @@ class Call:
         if self.state == "ended":
             return
         self.state = "ended"
+        self.caller_speech.close()
         self.playout.close()
         self._cancel_local_echoes()
         for utt in self._unfinished():
@@ -558,6 +561,7 @@ class Call:
     def on_dtmf(self, digit: str) -> None:
         self.dtmf.append(digit)
         self.events.emit("dtmf", digit=digit)
+        self.caller_speech.on_dtmf(digit)
 
     def on_mark(self, name: str) -> None:
         if name in self._cleared_marks:

@@ -70,6 +70,9 @@ def make_call(carrier: str, base_url: str, *, route: str | None = None, token: s
     default). ``headers`` are extra upgrade headers; ``auth`` the carrier's credentials
     (see :func:`~gateway.sim.carriers.auth.auth_headers`). Other options go to the call
     class: ``call_id``, ``custom_parameters``, ``inbound_audio`` (wire format, looped),
+    ``caller_audio=(pcm16, rate)`` with ``caller_audio_at`` (seconds: real speech said then,
+    over the silence or ``inbound_audio``; later speech: ``await call.speak_as_caller(pcm16,
+    rate)``), ``line_echo_db`` (what the caller hears comes back that much weaker),
     ``connect_timeout``, ``underrun_tolerance``, and carrier-specific ones.
     """
     try:

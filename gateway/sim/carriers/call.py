@@ -14,15 +14,22 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import warnings
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp
+from telcodecs import Transcoder
 
 from gateway.sim.carriers.formats import WireFormat, parse_format
 from gateway.sim.carriers.model import CarrierModel, Echo, EndCall, Notice, Output
 from gateway.sim.carriers.result import CarrierCallResult
 from gateway.sim.carriers.transport import AiohttpTransport, Transport
+
+with warnings.catch_warnings():  # as in telcodecs.g711: audioop-lts on 3.13
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 
 _T = TypeVar("_T")
 
@@ -57,9 +64,13 @@ class CarrierCall:
                  headers: dict[str, str] | None = None,
                  custom_parameters: dict[str, str] | None = None,
                  inbound_audio: bytes | None = None, connect_timeout: float = 10.0,
-                 underrun_tolerance: float = 0.001) -> None:
+                 underrun_tolerance: float = 0.001,
+                 caller_audio: tuple[bytes, int] | None = None, caller_audio_at: float = 0.0,
+                 line_echo_db: float | None = None) -> None:
         if inbound_audio is not None and not inbound_audio:
             raise ValueError("inbound_audio is empty; pass None to send silence")
+        if caller_audio_at < 0:
+            raise ValueError("caller_audio_at must be >= 0 seconds")
         self.url = url
         self.format: WireFormat = parse_format(media_format or self.formats[0], self.formats,
                                                l16_byteorder=self.l16_byteorder,
@@ -96,6 +107,15 @@ class CarrierCall:
         self._background_error: BaseException | None = None
         self._state_changed = asyncio.Event()
         self._wake_clock = asyncio.Event()
+        # the caller's speech: (first frame index, wire bytes), played in order over the
+        # silence or inbound_audio; each entry's send time goes into caller_speech_sent
+        self._speech: deque[tuple[int, bytes]] = deque()
+        self._speech_frames = 0  # frame index where the queued speech ends
+        self.caller_speech_sent: list[float] = []
+        self.line_echo_db = line_echo_db
+        self._echo_from = 0  # bytes of the heard audio already echoed
+        self._caller_audio = caller_audio  # queued at connect, in the inbound format then
+        self._caller_audio_at = caller_audio_at
 
     # ---- what a carrier module supplies ------------------------------------------
 
@@ -166,6 +186,9 @@ class CarrierCall:
         for message in self.hello():
             await self._send(message)
         self._start_sent_at = time.monotonic()
+        if self._caller_audio is not None:
+            self._queue_speech(*self._caller_audio,
+                               round(self._caller_audio_at / self.frame_seconds))
         self._receiver = asyncio.create_task(self._receive(), name=f"{self.carrier}-sim-receive")
         self._tasks = [
             self._receiver,
@@ -278,6 +301,29 @@ class CarrierCall:
             for message in self.dtmf_messages(digit):
                 await self._send_or_raise(message)
 
+    async def speak_as_caller(self, pcm16: bytes, rate: int, timeout: float = 5.0) -> float:
+        """The caller starts saying ``pcm16`` (16-bit little-endian PCM at ``rate``) now,
+        or after the speech already queued; returns when its first frame was sent
+        (``time.monotonic()``)."""
+        if self._ended:
+            raise CallClosedError("the call has ended; the caller cannot speak")
+        index = len(self.caller_speech_sent) + len(self._speech)
+        self._queue_speech(pcm16, rate, self._inbound_frames_sent)
+        return await self._wait_until(
+            lambda: self.caller_speech_sent[index] if len(self.caller_speech_sent) > index
+            else None, timeout, "the caller's speech to start")
+
+    def _queue_speech(self, pcm16: bytes, rate: int, at_frame: int) -> None:
+        if not pcm16:
+            raise ValueError("the caller's speech is empty")
+        fmt = self.inbound_format
+        transcoder = Transcoder("pcm_s16le", rate, "pcm_s16le", fmt.sample_rate)
+        pcm = transcoder.feed(bytes(pcm16)) + transcoder.flush()
+        wire = fmt.from_pcm16(pcm[: len(pcm) // 2 * 2])
+        start = max(at_frame, self._speech_frames)
+        self._speech.append((start, wire))
+        self._speech_frames = start + -(-len(wire) // self.inbound_frame_bytes)
+
     async def send_raw_text(self, text: str) -> None:
         """Send any text frame as is (to test the gateway's error handling)."""
         await self._send_or_raise(text)
@@ -362,6 +408,7 @@ class CarrierCall:
                 if self._ended:
                     break
                 frame = silence if self.inbound_audio is None else self._inbound_frame(index, size)
+                frame = self._with_echo(self._with_speech(index, frame, silence))
                 for message in self.media_messages(index, frame):
                     if not await self._send(message):
                         return
@@ -480,6 +527,37 @@ class CarrierCall:
             raise CallClosedError("the call has ended; cannot send")
         if not await self._send(message):
             raise CallClosedError("the connection closed while sending")
+
+    def _with_speech(self, index: int, frame: bytes, silence: bytes) -> bytes:
+        while self._speech:
+            start, wire = self._speech[0]
+            if index < start:
+                return frame
+            offset = (index - start) * len(frame)
+            if offset < len(wire):
+                if offset == 0:
+                    self.caller_speech_sent.append(time.monotonic())
+                    self._notify()
+                part = wire[offset:offset + len(frame)]
+                return part + silence[len(part):]
+            self._speech.popleft()
+        return frame
+
+    def _with_echo(self, frame: bytes) -> bytes:
+        """``frame`` with what the caller heard since the last frame mixed back in,
+        ``line_echo_db`` weaker: a phone line's residual echo."""
+        if self.line_echo_db is None:
+            return frame
+        heard = self._model.heard
+        played, self._echo_from = heard[self._echo_from:], len(heard)
+        if self.format.sample_rate != self.inbound_format.sample_rate or not played:
+            return frame
+        fmt = self.inbound_format
+        echo = audioop.mul(self.format.to_pcm16(bytes(played)), 2,
+                           10 ** (-self.line_echo_db / 20))
+        pcm = fmt.to_pcm16(frame)
+        echo = echo[:len(pcm)] + bytes(max(0, len(pcm) - len(echo)))
+        return fmt.from_pcm16(audioop.add(pcm, echo, 2))
 
     def _inbound_frame(self, index: int, size: int) -> bytes:
         audio = self.inbound_audio

@@ -257,6 +257,9 @@ class TwilioCallSim(CarrierCall):
         connect_timeout: float = 10.0,
         media_format: str | None = None,
         underrun_tolerance: float | None = None,
+        caller_audio: tuple[bytes, int] | None = None,
+        caller_audio_at: float = 0.0,
+        line_echo_db: float | None = None,
     ) -> None:
         self._stream_sid = stream_sid
         self.account_sid = account_sid or "AC" + secrets.token_hex(16)
@@ -264,7 +267,9 @@ class TwilioCallSim(CarrierCall):
             url, call_id=call_sid, media_format=media_format, headers=headers,
             custom_parameters=custom_parameters, inbound_audio=inbound_audio,
             connect_timeout=connect_timeout,
-            underrun_tolerance=0.001 if underrun_tolerance is None else underrun_tolerance)
+            underrun_tolerance=0.001 if underrun_tolerance is None else underrun_tolerance,
+            caller_audio=caller_audio, caller_audio_at=caller_audio_at,
+            line_echo_db=line_echo_db)
         if auth_token is not None:
             signed_url = signature_url or as_wss(url)
             self.headers["X-Twilio-Signature"] = twilio_signature(auth_token, signed_url)
