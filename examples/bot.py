@@ -36,6 +36,9 @@ log = logging.getLogger("example-bot")
 GREETING = "Hello, this is the example bot. Press a key, or say something."
 KEY_NAMES = {"*": "star", "#": "pound"}
 BYTES_PER_SECOND = {"l16/16000": 32000, "l16/8000": 16000, "mulaw/8000": 8000}
+SECRET = web.AppKey("secret", str)
+PUBLIC_URL = web.AppKey("public_url", str)
+CALLS = web.AppKey("calls", dict)
 
 
 class CallState:
@@ -78,13 +81,13 @@ def say(text: str) -> dict:
 
 
 async def call_socket(request: web.Request) -> web.StreamResponse:
-    secret = request.app["secret"]
-    url = request.app["public_url"] or str(request.url.with_scheme("ws"))
+    secret = request.app[SECRET]
+    url = request.app[PUBLIC_URL] or str(request.url.with_scheme("ws"))
     if secret and not verify_gateway_signature(request.headers, url, secret):
         return web.json_response({"error": "bad signature"}, status=401)
     call_id = request.headers.get("X-TTS-Gateway-Call-Id", "?")[:64]
     # one state per call, kept across reconnects of that call's socket
-    state = request.app["calls"].setdefault(call_id, CallState())
+    state = request.app[CALLS].setdefault(call_id, CallState())
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
     await ws.prepare(request)
     async for msg in ws:
@@ -103,7 +106,7 @@ async def call_socket(request: web.Request) -> web.StreamResponse:
                 log.info("call %s ended: %.1f s of audio, %.1f s of speech, keys %s",
                          call_id, state.audio_seconds, state.speech_ms / 1000,
                          "".join(state.digits))
-                request.app["calls"].pop(call_id, None)
+                request.app[CALLS].pop(call_id, None)
     return ws
 
 
@@ -111,9 +114,9 @@ def make_app(secret: str | None = None, public_url: str | None = None) -> web.Ap
     """``public_url``: the bot URL exactly as gateway.yaml names it (what the gateway
     signs); by default, the URL the request came to."""
     app = web.Application()
-    app["secret"] = secret
-    app["public_url"] = public_url
-    app["calls"] = {}
+    app[SECRET] = secret
+    app[PUBLIC_URL] = public_url
+    app[CALLS] = {}
     app.router.add_get("/bot", call_socket)
     return app
 
