@@ -44,6 +44,8 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
 #: how long the end of a call waits for the bot's socket to take ``call.ended`` and close
 CLOSE_WAIT_S = 2.0
+#: a socket up this long dropped by accident; one that drops sooner is a flapping bot
+STABLE_S = 5.0
 
 
 def signature(secret: str, timestamp: int, url: str) -> str:
@@ -104,16 +106,10 @@ class BotDialer:
         task = self._task
         if task is None:
             return
-        if not self._serving:
-            task.cancel()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), CLOSE_WAIT_S)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):
-            pass
+        if self._serving:
+            await asyncio.wait({task}, timeout=CLOSE_WAIT_S)
+        task.cancel()  # dialing, waiting to redial, or a socket that would not close
+        await asyncio.gather(task, return_exceptions=True)
         self._count_undelivered(False)
 
     @property
@@ -123,9 +119,12 @@ class BotDialer:
     async def _run(self) -> None:
         bot = self.bot
         self._count_undelivered(True)  # until the first socket is open, audio is not heard
+        delays = backoff_delays()
         deadline = time.monotonic() + bot.connect_timeout_ms / 1000
+        wait_first = False
+        redial_until: float | None = None  # the end of the current redial window
         while not self._call_over:
-            ws = await self._dial_until(deadline)
+            ws = await self._dial_until(deadline, delays, wait_first=wait_first)
             if ws is None:
                 self._count("unreachable" if self.connections == 0 else "gave_up")
                 self._count_undelivered(False)
@@ -134,40 +133,55 @@ class BotDialer:
             self._count("connected" if self.connections == 0 else "reconnected")
             self.connections += 1
             self._count_undelivered(False)
-            self._serving = True
-            try:
-                self.last_seq = await serve_bot_socket(
-                    self.call, ws, audio=bot.audio, packet_ms=bot.audio_packet_ms,
-                    since_seq=self.last_seq)
-            except Exception as exc:  # the channel's bug must not end the call
-                _log.log(logging.ERROR, "serve failed", "call %s: bot socket failed: %s",
-                         self.call.id, exc, exc_info=True)
-            finally:
-                self._serving = False
-                if not ws.closed:
-                    await ws.close()
+            opened = time.monotonic()
+            await self._serve(ws)
             if self._call_over:
                 return
             self._count("dropped")
             _log.warning("dropped", "call %s: the bot's socket (%s) dropped; redialing for "
                          "up to %.1f s", self.call.id, _shown_url(bot.url), bot.reconnect_s)
             self._count_undelivered(True)
-            deadline = time.monotonic() + bot.reconnect_s
+            # A socket that stayed up a while earns a fresh window and backoff; one that
+            # dropped soon after opening (a bot that accepts and closes) does not, so a
+            # flapping bot is given up on after reconnect_s as an absent one is.
+            stable = time.monotonic() - opened >= STABLE_S
+            if stable or redial_until is None:
+                delays = backoff_delays()
+                redial_until = time.monotonic() + bot.reconnect_s
+            wait_first = not stable
+            deadline = redial_until
 
-    async def _dial_until(self, deadline: float) -> aiohttp.ClientWebSocketResponse | None:
-        """A socket to the bot, tried with backoff until ``deadline``; None if none opened."""
-        delays = backoff_delays()
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._serving = True
+        try:
+            self.last_seq = await serve_bot_socket(
+                self.call, ws, audio=self.bot.audio, packet_ms=self.bot.audio_packet_ms,
+                since_seq=self.last_seq)
+        except Exception as exc:  # the channel's bug must not end the call
+            _log.log(logging.ERROR, "serve failed", "call %s: bot socket failed: %s",
+                     self.call.id, exc, exc_info=True)
+        finally:
+            self._serving = False
+            if not ws.closed:
+                await ws.close()
+
+    async def _dial_until(self, deadline: float, delays, *, wait_first: bool
+                          ) -> aiohttp.ClientWebSocketResponse | None:
+        """A socket to the bot, tried with backoff (``delays``) until ``deadline``; None if
+        none opened in time."""
         while not self._call_over:
+            if wait_first:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                await asyncio.sleep(min(next(delays), left))
+            wait_first = True
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             ws = await self._dial(min(left, self.bot.connect_timeout_ms / 1000))
             if ws is not None:
                 return ws
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            await asyncio.sleep(min(next(delays), left))
         return None
 
     async def _dial(self, timeout: float) -> aiohttp.ClientWebSocketResponse | None:
@@ -182,6 +196,8 @@ class BotDialer:
             why = f"no upgrade within {timeout * 1000:.0f} ms"
         except aiohttp.WSServerHandshakeError as exc:
             why = f"upgrade refused: HTTP {exc.status}"
+        except aiohttp.InvalidURL:
+            why = "invalid URL"  # its text would be the URL, query (a token?) and all
         except (aiohttp.ClientError, OSError) as exc:
             why = f"{type(exc).__name__}: {exc}"
         _log.warning("dial failed", "call %s: cannot reach the bot at %s: %s", self.call.id,

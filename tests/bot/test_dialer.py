@@ -39,8 +39,10 @@ class BotServer:
     """A bot on loopback: records each connection's headers, events and audio; can refuse
     upgrades (``refuse``, an HTTP status) and kill the open socket without a close."""
 
-    def __init__(self, *, secret: str | None = SECRET, on_event=None):
+    def __init__(self, *, secret: str | None = SECRET, on_event=None,
+                 close_at_once: bool = False):
         self.secret = secret
+        self.close_at_once = close_at_once  # accept the upgrade, then close
         self.on_event = on_event  # async (ws, event) -> None
         self.refuse: int | None = None
         self.connections: list[dict] = []
@@ -70,6 +72,8 @@ class BotServer:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._notify()
+        if self.close_at_once:
+            await ws.close()
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
                 conn["audio_bytes"] += len(msg.data)
@@ -315,6 +319,24 @@ async def test_a_bot_that_stays_away_past_reconnect_s_ends_the_call_with_the_fai
             bot.kill()
             await sim.wait_ended(timeout=20)
             assert heard(sim) == text_tones(FAILURE)
+        metrics = await gw.metrics_text()
+        assert metric_value(metrics, "tts_gateway_bot_connections_total",
+                            outcome="gave_up") == 1
+    finally:
+        await bot.stop()
+
+
+async def test_a_bot_that_accepts_and_closes_at_once_is_given_up_on_after_reconnect_s(
+        bot_gateway):
+    bot = BotServer(close_at_once=True)
+    url = await bot.start()
+    try:
+        gw = await bot_gateway(bot={"url": url, "reconnect_s": 1.5})
+        async with TwilioCallSim(f"{gw.ws_url}/v1/media/twilio") as sim:
+            await sim.wait_ended(timeout=20)
+            assert heard(sim) == text_tones(FAILURE)
+        print(f"{len(bot.connections)} connections before giving up")
+        assert 2 <= len(bot.connections) <= 12  # backed off, not a tight loop
         metrics = await gw.metrics_text()
         assert metric_value(metrics, "tts_gateway_bot_connections_total",
                             outcome="gave_up") == 1
