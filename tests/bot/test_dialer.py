@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 from telcodecs import ulaw_decode
 
 from gateway.bot.dialer import backoff_delays
-from gateway.http.keys import CALLS
+from gateway.http.keys import CALLS, CONFIG, HTTP
 from gateway.http.loopback import serve_on_loopback
 from gateway.sim.providers import cartesia
 from gateway.sim.providers.tags import heard_tones, text_tones
@@ -349,3 +349,10 @@ def test_backoff_doubles_with_jitter_up_to_its_cap():
     waits = [next(delays) for _ in range(10)]
     for wait, nominal in zip(waits, [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0, 2.0, 2.0]):
         assert nominal / 2 <= wait <= nominal
+
+
+async def test_the_client_session_has_room_for_a_bot_socket_on_every_call(gateway):
+    # a WebSocket holds its connector slot for the whole call (aiohttp's default is 100 in
+    # all: the 101st call's bot would never be dialed)
+    max_calls = gateway.app[CONFIG].limits.max_calls
+    assert gateway.app[HTTP].connector.limit >= 2 * max_calls
