@@ -44,6 +44,8 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
 #: how long the end of a call waits for the bot's socket to take ``call.ended`` and close
 CLOSE_WAIT_S = 2.0
+#: a bot that does not answer our close frame is not waited for longer than this
+WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_WAIT_S)
 #: a socket up this long dropped by accident; one that drops sooner is a flapping bot
 STABLE_S = 5.0
 
@@ -191,7 +193,7 @@ class BotDialer:
             async with asyncio.timeout(timeout):
                 return await self.call.services.http.ws_connect(
                     bot.url, headers=signature_headers(bot, self.call.id), heartbeat=30,
-                    max_msg_size=4 * max_body_bytes(config), autoclose=True)
+                    max_msg_size=4 * max_body_bytes(config), timeout=WS_TIMEOUT)
         except TimeoutError:
             why = f"no upgrade within {timeout * 1000:.0f} ms"
         except aiohttp.WSServerHandshakeError as exc:
