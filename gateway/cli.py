@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="say this through the control API once the call is up (repeatable)")
     dial.add_argument("--token", help="control API bearer token, if the gateway requires one")
     dial.add_argument("--out", help="write what the caller hears to this WAV file")
+    dial.add_argument("--caller-audio", metavar="FILE.wav",
+                      help="what the caller says: a mono 16-bit WAV file (default: silence)")
+    dial.add_argument("--caller-audio-at", metavar="SECONDS", type=float, default=0.0,
+                      help="start the caller's audio this many seconds into the call")
     dial.add_argument("--quiet-seconds", type=float, default=1.5,
                       help="hang up after the gateway has been silent this long")
     dial.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long at most")
@@ -174,7 +178,8 @@ async def _dial(args) -> int:
             base_url=args.url, carrier=args.carrier, route=args.route,
             route_in_path=args.route_in_path, texts=args.text, token=args.token, out=args.out,
             quiet_seconds=args.quiet_seconds, max_seconds=args.max_seconds,
-            media_format=args.media_format, api_url=args.api_url)
+            media_format=args.media_format, api_url=args.api_url,
+            caller_audio=args.caller_audio, caller_audio_at=args.caller_audio_at)
     except aiohttp.WSServerHandshakeError as exc:
         print(f"the gateway refused the media stream: HTTP {exc.status} {exc.message}",
               file=sys.stderr)

@@ -107,6 +107,8 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "pool_failures": {"kind": {"connect", "handshake", "exhausted"}},
     "pool_reconnects": {"reason": {"server_close", "error", "dirty", "idle_refresh",
                                    "rotated", "evicted"}},
+    "bot_connections": {"outcome": {"connected", "reconnected", "dropped", "unreachable",
+                                    "gave_up"}},
 }
 
 
@@ -252,6 +254,14 @@ class Metrics:
             "pool_reconnects_total",
             "Connections replaced, by reason (server_close, error, dirty, idle_refresh, "
             "rotated).", ["provider", "reason"], namespace=ns, registry=r)
+        self.bot_connections = Counter(
+            "bot_connections_total", "Sockets the gateway dialed to routes' bots, by outcome "
+            "(connected, reconnected, dropped, unreachable, gave_up).", ["outcome"],
+            namespace=ns, registry=r)
+        self.bot_audio_undelivered = Counter(
+            "bot_audio_undelivered_seconds_total",
+            "Caller audio a route's bot did not get because its socket was not open "
+            "(dialing or redialing).", namespace=ns, registry=r)
         _bound_labels(self)
 
     def exposition(self) -> bytes:

@@ -104,6 +104,7 @@ class Call:
         self.caller_speech = CallerSpeech(self)  # turns, and barge-in by voice and keys
         self.dtmf: list[str] = []
         self._hangup_task: asyncio.Task | None = None
+        self.bot = None  # gateway.bot.dialer.BotDialer when the route has a bot
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -128,6 +129,11 @@ class Call:
         self._session(self.route.provider)
         if self.route.greeting:
             self.speak(Utterance.whole(self.route.greeting, source="greeting"))
+        if self.route.bot is not None:  # the gateway dials the route's bot
+            from gateway.bot.dialer import BotDialer  # imports this module
+
+            self.bot = BotDialer(self, self.route.bot)
+            self.bot.start()
 
     async def end(self, outcome: str) -> None:
         """The carrier stream is gone: stop everything and account for the call."""
@@ -165,6 +171,8 @@ class Call:
         self.events.emit("call.ended", outcome=outcome, frames_sent=self.playout.frames_sent,
                          underruns=self.playout.underruns)
         await self.events.close()
+        if self.bot is not None:
+            await self.bot.close()
 
     # -- speech -----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE_LIMIT = 1000
 WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=5)
+REPLAY_EVENTS = 200  # STAND-IN (helper T) for helper P's seq/replay: the last events kept
 
 
 class EventHub:
@@ -33,6 +35,10 @@ class EventHub:
         self._webhook_task: asyncio.Task | None = None
         self._on_webhook_error = on_webhook_error
         self.history: list[dict[str, Any]] = []  # the last few, for GET /v1/calls/{id}
+        # STAND-IN (helper T) for helper P's version: events numbered 1, 2, 3 ... and the
+        # last REPLAY_EVENTS of them kept for a bot socket that reconnects
+        self.seq = 0
+        self.recent: deque[dict[str, Any]] = deque(maxlen=REPLAY_EVENTS)
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue(SUBSCRIBER_QUEUE_LIMIT)
@@ -44,7 +50,10 @@ class EventHub:
             self._subscribers.remove(queue)
 
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
-        event = {"type": kind, "call_id": self.call_id, "ts": round(time.time(), 3), **fields}
+        self.seq += 1
+        event = {"type": kind, "call_id": self.call_id, "ts": round(time.time(), 3),
+                 "seq": self.seq, **fields}
+        self.recent.append(event)
         self.history.append(event)
         del self.history[:-20]
         for queue in self._subscribers:

@@ -86,7 +86,11 @@ async def _lifecycle(app: web.Application):
     app[DRAIN] = Drain(app[CALLS], config.server.drain_timeout_s,
                        config.playout.hangup_mark_timeout_s)
     app[CLOCK].start()
-    app[HTTP] = http = aiohttp.ClientSession()
+    # A socket a call dials to its route's bot holds its connection for the whole call, and
+    # aiohttp's default (100 in all) would stall the 101st bot's upgrade: room for a bot
+    # socket and a webhook request per call the gateway takes.
+    app[HTTP] = http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+        limit=2 * config.limits.max_calls + 16))
     app[SERVICES].http = http
     starts = [asyncio.get_running_loop().create_task(_start_provider(app, p))
               for p in app[PROVIDERS].values()]

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import wave
 
 import aiohttp
-from telcodecs import write_wav
+from telcodecs import read_wav, write_wav
 
 from gateway.sim.carriers import CARRIERS, make_call
 from gateway.sim.carriers import CallClosedError
 
 #: carriers whose route can travel as a custom parameter (Twilio forbids query strings)
 _ROUTE_AS_PARAMETER = ("twilio", "signalwire")
+#: the longest caller audio ``--caller-audio`` takes (bytes of WAV file)
+MAX_CALLER_AUDIO_BYTES = 64 * 1024 * 1024
+
+
+def read_caller_audio(path: str) -> tuple[bytes, int]:
+    """A mono 16-bit WAV file as ``(pcm16, rate)``; ValueError says what is wrong with it."""
+    size = os.path.getsize(path)
+    if size > MAX_CALLER_AUDIO_BYTES:
+        raise ValueError(f"{path}: {size} bytes; the caller's audio may be at most "
+                         f"{MAX_CALLER_AUDIO_BYTES} bytes")
+    try:
+        pcm, rate = read_wav(path)
+    except (wave.Error, EOFError) as exc:
+        raise ValueError(f"{path}: not a WAV file the simulator can read ({exc})") from None
+    if not pcm:
+        raise ValueError(f"{path}: no audio in it")
+    return pcm, rate
 
 
 def _http_url(base_url: str) -> str:
@@ -52,16 +71,26 @@ async def dial_and_report(*, base_url: str, carrier: str = "twilio", route: str 
                           route_in_path: bool = False, texts: list[str] = (),
                           token: str | None = None, out: str | None = None,
                           quiet_seconds: float = 1.5, max_seconds: float = 60.0,
-                          media_format: str | None = None, api_url: str | None = None) -> dict:
+                          media_format: str | None = None, api_url: str | None = None,
+                          caller_audio: str | None = None,
+                          caller_audio_at: float = 0.0) -> dict:
     """Call the gateway at ``base_url`` as ``carrier``, say ``texts`` through the control API
     (at ``api_url``, by default derived from ``base_url``), hang up after ``quiet_seconds``
-    of silence, and report. The control API's call id is the carrier's call id."""
+    of silence, and report. The control API's call id is the carrier's call id.
+    ``caller_audio`` (a WAV file) is what the caller says, ``caller_audio_at`` seconds after
+    the call starts (silence before and after)."""
     if carrier not in CARRIERS:
         raise ValueError(f"unknown carrier {carrier!r}; choose one of {', '.join(CARRIERS)}")
     options = {}
     if route and not route_in_path and carrier in _ROUTE_AS_PARAMETER:
         options["custom_parameters"] = {"route": route}
         route = None
+    if not 0 <= caller_audio_at <= max_seconds:
+        raise ValueError(f"caller_audio_at: {caller_audio_at} s is not within the call "
+                         f"(0 to {max_seconds} s)")
+    if caller_audio is not None:
+        options["caller_audio"] = read_caller_audio(caller_audio)
+        options["caller_audio_at"] = caller_audio_at
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     call = make_call(carrier, base_url, route=route, media_format=media_format, **options)
     speech_ids: list[str] = []
