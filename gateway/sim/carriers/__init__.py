@@ -88,33 +88,4 @@ def make_call(carrier: str, base_url: str, *, route: str | None = None, token: s
     else:
         url = media_url(carrier, base_url, route, token)
     all_headers = {**(headers or {}), **auth_headers(carrier, url, auth)}
-    if "caller_audio" in options:
-        options["inbound_audio"] = _caller_audio_standin(
-            options.pop("caller_audio"), options.pop("caller_audio_at", 0.0),
-            media_format or cls.formats[0])
     return cls(url, media_format=media_format, headers=all_headers, **options)
-
-
-#: STAND-IN (helper T) for helper V's caller speech: seconds of silence after the speech
-#: before the looped ``inbound_audio`` starts it again
-_STANDIN_TRAILING_S = 300
-
-
-def _caller_audio_standin(caller_audio: tuple[bytes, int], at: float, media_format: str
-                          ) -> bytes:
-    """STAND-IN (helper T; helper V's real version replaces it): ``caller_audio``
-    (pcm16, rate) as μ-law ``inbound_audio``: silence until ``at`` s, the speech, then
-    silence. μ-law 8 kHz calls only."""
-    from telcodecs import ULAW_SILENCE, Framer, Transcoder
-
-    if media_format != "mulaw/8000":
-        raise ValueError("caller_audio: only mulaw/8000 calls take it so far")
-    pcm, rate = caller_audio
-    transcoder = Transcoder("pcm_s16le", rate, "mulaw", 8000)
-    speech = transcoder.feed(pcm) + transcoder.flush()
-    framer = Framer(160, ULAW_SILENCE)
-    frames = framer.push(speech)
-    tail = framer.flush()
-    silence = bytes([ULAW_SILENCE])
-    return (silence * round(max(0.0, at) * 8000) + b"".join(frames) + (tail or b"")
-            + silence * (_STANDIN_TRAILING_S * 8000))
