@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from typing import Any
 
 from aiohttp import WSMsgType
@@ -25,6 +26,11 @@ from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused
 
 log = logging.getLogger(__name__)
+
+
+#: what a bot's socket holds in the kernel and in asyncio's buffer: a bot that stops reading
+#: starts losing audio (counted) after a few seconds, not after the megabytes a socket takes
+SEND_BUFFER_BYTES = 16384
 
 
 async def serve_bot_socket(call: Call, ws: Any, *, audio: str | None, packet_ms: int = 20,
@@ -46,6 +52,7 @@ class _BotSocket:
     def __init__(self, call: Call, ws: Any):
         self.call = call
         self.ws = ws
+        _bound_send_buffers(ws)
         self.limits = MessageLimits.from_config(call.services.config)
         self.metrics = call.services.metrics
         self.last_seq = 0
@@ -208,3 +215,17 @@ class _BotSocket:
         self.metrics.control_errors.labels(exc.kind).inc()
         return protocol.error(exc.kind, str(exc))
 
+
+def _bound_send_buffers(ws: Any) -> None:
+    """Keep what waits for a slow bot small (see SEND_BUFFER_BYTES). aiohttp's server and
+    client sockets both write through ``_writer.transport``; without one, nothing to do."""
+    transport = getattr(getattr(ws, "_writer", None), "transport", None)
+    if transport is None:
+        return
+    transport.set_write_buffer_limits(high=SEND_BUFFER_BYTES)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except OSError as exc:  # not a TCP socket (a test's pipe): the asyncio limit holds
+            log.debug("could not bound a bot socket's send buffer: %s", exc)

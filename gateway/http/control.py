@@ -16,7 +16,7 @@ import weakref
 from aiohttp import web
 
 from gateway.bot import protocol
-from gateway.bot.channel import serve_bot_socket
+from gateway.bot.channel import SEND_BUFFER_BYTES, serve_bot_socket
 from gateway.bot.protocol import MessageLimits, ProtocolError
 from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused, Utterance
@@ -114,7 +114,8 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
         # Messages up to the limit are read and answered; a larger one up to four times
         # that is answered "too large" unparsed; beyond that the socket is closed (1009).
         max_bytes = MessageLimits.from_config(request.app[CONFIG]).max_message_bytes
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes,
+                                   writer_limit=SEND_BUFFER_BYTES)
         await ws.prepare(request)
         if not ws.closed:
             try:
