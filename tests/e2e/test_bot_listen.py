@@ -341,3 +341,84 @@ async def test_a_slow_listener_loses_audio_counted_and_nothing_else_waits(gw):
           f"{len(result.frames)} frames, {result.underruns} underruns; "
           f"call frames_sent {call.playout.frames_sent}")
     assert result.frames, "the call's speech did not play"
+
+
+async def test_barge_in_and_speak_settings_by_message(gw):
+    wire, _ = wire_signal("mulaw/8000")
+    async with dial(gw, "twilio", "mulaw/8000", wire) as sim:
+        call = await wait_for_call(gw, sim.call_id)
+        bot = await Listener.open(gw, sim.call_id)
+        await bot.ws.send_json({"type": "barge_in", "mode": "any", "min_speech_ms": 300})
+        accepted = await bot.event("barge_in.accepted")
+        assert (accepted["mode"], accepted["min_speech_ms"]) == ("any", 300)
+        assert call.barge_in.mode == "any" and call.barge_in.min_speech_ms == 300
+        for bad in ({"min_speech_ms": 10}, {"min_silence_ms": 99_999}, {"mode": "loud"}):
+            await bot.ws.send_json({"type": "barge_in", **bad})
+            assert (await bot.event("error"))["kind"] == "bad_request"
+        assert call.barge_in.min_speech_ms == 300  # unchanged by the refusals
+        await bot.ws.send_json({"type": "speak", "text": "A notice you must hear out.",
+                                "provider": "fake", "interruptible": False, "flush": True})
+        speech_id = (await bot.event("speak.accepted"))["speech_id"]
+        utt = next(u for u in call._queued if u.id == speech_id)
+        assert (utt.provider, utt.interruptible, utt.source) == ("fake", False, "stream")
+        await bot.close()
+
+
+async def _serve_on(call, **options):
+    """A loopback server whose one socket speaks the bot protocol for ``call`` (what the
+    dialer does from the client side); returns (runner, url, the seqs it returned)."""
+    from aiohttp import web
+
+    from gateway.bot.channel import serve_bot_socket
+    from gateway.http.loopback import serve_on_loopback
+
+    returned: list[int] = []
+
+    async def handler(request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        since = request.query.get("since")
+        returned.append(await serve_bot_socket(call, ws, since_seq=int(since) if since else None,
+                                               **options))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/bot", handler)
+    runner, port = await serve_on_loopback(app)
+    return runner, f"ws://127.0.0.1:{port}/bot", returned
+
+
+async def test_a_bot_that_comes_back_gets_the_events_it_missed_in_order(gw):
+    wire, _ = wire_signal("mulaw/8000")
+    async with dial(gw, "twilio", "mulaw/8000", wire) as sim:
+        call = await wait_for_call(gw, sim.call_id)
+        runner, url, returned = await _serve_on(call, audio="l16/8000", packet_ms=40)
+        try:
+            first = Listener(await gw.session.ws_connect(url))
+            started = await first.event("call.started")
+            assert started["seq"] == 1 and started["audio"] == {"format": "l16/8000",
+                                                                 "packet_ms": 40}
+            await first.wait_audio(0.2, 16000, timeout=10)
+            await sim.send_dtmf("12")
+            await first.event("dtmf")
+            await first.event("dtmf")
+            await first.close()
+            async with asyncio.timeout(5):
+                while not returned:
+                    await asyncio.sleep(0.01)
+            last = returned[0]
+            assert last == call.events.seq
+            await sim.send_dtmf("345")  # while no bot is connected
+            async with asyncio.timeout(5):
+                while call.events.seq < last + 3:
+                    await asyncio.sleep(0.01)
+            again = Listener(await gw.session.ws_connect(f"{url}?since={last}"))
+            missed = [await again.event("dtmf") for _ in range(3)]
+            assert [e["digit"] for e in missed] == ["3", "4", "5"]
+            assert [e["seq"] for e in missed] == [last + 1, last + 2, last + 3]
+            assert not any(e["type"] == "call.started" for e in again.events)
+            await again.wait_audio(0.2, 16000, timeout=10)
+            assert {len(p) for p in again.packets} == {640}
+            await again.close()
+        finally:
+            await runner.cleanup()
