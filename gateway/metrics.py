@@ -103,6 +103,9 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "failovers": {"reason": {"connect", "error", "closed", "timeout"}},
     "control_errors": {"kind": CONTROL_ERROR_KINDS},
     "prompt_cache": {"result": {"hit", "miss"}},
+    # caller audio a bot did not get: its socket read too slowly (gateway/bot/audio.py), or
+    # the gateway was redialing it (gateway/bot/dialer.py)
+    "bot_audio_dropped": {"reason": {"slow_reader", "disconnected"}},
     "pool_connections": {"state": {"idle", "leased"}},
     "pool_failures": {"kind": {"connect", "handshake", "exhausted"}},
     "pool_reconnects": {"reason": {"server_close", "error", "dirty", "idle_refresh",
@@ -227,6 +230,10 @@ class Metrics:
         self.prompt_cache = Counter(
             "prompt_cache_total", "Route prompt cache look-ups, by result (hit, miss).",
             ["result"], namespace=ns, registry=r)
+        self.bot_audio_dropped = Counter(
+            "bot_audio_dropped_seconds_total",
+            "Seconds of caller audio a bot's socket did not get, by reason (slow_reader, "
+            "disconnected).", ["reason"], namespace=ns, registry=r)
         self.backpressure_skips = Counter(
             "backpressure_skips_total",
             "Ticks in which a call's carrier socket was too far behind to take more audio.",
@@ -258,10 +265,6 @@ class Metrics:
             "bot_connections_total", "Sockets the gateway dialed to routes' bots, by outcome "
             "(connected, reconnected, dropped, unreachable, gave_up).", ["outcome"],
             namespace=ns, registry=r)
-        self.bot_audio_undelivered = Counter(
-            "bot_audio_undelivered_seconds_total",
-            "Caller audio a route's bot did not get because its socket was not open "
-            "(dialing or redialing).", namespace=ns, registry=r)
         _bound_labels(self)
 
     def exposition(self) -> bytes:

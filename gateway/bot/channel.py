@@ -1,101 +1,231 @@
-"""STAND-IN for helper P's gateway/bot/channel.py (issue 13), written by helper T so the
-dialer's tests run; the lead replaces this file with P's when merging. Only the signature
-of :func:`serve_bot_socket` is the contract; nothing else here is meant to survive.
+"""The bot protocol on an open WebSocket: events and the caller's audio out, the bot's
+messages in. Used by the control socket (gateway/http/control.py, the bot connects) and
+by the dialer (gateway/bot/dialer.py, the gateway connects); the socket is aiohttp's
+server ``WebSocketResponse`` or client ``ClientWebSocketResponse``.
 
-It sends the call's events (``call.started`` first, missed ones replayed after a
-reconnect), the caller's audio as binary packets (bounded queue, drops counted), and takes
-``speak`` (with ``flush``), ``interrupt`` and ``hangup``.
+Three tasks share the socket: the reader (the bot's messages, answered in order), the
+event forwarder, and the audio sender. None of them holds the call up: events wait in the
+EventHub's bounded queue, audio in the feed's (gateway/bot/audio.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from typing import Any
 
 from aiohttp import WSMsgType
-from telcodecs import Framer, Transcoder, silence_byte
 
-from gateway.core.call import CallEnded
+from gateway.bot import protocol
+from gateway.bot.audio import CallerAudioFeed
+from gateway.bot.protocol import (BargeIn, Hangup, Interrupt, Listen, MessageLimits,
+                                  ProtocolError, Speak)
+from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused
 
-AUDIO_QUEUE_PACKETS = 50
+log = logging.getLogger(__name__)
 
 
-async def serve_bot_socket(call, ws, *, audio: str | None, packet_ms: int = 20,
+#: what a bot's socket holds in the kernel and in asyncio's buffer: a bot that stops reading
+#: starts losing audio (counted) after a few seconds, not after the megabytes a socket takes
+SEND_BUFFER_BYTES = 16384
+
+
+async def serve_bot_socket(call: Call, ws: Any, *, audio: str | None, packet_ms: int = 20,
                            since_seq: int | None = None) -> int:
-    """Speak the bot protocol on ``ws`` until it closes or the call ends; return the seq
-    of the last event sent."""
-    last = since_seq or 0
-    events = call.events.subscribe()
-    packets: asyncio.Queue[bytes] = asyncio.Queue(AUDIO_QUEUE_PACKETS)
-    unsubscribe = _listen(call, audio, packet_ms, packets) if audio else None
-    tasks = []
+    """Speak the bot protocol on ``ws`` until the socket closes or the call ends (then the
+    socket is closed); returns the ``seq`` of the last event sent.
 
-    async def send_events() -> None:
-        nonlocal last
-        for event in [e for e in call.events.recent if e["seq"] > last]:
-            await ws.send_str(json.dumps(event))
-            last = event["seq"]
-        while (event := await events.get()) is not None:
-            if event["seq"] > last:
-                await ws.send_str(json.dumps(event))
-                last = event["seq"]
-        await ws.close()
-
-    async def send_audio() -> None:
-        while True:
-            await ws.send_bytes(await packets.get())
-
-    try:
-        tasks = [asyncio.ensure_future(send_events()), asyncio.ensure_future(send_audio())]
-        receiving = asyncio.ensure_future(_receive(call, ws))
-        await asyncio.wait([tasks[0], receiving], return_when=asyncio.FIRST_COMPLETED)
-        tasks.append(receiving)
-    finally:
-        call.events.unsubscribe(events)
-        if unsubscribe:
-            unsubscribe()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return last
+    ``since_seq`` None: a new bot; ``call.started`` goes first, then the events since.
+    Otherwise the bot is back: the events after ``since_seq`` that are still kept (the
+    last 200) go first, without ``call.started``. ``audio`` (one of ``BOT_AUDIO_FORMATS``,
+    or None for none until the bot sends ``listen``) in packets of ``packet_ms``.
+    """
+    # a ValueError (ProtocolError) for a format or packet size the protocol does not have
+    listen = protocol.parse_listen({"audio": audio, "packet_ms": packet_ms})
+    return await _BotSocket(call, ws).serve(listen, since_seq)
 
 
-def _listen(call, audio: str, packet_ms: int, packets: asyncio.Queue) -> Any:
-    encoding, rate = audio.split("/")
-    rate = int(rate)
-    inbound = call.caller_audio.format
-    transcoder = Transcoder(inbound.encoding, inbound.sample_rate, encoding, rate)
-    width = 1 if encoding == "mulaw" else 2
-    framer = Framer(rate * width * packet_ms // 1000, silence_byte(encoding))
+class _BotSocket:
+    def __init__(self, call: Call, ws: Any):
+        self.call = call
+        self.ws = ws
+        _bound_send_buffers(ws)
+        self.limits = MessageLimits.from_config(call.services.config)
+        self.metrics = call.services.metrics
+        self.last_seq = 0
+        self._stop_feed = None
+        self._sender: asyncio.Task | None = None
 
-    def on_audio(payload: bytes) -> None:
-        for packet in framer.push(transcoder.feed(payload)):
-            if not packets.full():
-                packets.put_nowait(packet)
-
-    return call.caller_audio.subscribe(on_audio)
-
-
-async def _receive(call, ws) -> None:
-    async for msg in ws:
-        if msg.type is not WSMsgType.TEXT:
-            break
+    async def serve(self, listen: Listen, since_seq: int | None) -> int:
+        call = self.call
+        self.last_seq = since_seq or 0
+        # taken together, with no await between: no event is missed or sent twice
+        backlog = call.events.replay(self.last_seq)
+        events = call.events.subscribe()
+        forwarder = None
         try:
-            body = json.loads(msg.data)
-            kind = body.get("type")
-            if kind == "speak":
-                utt = call.stream_text(body.get("text", ""), flush=bool(body.get("flush")))
-                reply = {"type": "speak.accepted", "speech_id": utt and utt.id,
-                         "flushed": bool(body.get("flush"))}
-            elif kind == "interrupt":
-                reply = {"type": "interrupt.done", "interrupted": await call.interrupt()}
-            elif kind == "hangup":
+            refusal = feed = None
+            try:
+                feed = self._new_feed(listen)
+            except ProtocolError as exc:  # a carrier format telcodecs cannot convert
+                refusal = self._refused(exc)
+            head = []
+            started = call.events.started
+            if since_seq is None and started is not None:
+                backlog = [event for event in backlog if event is not started]
+                head.append(protocol.started_frame(started, listen if feed else None))
+            if refusal is not None:
+                head.append(refusal)
+            for event in head + backlog:
+                if not await self._send_event(event):
+                    return self.last_seq
+            self._use_feed(feed, listen)  # the audio follows call.started
+            forwarder = asyncio.get_running_loop().create_task(self._forward(events))
+            await self._read()
+        finally:
+            call.events.unsubscribe(events)
+            if forwarder is not None:
+                forwarder.cancel()
+            self._set_listen(None)
+        return self.last_seq
+
+    # ---- gateway -> bot -------------------------------------------------------------------
+
+    async def _forward(self, events: asyncio.Queue) -> None:
+        while True:
+            event = await events.get()
+            if event is None:  # the call is over
+                await self.ws.close()
+                return
+            if not await self._send_event(event):
+                return
+
+    async def _send_event(self, event: dict) -> bool:
+        sent = await self._send(event)
+        if sent and "seq" in event:
+            self.last_seq = max(self.last_seq, event["seq"])
+        return sent
+
+    async def _send(self, message: dict) -> bool:
+        """Send unless the socket is gone; False when it is (a bot that went away is no
+        error)."""
+        if self.ws.closed:
+            return False
+        try:
+            await self.ws.send_str(json.dumps(message))
+        except ConnectionError:  # closed while we wrote: aiohttp's ClientConnectionResetError
+            return False
+        return True
+
+    async def _send_audio(self, feed: CallerAudioFeed) -> None:
+        ws = self.ws
+        while True:
+            packet = await feed.next_packet()
+            if ws.closed:
+                return
+            try:
+                await ws.send_bytes(packet)
+            except ConnectionError:
+                return
+
+    def _set_listen(self, listen: Listen | None) -> None:
+        """Start, change or stop this socket's audio (raises ProtocolError, leaving the audio
+        as it was, for a carrier format telcodecs cannot convert)."""
+        self._use_feed(self._new_feed(listen), listen)
+
+    def _new_feed(self, listen: Listen | None) -> CallerAudioFeed | None:
+        if listen is None or listen.audio is None:
+            return None
+        source = self.call.caller_audio.format
+        try:
+            return CallerAudioFeed(source, listen.audio, listen.packet_ms, on_drop=self._dropped)
+        except ValueError as exc:
+            raise ProtocolError("bad_request", f"audio: the carrier streams {source.encoding}/"
+                                f"{source.sample_rate}, which cannot be converted to "
+                                f"{listen.audio} ({exc})") from None
+
+    def _use_feed(self, feed: CallerAudioFeed | None, listen: Listen | None) -> None:
+        if self._stop_feed is not None:
+            self._stop_feed()
+            self._sender.cancel()
+            self._stop_feed = self._sender = None
+        if feed is not None:
+            self._stop_feed = self.call.caller_audio.subscribe(feed)
+            self._sender = asyncio.get_running_loop().create_task(self._send_audio(feed))
+
+    def _dropped(self, seconds: float) -> None:
+        self.metrics.bot_audio_dropped.labels("slow_reader").inc(seconds)
+
+    # ---- bot -> gateway -------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type is WSMsgType.TEXT:
+                reply = await self._answer(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                reply = self._refused(ProtocolError("bad_request", "send JSON text frames"))
+            else:  # the socket failed (a bad frame, a missed heartbeat): it is closing
+                return
+            if reply is not None and not await self._send(reply):
+                return
+
+    async def _answer(self, data: str) -> dict | None:
+        call = self.call
+        try:
+            command = protocol.parse_message(data, self.limits)
+            if type(command) is Speak:
+                return await self._speak(command)
+            if type(command) is Interrupt:
+                return protocol.interrupt_done(await call.interrupt())
+            if type(command) is Hangup:
                 call.request_hangup()
-                reply = {"type": "hangup.accepted"}
-            else:
-                reply = {"type": "error", "kind": "bad_request", "message": "unknown type"}
-        except (ValueError, AttributeError, CallEnded, SpeechRefused) as exc:
-            reply = {"type": "error", "kind": "bad_request", "message": str(exc)[:200]}
-        await ws.send_str(json.dumps(reply))
+                return protocol.hangup_accepted()
+            if type(command) is Listen:
+                self._set_listen(command)
+                return protocol.listen_accepted(command)
+            if type(command) is BargeIn:
+                try:
+                    now = call.set_barge_in(**command.changes())
+                except ValueError as exc:
+                    raise ProtocolError("bad_request", str(exc)) from None
+                return protocol.barge_in_accepted(now.mode, now.min_speech_ms,
+                                                  now.min_silence_ms)
+        except ProtocolError as exc:
+            return self._refused(exc)
+        except SpeechRefused as exc:
+            return self._refused(ProtocolError(exc.kind, str(exc)))
+        except CallEnded as exc:
+            return protocol.error("call_ended", str(exc))
+        return None
+
+    async def _speak(self, command: Speak) -> dict | None:
+        call = self.call
+        if command.interrupt:
+            await call.interrupt()
+        utt = call.stream_text(command.text, flush=command.flush, voice=command.voice,
+                               provider=command.provider, interruptible=command.interruptible)
+        if utt is None:
+            return None
+        return protocol.speak_accepted(utt.id, command.flush)
+
+    def _refused(self, exc: ProtocolError) -> dict:
+        self.metrics.control_errors.labels(exc.kind).inc()
+        return protocol.error(exc.kind, str(exc))
+
+
+def _bound_send_buffers(ws: Any) -> None:
+    """Keep what waits for a slow bot small (see SEND_BUFFER_BYTES). aiohttp's server and
+    client sockets both write through ``_writer.transport``; without one, nothing to do."""
+    transport = getattr(getattr(ws, "_writer", None), "transport", None)
+    if transport is None:
+        return
+    transport.set_write_buffer_limits(high=SEND_BUFFER_BYTES)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except OSError as exc:  # not a TCP socket (a test's pipe): the asyncio limit holds
+            log.debug("could not bound a bot socket's send buffer: %s", exc)

@@ -233,7 +233,8 @@ class BotDialer:
 
     def _undelivered(self, payload: bytes) -> None:
         self.undelivered_bytes += len(payload)
-        self.metrics.bot_audio_undelivered.inc(len(payload) / self._bytes_per_second)
+        self.metrics.bot_audio_dropped.labels("disconnected").inc(
+            len(payload) / self._bytes_per_second)
 
 
 def _bytes_per_second(media_format) -> int:

@@ -108,6 +108,8 @@ class CarrierBase:
         self.inbound_format: MediaFormat = media_format
         self.played_format: MediaFormat | None = None
         self.custom_parameters: dict[str, str] = {}
+        self.caller: str | None = None  # from the start, where the carrier gives them
+        self.called: str | None = None
         self._stopped = False
 
     @classmethod
@@ -141,6 +143,7 @@ class CarrierBase:
         self.inbound_format = started.media_format
         self.media_format = played
         self.custom_parameters = dict(started.custom_parameters)
+        self.caller, self.called = started.caller, started.called
         return started
 
     def send(self, command: CarrierCommand) -> bytes | None:

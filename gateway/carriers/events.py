@@ -35,13 +35,17 @@ class Connected:
 class Started:
     """The stream's metadata. ``media_format`` is what the carrier streams to us, as its
     start announces it; ``details`` is what the carrier says about the call besides its id
-    (Asterisk's channel name; the carrier's own id when the gateway had to map it)."""
+    (Asterisk's channel name; the carrier's own id when the gateway had to map it).
+    ``caller`` and ``called`` are the numbers (or SIP addresses) where the start carries
+    them (Telnyx, Exotel; Vonage when the NCCO's headers do), bounded; else None."""
 
     call_id: str
     stream_id: str
     media_format: MediaFormat = field(default_factory=MediaFormat)
     custom_parameters: dict[str, str] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
+    caller: str | None = None
+    called: str | None = None
 
 
 @dataclass(frozen=True, slots=True, init=False)

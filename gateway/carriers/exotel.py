@@ -29,6 +29,7 @@ from gateway.carriers.jsonfields import (
     decode_payload,
     format_encoding,
     object_field,
+    party,
     start_stream_id,
     string_field,
     string_map,
@@ -98,7 +99,8 @@ class ExotelProtocol(JsonStreamProtocol):
         stream_id = start_stream_id(message, start, "stream_sid")
         media_format = _media_format(start.get("media_format"))
         custom_parameters = string_map(start.get("custom_parameters"), "start.custom_parameters")
-        return Started(call_id, stream_id, media_format, custom_parameters)
+        return Started(call_id, stream_id, media_format, custom_parameters,
+                       caller=party(start, "from"), called=party(start, "to"))
 
     def _on_started(self) -> None:
         self.frames_per_message = _frames_per_message(self.media_format.bytes_per_20ms)

@@ -21,6 +21,7 @@ __all__ = [
     "inbound_track",
     "not_json_error",
     "object_field",
+    "party",
     "preview",
     "start_stream_id",
     "string_field",
@@ -99,6 +100,19 @@ def format_encoding(value: Any, where: str, rate_key: str, encodings: dict[str, 
     if known is None:
         raise CarrierProtocolError("missing_field", f"{where}.encoding is {name!r}; {carries}")
     return value, known
+
+
+#: the longest caller or called number (or SIP address) a start may give
+MAX_PARTY_CHARS = 128
+
+
+def party(obj: dict[str, Any], key: str) -> str | None:
+    """The optional caller or called number at ``obj[key]``: a printable string of at most
+    ``MAX_PARTY_CHARS``; None when absent or not one (it is information, not a must)."""
+    value = obj.get(key)
+    if type(value) is str and value and len(value) <= MAX_PARTY_CHARS and value.isprintable():
+        return value
+    return None
 
 
 def start_stream_id(message: dict[str, Any], start: dict[str, Any], key: str) -> str:

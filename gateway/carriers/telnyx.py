@@ -39,6 +39,7 @@ from gateway.carriers.jsonfields import (
     format_encoding,
     inbound_track,
     object_field,
+    party,
     string_field,
     string_map,
 )
@@ -139,7 +140,8 @@ class TelnyxProtocol(JsonStreamProtocol):
             )
         call_id = string_field(start, "call_control_id", "start")
         media_format = _media_format(start.get("media_format"))
-        return Started(call_id, stream_id, media_format, _custom_parameters(start))
+        return Started(call_id, stream_id, media_format, _custom_parameters(start),
+                       caller=party(start, "from"), called=party(start, "to"))
 
     def _on_started(self) -> None:
         self._l16_in = self.inbound_format.encoding == "l16"

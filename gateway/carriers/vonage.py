@@ -29,7 +29,7 @@ from gateway.carriers.events import (
     MediaFormat,
     Started,
 )
-from gateway.carriers.jsonfields import preview
+from gateway.carriers.jsonfields import party, preview
 from gateway.carriers.jsonstream import JsonStreamProtocol
 
 __all__ = ["VonageProtocol"]
@@ -118,7 +118,8 @@ class VonageProtocol(JsonStreamProtocol):
             key: value for key, value in message.items()
             if type(value) is str and key not in _RESERVED and key != id_header
         }
-        return Started(call_id, call_id, media_format, custom_parameters)
+        return Started(call_id, call_id, media_format, custom_parameters,
+                       caller=party(message, "from"), called=party(message, "to"))
 
     def _on_started(self) -> None:
         self._frame_bytes = self.media_format.bytes_per_20ms

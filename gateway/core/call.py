@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from telcodecs import Framer, Transcoder, silence_byte
 
+from gateway.bot.protocol import started_fields
 from gateway.carriers.events import MediaFormat
 from gateway.config import BARGE_IN_MODES, BargeInConfig, GatewayConfig, RouteConfig
 from gateway.core.bargein import CallerSpeech
@@ -124,8 +125,13 @@ class Call:
     def start(self) -> None:
         self._speaker = asyncio.get_running_loop().create_task(self._speaker_loop(),
                                                                name=f"speaker-{self.id}")
-        self.events.emit("call.started", carrier=self.carrier, route=self.route.name,
-                         stream_id=self.stream_id)
+        inbound = self.caller_audio.format
+        self.events.emit("call.started", **started_fields(
+            carrier=self.carrier, route=self.route.name, stream_id=self.stream_id,
+            caller=getattr(self.protocol, "caller", None),
+            called=getattr(self.protocol, "called", None),
+            custom_parameters=getattr(self.protocol, "custom_parameters", {}),
+            encoding=inbound.encoding, sample_rate=inbound.sample_rate))
         self._session(self.route.provider)
         if self.route.greeting:
             self.speak(Utterance.whole(self.route.greeting, source="greeting"))
@@ -190,14 +196,17 @@ class Call:
         self._queue.put_nowait(utt)
         return utt
 
-    def stream_text(self, text: str, *, flush: bool, voice: str | None = None) -> Utterance | None:
-        """Text from the control socket: pieces accumulate in one utterance until ``flush``.
+    def stream_text(self, text: str, *, flush: bool, voice: str | None = None,
+                    provider: str | None = None, interruptible: bool = True) -> Utterance | None:
+        """Text from a bot's socket: pieces accumulate in one utterance until ``flush``; the
+        first piece's ``voice``, ``provider`` and ``interruptible`` are the utterance's.
         A piece a limit refuses (SpeechRefused) is dropped; the utterance stays open."""
         utt = self._streaming
         if text and self.state == "active":
             check_room(self._queued, self.services.config.limits, len(text), into=utt)
         if utt is None and text:
-            utt = self.speak(Utterance(voice=voice, source="stream"))
+            utt = self.speak(Utterance(voice=voice, provider=provider, source="stream",
+                                       interruptible=interruptible))
             self._streaming = utt
         if utt is not None:
             if text:

@@ -1,4 +1,8 @@
-"""Call events for bots: fanned out to control WebSockets and to a route's ``events_url``."""
+"""Call events for bots: fanned out to bot sockets and to a route's ``events_url``.
+
+Each event carries ``seq``, 1, 2, 3 ... per call in emit order: a bot that reconnects asks
+for the events after the last one it got (``replay``), and drops any it sees twice.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE_LIMIT = 1000
+REPLAY_LIMIT = 200  # events kept for a bot that reconnects
+HISTORY_LIMIT = 20  # events shown by GET /v1/calls/{id}
 WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=5)
-REPLAY_EVENTS = 200  # STAND-IN (helper T) for helper P's seq/replay: the last events kept
 
 
 class EventHub:
@@ -34,14 +39,29 @@ class EventHub:
         self._webhook_queue: asyncio.Queue | None = None
         self._webhook_task: asyncio.Task | None = None
         self._on_webhook_error = on_webhook_error
-        self.history: list[dict[str, Any]] = []  # the last few, for GET /v1/calls/{id}
-        # STAND-IN (helper T) for helper P's version: events numbered 1, 2, 3 ... and the
-        # last REPLAY_EVENTS of them kept for a bot socket that reconnects
-        self.seq = 0
-        self.recent: deque[dict[str, Any]] = deque(maxlen=REPLAY_EVENTS)
+        self._replay: deque[dict[str, Any]] = deque(maxlen=REPLAY_LIMIT)
+        self.seq = 0  # of the last event emitted
+        self.started: dict[str, Any] | None = None  # the call.started event
+        self.closed = False
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The last few events, for GET /v1/calls/{id}."""
+        return list(self._replay)[-HISTORY_LIMIT:]
+
+    def replay(self, after_seq: int = 0) -> list[dict[str, Any]]:
+        """The events kept (at most the last ``REPLAY_LIMIT``) with ``seq`` after
+        ``after_seq``, oldest first. Taken together with ``subscribe`` (no await between),
+        they and the queue's events follow each other without a gap or a repeat."""
+        return [event for event in self._replay if event["seq"] > after_seq]
 
     def subscribe(self) -> asyncio.Queue:
+        """A queue of the events emitted from now on, and ``None`` once the call is over
+        (at once for a call already over)."""
         queue: asyncio.Queue = asyncio.Queue(SUBSCRIBER_QUEUE_LIMIT)
+        if self.closed:
+            queue.put_nowait(None)
+            return queue
         self._subscribers.append(queue)
         return queue
 
@@ -53,9 +73,9 @@ class EventHub:
         self.seq += 1
         event = {"type": kind, "call_id": self.call_id, "ts": round(time.time(), 3),
                  "seq": self.seq, **fields}
-        self.recent.append(event)
-        self.history.append(event)
-        del self.history[:-20]
+        self._replay.append(event)
+        if kind == "call.started":
+            self.started = event
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()
@@ -89,6 +109,7 @@ class EventHub:
 
     async def close(self) -> None:
         """Flush pending webhook deliveries (bounded) and stop."""
+        self.closed = True
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()

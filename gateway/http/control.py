@@ -10,36 +10,23 @@ it at all: gateway/http/control_access.py. Every refusal is counted in
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import weakref
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from gateway.config import GatewayConfig
+from gateway.bot import protocol
+from gateway.bot.channel import SEND_BUFFER_BYTES, serve_bot_socket
+from gateway.bot.protocol import MessageLimits, ProtocolError
 from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused, Utterance
-from gateway.http.jsonbody import BadJson, parse_json, read_json
+from gateway.http.jsonbody import BadJson, read_json
 from gateway.http.keys import CALLS, CONFIG, METRICS, json_error
-
-log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-MAX_NAME_CHARS = 200  # a voice name
 _REFUSAL_STATUS = {"queue_full": 429, "utterance_text": 413, "call_text": 413}
 _sockets: weakref.WeakKeyDictionary[Call, int] = weakref.WeakKeyDictionary()
-
-
-class BadRequest(Exception):
-    pass
-
-
-def max_body_bytes(config: GatewayConfig) -> int:
-    """The largest control message: a speak of ``max_text_chars`` written as JSON escapes
-    (up to 12 bytes a character), with room for the other fields."""
-    return 12 * config.limits.max_text_chars + 4096
 
 
 def _call(request: web.Request) -> Call:
@@ -48,7 +35,7 @@ def _call(request: web.Request) -> Call:
     if call is None:
         request.app[METRICS].control_errors.labels("unknown_call").inc()
         raise web.HTTPNotFound(text=json.dumps({"error": {
-            "status": 404, "message": f"no active call with id {_shown(call_id)}"}}),
+            "status": 404, "message": f"no active call with id {protocol.shown(call_id)}"}}),
             content_type="application/json")
     return call
 
@@ -56,38 +43,6 @@ def _call(request: web.Request) -> Call:
 def _refused(request: web.Request, kind: str, status: int, message: str) -> web.Response:
     request.app[METRICS].control_errors.labels(kind).inc()
     return json_error(status, message)
-
-
-def _shown(value: object) -> str:
-    """A value from the client, as it may appear in a reply: bounded."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def parse_speak(body: object, request: web.Request, call: Call, *, streaming: bool) -> dict:
-    """Validate a speak body; raise BadRequest naming the field."""
-    config = request.app[CONFIG]
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object like {\"text\": \"Hello\"}")
-    text = body.get("text")
-    if not isinstance(text, str) or (not streaming and not text.strip()):
-        raise BadRequest("text: required, a non-empty string")
-    if len(text) > config.limits.max_text_chars:
-        raise BadRequest(f"text: {len(text)} characters is over the limit of "
-                         f"{config.limits.max_text_chars} (limits.max_text_chars)")
-    provider = body.get("provider")
-    if provider is not None and (not isinstance(provider, str)
-                                 or provider not in config.providers):
-        raise BadRequest(f"provider: {_shown(provider)} is not a configured provider "
-                         f"(configured: {', '.join(config.providers)})")
-    voice = body.get("voice")
-    if voice is not None and (not isinstance(voice, str) or len(voice) > MAX_NAME_CHARS):
-        raise BadRequest(f"voice: must be a string of at most {MAX_NAME_CHARS} characters")
-    for flag in ("interrupt", "flush"):
-        if not isinstance(body.get(flag, False), bool):
-            raise BadRequest(f"{flag}: must be true or false")
-    return {"text": text, "provider": provider, "voice": voice,
-            "interrupt": body.get("interrupt", False), "flush": body.get("flush", False)}
 
 
 @routes.get("/v1/calls")
@@ -104,16 +59,18 @@ async def get_call(request: web.Request) -> web.Response:
 @routes.post("/v1/calls/{id}/speak")
 async def speak(request: web.Request) -> web.Response:
     call = _call(request)
+    limits = MessageLimits.from_config(request.app[CONFIG])
     try:
-        body = await read_json(request, max_bytes=max_body_bytes(request.app[CONFIG]))
-        args = parse_speak(body, request, call, streaming=False)
+        body = await read_json(request, max_bytes=limits.max_message_bytes)
+        args = protocol.parse_speak(body, limits, streaming=False)
     except BadJson as exc:
         return _refused(request, exc.kind, exc.status, f"{exc}; send {{\"text\": \"Hello\"}}")
-    except BadRequest as exc:
-        return _refused(request, "bad_request", 400, str(exc))
-    utt = Utterance.whole(args["text"], voice=args["voice"], provider=args["provider"])
+    except ProtocolError as exc:
+        return _refused(request, exc.kind, 400, str(exc))
+    utt = Utterance.whole(args.text, voice=args.voice, provider=args.provider,
+                          interruptible=args.interruptible)
     try:
-        if args["interrupt"]:
+        if args.interrupt:
             await call.interrupt()
         call.speak(utt)
     except CallEnded as exc:
@@ -139,100 +96,34 @@ async def hangup(request: web.Request) -> web.Response:
 
 @routes.get("/v1/calls/{id}/control")
 async def control_socket(request: web.Request) -> web.StreamResponse:
-    """Text in (``speak`` pieces with ``flush``, ``interrupt``, ``hangup``), events out."""
+    """The bot protocol (gateway/bot/) on a socket the bot opens: ``control.ready`` with the
+    call's summary, then ``call.started`` and the events so far, then live events; with
+    ``?audio=l16/16000&packet_ms=20`` (or a ``listen`` message) the caller's audio too."""
     call = _call(request)
-    config = request.app[CONFIG]
-    limit = config.limits.max_control_sockets
+    try:
+        listen = protocol.parse_listen_query(request.query)
+    except ProtocolError as exc:
+        return _refused(request, exc.kind, 400, str(exc))
+    limit = request.app[CONFIG].limits.max_control_sockets
     if _sockets.get(call, 0) >= limit:
         return _refused(request, "too_many_sockets", 429,
                         f"call {call.id} has {limit} control sockets open, the most it takes "
                         "(limits.max_control_sockets)")
     _sockets[call] = _sockets.get(call, 0) + 1
     try:
-        return await _serve_control(request, call, max_body_bytes(config))
+        # Messages up to the limit are read and answered; a larger one up to four times
+        # that is answered "too large" unparsed; beyond that the socket is closed (1009).
+        max_bytes = MessageLimits.from_config(request.app[CONFIG]).max_message_bytes
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes,
+                                   writer_limit=SEND_BUFFER_BYTES)
+        await ws.prepare(request)
+        if not ws.closed:
+            try:
+                await ws.send_json({"type": "control.ready", **call.summary()})
+            except ConnectionError:
+                return ws
+        await serve_bot_socket(call, ws, audio=listen.audio if listen else None,
+                               packet_ms=listen.packet_ms if listen else 20)
+        return ws
     finally:
         _sockets[call] -= 1
-
-
-async def _serve_control(request: web.Request, call: Call,
-                         max_bytes: int) -> web.WebSocketResponse:
-    # Messages up to max_bytes are read and answered; a larger one up to four times that is
-    # answered "too large" unparsed; beyond that the socket is closed (1009).
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes)
-    await ws.prepare(request)
-    # Events so far are replayed first: a bot that connects after call.started (a webhook
-    # round trip later) still sees the greeting's speech.started.
-    backlog = list(call.events.history)
-    events = call.events.subscribe()
-    for event in [{"type": "control.ready", **call.summary()}, *backlog]:
-        if not await _send(ws, event):
-            call.events.unsubscribe(events)
-            return ws
-
-    async def forward_events() -> None:
-        while True:
-            event = await events.get()
-            if event is None:
-                await ws.close()
-                return
-            if not await _send(ws, event):
-                return
-
-    forwarder = asyncio.get_running_loop().create_task(forward_events())
-    try:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                reply = await _control_message(request, call, msg.data, max_bytes)
-            elif msg.type is WSMsgType.BINARY:
-                reply = _socket_error(request, "bad_request", "send JSON text frames")
-            else:  # the socket failed (a bad frame, a missed heartbeat): it is closing
-                break
-            if reply is not None and not await _send(ws, reply):
-                break
-    finally:
-        call.events.unsubscribe(events)
-        forwarder.cancel()
-    return ws
-
-
-async def _send(ws: web.WebSocketResponse, message: dict) -> bool:
-    """Send unless the socket is gone; False when it is (a bot that went away is no error)."""
-    if ws.closed:
-        return False
-    try:
-        await ws.send_json(message)
-    except ConnectionError:  # closed while we wrote: aiohttp's ClientConnectionResetError
-        return False
-    return True
-
-
-def _socket_error(request: web.Request, kind: str, message: str) -> dict:
-    request.app[METRICS].control_errors.labels(kind).inc()
-    return {"type": "error", "kind": kind, "message": message}
-
-
-async def _control_message(request: web.Request, call: Call, data: str,
-                           max_bytes: int) -> dict | None:
-    try:
-        body = parse_json(data, max_bytes=max_bytes)
-        kind = body.get("type") if isinstance(body, dict) else None
-        if kind == "speak":
-            args = parse_speak(body, request, call, streaming=True)
-            utt = call.stream_text(args["text"], flush=args["flush"], voice=args["voice"])
-            if utt is None:
-                return None
-            return {"type": "speak.accepted", "speech_id": utt.id, "flushed": args["flush"]}
-        if kind == "interrupt":
-            return {"type": "interrupt.done", "interrupted": await call.interrupt()}
-        if kind == "hangup":
-            call.request_hangup()
-            return {"type": "hangup.accepted"}
-        raise BadRequest("type: expected speak, interrupt or hangup")
-    except BadJson as exc:
-        return _socket_error(request, exc.kind, str(exc))
-    except BadRequest as exc:
-        return _socket_error(request, "bad_request", str(exc))
-    except SpeechRefused as exc:
-        return _socket_error(request, exc.kind, str(exc))
-    except CallEnded as exc:
-        return {"type": "error", "kind": "call_ended", "message": str(exc)}

@@ -300,7 +300,8 @@ async def test_a_killed_bot_socket_is_redialed_and_gets_the_missed_events_in_ord
         for outcome, count in (("connected", 1), ("dropped", 1), ("reconnected", 1)):
             assert metric_value(metrics, "tts_gateway_bot_connections_total",
                                 outcome=outcome) == count, outcome
-        undelivered = metric_value(metrics, "tts_gateway_bot_audio_undelivered_seconds_total")
+        undelivered = metric_value(metrics, "tts_gateway_bot_audio_dropped_seconds_total",
+                                   reason="disconnected")
         print(f"caller audio undelivered while the bot was away: {undelivered:.2f} s")
         assert 0.4 < undelivered < 20
     finally:

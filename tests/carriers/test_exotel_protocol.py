@@ -84,6 +84,8 @@ def test_full_call_sequence():
         stream_id=STREAM,
         media_format=MediaFormat("l16", 8000),
         custom_parameters={"tenant": "acme"},
+        caller="+919876543210",
+        called="+918012345678",
     )
     assert (proto.stream_id, proto.call_id) == (STREAM, CALL)
     assert proto.custom_parameters == {"tenant": "acme"}

@@ -91,6 +91,8 @@ def test_full_call_sequence():
         stream_id=STREAM,
         media_format=MediaFormat("mulaw", 8000),
         custom_parameters={"client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d"},
+        caller="+13122010094",
+        called="+13122123456",
     )
     assert proto.started
     assert (proto.stream_id, proto.call_id) == (STREAM, CALL)

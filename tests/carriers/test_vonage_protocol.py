@@ -282,3 +282,12 @@ def test_mark_name_must_be_a_string():
 def test_send_rejects_unknown_commands():
     with pytest.raises(TypeError):
         started_protocol().send(object())
+
+
+def test_caller_and_called_come_from_the_ncco_headers_when_they_carry_them():
+    proto = VonageProtocol()
+    event = proto.receive_text(json.dumps({
+        "event": "websocket:connected", "content-type": "audio/l16;rate=16000",
+        "call_uuid": CALL, "from": "447700900000", "to": "447700900001" * 20}))
+    assert (event.caller, event.called) == ("447700900000", None)  # the second: too long
+    assert (proto.caller, proto.called) == ("447700900000", None)
