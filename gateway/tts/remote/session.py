@@ -124,6 +124,12 @@ class RemoteProvider(TtsProvider):
         self.pool: ConnectionPool | None = None
         self._http: aiohttp.ClientSession | None = None
 
+    @property
+    def tracks_sentences(self) -> bool:
+        # a flush per sentence in the turn, answered by the provider's per-segment signal;
+        # not where that takes a turn (a request, a context) per sentence
+        return self.driver.tracks_segments and not self.driver.turn_per_segment
+
     def use_metrics(self, metrics) -> None:
         self.metrics = metrics
 
