@@ -7,6 +7,7 @@ import secrets
 import time
 
 from gateway.config import LimitsConfig
+from gateway.tts.base import MAX_WORD_CHARS
 from gateway.tts.text import SentenceBuffer
 
 
@@ -127,7 +128,6 @@ class Utterance:
 #: Words with timings kept per utterance beyond its characters (a provider sending more is
 #: cut off: each word has at least one character).
 _WORD_SLACK = 64
-MAX_WORD_CHARS = 64
 
 
 class HeardLog:

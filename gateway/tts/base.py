@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from gateway.carriers.events import MediaFormat
 
 
+#: A word's text is cut to this many characters (a provider's word is bounded).
+MAX_WORD_CHARS = 64
+
+
 @dataclass(frozen=True, slots=True)
 class WordTiming:
     """A word the provider says it spoke, in seconds from the start of its turn's audio."""
