@@ -613,6 +613,9 @@ class Call:
         utt = self._awaiting_echo.pop(name, None)
         self.events.emit("mark", name=name)
         if utt is not None:
+            if self._sentence_marks:  # echoes a carrier never sent: not kept past the end
+                self._sentence_marks = {k: v for k, v in self._sentence_marks.items()
+                                        if v[0] is not utt}
             self._finish(utt, interrupted=False)
 
     def summary(self) -> dict:
