@@ -95,6 +95,7 @@ class Call:
         self._route_provider = route.provider  # where utterances start (moves on failover)
         self._awaiting_echo: dict[str, Utterance] = {}  # mark name -> utterance
         self._cleared_marks: set[str] = set()
+        self._sentence_marks: dict[str, tuple[Utterance, int]] = {}  # sent, echo awaited
         self._local_echoes: dict[str, asyncio.TimerHandle] = {}  # carriers without marks
         self._streaming: Utterance | None = None  # open utterance of the control socket
         self.state = "active"
@@ -302,9 +303,18 @@ class Call:
         # speech.done (with the error, if any) fires once the caller has heard that audio.
         mark = self.protocol.mark_message(utt.id)
         if mark is not None:
-            playout.enqueue(Cue(mark, lambda now, utt=utt: self._await_echo(utt)))
+            end = Cue(mark, lambda now, utt=utt: self._await_echo(utt))
         else:  # no marks on this carrier: the end is when our own clock says it has played
-            playout.enqueue(Cue(None, lambda now, utt=utt: self._echo_when_played(utt)))
+            end = Cue(None, lambda now, utt=utt: self._echo_when_played(utt))
+        reached = end.on_reached
+
+        def on_end(now: float, end=end, utt=utt) -> None:
+            if utt.heard.start_frames is not None:
+                utt.heard.end_frames, utt.heard.end_play_time = end.frames, end.play_time
+            reached(now)
+
+        end.on_reached = on_end
+        playout.enqueue(end)
         playout.end_utterance()
         playout.kick()
 
@@ -326,12 +336,17 @@ class Call:
         queued (the caller hears it) and the last failure is raised.
         """
         failover = len(plan) > 1
-        ledger = SegmentLedger(utt, by_sentence=failover)
-        out = _AudioOut(self, utt, record=record)
+        # Sentence by sentence where the provider tells when each one's audio is all in
+        # within one turn, so that speech.done can say which sentences the caller heard.
+        by_sentence = failover or getattr(self.services.providers[plan[0][0]],
+                                             "tracks_sentences", False)
+        ledger = SegmentLedger(utt, by_sentence=by_sentence)
+        utt.heard.texts = ledger.texts
+        out = _AudioOut(self, utt, ledger, record=record)
         errors: list[str] = []
         for index, (name, voice) in enumerate(plan):
             try:
-                await self._attempt(utt, name, voice, ledger, out, track_segments=failover)
+                await self._attempt(utt, name, voice, ledger, out, track_segments=by_sentence)
                 break
             except TtsError as exc:
                 errors.append(str(exc) if str(exc).startswith(name) else f"{name}: {exc}")
@@ -372,9 +387,10 @@ class Call:
 
             def on_done(count: int) -> None:
                 note(count)
-                out.segment_done()
+                out.segments_done()
 
         stream = session.stream(ledger.feed(handed), voice, on_segments_done=on_done)
+        out.turn_started()
         playout = self.playout
         ahead_s = self.services.config.limits.max_buffered_audio_s
         timer = asyncio.timeout(None)
@@ -382,6 +398,9 @@ class Call:
             async with timer, aclosing(stream) as chunks:
                 deadline = timer
                 async for chunk in chunks:
+                    if not chunk.data:  # word timings only
+                        out.push(chunk)
+                        continue
                     if not heard:
                         heard = True
                         timer.reschedule(None)
@@ -421,7 +440,9 @@ class Call:
         playout = self.playout
         if first:
             playout.enqueue(frames[0])
-            playout.enqueue(Cue(None, lambda now, utt=utt: self._first_frame_sent(utt)))
+            cue = Cue(None, lambda now: None)
+            cue.on_reached = lambda now, cue=cue, utt=utt: self._first_frame_sent(utt, cue)
+            playout.enqueue(cue)
             playout.extend(frames[1:])
         else:
             playout.extend(frames)
@@ -444,7 +465,8 @@ class Call:
             handle.cancel()
         self._local_echoes.clear()
 
-    def _first_frame_sent(self, utt: Utterance) -> None:
+    def _first_frame_sent(self, utt: Utterance, cue: Cue) -> None:
+        utt.heard.start_frames = cue.frames - self.protocol.frames_per_message
         utt.first_frame_at = now = time.monotonic()
         self.metrics.first_frame.labels(self.carrier).observe(now - utt.created_at)
         if utt.first_audio_at is not None:
@@ -468,9 +490,27 @@ class Call:
         fields = {"speech_id": utt.id, "interrupted": interrupted}
         if interrupted and cause:
             fields["cause"] = cause
+        if interrupted:
+            played_s, heard_text = self._heard(utt)
+            fields["played_ms"] = round(played_s * 1000)
+            fields["heard_text"] = heard_text
         if utt.error:
             fields["error"] = utt.error
         self.events.emit("speech.done", **fields)
+
+    def _heard(self, utt: Utterance) -> tuple[float, str]:
+        """How much of ``utt`` the caller heard before it was cut: seconds of its audio
+        by the media clock, and its text to the sentence (by the marks after each, where
+        the carrier has marks) and to the word (where the provider gave word timings)."""
+        playout = self.playout
+        played = utt.heard.played_s(frames_sent=playout.frames_sent,
+                                    next_play_time=playout.next_play_time,
+                                    now=self.services.clock.now(), frame_s=FRAME_SECONDS)
+        return utt.heard.result(played, by_marks=self.protocol.mark_message(utt.id) is not None)
+
+    def _sentence_mark_sent(self, name: str, utt: Utterance, index: int) -> None:
+        if not utt.done.is_set():
+            self._sentence_marks[name] = (utt, index)
 
     def _unfinished(self) -> list[Utterance]:
         return [utt for utt in self._queued if not utt.done.is_set()]
@@ -492,11 +532,13 @@ class Call:
             self._streaming = None
         self.playout.clear()
         self._cancel_local_echoes()
-        if self.protocol.marks_cleared_on_clear:  # their echoes will come, meaning "cut"
-            self._cleared_marks.update(self._awaiting_echo)
-        self._awaiting_echo.clear()
         for utt in cut:
             self._finish(utt, interrupted=True, cause=cause)
+        if self.protocol.marks_cleared_on_clear:  # their echoes will come, meaning "cut"
+            self._cleared_marks.update(self._awaiting_echo)
+            self._cleared_marks.update(self._sentence_marks)
+        self._awaiting_echo.clear()
+        self._sentence_marks.clear()
         if cut:
             self.metrics.barge_ins.labels(self.carrier, cause).inc()
         return len(cut)
@@ -584,9 +626,17 @@ class Call:
         if name in self._cleared_marks:
             self._cleared_marks.discard(name)  # echoed by our clear: not played
             return
+        sentence = self._sentence_marks.pop(name, None)
+        if sentence is not None:  # the caller heard that sentence out (not a bot's event)
+            utt, index = sentence
+            utt.heard.marked[index] = True
+            return
         utt = self._awaiting_echo.pop(name, None)
         self.events.emit("mark", name=name)
         if utt is not None:
+            if self._sentence_marks:  # echoes a carrier never sent: not kept past the end
+                self._sentence_marks = {k: v for k, v in self._sentence_marks.items()
+                                        if v[0] is not utt}
             self._finish(utt, interrupted=False)
 
     def summary(self) -> dict:
@@ -611,16 +661,23 @@ class Call:
 class _AudioOut:
     """Provider audio of one utterance into the call's playout: decoded, resampled and
     encoded to the carrier's format, cut into frames. It remembers where the last complete
-    segment's audio ends, so that a failover can drop the audio after it (``rewind``)."""
+    segment's audio ends, so that a failover can drop the audio after it (``rewind``), and
+    notes on the utterance's ``heard`` log where each segment (and each timed word) ends
+    on the utterance's audio timeline; a carrier with marks gets one after each sentence."""
 
-    def __init__(self, call: Call, utt: Utterance, *, record: bool):
+    def __init__(self, call: Call, utt: Utterance, ledger: SegmentLedger, *, record: bool):
         self._call = call
         self._utt = utt
+        self._ledger = ledger
         self._format = call.media_format
+        self._frame_s = call.playout.frame_seconds
         self.recorded: list[bytes] | None = [] if record else None
         self._first = True  # the next frames are the utterance's first
         self._queued = 0  # playout entries queued for the utterance
         self._boundary = 0  # ... of which belong to complete segments
+        self._frames = 0  # audio frames queued for the utterance
+        self._boundary_frames = 0  # ... of which belong to complete segments
+        self._turn_s = 0.0  # where the provider's current turn starts on the timeline
         self._reset()
 
     def _reset(self) -> None:
@@ -628,7 +685,18 @@ class _AudioOut:
         self._transcoder: Transcoder | None = None
         self._source: tuple[str, int] | None = None
 
+    def turn_started(self) -> None:
+        """A provider starts (again) at the first segment not done: its word timings
+        count from here."""
+        self._turn_s = self._frames * self._frame_s
+
     def push(self, chunk) -> None:
+        if chunk.words:
+            heard, limit = self._utt.heard, self._utt.text_chars
+            for word in chunk.words:
+                heard.add_word(self._turn_s + word.end_s, word.text, limit)
+        if not chunk.data:
+            return
         fmt = self._format
         if (chunk.encoding, chunk.sample_rate) != self._source:
             if self._transcoder is not None:
@@ -649,12 +717,29 @@ class _AudioOut:
     def _enqueue(self, frames: list[bytes]) -> None:
         self._call._enqueue_frames(self._utt, frames, self._first)
         self._queued += len(frames) + self._first  # the first frames come with a cue
+        self._frames += len(frames)
         self._first = False
         if self.recorded is not None:
             self.recorded += frames
 
-    def segment_done(self) -> None:
+    def segments_done(self) -> None:
+        """The provider said the audio of the ledger's first ``done`` segments is all in:
+        each newly done one ends here; a mark follows it where the carrier has marks
+        (not after the utterance's last sentence: the utterance's own mark ends that)."""
+        heard, ledger, call = self._utt.heard, self._ledger, self._call
+        at_s = self._frames * self._frame_s
+        for index in range(len(heard.ends), ledger.done):
+            heard.segment_ended(index, at_s)
+            if ledger.complete and index == len(ledger.texts) - 1:
+                break
+            name = f"{self._utt.id}.{index + 1}"
+            message = call.protocol.mark_message(name)
+            if message is not None:
+                call.playout.enqueue(Cue(message, lambda now, name=name, index=index:
+                                         call._sentence_mark_sent(name, self._utt, index)))
+                self._queued += 1
         self._boundary = self._queued
+        self._boundary_frames = self._frames
 
     def rewind(self) -> None:
         """Drop what is still queued of the segment being cut, and start afresh (the next
@@ -664,6 +749,8 @@ class _AudioOut:
         if dropped:  # the first-frame cue: it comes with the next provider's first frames
             self._first = True
         self._queued = self._boundary
+        self._frames = self._boundary_frames
+        self._utt.heard.drop_after(self._frames * self._frame_s)
         self.recorded = None  # mixed providers: not a prompt to cache
         self._reset()
 

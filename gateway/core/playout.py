@@ -42,14 +42,18 @@ class Cue:
     """A queue entry that takes no playing time: a mark to send, or a moment to note.
 
     ``message`` (if any) is sent right after the frames queued before it; then
-    ``on_reached(now)`` runs.
+    ``on_reached(now)`` runs. By then ``play_time`` says when the frames before it finish
+    playing (the play time of the frame after it) and ``frames`` how many 20 ms frames the
+    playout had sent up to it: where it falls on the call's media clock.
     """
 
-    __slots__ = ("message", "on_reached")
+    __slots__ = ("message", "on_reached", "play_time", "frames")
 
     def __init__(self, message: bytes | None, on_reached: Callable[[float], None]):
         self.message = message
         self.on_reached = on_reached
+        self.play_time = 0.0
+        self.frames = 0
 
 
 class Playout:
@@ -214,6 +218,8 @@ class Playout:
                 queue.popleft()
                 if item.message is not None:
                     out.append(item.message)
+                item.play_time = self.next_play_time
+                item.frames = self.frames_sent + frames * self._frames_per_item
                 reached.append(item)
                 continue
             if self.next_play_time > horizon:

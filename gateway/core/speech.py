@@ -7,6 +7,7 @@ import secrets
 import time
 
 from gateway.config import LimitsConfig
+from gateway.tts.base import MAX_WORD_CHARS
 from gateway.tts.text import SentenceBuffer
 
 
@@ -76,6 +77,7 @@ class Utterance:
         self._ended = False  # the end of the text was read
         self.text_chars = 0
         self.text: str | None = None  # the whole text, when it came whole
+        self.heard = HeardLog()  # what of it reached the caller, for speech.done
 
     @classmethod
     def whole(cls, text: str, **kwargs) -> Utterance:
@@ -121,3 +123,92 @@ class Utterance:
         if segment is None:
             self._ended = True
         return segment
+
+
+#: Words with timings kept per utterance beyond its characters (a provider sending more is
+#: cut off: each word has at least one character).
+_WORD_SLACK = 64
+
+
+class HeardLog:
+    """Where an utterance's text lies on its audio timeline, and how far the caller heard it.
+
+    The audio timeline counts the utterance's frames as queued (``s`` = seconds of audio
+    from its start, gaps excluded). ``texts`` are its text segments (sentences, the
+    failover ledger's list); ``ends[i]`` is where segment ``i``'s audio ends, known once
+    the provider said all of its audio came; ``marked[i]`` says the carrier echoed the
+    mark that followed it. ``words`` are (end on the timeline, word) where the provider
+    gives word timings. The playout's cues note where the utterance's first and last
+    frames went out (``start``/``end``: frames sent before, and the end's play time).
+    """
+
+    __slots__ = ("texts", "ends", "marked", "words", "start_frames", "end_frames",
+                 "end_play_time")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.ends: list[float] = []
+        self.marked: list[bool] = []
+        self.words: list[tuple[float, str]] = []
+        self.start_frames: int | None = None  # the playout's frames_sent before its first
+        self.end_frames: int | None = None  # ... after its last
+        self.end_play_time: float | None = None  # when its last frame plays (loop clock)
+
+    def segment_ended(self, index: int, at_s: float) -> None:
+        while len(self.ends) <= index:
+            self.ends.append(at_s)
+            self.marked.append(False)
+
+    def add_word(self, end_s: float, word: str, limit: int) -> None:
+        if len(self.words) < limit + _WORD_SLACK and word:
+            self.words.append((end_s, word[:MAX_WORD_CHARS]))
+
+    def drop_after(self, at_s: float) -> None:
+        """A failover dropped the audio after ``at_s``: its word timings go too."""
+        self.words = [w for w in self.words if w[0] <= at_s]
+
+    def played_s(self, *, frames_sent: int, next_play_time: float, now: float,
+                 frame_s: float) -> float:
+        """Seconds of the utterance's audio played by ``now``, by the media clock: what
+        was sent of it, less what the carrier still holds to play."""
+        if self.start_frames is None:
+            return 0.0
+        if self.end_frames is not None:
+            sent, holds = self.end_frames - self.start_frames, self.end_play_time - now
+        else:
+            sent, holds = frames_sent - self.start_frames, next_play_time - now
+        return max(0.0, sent * frame_s - max(0.0, holds))
+
+    def result(self, played_s: float, *, by_marks: bool) -> tuple[float, str]:
+        """(seconds played, the text heard): the segments heard out (their mark echoed,
+        or, ``by_marks`` false, their end played by the clock), then the words of the next
+        one whose audio played, where word timings came."""
+        ends = self.ends
+        done = 0
+        while done < len(ends) and (self.marked[done] if by_marks
+                                    else ends[done] <= played_s + 1e-6):
+            done += 1
+        start = ends[done - 1] if done else 0.0
+        if by_marks:  # the marks tell where the carrier really was; the clock fills in
+            played_s = max(played_s, start)
+            if done < len(ends):
+                played_s = min(played_s, ends[done])
+        heard = self.texts[:done]
+        if done < len(self.texts):
+            partial = _prefix_spoken(self.texts[done], [
+                word for end, word in self.words if start < end <= played_s + 1e-6])
+            if partial:
+                heard.append(partial)
+        return played_s, " ".join(heard)
+
+
+def _prefix_spoken(text: str, words: list[str]) -> str:
+    """The start of ``text`` up to the last of ``words`` found in it, in order (a word the
+    provider normalized, e.g. "$5" read as "five dollars", is skipped)."""
+    lowered = text.lower()
+    pos = 0
+    for word in words:
+        found = lowered.find(word.lower().strip(), pos)
+        if found >= 0:
+            pos = found + len(word.strip())
+    return text[:pos].strip()

@@ -16,13 +16,29 @@ from dataclasses import dataclass
 from gateway.carriers.events import MediaFormat
 
 
+#: A word's text is cut to this many characters (a provider's word is bounded).
+MAX_WORD_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """A word the provider says it spoke, in seconds from the start of its turn's audio."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
-    """Provider audio with an explicit format: ``encoding`` is ``pcm_s16le``, ``mulaw`` or ``alaw``."""
+    """Provider audio with an explicit format: ``encoding`` is ``pcm_s16le``, ``mulaw`` or
+    ``alaw``. ``words``: timings of words the provider sent with (or since) the audio
+    before it, where it sends any; ``data`` may then be empty."""
 
     data: bytes
     encoding: str
     sample_rate: int
+    words: tuple[WordTiming, ...] = ()
 
 
 class TtsError(Exception):
@@ -77,6 +93,10 @@ class TtsSession(abc.ABC):
 class TtsProvider(abc.ABC):
     name: str
     voice: str
+    #: A whole text may be handed to its sessions sentence by sentence, in one turn, and
+    #: they say when each sentence's audio is all in (``stream(on_segments_done=...)``)
+    #: at no cost: the call then knows which sentences a caller heard out.
+    tracks_sentences = False
 
     @abc.abstractmethod
     async def start(self) -> None:

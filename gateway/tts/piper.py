@@ -37,6 +37,8 @@ def check_installed() -> None:
 
 
 class PiperProvider(TtsProvider):
+    tracks_sentences = True  # it synthesizes sentence by sentence anyway
+
     def __init__(self, name: str, voice: str = "en_US-joe-medium", threads: int = 2):
         if voice not in VOICES:
             raise ValueError(f"voice {voice!r} is not bundled; available: {', '.join(VOICES)}")

@@ -37,7 +37,7 @@ from gateway.config import ConfigError, parse_config
 from gateway.http.keys import AUDIOSOCKET, DRAIN
 from gateway.sim.twilio import TwilioCallSim
 from tests.conftest import start_gateway
-from tests.e2e.test_twilio_call import metric_value, open_control
+from tests.e2e.test_twilio_call import metric_value, open_control, speech_marks
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARS_PER_SECOND = 15.0  # the fake provider's speaking rate: audio lasts len(text) / 15 s
@@ -195,7 +195,7 @@ async def test_sigterm_drains_the_call_to_its_end_refuses_new_ones_and_exits_0(g
         assert done["interrupted"] is False
         done = await control.next_event("speech.done", speech_id=closing_id, timeout=10)
         assert done["interrupted"] is False
-        assert [name for _, name in sim.result.marks_sent_back] == [speech_id, closing_id]
+        assert speech_marks(sim.result) == [speech_id, closing_id]
         heard = len(sim.result.frames) * 0.020
         expected = (len(LONG_TEXT) + len("Goodbye now.")) / CHARS_PER_SECOND
         assert heard == pytest.approx(expected, abs=0.1)

@@ -23,7 +23,9 @@ from gateway.tts.providers.events import (
     ProviderDone,
     ProviderError,
     ProviderProtocolError,
+    ProviderWords,
 )
+from gateway.tts.base import WordTiming
 
 VOICE = "a0e99841-438c-4a64-b679-ae501e7d6091"
 
@@ -156,7 +158,8 @@ def test_full_turn_chunks_flush_done_then_done():
     p.send_text("t", "Hi there.")
     assert p.receive(chunk("t", b"\x7f" * 80)) == [ProviderAudio("t", b"\x7f" * 80, "mulaw", 8000)]
     assert p.receive(frame("timestamps", "t", word_timestamps={"words": ["Hi"], "start": [0],
-                                                               "end": [0.2]})) == []
+                                                               "end": [0.2]})) == [
+        ProviderWords("t", (WordTiming("Hi", 0, 0.2),))]
     assert p.receive(frame("flush_done", "t", flush_done=True, flush_id=1, done=False)) == []
     p.finish("t")
     assert p.receive(frame("done", "t", done=True)) == [ProviderDone("t")]

@@ -60,7 +60,7 @@ from telcodecs import alaw_encode, ulaw_encode
 
 from gateway.sim.providers.common import (RUNAWAY_PROFILE, IdleReceiver, audio_pieces,
                                           fake_app, serve_socket)
-from gateway.sim.providers.tags import voice_pcm
+from gateway.sim.providers.tags import voice_pcm, word_spans
 
 PATH = "/tts/websocket"
 MODELS = {"sonic-3.5", "sonic-3", "sonic-2", "sonic-turbo", "sonic"}
@@ -121,6 +121,7 @@ class _Ctx:
         self.ended = False  # continue:false received
         self.pending = 0  # queue items not yet processed
         self.last_audio_at: float | None = None
+        self.audio_s = 0.0  # seconds of audio sent: where the next text's timestamps start
 
 
 def make_app(**profile: Any) -> web.Application:
@@ -361,8 +362,13 @@ class _Session:
             return False
         if p["never_answer"]:
             await asyncio.Future()  # until the socket goes
-        pcm = voice_pcm(text, max(0.2, len(text) / p["chars_per_second"]), rate,
-                        tagged=p["tag_words"])
+        seconds = max(0.2, len(text) / p["chars_per_second"])
+        pcm = voice_pcm(text, seconds, rate, tagged=p["tag_words"])
+        # add_timestamps: each word once its audio is out, seconds from the context's start
+        spans = (word_spans(text, seconds) if ctx.fields.get("add_timestamps") is True
+                 else [])
+        base_s, ctx.audio_s = ctx.audio_s, ctx.audio_s + seconds
+        sent_bytes = 0
         if encoding == "pcm_mulaw":
             audio, width = ulaw_encode(pcm), 1
         elif encoding == "pcm_alaw":
@@ -391,6 +397,16 @@ class _Session:
             await self.send({"type": "chunk", "data": base64.b64encode(piece).decode(),
                              "done": False, "status_code": 206, "step_time": 12.5,
                              "context_id": ctx.id, "flush_id": flush_id})
+            sent_bytes += len(piece)
+            out_s = sent_bytes / width / rate
+            timed = [s for s in spans if s[2] <= out_s + 1e-9]
+            if timed:
+                spans = spans[len(timed):]
+                await self.send({"type": "timestamps", "context_id": ctx.id,
+                                 "status_code": 206, "done": False, "word_timestamps": {
+                                     "words": [w for w, _, _ in timed],
+                                     "start": [round(base_s + a, 3) for _, a, _ in timed],
+                                     "end": [round(base_s + b, 3) for _, _, b in timed]}})
             ctx.last_audio_at = self.loop.time()
             await asyncio.sleep(pause)
         return not ctx.cancelled

@@ -18,7 +18,8 @@ import numpy as np
 
 from gateway.tts.fake import speechlike_pcm
 
-__all__ = ["TONES", "heard_tones", "tagged_pcm", "text_tones", "voice_pcm", "word_tone"]
+__all__ = ["TONES", "heard_tones", "tagged_pcm", "text_tones", "voice_pcm", "word_spans",
+           "word_tone"]
 
 BASE_HZ = 500
 STEP_HZ = 100
@@ -65,6 +66,17 @@ def tagged_pcm(text: str, seconds: float, rate: int) -> bytes:
         ramp[-fade:] = np.linspace(1, 0, fade)
         out[start:start + n] = tone * ramp
     return (out * 9000).astype("<i2").tobytes()
+
+
+def word_spans(text: str, seconds: float) -> list[tuple[str, float, float]]:
+    """``(word, start, end)`` in seconds of each word's tone in :func:`tagged_pcm` of
+    ``text`` (the word as written): the word timings a fake reports for its audio."""
+    ws = _WORD.findall(text)
+    if not ws:
+        return []
+    weights = np.array([len(w) + 1 for w in ws], dtype=float)
+    bounds = np.concatenate([[0], np.cumsum(weights)]) / weights.sum() * seconds
+    return [(w, float(a), float(max(a, b - GAP_S))) for w, a, b in zip(ws, bounds[:-1], bounds[1:])]
 
 
 def voice_pcm(text: str, seconds: float, rate: int, *, tagged: bool) -> bytes:

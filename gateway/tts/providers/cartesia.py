@@ -55,6 +55,8 @@ from typing import Any
 
 from telcodecs import strip_wav_header, whole_samples
 
+from gateway.tts.base import MAX_WORD_CHARS, WordTiming
+
 from gateway.tts.providers.common import (choose_g711_or_pcm, decode_base64, parse_typed_frame,
                                           remember)
 from gateway.tts.providers.common import preview as _preview
@@ -62,6 +64,7 @@ from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
     ProviderError,
+    ProviderWords,
     ProviderEvent,
     ProviderProtocolError,
 )
@@ -146,6 +149,8 @@ class _Turn:
     quiet_since: float = 0.0  # last chunk/flush_done of the current server context
     server_ids: list[str] = field(default_factory=list)
     carry: bytes = b""
+    audio_s: float = 0.0  # seconds of audio the turn received
+    words_base_s: float = 0.0  # ... when its current server context began (timestamps)
 
 
 class CartesiaProtocol:
@@ -162,7 +167,7 @@ class CartesiaProtocol:
     def __init__(self, *, voice: str, model: str = DEFAULT_MODEL, language: str | None = "en",
                  max_buffer_delay_ms: int | None = 0, extra: dict[str, Any] | None = None,
                  max_text_chars: int = MAX_TEXT_CHARS, clock: Callable[[], float] = time.monotonic,
-                 expiry_guard_s: float = EXPIRY_GUARD_S) -> None:
+                 expiry_guard_s: float = EXPIRY_GUARD_S, word_timestamps: bool = False) -> None:
         if not voice:
             raise ValueError("Cartesia voice id is required")
         if not model:
@@ -179,6 +184,8 @@ class CartesiaProtocol:
         self.max_text_chars = max_text_chars
         self.clock = clock
         self.expiry_guard_s = expiry_guard_s
+        # add_timestamps: word timestamps (``{"type": "timestamps"}``) for each context [C]
+        self.word_timestamps = word_timestamps
         self.failed = False
         self._turns: dict[str, _Turn] = {}
         self._server: dict[str, str] = {}  # live server context id -> turn id
@@ -239,6 +246,8 @@ class CartesiaProtocol:
             base["language"] = self.language
         if self.max_buffer_delay_ms is not None:
             base["max_buffer_delay_ms"] = self.max_buffer_delay_ms
+        if self.word_timestamps:
+            base["add_timestamps"] = True
         base.update(self.extra)
         turn = _Turn(base, ENCODINGS[encoding], sample_rate, context_id)
         turn.server_ids.append(context_id)
@@ -276,6 +285,7 @@ class CartesiaProtocol:
         turn.server_ids.append(turn.server_id)
         turn.sent = False
         turn.flushes = 0
+        turn.words_base_s = turn.audio_s  # the new context's timestamps start at 0 [I]
         self._server[turn.server_id] = turn_id
 
     def send_text(self, context_id: str, text: str) -> list[str]:
@@ -361,7 +371,12 @@ class CartesiaProtocol:
                 self._retire(turn_id, cancelled=False)
                 return [ProviderDone(turn_id)]
             return []  # an old (rolled over) or cancelled context: nothing to do
-        if kind in ("timestamps", "phoneme_timestamps"):
+        if kind == "timestamps":
+            if turn is None or sid != turn.server_id:
+                return []  # of a cut or rolled-over context: its audio is gone too
+            words = _word_timings(message.get("word_timestamps"), turn.words_base_s)
+            return [ProviderWords(turn_id, words)] if words else []
+        if kind == "phoneme_timestamps":
             return []
         return []  # [I] new event types are ignored, not fatal
 
@@ -396,6 +411,7 @@ class CartesiaProtocol:
             audio, turn.carry = whole_samples(turn.carry, audio)
         if not audio:
             return []
+        turn.audio_s += len(audio) / (_WIDTH.get(turn.encoding, 1) * turn.sample_rate)
         return [ProviderAudio(turn_id, audio, turn.encoding, turn.sample_rate)]
 
     def _error(self, sid: str | None, message: dict) -> ProviderError:
@@ -430,3 +446,28 @@ class CartesiaProtocol:
             self._retire(turn_id, cancelled=False)
         # An error naming no context concerns the socket (the connection retires it).
         return ProviderError(turn_id, kind, message_text)
+
+
+_WIDTH = {"pcm_s16le": 2}
+#: Word timings read from one ``timestamps`` message at most (a longer list is cut).
+MAX_WORDS_PER_MESSAGE = 1000
+
+
+def _word_timings(value: Any, base_s: float) -> tuple[WordTiming, ...]:
+    """``word_timestamps: {"words": [...], "start": [...], "end": [...]}`` (seconds from
+    the start of the context's audio [C]) as timings from the start of the turn's audio;
+    malformed entries are skipped, not fatal."""
+    if type(value) is not dict:
+        return ()
+    words, starts, ends = value.get("words"), value.get("start"), value.get("end")
+    if not (type(words) is list and type(starts) is list and type(ends) is list):
+        return ()
+    out = []
+    for word, start, end in zip(words[:MAX_WORDS_PER_MESSAGE], starts, ends):
+        if type(word) is str and _seconds(start) and _seconds(end):
+            out.append(WordTiming(word[:MAX_WORD_CHARS], base_s + start, base_s + end))
+    return tuple(out)
+
+
+def _seconds(value: Any) -> bool:
+    return type(value) in (int, float) and 0 <= value < 86400

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.tts.base import WordTiming
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderAudio:
@@ -13,6 +15,14 @@ class ProviderAudio:
     data: bytes
     encoding: str  # pcm_s16le, mulaw, alaw
     sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderWords:
+    """Word timings for one request/context, in seconds from the start of its audio."""
+
+    context_id: str
+    words: tuple[WordTiming, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +48,7 @@ class ProviderError:
     fatal: bool = False
 
 
-ProviderEvent = ProviderAudio | ProviderDone | ProviderReady | ProviderError
+ProviderEvent = ProviderAudio | ProviderWords | ProviderDone | ProviderReady | ProviderError
 
 
 class ProviderProtocolError(ValueError):

@@ -63,6 +63,10 @@ class Driver:
     #: (:meth:`segments_done`). Without that, a session asked to account for segments runs
     #: each segment as a turn of its own (failover, :meth:`RemoteSession.stream`).
     tracks_segments = False
+    #: A whole text may go to it sentence by sentence within one turn (a flush each) at no
+    #: cost, so that the call learns where each sentence's audio ends (what a caller heard
+    #: out). Not where a sentence costs a request or a flush of a small budget.
+    splits_whole_text = False
 
     #: ``options`` keys this provider understands (anything else is a config error).
     option_keys: frozenset[str] = frozenset()
@@ -193,6 +197,7 @@ class InworldDriver(Driver):
 
     type = "inworld"
     tracks_segments = True  # flushCompleted answers the flush after each segment
+    splits_whole_text = True
     option_keys = ANY_OPTION  # extra ``create`` fields (temperature, autoMode, ...) [§1.2]
     max_contexts = inworld.MAX_CONTEXTS
     # Contexts expire after ~60 s without text (§1.4 [O]); an empty send_text keeps a
@@ -299,6 +304,7 @@ class TogetherDriver(ProtocolTurns, Driver):
 
     type = "together"
     tracks_segments = True  # a segment's commits (a sentence each) are done item by item
+    splits_whole_text = True
     option_keys = frozenset({"sample_rate", "speed", "language"})
     await_ready = True
     max_contexts = together.MAX_CONTEXTS
@@ -433,6 +439,7 @@ class TelnyxDriver(ProtocolTurns, Driver):
 
     type = "telnyx"
     tracks_segments = True  # the segment's text follows (or comes with) its last audio
+    splits_whole_text = True
     option_keys = frozenset({"voice_settings", "language", "text_type", "disable_cache",
                              "inactivity_timeout_s", "audio_format", "sample_rate",
                              "strip_markdown"})
@@ -610,9 +617,10 @@ class CartesiaDriver(ProtocolTurns, ProtocolHealth, Driver):
 
     type = "cartesia"
     tracks_segments = True  # flush_done answers the manual flush after each segment
+    splits_whole_text = True
     _GENERATION = frozenset({"speed", "volume", "emotion"})  # generation_config [T pipecat]
     option_keys = _GENERATION | {"language", "version", "max_buffer_delay_ms",
-                                 "pronunciation_dict_id"}
+                                 "pronunciation_dict_id", "word_timestamps"}
     # Concurrency is counted per account in active contexts; a socket takes "dozens of
     # concurrent generations" (WebSocket reference [C]). 50 per socket is [I].
     max_contexts = 50
@@ -637,7 +645,9 @@ class CartesiaDriver(ProtocolTurns, ProtocolHealth, Driver):
         return cartesia.CartesiaProtocol(
             voice=s.voice, model=s.model or cartesia.DEFAULT_MODEL,
             language=o.get("language", "en"),
-            max_buffer_delay_ms=o.get("max_buffer_delay_ms", 0), extra=extra)
+            max_buffer_delay_ms=o.get("max_buffer_delay_ms", 0), extra=extra,
+            # what the caller heard, to the word, for speech.done after a barge-in
+            word_timestamps=o.get("word_timestamps", True) is True)
 
     def begin(self, proto, cid, voice, output):
         encoding, rate = cartesia.choose_output_format(output.encoding, output.sample_rate)

@@ -24,7 +24,8 @@ import aiohttp
 from gateway.carriers.events import MediaFormat
 from gateway.config import LimitsConfig
 from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession
-from gateway.tts.providers.events import ProviderAudio, ProviderDone, ProviderError
+from gateway.tts.providers.events import (ProviderAudio, ProviderDone, ProviderError,
+                                          ProviderWords)
 from gateway.tts.remote.connection import (ConnectionLost, ProviderConnection, SegmentsDone,
                                            TurnOverflow)
 from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
@@ -123,6 +124,13 @@ class RemoteProvider(TtsProvider):
         self.metrics = None
         self.pool: ConnectionPool | None = None
         self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def tracks_sentences(self) -> bool:
+        # a flush per sentence in the turn, answered by the provider's per-segment signal;
+        # not where that takes a turn (a request, a context) or a budgeted flush per sentence
+        driver = self.driver
+        return driver.splits_whole_text and driver.tracks_segments and not driver.turn_per_segment
 
     def use_metrics(self, metrics) -> None:
         self.metrics = metrics
@@ -245,6 +253,9 @@ class RemoteSession(TtsSession):
                     if kind is ProviderAudio:
                         heard = True
                         yield AudioChunk(event.data, event.encoding, event.sample_rate)
+                        continue
+                    if kind is ProviderWords:
+                        yield AudioChunk(b"", "pcm_s16le", 8000, words=event.words)
                         continue
                     if kind is SegmentsDone:
                         on_segments_done(min(event.count, len(feed.pulled)))
