@@ -25,10 +25,10 @@ import aiohttp
 from yarl import URL
 
 from gateway.bot.channel import serve_bot_socket
+from gateway.bot.protocol import MessageLimits
 from gateway.config import BotConfig
 from gateway.core.call import CallEnded
 from gateway.core.speech import SpeechRefused, Utterance
-from gateway.http.control import max_body_bytes
 from gateway.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,8 @@ class BotDialer:
             async with asyncio.timeout(timeout):
                 return await self.call.services.http.ws_connect(
                     bot.url, headers=signature_headers(bot, self.call.id), heartbeat=30,
-                    max_msg_size=4 * max_body_bytes(config), timeout=WS_TIMEOUT)
+                    max_msg_size=4 * MessageLimits.from_config(config).max_message_bytes,
+                    timeout=WS_TIMEOUT)
         except TimeoutError:
             why = f"no upgrade within {timeout * 1000:.0f} ms"
         except aiohttp.WSServerHandshakeError as exc:

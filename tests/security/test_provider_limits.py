@@ -110,8 +110,9 @@ async def test_a_flooding_turn_does_not_stall_another_call_on_the_same_socket(re
         await other.hangup()
         await flooded.hangup()
     print(f"the other call: {other.result.underruns} underrun(s)")
+    # the whole text goes to Cartesia sentence by sentence (each sentence's end is known)
     produced = sum(PROVIDERS["cartesia"].seconds(e) for e in setup.fake["log"]
-                   if e["text"] == text)
+                   if e["text"].strip() in text)
     assert len(other.result.frames) * FRAME_SECONDS == pytest.approx(produced, rel=0.05)
     assert other.result.violations == []
 

@@ -246,16 +246,18 @@ class RemoteSession(TtsSession):
             queue = conn.register(cid, segments=on_segments_done is not None)
             sender = asyncio.get_running_loop().create_task(self._send(conn, cid, voice, feed, queue))
             heard = finished = False
+            audio_format = ("pcm_s16le", 8000)  # words before any audio: a chunk of nothing
             try:
                 while True:
                     event = await queue.get()
                     kind = type(event)
                     if kind is ProviderAudio:
                         heard = True
-                        yield AudioChunk(event.data, event.encoding, event.sample_rate)
+                        audio_format = (event.encoding, event.sample_rate)
+                        yield AudioChunk(event.data, *audio_format)
                         continue
-                    if kind is ProviderWords:
-                        yield AudioChunk(b"", "pcm_s16le", 8000, words=event.words)
+                    if kind is ProviderWords:  # no audio: the format of the audio before it
+                        yield AudioChunk(b"", *audio_format, words=event.words)
                         continue
                     if kind is SegmentsDone:
                         on_segments_done(min(event.count, len(feed.pulled)))
