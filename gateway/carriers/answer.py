@@ -66,13 +66,16 @@ def plivo_xml(media_url: str, *, content_type: str, sample_rate: int) -> bytes:
 
 
 def ncco(media_url: str, route: str, *, sample_rate: int, call_uuid: str | None = None,
-         signed: bool = False) -> bytes:
+         signed: bool = False, parties: dict[str, str] | None = None) -> bytes:
     """Vonage NCCO. ``authorization: {"type": "vonage"}`` makes Vonage send
     ``Authorization: Bearer <JWT>`` signed with the signature secret (vonage-node-sdk
-    ``WebsocketAuthorization.ts``); the ``headers`` come back in ``websocket:connected``."""
+    ``WebsocketAuthorization.ts``); the ``headers`` come back in ``websocket:connected``:
+    the call's uuid and the answer webhook's ``from``/``to`` (``parties``) reach the
+    stream, which carries neither of its own."""
     headers = {"route": route}
     if call_uuid:
         headers["call_uuid"] = call_uuid
+    headers.update(parties or {})
     endpoint: dict[str, Any] = {"type": "websocket", "uri": media_url,
                                 "content-type": f"audio/l16;rate={sample_rate}",
                                 "headers": headers}
@@ -100,7 +103,8 @@ def exotel(url: str) -> bytes:
 def answer_document(carrier: str, media_url: str, route: str, options: dict[str, Any], *,
                     bearer_token: str | None = None, call_uuid: str | None = None,
                     signed: bool = False, username: str | None = None,
-                    password: str | None = None) -> tuple[str, bytes]:
+                    password: str | None = None,
+                    parties: dict[str, str] | None = None) -> tuple[str, bytes]:
     """``(content type, body)`` for ``carrier``; ``options`` are its ``carriers:`` settings."""
     if carrier == "twilio":
         return XML, twiml(media_url, route)
@@ -114,7 +118,7 @@ def answer_document(carrier: str, media_url: str, route: str, options: dict[str,
                               sample_rate=options["sample_rate"])
     if carrier == "vonage":
         return JSON, ncco(media_url, route, sample_rate=options["sample_rate"],
-                          call_uuid=call_uuid, signed=signed)
+                          call_uuid=call_uuid, signed=signed, parties=parties)
     if carrier == "exotel":
         return JSON, exotel(exotel_url(media_url, sample_rate=options["sample_rate"],
                                        username=username, password=password))

@@ -20,6 +20,7 @@ import logging
 from aiohttp import web
 
 from gateway.carriers.answer import NO_DOCUMENT, answer_document
+from gateway.carriers.jsonfields import party
 from gateway.carriers.auth import media_path
 from gateway.http.jsonbody import BadJson, read_json
 from gateway.http.keys import CONFIG, json_error
@@ -60,7 +61,7 @@ async def answer(request: web.Request) -> web.Response:
     content_type, body = answer_document(
         carrier, media_url, route, settings.options,
         bearer_token=secrets.get("bearer_token"),
-        call_uuid=await _call_uuid(request) if carrier == "vonage" else None,
+        **(await _vonage_call(request) if carrier == "vonage" else {}),
         signed="signature_secret" in settings.secrets,
         username=settings.options.get("username"), password=secrets.get("password"))
     # the document may carry a token or credentials: no cache may keep it
@@ -68,15 +69,19 @@ async def answer(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
-async def _call_uuid(request: web.Request) -> str | None:
-    """Vonage's answer webhook names the call ``uuid``: in the query for GET, in the JSON
-    body for POST."""
-    found = request.query.get("uuid") or request.query.get("call_uuid")
-    if found or request.method != "POST" or request.content_type != "application/json":
-        return found
-    try:
-        body = await read_json(request, max_bytes=MAX_WEBHOOK_BYTES)
-    except BadJson:
-        return None
-    value = (body.get("uuid") or body.get("call_uuid")) if isinstance(body, dict) else None
-    return value if isinstance(value, str) else None
+async def _vonage_call(request: web.Request) -> dict:
+    """What Vonage's answer webhook says of the call (in the query for GET, in the JSON body
+    for POST): its ``uuid`` and the ``from`` and ``to`` numbers, for the NCCO to hand on to
+    the stream; each one only when it is a short printable string."""
+    fields: dict = dict(request.query)
+    if request.method == "POST" and request.content_type == "application/json":
+        try:
+            body = await read_json(request, max_bytes=MAX_WEBHOOK_BYTES)
+        except BadJson:
+            body = None
+        if isinstance(body, dict):
+            fields = {**body, **fields}
+    parties = {key: value for key in ("from", "to")
+               if (value := party(fields, key)) is not None}
+    call_uuid = party(fields, "uuid") or party(fields, "call_uuid")
+    return {"call_uuid": call_uuid, "parties": parties}

@@ -348,13 +348,17 @@ async def test_vonage_answer(gw):
     assert status == 200 and content_type == "application/json"
     (endpoint,) = json.loads(body)[0]["endpoint"]
     assert endpoint["uri"] == "wss://gw.example.com/v1/media/vonage/demo"
-    assert endpoint["headers"] == {"route": "demo", "call_uuid": "63f61863-4a51"}
+    # the numbers ride on to the stream's websocket:connected (call.started's from/to)
+    assert endpoint["headers"] == {"route": "demo", "call_uuid": "63f61863-4a51",
+                                   "to": "447700900000"}
     assert endpoint["authorization"] == {"type": "vonage"}
     status, _, body = await gw.request("POST", "/v1/answer/vonage/secure",
-                                       json={"uuid": "aaaa-bbbb", "to": "4477"},
+                                       json={"uuid": "aaaa-bbbb", "to": "4477",
+                                             "from": "4478\nforged", "tenant": "x"},
                                        headers={"Authorization": vonage_jwt()})
     (endpoint,) = json.loads(body)[0]["endpoint"]
-    assert status == 200 and endpoint["headers"]["call_uuid"] == "aaaa-bbbb"
+    assert status == 200 and endpoint["headers"] == {  # an unprintable number is left out
+        "route": "secure", "call_uuid": "aaaa-bbbb", "to": "4477"}
     assert endpoint["uri"] == f"wss://gw.example.com/v1/media/vonage/secure/{TOK}"
     status, _, _ = await gw.request("GET", "/v1/answer/vonage/demo?uuid=x")
     assert status == 403 and gw.failures("vonage", "jwt") == 1
