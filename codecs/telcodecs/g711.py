@@ -16,8 +16,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-import numpy as np
-
 __all__ = [
     "ULAW_SILENCE",
     "ALAW_SILENCE",
@@ -25,8 +23,6 @@ __all__ = [
     "ulaw_decode",
     "alaw_encode",
     "alaw_decode",
-    "ENCODE_TABLES",
-    "DECODE_TABLES",
 ]
 
 #: μ-law code of digital silence (PCM 0).
@@ -62,27 +58,3 @@ def alaw_encode(pcm16le: bytes) -> bytes:
 def alaw_decode(alaw: bytes) -> bytes:
     """Decode A-law bytes to s16le PCM, two bytes per code."""
     return audioop.alaw2lin(alaw, _SAMPLE_WIDTH)
-
-
-def _encode_table(encode) -> np.ndarray:
-    every_sample = np.arange(-32768, 32768, dtype="<i2")
-    table = np.frombuffer(encode(every_sample.tobytes(), _SAMPLE_WIDTH), dtype=np.uint8)
-    # Indexed by the sample's bits read as unsigned (int16 viewed as uint16).
-    return np.roll(table, -32768)
-
-
-def _decode_table(decode) -> np.ndarray:
-    codes = np.arange(256, dtype=np.uint8).tobytes()
-    table = np.frombuffer(decode(codes, _SAMPLE_WIDTH), dtype="<i2").astype(np.float32)
-    table.setflags(write=False)
-    return table
-
-
-#: For arrays (the resampling path): code = ENCODE_TABLES[enc][int16_samples.view(np.uint16)]
-#: and float32 sample = DECODE_TABLES[enc][codes], built from audioop so bit-exact with it.
-ENCODE_TABLES = {"mulaw": _encode_table(audioop.lin2ulaw),
-                 "alaw": _encode_table(audioop.lin2alaw)}
-DECODE_TABLES = {"mulaw": _decode_table(audioop.ulaw2lin),
-                 "alaw": _decode_table(audioop.alaw2lin)}
-for _table in ENCODE_TABLES.values():
-    _table.setflags(write=False)

@@ -284,5 +284,7 @@ class StreamResampler:
         self._history = buffer[dropped:].copy()
         self._next_output_time = first_time + count * down - dropped * up
         np.rint(values, out=values)
-        np.clip(values, _INT16_MIN, _INT16_MAX, out=values)
+        # (two ufuncs: np.clip's dispatch costs more than both on a 20 ms chunk)
+        np.minimum(values, _INT16_MAX, out=values)
+        np.maximum(values, _INT16_MIN, out=values)
         return values.astype("<i2")

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from . import g711
 from .framer import whole_samples
 from .resample import StreamResampler
@@ -72,10 +70,6 @@ class Transcoder:
         self._decode = _DECODERS.get(self.src_encoding)
         self._encode = _ENCODERS.get(self.dst_encoding)
         self._odd_byte = b""
-        # Resampling works on arrays: G.711 is decoded and encoded by table lookup on them,
-        # with no bytes in between (the same codes as audioop, see g711.ENCODE_TABLES).
-        self._decode_table = g711.DECODE_TABLES.get(self.src_encoding)
-        self._encode_table = g711.ENCODE_TABLES.get(self.dst_encoding)
 
     @property
     def delay_seconds(self) -> float:
@@ -86,17 +80,14 @@ class Transcoder:
         """Convert one chunk; returns all destination bytes it completes."""
         if self.passthrough:
             return data
-        if self._resampler is not None:
-            if self._decode_table is not None:
-                codes = np.frombuffer(data, dtype=np.uint8)
-                samples = self._resampler.process_samples(self._decode_table[codes])
-            else:
-                samples = self._resampler.process_to_array(data)
-            return self._encoded(samples)
         if self._decode is not None:
             pcm = self._decode(data)
+        elif self._resampler is not None:
+            pcm = data  # the resampler carries an odd byte itself
         else:
             pcm, self._odd_byte = whole_samples(self._odd_byte, data)
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
         return self._encode(pcm) if self._encode else pcm
 
     def flush(self) -> bytes:
@@ -104,12 +95,8 @@ class Transcoder:
         self._odd_byte = b""
         if self._resampler is None:
             return b""
-        return self._encoded(self._resampler.flush_to_array())
-
-    def _encoded(self, samples: np.ndarray) -> bytes:
-        if self._encode_table is not None:
-            return self._encode_table[samples.view(np.uint16)].tobytes()
-        return samples.tobytes()
+        tail = self._resampler.flush()
+        return self._encode(tail) if self._encode else tail
 
     def reset(self) -> None:
         """Drop all stream state without emitting anything (e.g. on barge-in)."""

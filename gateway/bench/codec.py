@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    env = dict(os.environ)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # idle BLAS threads spin: noise
     if args.codecs:
         sys.path.insert(0, os.path.abspath(args.codecs))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.abspath(args.codecs),
