@@ -61,6 +61,8 @@ _STOPBAND_ATTENUATION_DB = 90.0
 _INT16_MIN, _INT16_MAX = -32768, 32767
 # Outputs per vectorized step: a 20 ms chunk at 16 kHz output fits in one.
 _MIN_SEGMENT_OUTPUTS = 320
+_NO_OUTPUT = np.zeros(0, dtype="<i2")
+_NO_OUTPUT.setflags(write=False)
 
 
 @dataclass(frozen=True)
@@ -178,30 +180,48 @@ class StreamResampler:
 
     def process(self, pcm16le: bytes) -> bytes:
         """Resample one chunk; returns all output that this chunk completes."""
-        data, self._odd_byte = whole_samples(self._odd_byte, pcm16le)
         if self._bank is None:
+            data, self._odd_byte = whole_samples(self._odd_byte, pcm16le)
             return data
-        samples = np.frombuffer(data, dtype="<i2")
+        return self.process_to_array(pcm16le).tobytes()
+
+    def process_to_array(self, pcm16le: bytes) -> np.ndarray:
+        """:meth:`process`, returning the output as an int16 array (resampling rates only):
+        a transcoder encodes it to G.711 without a round trip through bytes."""
+        data, self._odd_byte = whole_samples(self._odd_byte, pcm16le)
+        return self.process_samples(np.frombuffer(data, dtype="<i2"))
+
+    def process_samples(self, samples: np.ndarray) -> np.ndarray:
+        """Resample whole samples given as an array (int16, or float32 holding integers,
+        e.g. decoded G.711); returns the int16 output (resampling rates only)."""
+        bank = self._bank
         # Long chunks (a provider may send a whole sentence) go through in 20 ms pieces:
         # the gathered windows stay in cache, about twice as fast as one big gather.
-        # (Integer decimation reads a strided view and gathers nothing: no need.)
+        # (Integer decimation and interpolation read strided views: nothing to gather.)
         step = self.in_rate // 50
-        if self._bank.up == 1 or len(samples) <= step:
+        if bank.up == 1 or bank.down == 1 or len(samples) <= step:
             return self._filter(samples)
-        return b"".join([self._filter(samples[i:i + step]) for i in range(0, len(samples), step)])
+        return np.concatenate([self._filter(samples[i:i + step])
+                               for i in range(0, len(samples), step)])
 
     def flush(self) -> bytes:
         """Emit the tail held in the filter, then reset for the next stream."""
-        tail = b""
-        if self._bank is not None:
-            bank = self._bank
-            zeros_needed = -(-bank.group_delay_upsampled // bank.up)
-            tail = self._filter(np.zeros(zeros_needed, dtype=np.int16))
+        return self.flush_to_array().tobytes() if self._bank is not None else self._reset_empty()
+
+    def flush_to_array(self) -> np.ndarray:
+        """:meth:`flush`, returning the tail as an int16 array (resampling rates only)."""
+        bank = self._bank
+        zeros_needed = -(-bank.group_delay_upsampled // bank.up)
+        tail = self._filter(np.zeros(zeros_needed, dtype=np.float32))
         self.reset()
         return tail
 
-    def _filter(self, samples: np.ndarray) -> bytes:
-        """Append ``samples`` to the history; return every output they complete, as s16le."""
+    def _reset_empty(self) -> bytes:
+        self.reset()
+        return b""
+
+    def _filter(self, samples: np.ndarray) -> np.ndarray:
+        """Append ``samples`` to the history; return every output they complete (int16)."""
         bank = self._bank
         taps, up, down = bank.taps_per_phase, bank.up, bank.down
         buffer = np.concatenate((self._history, samples))
@@ -209,7 +229,7 @@ class StreamResampler:
         count = -(-(len(buffer) * up - first_time) // down)
         if count <= 0:
             self._history = buffer
-            return b""
+            return _NO_OUTPUT
 
         item = buffer.itemsize
         if up == 1:
@@ -222,6 +242,22 @@ class StreamResampler:
                 strides=(down * item, item),
             )
             values = np.einsum("ij,j->i", windows, bank.cycle_filters[0])
+        elif down == 1:
+            # Integer interpolation: the outputs of one phase read consecutive windows, a
+            # strided view; each phase's row products are the same arithmetic as gathered.
+            values = np.empty(count, dtype=np.float32)
+            for offset in range(min(up, count)):
+                time = first_time + offset
+                newest = time // up
+                windows = np.ndarray(
+                    shape=(len(range(offset, count, up)), taps),
+                    dtype=buffer.dtype,
+                    buffer=buffer,
+                    offset=(newest - taps + 1) * item,
+                    strides=(item, item),
+                )
+                phase_filter = bank.cycle_filters[bank.cycle_position_of_phase[time % up]]
+                values[offset::up] = np.einsum("ij,j->i", windows, phase_filter)
         else:
             all_windows = np.ndarray(
                 shape=(len(buffer) - taps + 1, taps),
@@ -248,6 +284,7 @@ class StreamResampler:
         self._history = buffer[dropped:].copy()
         self._next_output_time = first_time + count * down - dropped * up
         np.rint(values, out=values)
+        # (two ufuncs: np.clip's dispatch costs more than both on a 20 ms chunk)
         np.minimum(values, _INT16_MAX, out=values)
         np.maximum(values, _INT16_MIN, out=values)
-        return values.astype("<i2").tobytes()
+        return values.astype("<i2")
