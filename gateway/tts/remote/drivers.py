@@ -215,8 +215,12 @@ class InworldDriver(Driver):
 
     def new_protocol(self, key):
         s = self.settings
+        options = {k: v for k, v in s.options.items() if k != "word_timestamps"}
         return inworld.InworldProtocol(voice=s.voice, model=s.model or inworld.DEFAULT_MODEL,
-                                       create_options=s.options)
+                                       create_options=options,
+                                       # what the caller heard, to the word (speech.done)
+                                       word_timestamps=s.options.get("word_timestamps",
+                                                                     True) is True)
 
     def begin(self, proto, cid, voice, output):
         encoding, rate = inworld.choose_audio_format(output.encoding, output.sample_rate)
@@ -545,7 +549,8 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
                                  "speed"})
     _QUERY = frozenset({"auto_mode", "language_code", "apply_text_normalization",
                         "enable_logging"})
-    option_keys = _VOICE_SETTINGS | _QUERY | {"inactivity_timeout", "chunk_length_schedule"}
+    option_keys = _VOICE_SETTINGS | _QUERY | {"inactivity_timeout", "chunk_length_schedule",
+                                              "word_timestamps"}
     max_contexts = elevenlabs.MAX_CONTEXTS
 
     def __init__(self, settings: RemoteSettings):
@@ -559,6 +564,8 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
         # an open turn waiting for streamed text sends KeepContextAlive well before.
         self.default_idle_timeout_s = float(timeout)
         self.keepalive_s = timeout / 3
+        # what the caller heard, to the word (speech.done): the chunks' character alignment
+        self.word_timestamps = settings.options.get("word_timestamps", True) is True
 
     def pool_key(self, output: MediaFormat) -> Hashable:
         return elevenlabs.choose_output_format(output.encoding, output.sample_rate)
@@ -568,6 +575,7 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
         return elevenlabs.connect_params(
             s.api_key, s.voice, endpoint=s.endpoint, model=s.model or elevenlabs.DEFAULT_MODEL,
             output_format=key, inactivity_timeout=self.inactivity_timeout,
+            sync_alignment=True if self.word_timestamps else None,
             **{k: o[k] for k in self._QUERY if k in o})
 
     def new_protocol(self, key):
@@ -576,7 +584,7 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
                       if "chunk_length_schedule" in o else None)
         return elevenlabs.ElevenLabsProtocol(
             output_format=key, voice_settings={k: o[k] for k in self._VOICE_SETTINGS if k in o},
-            generation_config=generation)
+            generation_config=generation, word_timestamps=self.word_timestamps)
 
     def begin(self, proto, cid, voice, output):
         _one_voice(self, voice)
