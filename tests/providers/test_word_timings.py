@@ -1,11 +1,16 @@
-"""Word timings: Cartesia's ``timestamps`` frames read into turn-relative word timings, and
-the utterance's heard log that turns sentence ends and word timings into ``heard_text``."""
+"""Word timings: each provider's own messages (Cartesia's ``timestamps``, ElevenLabs'
+character alignment, Inworld's ``wordAlignment``, Smallest's ``word_timestamp``, Together's
+``word_timestamps``) read into turn-relative word timings, and the utterance's heard log that turns sentence ends and word timings into ``heard_text``."""
 
+import base64
 import json
 
 from gateway.core.speech import HeardLog
 from gateway.tts.providers.cartesia import CartesiaProtocol
-from gateway.tts.providers.events import ProviderWords
+from gateway.tts.providers.elevenlabs import ElevenLabsProtocol
+from gateway.tts.providers.elevenlabs import connect_params as eleven_connect
+from gateway.tts.providers.events import ProviderAudio, ProviderWords
+from gateway.tts.providers.inworld import InworldProtocol
 
 VOICE = "a0e99841-438c-4a64-b679-ae501e7d6091"
 
@@ -72,3 +77,111 @@ def test_heard_log_bounds_what_a_provider_sends():
     for n in range(10_000):
         log.add_word(n / 10, "w" * 1000, 100)
     assert len(log.words) < 200 and all(len(w) <= 64 for _, w in log.words)
+
+
+# ---- ElevenLabs: per-chunk character alignment ---------------------------------------------
+
+
+def eleven_chunk(cid, audio: bytes, chars, starts, durations, key="charDurationsMs"):
+    alignment = {"chars": chars, "charStartTimesMs": starts, key: durations}
+    return json.dumps({"audio": base64.b64encode(audio).decode(), "isFinal": False,
+                       "alignment": alignment, "normalizedAlignment": alignment,
+                       "contextId": cid})
+
+
+def words_of(events):
+    return [(w.text, round(w.start_s, 3), round(w.end_s, 3))
+            for e in events if type(e) is ProviderWords for w in e.words]
+
+
+def test_elevenlabs_joins_characters_into_words_timed_from_the_contexts_start():
+    proto = ElevenLabsProtocol(output_format="ulaw_8000", word_timestamps=True)
+    proto.init_message("c1")
+    # 0.5 s of μ-law per chunk; each chunk's times count from its own start
+    first = proto.receive(eleven_chunk("c1", b"\xff" * 4000, list("Hi there"),
+                                       [0, 100, 200, 250, 300, 350, 400, 450],
+                                       [100, 100, 50, 50, 50, 50, 50, 50]))
+    assert type(first[0]) is ProviderAudio
+    assert words_of(first) == [("Hi", 0.0, 0.2), ("there", 0.25, 0.5)]
+    second = proto.receive(eleven_chunk("c1", b"\xff" * 4000, list(" now."), [0, 10, 110, 210, 310],
+                                        [10, 100, 100, 100, 50], key="charsDurationsMs"))
+    assert words_of(second) == [("now.", 0.51, 0.86)]
+
+
+def test_elevenlabs_alignment_that_does_not_make_sense_is_skipped_and_bounded():
+    proto = ElevenLabsProtocol(output_format="ulaw_8000", word_timestamps=True)
+    proto.init_message("c1")
+    audio = b"\xff" * 800
+    assert words_of(proto.receive(eleven_chunk("c1", audio, "abc", [0], [1]))) == []
+    events = proto.receive(eleven_chunk("c1", audio, ["a", 5, "bb" * 9, "c", " ", "d"],
+                                        [0, 0, 0, -1, 0, 10], [1, 1, 1, 1, float("nan"), 5]))
+    assert words_of(events) == [("a", 0.1, 0.101), ("d", 0.11, 0.115)]
+    many = proto.receive(eleven_chunk("c1", audio, ["x", " "] * 5000, [0] * 10000, [1] * 10000))
+    assert len(words_of(many)) == 1000
+    long = proto.receive(eleven_chunk("c1", audio, ["y"] * 5000, [0] * 5000, [1] * 5000))
+    assert [len(w) for w, _, _ in words_of(long)] == [64]
+    # off: the alignment is not read; a cancelled context's words are dropped with its audio
+    quiet = ElevenLabsProtocol(output_format="ulaw_8000")
+    quiet.init_message("c1")
+    assert words_of(quiet.receive(eleven_chunk("c1", audio, ["a"], [0], [1]))) == []
+    proto.cancel_message("c1")
+    assert words_of(proto.receive(eleven_chunk("c1", audio, ["a"], [0], [1]))) == []
+
+
+def test_elevenlabs_asks_for_alignment_in_step_with_its_audio():
+    url, _ = eleven_connect("k", "v", sync_alignment=True)
+    assert "sync_alignment=true" in url
+    assert "sync_alignment" not in eleven_connect("k", "v")[0]
+
+
+# ---- Inworld: timestampType WORD, restarting with each generation ---------------------------
+
+
+def inworld_chunk(cid, audio: bytes | None, words=None, starts=None, ends=None):
+    chunk: dict = {}
+    if audio is not None:
+        chunk["audioContent"] = base64.b64encode(audio).decode()
+    if words is not None:
+        chunk["timestampInfo"] = {"wordAlignment": {
+            "words": words, "wordStartTimeSeconds": starts, "wordEndTimeSeconds": ends}}
+    return json.dumps({"result": {"contextId": cid, "audioChunk": chunk,
+                                  "status": {"code": 0, "message": "", "details": []}}})
+
+
+def inworld_flushed(cid):
+    return json.dumps({"result": {"contextId": cid, "flushCompleted": {},
+                                  "status": {"code": 0, "message": "", "details": []}}})
+
+
+def test_inworld_asks_for_word_timestamps_and_counts_each_generation_from_its_start():
+    proto = InworldProtocol(voice="Ashley", word_timestamps=True)
+    _, create = proto.create_message("c1", encoding="MULAW", sample_rate=8000)
+    assert json.loads(create)["create"]["timestampType"] == "WORD"
+    proto.send_text_message("c1", "Hi there. ", flush=True)
+    first = proto.receive(inworld_chunk("c1", b"\xff" * 8000, ["Hi", " ", "there."],
+                                        [0.0, 0.3, 0.35], [0.3, 0.35, 0.9]))
+    assert words_of(first) == [("Hi", 0.0, 0.3), ("there.", 0.35, 0.9)]
+    assert proto.receive(inworld_flushed("c1")) == []
+    proto.send_text_message("c1", "Bye now. ", flush=True)
+    # the next generation's timestamps start at 0 again: after the first one's 1 s of audio
+    # (ASYNC transport: a chunk of timestamps only)
+    proto.receive(inworld_chunk("c1", b"\xff" * 4000))
+    later = proto.receive(inworld_chunk("c1", None, ["Bye", "now."], [0.0, 0.25], [0.2, 0.5]))
+    assert words_of(later) == [("Bye", 1.0, 1.2), ("now.", 1.25, 1.5)]
+
+
+def test_inworld_timestamps_that_do_not_make_sense_are_skipped_not_fatal():
+    proto = InworldProtocol(voice="Ashley", word_timestamps=True)
+    proto.create_message("c1", encoding="MULAW", sample_rate=8000)
+    assert words_of(proto.receive(inworld_chunk("c1", b"\xff", "Hi", [0], [1]))) == []
+    events = proto.receive(inworld_chunk("c1", b"\xff", ["a", None, "b", "c", "d"],
+                                         [0, 0, "1", 0.5, 2], [1, 1, 2, 0.4, 1e9]))
+    assert words_of(events) == [("a", 0.0, 1.0)]
+    many = proto.receive(inworld_chunk("c1", None, ["w" * 500] * 3000, [0] * 3000, [1] * 3000))
+    assert len(words_of(many)) == 1000 and all(len(w) == 64 for w, _, _ in words_of(many))
+    assert words_of(proto.receive(inworld_chunk("elsewhere", None, ["a"], [0], [1]))) == []
+    # off: not asked for, not read
+    quiet = InworldProtocol(voice="Ashley")
+    _, create = quiet.create_message("c1", encoding="MULAW", sample_rate=8000)
+    assert "timestampType" not in json.loads(create)["create"]
+    assert words_of(quiet.receive(inworld_chunk("c1", b"\xff", ["a"], [0], [1]))) == []

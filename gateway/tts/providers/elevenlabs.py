@@ -540,11 +540,11 @@ def _words_of(alignment: Any, base_s: float) -> tuple[WordTiming, ...]:
     for char, start_ms, duration_ms in zip(chars[:MAX_ALIGNMENT_CHARS], starts, durations):
         if type(char) is not str or not 0 < len(char) <= 4:
             continue
-        if not (is_seconds(start_ms) and is_seconds(duration_ms)):
-            continue  # (ms under a day's worth of seconds: a generous bound still)
-        if char.isspace():
+        if char.isspace():  # a word ends here, whatever its time says
             end_word()
             continue
+        if not (is_seconds(start_ms) and is_seconds(duration_ms)):
+            continue  # (ms under a day's worth of seconds: a generous bound still)
         if not letters:
             first = start_ms / 1000
         if len(letters) < MAX_WORD_CHARS:
