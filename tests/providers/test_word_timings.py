@@ -11,6 +11,7 @@ from gateway.tts.providers.elevenlabs import ElevenLabsProtocol
 from gateway.tts.providers.elevenlabs import connect_params as eleven_connect
 from gateway.tts.providers.events import ProviderAudio, ProviderWords
 from gateway.tts.providers.inworld import InworldProtocol
+from gateway.tts.providers.smallest import SmallestProtocol
 
 VOICE = "a0e99841-438c-4a64-b679-ae501e7d6091"
 
@@ -185,3 +186,37 @@ def test_inworld_timestamps_that_do_not_make_sense_are_skipped_not_fatal():
     _, create = quiet.create_message("c1", encoding="MULAW", sample_rate=8000)
     assert "timestampType" not in json.loads(create)["create"]
     assert words_of(quiet.receive(inworld_chunk("c1", b"\xff", ["a"], [0], [1]))) == []
+
+
+# ---- Smallest: a word_timestamp frame per word, timed from its request ---------------------
+
+
+def smallest_word(rid, word, start, end, **data):
+    return json.dumps({"session_id": "s", "request_id": "task_1", "external_request_id": rid,
+                       "status": "word_timestamp",
+                       "data": {"id": 0, "word": word, "start": start, "end": end, **data}})
+
+
+def test_smallest_asks_for_word_timestamps_and_reads_them_from_the_requests_start():
+    proto = SmallestProtocol("meher", word_timestamps=True)
+    [request] = proto.speak("r1", "Hello there.")
+    assert json.loads(request)["word_timestamps"] is True
+    assert words_of(proto.receive(smallest_word("r1", "Hello", 0.0, 0.4))) == [
+        ("Hello", 0.0, 0.4)]
+    assert words_of(proto.receive(smallest_word("r1", "$100", 1.12, 1.92))) == [
+        ("$100", 1.12, 1.92)]
+
+
+def test_smallest_word_frames_that_do_not_make_sense_are_skipped_not_fatal():
+    proto = SmallestProtocol("meher", word_timestamps=True)
+    proto.speak("r1", "Hello there.")
+    for frame in (smallest_word("r1", 5, 0, 1), smallest_word("r1", "a", -1, 1),
+                  smallest_word("r1", "a", 2, 1), smallest_word("r1", "a", 0, float("inf")),
+                  smallest_word("r1", " ", 0, 1), smallest_word("other", "a", 0, 1),
+                  json.dumps({"status": "word_timestamp", "data": ["a"]})):
+        assert proto.receive(frame) == []
+    [event] = proto.receive(smallest_word("r1", "w" * 10_000, 0, 1))
+    assert event.words[0].text == "w" * 64
+    proto.cancel("r1")
+    assert proto.receive(smallest_word("r1", "late", 0, 1)) == []  # cut with its audio
+    assert "word_timestamps" not in json.loads(SmallestProtocol("meher").speak("r2", "Hi.")[0])

@@ -260,7 +260,7 @@ class SmallestDriver(Driver):
 
     type = "smallest"
     option_keys = frozenset({"timeout_s", "language", "speed", "complete_backoff_ms",
-                             "max_buffer_flush_ms"})
+                             "max_buffer_flush_ms", "word_timestamps"})
     turn_per_segment = True
     replace_after_cancel = True
 
@@ -279,9 +279,12 @@ class SmallestDriver(Driver):
     def new_protocol(self, key):
         s = self.settings
         output_format, rate = key
-        extra = {k: v for k, v in s.options.items() if k != "timeout_s"}
+        extra = {k: v for k, v in s.options.items() if k not in ("timeout_s", "word_timestamps")}
         return smallest.SmallestProtocol(s.voice, model=s.model or "lightning_v3.1",
-                                         output_format=output_format, sample_rate=rate, **extra)
+                                         output_format=output_format, sample_rate=rate,
+                                         # what the caller heard, to the word (speech.done)
+                                         word_timestamps=s.options.get("word_timestamps",
+                                                                       True) is True, **extra)
 
     def send(self, proto, cid, text, voice=None):
         return proto.speak(cid, text, voice=voice)
