@@ -4,7 +4,12 @@ character alignment, Inworld's ``wordAlignment``, Smallest's ``word_timestamp``,
 
 import base64
 import json
+from contextlib import aclosing
 
+from gateway.carriers.events import MediaFormat
+from gateway.http.loopback import serve_on_loopback
+from gateway.metrics import Metrics
+from gateway.sim.providers import smallest as smallest_fake
 from gateway.core.speech import HeardLog
 from gateway.tts.providers.cartesia import CartesiaProtocol
 from gateway.tts.providers.elevenlabs import ElevenLabsProtocol
@@ -12,6 +17,9 @@ from gateway.tts.providers.elevenlabs import connect_params as eleven_connect
 from gateway.tts.providers.events import ProviderAudio, ProviderWords
 from gateway.tts.providers.inworld import InworldProtocol
 from gateway.tts.providers.smallest import SmallestProtocol
+from gateway.tts.remote.drivers import RemoteSettings
+from gateway.tts.remote.pool import PoolSettings
+from gateway.tts.remote.session import RemoteProvider
 
 VOICE = "a0e99841-438c-4a64-b679-ae501e7d6091"
 
@@ -220,3 +228,37 @@ def test_smallest_word_frames_that_do_not_make_sense_are_skipped_not_fatal():
     proto.cancel("r1")
     assert proto.receive(smallest_word("r1", "late", 0, 1)) == []  # cut with its audio
     assert "word_timestamps" not in json.loads(SmallestProtocol("meher").speak("r2", "Hi.")[0])
+
+
+async def test_an_utterance_of_several_requests_times_each_ones_words_after_the_ones_before():
+    """Smallest takes one request per segment (a turn each): its word timings count from
+    that request's audio, so the session moves them past the audio of the requests before
+    (else the second sentence's words would land inside the first one's audio)."""
+    fake = smallest_fake.make_app(chars_per_second=20.0)
+    runner, port = await serve_on_loopback(fake)
+    provider = RemoteProvider(RemoteSettings(
+        name="s", type="smallest", api_key="test-key", voice="meher",
+        endpoint=f"ws://127.0.0.1:{port}/waves/v1/tts/live",
+        options={"complete_backoff_ms": 50}), PoolSettings(min_idle=0, max=2))
+    provider.use_metrics(Metrics())
+    await provider.start()
+
+    async def segments():
+        yield "Hello there."
+        yield "Bye now."
+
+    try:
+        session = await provider.open_session(MediaFormat("mulaw", 8000))
+        audio, words = 0, []
+        async with aclosing(session.stream(segments())) as stream:
+            async for chunk in stream:
+                words += [(w.text, w.start_s, audio / 8000) for w in chunk.words]
+                audio += len(chunk.data)
+        await session.release()
+    finally:
+        await provider.close()
+        await runner.cleanup()
+    first_s = fake["log"][0]["bytes"] / 8000
+    assert [w for w, _, _ in words] == ["Hello", "there", "Bye", "now"]
+    assert words[2][1] >= first_s - 1e-6  # "Bye" starts after the first request's audio
+    assert all(start <= heard_by + 0.2 for _, start, heard_by in words)  # and not late
