@@ -17,6 +17,8 @@ from gateway.tts.providers.elevenlabs import connect_params as eleven_connect
 from gateway.tts.providers.events import ProviderAudio, ProviderWords
 from gateway.tts.providers.inworld import InworldProtocol
 from gateway.tts.providers.smallest import SmallestProtocol
+from gateway.tts.providers.together import TogetherProtocol
+from gateway.tts.providers.together import connect_params as together_connect
 from gateway.tts.remote.drivers import RemoteSettings
 from gateway.tts.remote.pool import PoolSettings
 from gateway.tts.remote.session import RemoteProvider
@@ -262,3 +264,55 @@ async def test_an_utterance_of_several_requests_times_each_ones_words_after_the_
     assert [w for w, _, _ in words] == ["Hello", "there", "Bye", "now"]
     assert words[2][1] >= first_s - 1e-6  # "Bye" starts after the first request's audio
     assert all(start <= heard_by + 0.2 for _, start, heard_by in words)  # and not late
+
+
+# ---- Together: alignment=word -> conversation.item.word_timestamps, per item ---------------
+
+
+def together_delta(cid, item, pcm: bytes):
+    return json.dumps({"type": "conversation.item.audio_output.delta", "item_id": item,
+                       "context_id": cid, "delta": base64.b64encode(pcm).decode()})
+
+
+def together_words(cid, item, words, starts, ends):
+    return json.dumps({"type": "conversation.item.word_timestamps", "item_id": item,
+                       "context_id": cid, "words": words, "start_seconds": starts,
+                       "end_seconds": ends})
+
+
+def test_together_asks_for_word_alignment_and_times_each_item_from_its_start():
+    url, _ = together_connect("k", alignment="word")
+    assert "alignment=word" in url and "alignment" not in together_connect("k")[0]
+    proto = TogetherProtocol(sample_rate=8000, word_timestamps=True)
+    proto.open_context("c1")
+    proto.send_segment("c1", "Hi there. Bye now.")
+    proto.receive(together_delta("c1", "tts_1", bytes(16000)))  # 1 s
+    assert words_of(proto.receive(together_words("c1", "tts_1", ["Hi", "there."],
+                                                 [0.0, 0.3], [0.25, 0.9]))) == [
+        ("Hi", 0.0, 0.25), ("there.", 0.3, 0.9)]
+    proto.receive(together_delta("c1", "tts_2", bytes(8000)))  # the second item, at 1 s
+    proto.receive(together_delta("c1", "tts_2", bytes(8000)))
+    # (no context_id echoed: the item tells it)
+    late = json.loads(together_words("c1", "tts_2", ["Bye", "now."], [0.0, 0.3], [0.25, 0.8]))
+    del late["context_id"]
+    assert words_of(proto.receive(json.dumps(late))) == [("Bye", 1.0, 1.25), ("now.", 1.3, 1.8)]
+
+
+def test_together_word_timestamps_that_do_not_make_sense_are_skipped_not_fatal():
+    proto = TogetherProtocol(sample_rate=8000, word_timestamps=True)
+    proto.open_context("c1")
+    proto.send_segment("c1", "Hi there.")
+    proto.receive(together_delta("c1", "tts_1", bytes(800)))
+    assert proto.receive(together_words("c1", "tts_1", "Hi", [0], [1])) == []
+    assert proto.receive(json.dumps({"type": "conversation.item.word_timestamps"})) == []
+    events = proto.receive(together_words("c1", "tts_1", ["a", "b", {}, "c"],
+                                          [0, True, 0, 2], [1, 1, 1, 1]))
+    assert words_of(events) == [("a", 0.0, 1.0)]
+    many = proto.receive(together_words("c1", "tts_1", ["x"] * 5000, [0] * 5000, [1] * 5000))
+    assert len(words_of(many)) == 1000
+    quiet = TogetherProtocol(sample_rate=8000)
+    quiet.open_context("c1")
+    quiet.send_segment("c1", "Hi.")
+    assert quiet.receive(together_words("c1", "tts_1", ["a"], [0], [1])) == []
+    proto.cancel("c1")  # cut: its words go with its audio
+    assert proto.receive(together_words("c1", "tts_1", ["a"], [0], [1])) == []

@@ -312,7 +312,7 @@ class TogetherDriver(ProtocolTurns, Driver):
     type = "together"
     tracks_segments = True  # a segment's commits (a sentence each) are done item by item
     splits_whole_text = True
-    option_keys = frozenset({"sample_rate", "speed", "language"})
+    option_keys = frozenset({"sample_rate", "speed", "language", "word_timestamps"})
     await_ready = True
     max_contexts = together.MAX_CONTEXTS
     default_idle_timeout_s = 60.0  # undocumented; the fake's default [I]
@@ -320,15 +320,21 @@ class TogetherDriver(ProtocolTurns, Driver):
     def pool_key(self, output: MediaFormat) -> Hashable:
         return int(self.settings.options.get("sample_rate", together.DEFAULT_SAMPLE_RATE))
 
+    @property
+    def _word_timestamps(self) -> bool:  # what the caller heard, to the word (speech.done)
+        return self.settings.options.get("word_timestamps", True) is True
+
     def connect(self, key):
         s = self.settings
-        extra = {k: v for k, v in s.options.items() if k != "sample_rate"}
+        extra = {k: v for k, v in s.options.items() if k not in ("sample_rate", "word_timestamps")}
         return together.connect_params(s.api_key, endpoint=s.endpoint,
                                        model=s.model or together.DEFAULT_MODEL, voice=s.voice,
-                                       sample_rate=key, **extra)
+                                       sample_rate=key,
+                                       alignment="word" if self._word_timestamps else None,
+                                       **extra)
 
     def new_protocol(self, key):
-        return together.TogetherProtocol(sample_rate=key)
+        return together.TogetherProtocol(sample_rate=key, word_timestamps=self._word_timestamps)
 
     def begin(self, proto, cid, voice, output):
         proto.open_context(cid)
