@@ -1,6 +1,7 @@
 """Word timings: each provider's own messages (Cartesia's ``timestamps``, ElevenLabs'
 character alignment, Inworld's ``wordAlignment``, Smallest's ``word_timestamp``, Together's
-``word_timestamps``) read into turn-relative word timings, and the utterance's heard log that turns sentence ends and word timings into ``heard_text``."""
+``word_timestamps``) read into turn-relative word timings, and the utterance's heard log
+that turns sentence ends and word timings into ``heard_text``."""
 
 import base64
 import json

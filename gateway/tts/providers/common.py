@@ -74,7 +74,8 @@ def is_seconds(value: Any) -> bool:
 def parallel_word_timings(words: Any, starts: Any, ends: Any,
                           base_s: float) -> tuple[WordTiming, ...]:
     """Word timings from three parallel lists (word, start, end in seconds), shifted by
-    ``base_s``. Bounded: at most :data:`MAX_WORDS_PER_MESSAGE` words, each cut to ``MAX_WORD_CHARS``; entries that do not make sense (not a string, blank, a
+    ``base_s``. Bounded: at most :data:`MAX_WORDS_PER_MESSAGE` words, each cut to
+    ``MAX_WORD_CHARS``; entries that do not make sense (not a string, blank, a
     time that is not a number, an end before its start) are skipped, not fatal."""
     if not (type(words) is list and type(starts) is list and type(ends) is list):
         return ()

@@ -534,7 +534,8 @@ def _words_of(alignment: Any, base_s: float) -> tuple[WordTiming, ...]:
 
     def end_word() -> None:
         if letters and len(words) < MAX_WORDS_PER_MESSAGE:
-            words.append(WordTiming("".join(letters)[:MAX_WORD_CHARS], base_s + first, base_s + last))
+            text = "".join(letters)[:MAX_WORD_CHARS]
+            words.append(WordTiming(text, base_s + first, base_s + last))
         letters.clear()
 
     for char, start_ms, duration_ms in zip(chars[:MAX_ALIGNMENT_CHARS], starts, durations):
