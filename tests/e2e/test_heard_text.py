@@ -18,9 +18,9 @@ import pytest
 from gateway.http.keys import AUDIOSOCKET
 from gateway.http.loopback import serve_on_loopback
 from gateway.sim.carriers import make_call
-from gateway.sim.providers import cartesia
 from gateway.sim.providers.tags import heard_tones, text_tones
 from tests.conftest import base_config, start_gateway
+from tests.e2e.remote_setup import PROVIDERS
 from tests.e2e.test_twilio_call import open_control
 
 KEY_ENV = {"FAKE_TTS_KEY": "test-key"}
@@ -30,6 +30,8 @@ SENTENCES = ["Your order shipped this morning.",
 TEXT = " ".join(SENTENCES)
 CHARS_PER_SECOND = 30.0  # the fake's pace: a sentence is about 1.1 to 1.7 s long
 FRAME_S = 0.020
+#: The providers that send word timings, each its own way (see their protocol modules).
+WORD_TIMED = ("cartesia", "elevenlabs", "inworld", "smallest", "together")
 
 
 def seconds_of(sentence: str) -> float:
@@ -43,14 +45,15 @@ async def tagged():
     cleanups = []
 
     async def start(kind: str = "cartesia"):
-        fake = cartesia.make_app(tag_words=True, chars_per_second=CHARS_PER_SECOND)
+        p = PROVIDERS[kind]
+        fake = p.make_app(**{**p.fake_profile, "tag_words": True,
+                             "chars_per_second": CHARS_PER_SECOND})
         runner, port = await serve_on_loopback(fake)
         cleanups.append(runner.cleanup)
         data = base_config()
         data["providers"] = {kind: {
-            "type": kind, "api_key_env": "FAKE_TTS_KEY",
-            "voice": "a0e99841-438c-4a64-b679-ae501e7d6091",
-            "endpoint": f"ws://127.0.0.1:{port}{cartesia.PATH}",
+            "type": kind, "api_key_env": "FAKE_TTS_KEY", "voice": p.voice,
+            "endpoint": f"ws://127.0.0.1:{port}{p.path}", "options": dict(p.options),
             "pool": {"min_idle": 1, "max": 4}}}
         data["routes"] = {"bot": {"provider": kind}}
         data["default_route"] = "bot"
@@ -91,11 +94,14 @@ async def cut_while_heard(gw, call, control, text: str, at_s: float) -> dict:
 
 
 # Twilio: marks, echoed on clear (meaning "cut"); Plivo: marks, dropped on clear;
-# AudioSocket: no marks at all (the media clock).
-@pytest.mark.parametrize("carrier", ["twilio", "plivo", "audiosocket"])
+# AudioSocket: no marks at all (the media clock). Every provider that sends word timings,
+# on a carrier with marks and on one without.
+@pytest.mark.parametrize("carrier, kind", [
+    ("twilio", "cartesia"), ("plivo", "cartesia"), ("audiosocket", "cartesia"),
+    *[(carrier, kind) for kind in WORD_TIMED[1:] for carrier in ("twilio", "audiosocket")]])
 async def test_cut_in_the_third_sentence_the_bot_learns_the_two_heard_and_the_time(
-        tagged, carrier):
-    gw = await tagged()
+        tagged, carrier, kind):
+    gw = await tagged(kind)
     async with dial(gw, carrier) as call:
         control = await open_control(gw, call.call_id)
         into_third = seconds_of(SENTENCES[0]) + seconds_of(SENTENCES[1]) + 0.6
@@ -103,12 +109,12 @@ async def test_cut_in_the_third_sentence_the_bot_learns_the_two_heard_and_the_ti
         result = call.result
         await call.hangup()
     heard = heard_tones(result.heard_pcm16(), result.sample_rate)
-    print(f"{carrier}: played_ms={done['played_ms']} simulator heard "
+    print(f"{carrier}/{kind}: played_ms={done['played_ms']} simulator heard "
           f"{result.heard_seconds * 1000:.0f} ms; heard_text={done['heard_text']!r}")
     # the gateway's account of the time heard matches the caller's, within a frame or two
     assert done["played_ms"] == pytest.approx(result.heard_seconds * 1000, abs=3 * FRAME_S * 1000)
-    # the first two sentences, whole; then the words of the third that played (Cartesia
-    # sends word timestamps)
+    # the first two sentences, whole; then the words of the third that played (from the
+    # provider's word timings)
     assert done["heard_text"].startswith(" ".join(SENTENCES[:2]) + " ")
     rest = done["heard_text"][len(" ".join(SENTENCES[:2])):].strip()
     assert rest and SENTENCES[2].startswith(rest) and rest != SENTENCES[2]

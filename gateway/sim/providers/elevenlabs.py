@@ -15,9 +15,12 @@
   violation"]; a 6th context gets ``max_active_conversations`` and 1008 (§6 [O]).
 * text is buffered per context and generated on ``flush`` (on the text message or alone),
   and with ``auto_mode`` when the buffer ends a sentence [I]; audio comes as
-  ``{"audio","isFinal":false,"normalizedAlignment":null,"alignment":null,"contextId"}``
-  after ``first_audio_ms``, in ``chunk_ms`` pieces ``burst_factor`` times faster than real
-  time. ``contextId`` is camelCase in responses (§6 [C]).
+  ``{"audio","isFinal":false,"normalizedAlignment","alignment","contextId"}`` after
+  ``first_audio_ms``, in ``chunk_ms`` pieces ``burst_factor`` times faster than real
+  time. ``contextId`` is camelCase in responses (§6 [C]). Each chunk's alignment lists
+  the characters whose audio starts in it (``chars``, ``charStartTimesMs``,
+  ``charDurationsMs``, ms from the start of that chunk [C WebSocket reference]); the fake
+  normalizes nothing, so both alignments are the same.
 * ``close_context``: what was flushed is still generated ("it will continue flushing" [C]),
   unflushed text is dropped [I]; then ``{"isFinal":true,"contextId"}`` after
   ``close_delay_ms``. So audio keeps arriving after a barge-in's ``close_context``.
@@ -54,7 +57,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
 from gateway.sim.providers.common import IdleReceiver, fake_app, run_after, serve_socket
-from gateway.sim.providers.tags import voice_pcm
+from gateway.sim.providers.tags import char_spans, voice_pcm
 
 PATH = "/v1/text-to-speech/{voice_id}/multi-stream-input"
 MODELS = {"eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2", "eleven_v3"}
@@ -296,6 +299,7 @@ class _Session:
             self.app["log"].append({"context_id": ctx.id, "text": text, "bytes": len(audio),
                                     "output_format": fmt, "audio": audio})
             step = max(1, int(rate * p["chunk_ms"] / 1000)) * width
+            chars = char_spans(text, len(audio) / width / rate)
             for start in range(0, len(audio), step):
                 if p["cut_after_bytes"] is not None and self.audio_sent >= p["cut_after_bytes"]:
                     self.app["closed"].append("cut")
@@ -303,9 +307,16 @@ class _Session:
                     return
                 piece = audio[start:start + step]
                 self.audio_sent += len(piece)
+                t0, t1 = start / width / rate, (start + len(piece)) / width / rate
+                last = start + len(piece) >= len(audio)
+                n = len(chars) if last else sum(1 for c in chars if c[1] < t1 - 1e-9)
+                mine, chars = chars[:n], chars[n:]
+                alignment = {"chars": [c for c, _, _ in mine],
+                             "charStartTimesMs": [round((a - t0) * 1000) for _, a, _ in mine],
+                             "charDurationsMs": [round((b - a) * 1000) for _, a, b in mine]}
                 await self.send({"audio": base64.b64encode(piece).decode(),
-                                 "isFinal": False, "normalizedAlignment": None,
-                                 "alignment": None, "contextId": ctx.id})
+                                 "isFinal": False, "normalizedAlignment": alignment,
+                                 "alignment": alignment, "contextId": ctx.id})
                 await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
         finally:
             self.generating -= 1

@@ -30,11 +30,12 @@ from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode, wav_bytes
 
 from gateway.sim.providers.common import add_stats, check_profile, run_after, track_socket
-from gateway.tts.fake import speechlike_pcm
+from gateway.sim.providers.tags import voice_pcm, word_spans, words_out
 
 PROFILE = web.AppKey("profile", dict)
 PATH = "/tts/v1/voice:streamBidirectional"
 OPS = ("create", "send_text", "flush_context", "update_config", "close_context")
+_TIMESTAMP_TYPES = ("TIMESTAMP_TYPE_UNSPECIFIED", "WORD", "CHARACTER")  # §1.2 [C]
 ENCODINGS = ("LINEAR16", "MP3", "OGG_OPUS", "ALAW", "MULAW", "FLAC", "PCM", "WAV")
 
 DEFAULTS: dict[str, Any] = {
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "max_contexts": 5,
     "max_text": 1000,
     "fail_on": None,  # text containing this fails its context with status 13 (see above)
+    "tag_words": False,  # voice each word as a tone that names it (.tags)
 }
 
 # camelCase <-> snake_case (proto3 JSON accepts both, §1.2).
@@ -251,6 +253,8 @@ class _Session:
             raise _Invalid(3, "sample_rate_hertz must be between 8000 and 48000")
         if encoding in ("MULAW", "ALAW") and rate != 8000:
             raise _Invalid(3, f"{encoding} supports only 8000 Hz")
+        if config.get("timestampType", "WORD") not in _TIMESTAMP_TYPES:
+            raise _Invalid(3, f"Invalid value at 'timestamp_type': {config['timestampType']!r}")
         if len(self.contexts) >= self.p["max_contexts"]:
             raise _Invalid(8, "Max contexts limit reached")
         if context_id is None:
@@ -362,7 +366,11 @@ class _Session:
         audio_cfg = config["audioConfig"]
         encoding, rate = audio_cfg["audioEncoding"], audio_cfg["sampleRateHertz"]
         seconds = max(0.2, len(text.strip()) / p["chars_per_second"])
-        pcm = speechlike_pcm(seconds, rate)
+        pcm = voice_pcm(text.strip(), seconds, rate, tagged=p["tag_words"])
+        # timestampType WORD: each chunk carries the words whose audio it completes, in
+        # seconds from the start of this generation (they restart at 0 after each flush,
+        # §1.2 [T]); SYNC and ASYNC alike ride with the audio here [C: SYNC is the default]
+        spans = word_spans(text.strip(), seconds) if config.get("timestampType") == "WORD" else []
         chunk_samples = max(1, int(rate * p["chunk_ms"] / 1000))
         self.app["log"].append({"contextId": context_id, "text": text, "encoding": encoding,
                                 "bytes": len(pcm) // 2 if encoding in ("MULAW", "ALAW") else len(pcm)})
@@ -382,9 +390,16 @@ class _Session:
                 data = piece
             else:  # compressed formats: not real, but not PCM either
                 data = b"\xff\xfb\x90\x00" + piece[:64]
-            await self.result(context_id, audioChunk={
+            chunk: dict[str, Any] = {
                 "audioContent": base64.b64encode(data).decode("ascii"),
                 "usage": {"processedCharactersCount": len(text), "modelId": config["modelId"]},
-            })
+            }
+            timed, spans = words_out(spans, (start + len(piece)) / 2 / rate)
+            if timed:
+                chunk["timestampInfo"] = {"wordAlignment": {
+                    "words": [w for w, _, _ in timed],
+                    "wordStartTimeSeconds": [round(a, 3) for _, a, _ in timed],
+                    "wordEndTimeSeconds": [round(b, 3) for _, _, b in timed]}}
+            await self.result(context_id, audioChunk=chunk)
             await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
         await self.result(context_id, flushCompleted={})

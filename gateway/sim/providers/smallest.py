@@ -31,7 +31,9 @@ answered, when it is generated, by ``{"status":"error","request_id":<server id>,
 ``cut_after_bytes=N`` the server closes a socket (1011) once it has sent N bytes of audio
 on it, in the middle of whatever it was saying; with ``never_answer=True`` it takes
 requests and never sends audio. ``tag_words=True`` voices each word as a tone that names
-it (:mod:`.tags`).
+it (:mod:`.tags`). A request with ``word_timestamps: true`` gets a ``word_timestamp`` frame
+per word once its audio is out, ``{"status":"word_timestamp","data":{"id","word","start",
+"end"}}``, seconds from the start of that request's audio (§2.3 [C]).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
 from gateway.sim.providers.common import add_stats, track_socket
-from gateway.sim.providers.tags import voice_pcm
+from gateway.sim.providers.tags import voice_pcm, word_spans, words_out
 
 CHARS_PER_SECOND = 15.0
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
@@ -78,6 +80,7 @@ def make_app(
     cut_after_bytes: int | None = None,
     never_answer: bool = False,
     tag_words: bool = False,
+    chars_per_second: float = CHARS_PER_SECOND,
 ) -> web.Application:
     app = web.Application()
     # Plain string keys on purpose: tests read app["log"] without importing keys.
@@ -91,6 +94,7 @@ def make_app(
             close_after_complete=close_after_complete, max_text_chars=max_text_chars,
             echo_external_id=echo_external_id, fail_on=fail_on,
             cut_after_bytes=cut_after_bytes, never_answer=never_answer, tag_words=tag_words,
+            chars_per_second=chars_per_second,
         )
     add_stats(app)
     app.router.add_get("/waves/v1/tts/live", _handler)
@@ -184,6 +188,7 @@ class _Session:
         self.last: tuple[str, str] | None = None  # (server id, external id) of the last chunk
         self.server_ids: dict[str, str] = {}
         self.audio_sent = 0  # bytes of audio sent on this socket (cut_after_bytes)
+        self.words_sent = 0  # word_timestamp frames sent (their ``id``)
 
     async def send(self, obj: dict) -> None:
         async with self.lock:
@@ -268,8 +273,9 @@ class _Session:
                 await asyncio.Future()  # until the socket goes
             rate = msg.get("sample_rate", 44100)
             fmt = msg.get("output_format", "pcm")
-            pcm = voice_pcm(text, max(len(text), 1) / CHARS_PER_SECOND, rate,
-                            tagged=p["tag_words"])
+            seconds = max(len(text), 1) / p["chars_per_second"]
+            pcm = voice_pcm(text, seconds, rate, tagged=p["tag_words"])
+            spans = word_spans(text, seconds) if msg.get("word_timestamps") is True else []
             audio = ulaw_encode(pcm) if fmt == "ulaw" else alaw_encode(pcm) if fmt == "alaw" else pcm
             self.app["log"].append({"request_id": rid, "text": text, "bytes": len(audio),
                                     "format": fmt, "sample_rate": rate})
@@ -289,6 +295,16 @@ class _Session:
                 if p["echo_external_id"]:
                     frame["external_request_id"] = rid
                 await self.send(frame)
+                timed, spans = words_out(spans, (i + step) / width / rate)
+                for word, start, end in timed:
+                    frame = {"session_id": self.session_id, "request_id": server_id,
+                             "status": "word_timestamp", "data": {
+                                 "id": self.words_sent, "word": word,
+                                 "start": round(start, 3), "end": round(end, 3)}}
+                    if p["echo_external_id"]:
+                        frame["external_request_id"] = rid
+                    self.words_sent += 1
+                    await self.send(frame)
                 await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
             if self.queue.empty():
                 self.active = None if not self.buffers else self.active

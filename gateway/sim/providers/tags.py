@@ -18,8 +18,8 @@ import numpy as np
 
 from gateway.tts.fake import speechlike_pcm
 
-__all__ = ["TONES", "heard_tones", "tagged_pcm", "text_tones", "voice_pcm", "word_spans",
-           "word_tone"]
+__all__ = ["TONES", "char_spans", "heard_tones", "tagged_pcm", "text_tones", "voice_pcm",
+           "word_spans", "word_tone", "words_out"]
 
 BASE_HZ = 500
 STEP_HZ = 100
@@ -77,6 +77,34 @@ def word_spans(text: str, seconds: float) -> list[tuple[str, float, float]]:
     weights = np.array([len(w) + 1 for w in ws], dtype=float)
     bounds = np.concatenate([[0], np.cumsum(weights)]) / weights.sum() * seconds
     return [(w, float(a), float(max(a, b - GAP_S))) for w, a, b in zip(ws, bounds[:-1], bounds[1:])]
+
+
+def words_out(spans: list, out_s: float) -> tuple[list, list]:
+    """``(spoken, rest)``: the spans (of :func:`word_spans` or :func:`char_spans`) that
+    ended within the first ``out_s`` seconds of audio, and the others; a fake reports a
+    word's timing once its audio is out."""
+    n = 0
+    while n < len(spans) and spans[n][2] <= out_s + 1e-9:
+        n += 1
+    return spans[:n], spans[n:]
+
+
+def char_spans(text: str, seconds: float) -> list[tuple[str, float, float]]:
+    """``(character, start, end)`` for every character of ``text`` on :func:`tagged_pcm`'s
+    timeline: a word's letters share its tone's span evenly; the characters between words
+    (spaces, punctuation) share the pause before the next word."""
+    out: list[tuple[str, float, float]] = []
+    at, pos = 0.0, 0
+    for (_, start, end), match in zip(word_spans(text, seconds), _WORD.finditer(text)):
+        out += _spread(text[pos:match.start()], at, start)
+        out += _spread(match.group(), start, end)
+        pos, at = match.end(), end
+    return out + _spread(text[pos:], at, max(at, seconds))
+
+
+def _spread(chars: str, start: float, end: float) -> list[tuple[str, float, float]]:
+    step = (end - start) / len(chars) if chars else 0.0
+    return [(c, start + i * step, start + (i + 1) * step) for i, c in enumerate(chars)]
 
 
 def voice_pcm(text: str, seconds: float, rate: int, *, tagged: bool) -> bytes:

@@ -12,6 +12,10 @@ Documented behaviour [C] plus quirks, and inferred defaults marked [I]:
   ``max_partial_length``; ``commit`` flushes the rest; each segment is an item ``tts_N``:
   deltas of 24 kHz s16le (or ``sample_rate``) in bursts faster than real time after
   ``first_audio_ms``, then ``audio_output.done`` after ``done_delay_ms`` (late completion).
+* ``alignment=word`` (query): after each delta, ``conversation.item.word_timestamps
+  {item_id, words, start_seconds, end_seconds}`` for the words whose audio is out, in
+  seconds from the start of the item's audio [C event, I what the times count from].
+  ``tag_words=True`` voices each word as a tone that names it (:mod:`.tags`).
 * ``context.cancel`` replies ``context.cancelled`` and still sends ``late_chunks`` deltas
   of the cancelled item afterwards (§3.5 [T/O]: audio after cancel).
 * limits [I]: ``max_contexts`` distinct context ids per connection (lifetime),
@@ -51,7 +55,7 @@ from aiohttp import WSMsgType, web
 from telcodecs import wav_bytes
 
 from gateway.sim.providers.common import RUNAWAY_PROFILE, audio_pieces, fake_app, track_socket
-from gateway.tts.fake import speechlike_pcm
+from gateway.sim.providers.tags import voice_pcm, word_spans, words_out
 
 PATH = "/v1/audio/speech/websocket"
 
@@ -77,6 +81,7 @@ DEFAULT_PROFILE: dict[str, Any] = {
     # [I] §3.5 leaves open how many items a commit makes: one (False), or one per sentence
     # whatever ``segment`` says (True; also cut at max_partial_length)
     "item_per_sentence": False,
+    "tag_words": False,  # voice each word as a tone that names it (.tags)
     **RUNAWAY_PROFILE,  # flood_on, oversize_on (see the module doc)
 }
 
@@ -184,7 +189,12 @@ class _Connection:
                 self.item_serial += 1
                 item = f"tts_{self.item_serial}"
                 await asyncio.sleep(p["first_audio_ms"] / 1000)
-                pcm = speechlike_pcm(max(len(text) / p["chars_per_second"], 0.1), rate)
+                seconds = max(len(text) / p["chars_per_second"], 0.1)
+                pcm = voice_pcm(text, seconds, rate, tagged=p["tag_words"])
+                # alignment=word: the words whose audio is out, after each delta, in
+                # seconds from the start of the item's audio [I: the docs do not say]
+                spans = word_spans(text, seconds) if self.params["alignment"] == "word" else []
+                sent = 0
                 self.app["log"].append({"context_id": ctx.id, "item_id": item, "text": text,
                                         "bytes": len(pcm), "sample_rate": rate})
                 step = int(rate * p["chunk_ms"] / 1000) * 2
@@ -200,6 +210,14 @@ class _Connection:
                     await self.send(self._event({
                         "type": "conversation.item.audio_output.delta", "item_id": item,
                         "delta": base64.b64encode(chunk).decode()}, ctx.id))
+                    sent += len(chunk) - (44 if wav and i == 0 else 0)
+                    timed, spans = words_out(spans, sent / 2 / rate)
+                    if timed:
+                        await self.send(self._event({
+                            "type": "conversation.item.word_timestamps", "item_id": item,
+                            "words": [w for w, _, _ in timed],
+                            "start_seconds": [round(a, 3) for _, a, _ in timed],
+                            "end_seconds": [round(b, 3) for _, _, b in timed]}, ctx.id))
                     await asyncio.sleep(pause)
                 if ctx.cancelled:
                     continue  # [I] no done for a cancelled item
@@ -350,7 +368,10 @@ async def _handler(request: web.Request) -> web.StreamResponse:
             "sample_rate": int(q.get("sample_rate", 24000)),
             "segment": q.get("segment", "sentence"),
             "max_partial_length": int(q.get("max_partial_length", 250)),
+            "alignment": q.get("alignment", "none"),  # word | none (default) [C §3.1]
         }
+        if params["alignment"] not in ("word", "none"):
+            raise ValueError(params["alignment"])
     except ValueError:
         return web.json_response({"error": {"message": "Invalid query parameter",
                                             "code": "invalid_request"}}, status=400)

@@ -7,6 +7,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+from gateway.tts.base import MAX_WORD_CHARS, WordTiming
 from gateway.tts.providers.events import ProviderProtocolError
 
 
@@ -59,3 +60,30 @@ def remember(table: OrderedDict, key: str, value: Any = None, limit: int = 256) 
     table.move_to_end(key)
     while len(table) > limit:
         table.popitem(last=False)
+
+
+#: Word timings read from one provider message at most (a longer list is cut).
+MAX_WORDS_PER_MESSAGE = 1000
+
+
+def is_seconds(value: Any) -> bool:
+    """A time a provider sent: a number of seconds, finite, not negative, under a day."""
+    return type(value) in (int, float) and 0 <= value < 86400
+
+
+def parallel_word_timings(words: Any, starts: Any, ends: Any,
+                          base_s: float) -> tuple[WordTiming, ...]:
+    """Word timings from three parallel lists (word, start, end in seconds), shifted by
+    ``base_s``. Bounded: at most :data:`MAX_WORDS_PER_MESSAGE` words, each cut to
+    ``MAX_WORD_CHARS``; entries that do not make sense (not a string, blank, a
+    time that is not a number, an end before its start) are skipped, not fatal."""
+    if not (type(words) is list and type(starts) is list and type(ends) is list):
+        return ()
+    out = []
+    for word, start, end in zip(words[:MAX_WORDS_PER_MESSAGE], starts, ends):
+        if type(word) is not str or not is_seconds(start) or not is_seconds(end):
+            continue
+        word = word.strip()[:MAX_WORD_CHARS]
+        if word and start <= end:
+            out.append(WordTiming(word, base_s + start, base_s + end))
+    return tuple(out)

@@ -37,6 +37,14 @@ Decisions where the sources are silent or disagree:
 * Keepalives go only to a context whose init was sent: a keepalive as a context's first
   message makes the later init (with ``voice_settings``) fail with 1008 [T pipecat].
 * At most :data:`MAX_TEXT_CHARS` per text message [I: no per-message limit is documented].
+* Word timings (``word_timestamps``): every audio message carries ``alignment`` (the text
+  as sent) and ``normalizedAlignment`` (as spoken): ``chars``, ``charStartTimesMs`` and
+  ``charDurationsMs`` (``charsDurationsMs`` in older copies, both read) in milliseconds
+  from the start of *that chunk's* audio (WebSocket reference "AudioOutput" [C]; pipecat
+  adds its running audio clock to each chunk's times [T]). ``sync_alignment=true`` asks
+  for the alignment in the same message as its audio [C]. Characters are joined into
+  words at whitespace; a word split across two chunks is reported as its two parts (each
+  found in the text in turn, so what was heard still ends where the audio did) [I].
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ from urllib.parse import quote, urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64
+from gateway.tts.base import MAX_WORD_CHARS, WordTiming
+from gateway.tts.providers.common import MAX_WORDS_PER_MESSAGE, decode_base64, is_seconds
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -57,6 +66,7 @@ from gateway.tts.providers.events import (
     ProviderError,
     ProviderEvent,
     ProviderProtocolError,
+    ProviderWords,
 )
 from gateway.tts.text import pack_sentences
 
@@ -98,6 +108,8 @@ OUTPUT_FORMATS: dict[str, tuple[str, int]] = {
     "pcm_44100": ("pcm_s16le", 44100),
 }
 _PCM_RATES = (8000, 16000, 22050, 24000, 44100)
+#: Characters of one alignment read at most (a longer list is cut) [I].
+MAX_ALIGNMENT_CHARS = 20_000
 _VOICE_SETTINGS = ("stability", "similarity_boost", "style", "use_speaker_boost", "speed")
 _NORMALIZATION = ("auto", "on", "off")
 
@@ -149,6 +161,7 @@ def connect_params(
     language_code: str | None = None,
     apply_text_normalization: str | None = None,
     enable_logging: bool | None = None,
+    sync_alignment: bool | None = None,
 ) -> tuple[str, dict[str, str]]:
     """URL and headers for the WebSocket upgrade (§6 [C]).
 
@@ -183,6 +196,8 @@ def connect_params(
         params["apply_text_normalization"] = apply_text_normalization
     if enable_logging is not None:
         params["enable_logging"] = "true" if enable_logging else "false"
+    if sync_alignment is not None:
+        params["sync_alignment"] = "true" if sync_alignment else "false"
     url = endpoint.replace("{voice_id}", quote(voice, safe=""))
     url += ("&" if "?" in url else "?") + urlencode(params)
     return url, {"xi-api-key": api_key}
@@ -204,6 +219,7 @@ class _Context:
     flushed: bool = False  # a flush was sent since the last text
     chunks: int = 0
     carry: bytes = b""  # odd trailing byte of 16-bit PCM (§9.1)
+    audio_s: float = 0.0  # seconds of audio received for the context
 
 
 class ElevenLabsProtocol:
@@ -221,7 +237,8 @@ class ElevenLabsProtocol:
     def __init__(self, *, output_format: str = "ulaw_8000",
                  voice_settings: dict[str, Any] | None = None,
                  generation_config: dict[str, Any] | None = None,
-                 max_contexts: int = MAX_CONTEXTS, max_text_chars: int = MAX_TEXT_CHARS) -> None:
+                 max_contexts: int = MAX_CONTEXTS, max_text_chars: int = MAX_TEXT_CHARS,
+                 word_timestamps: bool = False) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"ElevenLabs output_format {output_format!r}: use one of "
                              f"{', '.join(OUTPUT_FORMATS)}")
@@ -247,6 +264,7 @@ class ElevenLabsProtocol:
         self.generation_config = dict(generation_config or {})
         self.max_contexts = max_contexts
         self.max_text_chars = max_text_chars
+        self.word_timestamps = word_timestamps  # read alignment into ProviderWords
         self.failed = False  # a fatal error frame: the server closes the socket (§6 [O])
         self._contexts: dict[str, _Context] = {}
         self._finished: OrderedDict[str, bool] = OrderedDict()  # id -> cancelled
@@ -410,7 +428,15 @@ class ElevenLabsProtocol:
         if audio:  # null/"" with alignment only, or on the final frame: nothing to play
             if type(audio) is not str:
                 raise ProviderProtocolError("bad_frame", f"audio is not a string: {_preview(text)}")
-            events += self._audio(self._context_of(context_id, text), audio)
+            cid = self._context_of(context_id, text)
+            ctx = self._contexts.get(cid)
+            chunk_start_s = ctx.audio_s if ctx is not None else 0.0
+            events += self._audio(cid, audio)
+            if self.word_timestamps and ctx is not None and not ctx.cancelled:
+                alignment = message.get("alignment") or message.get("normalizedAlignment")
+                words = _words_of(alignment, chunk_start_s)
+                if words:
+                    events.append(ProviderWords(cid, words))
         if message.get("isFinal") is True:
             cid = context_id if context_id is not None else self._only_context()
             if cid is not None and cid in self._contexts:
@@ -451,6 +477,8 @@ class ElevenLabsProtocol:
             ctx.chunks += 1
             if self.encoding == "pcm_s16le":
                 data, ctx.carry = whole_samples(ctx.carry, data)
+            ctx.audio_s += len(data) / (self.sample_rate * (2 if self.encoding == "pcm_s16le"
+                                                             else 1))
         if not data:
             return []
         return [ProviderAudio(context_id, data, self.encoding, self.sample_rate)]
@@ -486,3 +514,42 @@ class ElevenLabsProtocol:
         """The socket was replaced: contexts do not survive it."""
         for context_id in list(self._contexts):
             self._finish(context_id)
+
+
+def _words_of(alignment: Any, base_s: float) -> tuple[WordTiming, ...]:
+    """Words from one chunk's character alignment (``chars``, ``charStartTimesMs``,
+    ``charDurationsMs``: ms from the chunk's start), in seconds from the start of the
+    context's audio (``base_s``: the audio before this chunk). Bounded: at most
+    :data:`MAX_ALIGNMENT_CHARS` characters and :data:`MAX_WORDS_PER_MESSAGE` words, each
+    cut to ``MAX_WORD_CHARS``; characters that do not make sense are skipped."""
+    if type(alignment) is not dict:
+        return ()
+    chars, starts = alignment.get("chars"), alignment.get("charStartTimesMs")
+    durations = alignment.get("charDurationsMs", alignment.get("charsDurationsMs"))
+    if not (type(chars) is list and type(starts) is list and type(durations) is list):
+        return ()
+    words: list[WordTiming] = []
+    letters: list[str] = []
+    first = last = 0.0
+
+    def end_word() -> None:
+        if letters and len(words) < MAX_WORDS_PER_MESSAGE:
+            text = "".join(letters)[:MAX_WORD_CHARS]
+            words.append(WordTiming(text, base_s + first, base_s + last))
+        letters.clear()
+
+    for char, start_ms, duration_ms in zip(chars[:MAX_ALIGNMENT_CHARS], starts, durations):
+        if type(char) is not str or not 0 < len(char) <= 4:
+            continue
+        if char.isspace():  # a word ends here, whatever its time says
+            end_word()
+            continue
+        if not (is_seconds(start_ms) and is_seconds(duration_ms)):
+            continue  # (ms under a day's worth of seconds: a generous bound still)
+        if not letters:
+            first = start_ms / 1000
+        if len(letters) < MAX_WORD_CHARS:
+            letters.append(char)
+        last = max(first, (start_ms + duration_ms) / 1000)
+    end_word()
+    return tuple(words)

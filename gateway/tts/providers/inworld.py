@@ -28,7 +28,7 @@ from typing import Any
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64
+from gateway.tts.providers.common import decode_base64, parallel_word_timings
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -36,6 +36,7 @@ from gateway.tts.providers.events import (
     ProviderError,
     ProviderEvent,
     ProviderProtocolError,
+    ProviderWords,
 )
 from gateway.tts.text import pack_sentences
 
@@ -166,6 +167,8 @@ class _Context:
     chunks_since_flush: int = 0  # audio chunks since the last flushCompleted
     carry: bytes = b""  # odd trailing byte of 16-bit PCM (§9.1)
     created: bool = False  # contextCreated seen
+    audio_s: float = 0.0  # seconds of audio received for the context
+    generation_s: float = 0.0  # ... when its current generation (flush) began: timestamps
 
 
 class InworldProtocol:
@@ -198,6 +201,7 @@ class InworldProtocol:
         encoding: str = "MULAW",
         sample_rate: int = 8000,
         create_options: dict[str, Any] | None = None,
+        word_timestamps: bool = False,
     ) -> None:
         if not voice:
             raise ValueError("Inworld voiceId is required (e.g. 'Ashley')")
@@ -210,6 +214,13 @@ class InworldProtocol:
         self.sample_rate = sample_rate
         # Extra create fields (camelCase, §1.2), e.g. {"autoMode": True, "temperature": 1.0}.
         self.create_options = dict(create_options or {})
+        # ``timestampType: WORD``: word timings ride with each audio chunk (SYNC transport,
+        # the default) or follow it (ASYNC) [C docs.inworld.ai/tts/capabilities/timestamps];
+        # they cost about 100 ms of first-audio latency [C]. An explicit timestampType in
+        # create_options wins.
+        self.word_timestamps = word_timestamps
+        if word_timestamps:
+            self.create_options.setdefault("timestampType", "WORD")
         self._contexts: dict[str, _Context] = {}
         # id -> (cancelled, event encoding, rate), for late audio after a context is done
         self._finished: OrderedDict[str, tuple[bool, str, int]] = OrderedDict()
@@ -430,6 +441,7 @@ class InworldProtocol:
             if ctx is None:
                 return []
             ctx.chunks_since_flush = 0
+            ctx.generation_s = ctx.audio_s  # the next generation's timestamps start at 0
             if ctx.flushes_pending:
                 ctx.flushes_pending -= 1
                 ctx.flushes_done += 1
@@ -500,9 +512,10 @@ class InworldProtocol:
     def _audio(self, context_id: str | None, chunk: Any, text: str) -> list[ProviderEvent]:
         if type(chunk) is not dict:
             raise ProviderProtocolError("bad_frame", f"audioChunk is not an object: {_preview(text)}")
+        words = self._words(context_id, chunk.get("timestampInfo"))
         content = chunk.get("audioContent")
         if not content:
-            return []  # ASYNC timestamps-only chunk (§1.2 [T])
+            return words  # ASYNC timestamps-only chunk (§1.2 [T])
         if context_id is None:
             raise ProviderProtocolError(
                 "missing_field", f"audioChunk without contextId: {_preview(text)}; this client "
@@ -522,11 +535,32 @@ class InworldProtocol:
         ctx.chunks_since_flush += 1
         if data[:4] == b"RIFF":  # LINEAR16 every chunk, WAV per flush, MULAW maybe (§1.3)
             data = strip_wav_header(data)
+        width = 1
         if ctx.event_encoding == "pcm_s16le":
             data, ctx.carry = whole_samples(ctx.carry, data)
+            width = 2
         if not data:
+            return words
+        ctx.audio_s += len(data) / (width * ctx.sample_rate)
+        return [ProviderAudio(context_id, data, ctx.event_encoding, ctx.sample_rate), *words]
+
+    def _words(self, context_id: str | None, info: Any) -> list[ProviderEvent]:
+        """``timestampInfo.wordAlignment {words, wordStartTimeSeconds, wordEndTimeSeconds}``
+        [C docs.inworld.ai/tts/capabilities/timestamps], in seconds from the start of the
+        context's current generation: "timestamps restart from 0" after each
+        ``flushCompleted`` (§1.2 [T pipecat, livekit]), so the audio the context had when
+        that generation began is added. TTS 1.5/2 list every token, whitespace too [C]:
+        blank ones are skipped. ``characterAlignment`` is not asked for and ignored."""
+        if not self.word_timestamps or type(info) is not dict or context_id is None:
             return []
-        return [ProviderAudio(context_id, data, ctx.event_encoding, ctx.sample_rate)]
+        ctx = self._contexts.get(context_id)
+        alignment = info.get("wordAlignment")
+        if ctx is None or ctx.cancelled or type(alignment) is not dict:
+            return []  # a cut or finished context: its audio is dropped too
+        words = parallel_word_timings(alignment.get("words"),
+                                      alignment.get("wordStartTimeSeconds"),
+                                      alignment.get("wordEndTimeSeconds"), ctx.generation_s)
+        return [ProviderWords(context_id, words)] if words else []
 
     def drain(self, context_id: str) -> list[ProviderEvent]:
         """Give up waiting on a context (the caller's grace timer after an early

@@ -9,7 +9,7 @@ The wire model (§2.2, §2.3)::
                           {"voice_id","text","model",...,"continue":true}   text, more to come
                           {"voice_id","text":"","model",...,"flush":true}   end of the text
     Smallest -> gateway   {"status":"chunk","data":{"audio":"<b64>"}, ids...}
-                          {"status":"word_timestamp", ...}                  (ignored)
+                          {"status":"word_timestamp","data":{"word","start","end"}, ids...}
                           {"status":"complete", ids...}   complete_backoff_ms after the last chunk
                           {"status":"error", "error":{"message","code"}} or {"message": ...}
 
@@ -23,6 +23,11 @@ Quirks the caller must know:
   processed is rejected, so this protocol allows one unfinished context per socket.
 * ``complete`` is late: ``complete_backoff_ms`` (server default 4000) after the last chunk
   (§2.2 [C]); it marks generation end. We ask for a small backoff.
+* Word timings (``word_timestamps: true`` in the request [C §2.2]): a ``word_timestamp``
+  frame per word, the word verbatim, ``start``/``end`` in seconds from the start of *that
+  request's* audio (§2.3 [C]; pipecat resets its clock per ``request_id`` [T]). A request
+  is a turn here, so they are turn times as they come. English/Hindi base voices only
+  [C]: others simply send none.
 * The idle timer is the ``timeout`` query parameter (§2 [C]); it resets on every client
   message. There is no safe keepalive (pipecat's ``{"text":" "}`` request costs a request
   slot [T/I]), so pick ``timeout_s`` longer than the pool's idle time, or let the pool
@@ -42,7 +47,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64
+from gateway.tts.base import MAX_WORD_CHARS, WordTiming
+from gateway.tts.providers.common import decode_base64, is_seconds
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -51,6 +57,7 @@ from gateway.tts.providers.events import (
     ProviderEvent,
     ProviderProtocolError,
     ProviderReady,
+    ProviderWords,
 )
 from gateway.tts.text import pack_sentences
 
@@ -189,6 +196,7 @@ class SmallestProtocol:
         max_buffer_flush_ms: int | None = None,
         session_id: str | None = None,
         max_text_chars: int = MAX_TEXT_CHARS,
+        word_timestamps: bool = False,
     ) -> None:
         if not voice_id or type(voice_id) is not str:
             raise ValueError("voice_id is required (e.g. 'meher')")
@@ -226,6 +234,9 @@ class SmallestProtocol:
             base["max_buffer_flush_ms"] = max_buffer_flush_ms
         if session_id is not None:
             base["session_id"] = session_id
+        self.word_timestamps = word_timestamps  # ask for word_timestamp frames, read them
+        if word_timestamps:
+            base["word_timestamps"] = True
         # Every message repeats the full request (there is no session setup) [C §2.2]:
         # render the constant part once (per voice, for utterances in another voice).
         self.voice_id = voice_id
@@ -408,7 +419,7 @@ class SmallestProtocol:
         if status == "error":
             return self._on_error(message)
         if status == "word_timestamp":
-            return []
+            return self._on_word(message)
         raise ProviderProtocolError(
             "unknown_status",
             f"Smallest frame has status {status!r}; expected chunk, word_timestamp, complete "
@@ -472,6 +483,23 @@ class SmallestProtocol:
         if not pcm:
             return []
         return [ProviderAudio(cid, pcm, self.encoding, self.sample_rate)]
+
+    def _on_word(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        """``{"status":"word_timestamp","data":{"id","word","start","end"}}``: one word,
+        timed from the start of its request's audio (§2.3). Malformed ones, and words of
+        a request that is cut or over, are skipped (not fatal)."""
+        data = message.get("data")
+        if not self.word_timestamps or type(data) is not dict:
+            return []
+        word, start, end = data.get("word"), data.get("start"), data.get("end")
+        if type(word) is not str or not is_seconds(start) or not is_seconds(end) or end < start:
+            return []
+        word = word.strip()[:MAX_WORD_CHARS]
+        cid = self._context_of(message)
+        ctx = self._contexts.get(cid) if cid is not None else None
+        if not word or ctx is None or ctx.cancelled:
+            return []
+        return [ProviderWords(cid, (WordTiming(word, float(start), float(end)),))]
 
     def _on_complete(self, message: dict[str, Any]) -> list[ProviderEvent]:
         cid = self._context_of(message)

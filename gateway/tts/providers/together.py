@@ -9,6 +9,8 @@ Spec: /work/shared/protocols/tts-providers.md §3 (tags [C] confirmed, [T] third
     Together -> gateway   session.created (or tts.failed first), input_text.received,
                           conversation.item.audio_output.delta {item_id, delta(b64)},
                           conversation.item.audio_output.done {item_id},
+                          conversation.item.word_timestamps {item_id, words,
+                              start_seconds, end_seconds}  (with ``alignment=word``),
                           conversation.item.tts.failed {error}, context.cancelled
 
 :class:`TogetherProtocol` builds the JSON text frames to send and turns received text
@@ -35,6 +37,11 @@ Choices made where the docs are silent (all [I]):
   and the pool must replace the socket.
 * No per-message text limit is documented; :data:`MAX_TEXT_CHARS` is a conservative cap
   and :func:`split_text` cuts long text at sentence boundaries within it.
+* Word timings: ``alignment=word`` in the URL makes the server send
+  ``conversation.item.word_timestamps`` (§3.1, §3.3 [C docs.together.ai "WebSocket API"]).
+  The docs do not say what the times count from; each item is one synthesis of its own,
+  so they are read as seconds from the start of that item's audio, and moved by the
+  audio the context had when the item's first delta came (or, before any, has now).
 * No keepalive message is documented (§3.5 "Timeouts and keepalive: undocumented"), so
   none is offered: on an idle close, reconnect.
 """
@@ -48,7 +55,7 @@ from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64
+from gateway.tts.providers.common import decode_base64, parallel_word_timings, remember
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -57,6 +64,7 @@ from gateway.tts.providers.events import (
     ProviderEvent,
     ProviderProtocolError,
     ProviderReady,
+    ProviderWords,
 )
 from gateway.tts.text import pack_sentences, split_sentences
 
@@ -104,6 +112,7 @@ def connect_params(
     language: str | None = None,
     segment: str = "never",
     max_partial_length: int | None = MAX_TEXT_CHARS,
+    alignment: str | None = None,
 ) -> tuple[str, dict[str, str]]:
     """The URL and headers to open the socket with (§3.1 [C]).
 
@@ -134,6 +143,10 @@ def connect_params(
         params["language"] = language.lower()  # §3.1 [C]: locales must be lowercase
     if max_partial_length is not None:
         params["max_partial_length"] = int(max_partial_length)
+    if alignment is not None:
+        if alignment not in ("word", "none"):
+            raise ValueError(f"alignment {alignment!r}: expected word or none")
+        params["alignment"] = alignment  # word: conversation.item.word_timestamps [C]
     url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
     return url, {"Authorization": f"Bearer {api_key}"}
 
@@ -159,7 +172,7 @@ def commit_units(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
 
 class _Context:
     __slots__ = ("id", "state", "uncommitted", "pending_items", "items_done", "odd", "sent",
-                 "segment_ends")
+                 "segment_ends", "audio_s")
 
     def __init__(self, context_id: str) -> None:
         self.id = context_id
@@ -170,6 +183,7 @@ class _Context:
         self.odd = b""  # odd trailing byte of s16le carried to the next delta
         self.sent = False  # the server has heard of this context
         self.segment_ends: list[int] = []  # per segment sent: commits up to its last
+        self.audio_s = 0.0  # seconds of audio received for the context
 
 
 class TogetherProtocol:
@@ -198,7 +212,8 @@ class TogetherProtocol:
     provider = "together"
 
     def __init__(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                 max_contexts: int = MAX_CONTEXTS, max_text_chars: int = MAX_TEXT_CHARS) -> None:
+                 max_contexts: int = MAX_CONTEXTS, max_text_chars: int = MAX_TEXT_CHARS,
+                 word_timestamps: bool = False) -> None:
         self.sample_rate = sample_rate
         self.encoding = "pcm_s16le"
         self.max_contexts = max_contexts
@@ -212,6 +227,9 @@ class TogetherProtocol:
         self._cancelled_set: set[str] = set()
         self._finished: deque[str] = deque(maxlen=_REMEMBER_CANCELLED)
         self._item_context: dict[str, str] = {}
+        self.word_timestamps = word_timestamps  # read conversation.item.word_timestamps
+        # item id -> where its audio starts in its context's audio (bounded, recent items)
+        self._item_start: OrderedDict[str, float] = OrderedDict()
         self._serial = 0
 
     # ---- state -------------------------------------------------------------------
@@ -449,10 +467,29 @@ class TogetherProtocol:
             data = strip_wav_header(data)
         ctx = self._contexts.get(context_id)
         if ctx is not None:
+            if item_id not in self._item_start:
+                remember(self._item_start, item_id, ctx.audio_s, limit=64)
             data, ctx.odd = whole_samples(ctx.odd, data)
+            ctx.audio_s += len(data) / (2 * self.sample_rate)
         if not data:
             return []
         return [ProviderAudio(context_id, data, self.encoding, self.sample_rate)]
+
+    def _on_words(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        """``{"item_id","words","start_seconds","end_seconds"}``: bounded, malformed
+        entries skipped; nothing for a cut or finished context (its audio is gone)."""
+        item_id = message.get("item_id")
+        if not self.word_timestamps or type(item_id) is not str:
+            return []
+        cid = message.get("context_id")
+        context_id = cid if type(cid) is str else self._context_for({}, item_id)
+        ctx = self._contexts.get(context_id)
+        if ctx is None or ctx.state == "cancelling":
+            return []
+        base_s = self._item_start.get(item_id, ctx.audio_s)
+        words = parallel_word_timings(message.get("words"), message.get("start_seconds"),
+                                      message.get("end_seconds"), base_s)
+        return [ProviderWords(context_id, words)] if words else []
 
     def _on_done(self, message: dict[str, Any]) -> list[ProviderEvent]:
         item_id = self._item_id(message, "audio_output.done")
@@ -534,7 +571,7 @@ class TogetherProtocol:
         "error": _on_failed,
         "context.cancelled": _on_cancelled,
         "conversation.item.input_text.received": _ignore,
-        "conversation.item.word_timestamps": _ignore,
+        "conversation.item.word_timestamps": _on_words,
     }
 
 

@@ -215,8 +215,12 @@ class InworldDriver(Driver):
 
     def new_protocol(self, key):
         s = self.settings
+        options = {k: v for k, v in s.options.items() if k != "word_timestamps"}
         return inworld.InworldProtocol(voice=s.voice, model=s.model or inworld.DEFAULT_MODEL,
-                                       create_options=s.options)
+                                       create_options=options,
+                                       # what the caller heard, to the word (speech.done)
+                                       word_timestamps=s.options.get("word_timestamps",
+                                                                     True) is True)
 
     def begin(self, proto, cid, voice, output):
         encoding, rate = inworld.choose_audio_format(output.encoding, output.sample_rate)
@@ -256,7 +260,7 @@ class SmallestDriver(Driver):
 
     type = "smallest"
     option_keys = frozenset({"timeout_s", "language", "speed", "complete_backoff_ms",
-                             "max_buffer_flush_ms"})
+                             "max_buffer_flush_ms", "word_timestamps"})
     turn_per_segment = True
     replace_after_cancel = True
 
@@ -275,9 +279,12 @@ class SmallestDriver(Driver):
     def new_protocol(self, key):
         s = self.settings
         output_format, rate = key
-        extra = {k: v for k, v in s.options.items() if k != "timeout_s"}
+        extra = {k: v for k, v in s.options.items() if k not in ("timeout_s", "word_timestamps")}
         return smallest.SmallestProtocol(s.voice, model=s.model or "lightning_v3.1",
-                                         output_format=output_format, sample_rate=rate, **extra)
+                                         output_format=output_format, sample_rate=rate,
+                                         # what the caller heard, to the word (speech.done)
+                                         word_timestamps=s.options.get("word_timestamps",
+                                                                       True) is True, **extra)
 
     def send(self, proto, cid, text, voice=None):
         return proto.speak(cid, text, voice=voice)
@@ -305,7 +312,7 @@ class TogetherDriver(ProtocolTurns, Driver):
     type = "together"
     tracks_segments = True  # a segment's commits (a sentence each) are done item by item
     splits_whole_text = True
-    option_keys = frozenset({"sample_rate", "speed", "language"})
+    option_keys = frozenset({"sample_rate", "speed", "language", "word_timestamps"})
     await_ready = True
     max_contexts = together.MAX_CONTEXTS
     default_idle_timeout_s = 60.0  # undocumented; the fake's default [I]
@@ -313,15 +320,21 @@ class TogetherDriver(ProtocolTurns, Driver):
     def pool_key(self, output: MediaFormat) -> Hashable:
         return int(self.settings.options.get("sample_rate", together.DEFAULT_SAMPLE_RATE))
 
+    @property
+    def _word_timestamps(self) -> bool:  # what the caller heard, to the word (speech.done)
+        return self.settings.options.get("word_timestamps", True) is True
+
     def connect(self, key):
         s = self.settings
-        extra = {k: v for k, v in s.options.items() if k != "sample_rate"}
+        extra = {k: v for k, v in s.options.items() if k not in ("sample_rate", "word_timestamps")}
         return together.connect_params(s.api_key, endpoint=s.endpoint,
                                        model=s.model or together.DEFAULT_MODEL, voice=s.voice,
-                                       sample_rate=key, **extra)
+                                       sample_rate=key,
+                                       alignment="word" if self._word_timestamps else None,
+                                       **extra)
 
     def new_protocol(self, key):
-        return together.TogetherProtocol(sample_rate=key)
+        return together.TogetherProtocol(sample_rate=key, word_timestamps=self._word_timestamps)
 
     def begin(self, proto, cid, voice, output):
         proto.open_context(cid)
@@ -545,7 +558,8 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
                                  "speed"})
     _QUERY = frozenset({"auto_mode", "language_code", "apply_text_normalization",
                         "enable_logging"})
-    option_keys = _VOICE_SETTINGS | _QUERY | {"inactivity_timeout", "chunk_length_schedule"}
+    option_keys = _VOICE_SETTINGS | _QUERY | {"inactivity_timeout", "chunk_length_schedule",
+                                              "word_timestamps"}
     max_contexts = elevenlabs.MAX_CONTEXTS
 
     def __init__(self, settings: RemoteSettings):
@@ -559,6 +573,8 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
         # an open turn waiting for streamed text sends KeepContextAlive well before.
         self.default_idle_timeout_s = float(timeout)
         self.keepalive_s = timeout / 3
+        # what the caller heard, to the word (speech.done): the chunks' character alignment
+        self.word_timestamps = settings.options.get("word_timestamps", True) is True
 
     def pool_key(self, output: MediaFormat) -> Hashable:
         return elevenlabs.choose_output_format(output.encoding, output.sample_rate)
@@ -568,6 +584,7 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
         return elevenlabs.connect_params(
             s.api_key, s.voice, endpoint=s.endpoint, model=s.model or elevenlabs.DEFAULT_MODEL,
             output_format=key, inactivity_timeout=self.inactivity_timeout,
+            sync_alignment=True if self.word_timestamps else None,
             **{k: o[k] for k in self._QUERY if k in o})
 
     def new_protocol(self, key):
@@ -576,7 +593,7 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
                       if "chunk_length_schedule" in o else None)
         return elevenlabs.ElevenLabsProtocol(
             output_format=key, voice_settings={k: o[k] for k in self._VOICE_SETTINGS if k in o},
-            generation_config=generation)
+            generation_config=generation, word_timestamps=self.word_timestamps)
 
     def begin(self, proto, cid, voice, output):
         _one_voice(self, voice)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import replace
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
 from gateway.carriers.events import MediaFormat
 from gateway.config import LimitsConfig
-from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession
+from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession, WordTiming
 from gateway.tts.providers.events import (ProviderAudio, ProviderDone, ProviderError,
                                           ProviderWords)
 from gateway.tts.remote.connection import (ConnectionLost, ProviderConnection, SegmentsDone,
@@ -226,10 +227,17 @@ class RemoteSession(TtsSession):
                 async for chunk in self._turn(feed, voice, on_segments_done):
                     yield chunk
                 return
-            index = 0
+            index, audio_s = 0, 0.0
             while (segment := await feed.get(index, None)) is not None:
                 index += 1
+                turn_s = audio_s  # a turn's word timings count from its own start
                 async for chunk in self._turn(_Feed.of([segment]), voice):
+                    if chunk.words and turn_s:
+                        chunk = replace(chunk, words=tuple(
+                            WordTiming(w.text, w.start_s + turn_s, w.end_s + turn_s)
+                            for w in chunk.words))
+                    audio_s += len(chunk.data) / (chunk.sample_rate
+                                                  * (2 if chunk.encoding == "pcm_s16le" else 1))
                     yield chunk
                 if on_segments_done is not None:
                     on_segments_done(index)
