@@ -58,6 +58,7 @@ QUIETEST_SPEECH_DBFS = -55.0
 #: not the caller's turn: the line's noise and the echo of the gateway's own speech
 BACKGROUND_PERCENTILE = 95
 BACKGROUND_S = 3
+QUIET_OUTLIERS = 4
 FLOOR_EVERY_WINDOWS = 5
 #: of the span that starts a turn, at least this share must be voiced windows
 MIN_VOICED_SHARE = 0.6
@@ -243,7 +244,10 @@ class SpeechDetector:
 
     def _update_floors(self) -> None:
         self._since_floor = 0
-        self._quiet_floor_rms = self._percentile(self._background, None)
+        # a few loud windows (a dropped word's medians) must not make the floor of a
+        # short background: at least QUIET_OUTLIERS are left out whatever its length
+        self._quiet_floor_rms = self._percentile(self._background, None,
+                                                 outliers=QUIET_OUTLIERS)
         # until ECHO_WARM_MS of echo time is known, echo is assumed (the floor near the bound)
         self._echo_floor_rms = self._percentile(self._echo_background, 0.0)
         # whether there is an echo at all: by the windows no candidate held (a caller's
@@ -252,13 +256,14 @@ class SpeechDetector:
         self._echo_audible = loud > self._quiet_floor_rms * self._audible_echo_ratio
 
     def _percentile(self, levels: deque[int], warm_default: float | None,
-                    percentile: int = BACKGROUND_PERCENTILE) -> float:
+                    percentile: int = BACKGROUND_PERCENTILE, outliers: int = 0) -> float:
         if warm_default is not None and len(levels) * self.window_ms < ECHO_WARM_MS:
             return warm_default
-        if not levels:
+        if len(levels) <= outliers:
             return self._quietest_rms
         ordered = sorted(levels)
-        return max(self._quietest_rms, ordered[int(len(ordered) * percentile / 100)])
+        index = min(int(len(ordered) * percentile / 100), len(ordered) - 1 - outliers)
+        return max(self._quietest_rms, ordered[index])
 
     @property
     def floor_dbfs(self) -> float:
