@@ -10,6 +10,9 @@ the way a call feeds it: 8 kHz μ-law frames of 20 ms, decoded. For each classif
   the ``clear`` going out, a few ms on loopback). p50/p95 over the trials, and misses;
 * false starts on ten minutes each of digital silence, -45 dBFS white noise, and the
   gateway's speech as echo at -25 dB with nobody talking;
+* wherever the gateway speaks, the detector is told what it plays
+  (``caller_speech.note_playback``, 60 ms ahead, as gateway/core/bargein.py does on a
+  call), so the CPU figures under echo include that helper's numpy level per frame;
 * CPU: microseconds per 20 ms frame (μ-law decode and detector), as the call pays it on
   the event loop: on the backgrounds, and on the trials (speech under echo, where every
   window above the floor goes to the classifier).
@@ -99,7 +102,8 @@ class Run:
 
 
 def run_detector(make_classifier: Callable[[], object], wire: bytes,
-                 min_speech_ms: int = 200, min_silence_ms: int = 500) -> Run:
+                 min_speech_ms: int = 200, min_silence_ms: int = 500,
+                 playing: bytes | None = None) -> Run:
     """Feed μ-law ``wire`` to a fresh detector 20 ms at a time, as a call does."""
     detector = SpeechDetector(RATE, min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms,
                               classifier=make_classifier())
@@ -107,6 +111,8 @@ def run_detector(make_classifier: Callable[[], object], wire: bytes,
     frames = len(wire) // FRAME_BYTES
     began = time.process_time()
     for index in range(frames):
+        if playing is not None:  # what the gateway plays, told as bargein.py does
+            cs.note_playback(detector, playing, index * FRAME_BYTES * 2, RATE)
         for event in detector.feed(ulaw_decode(wire[index * FRAME_BYTES:(index + 1) * FRAME_BYTES])):
             if isinstance(event, SpeechStarted):
                 starts.append(detector.now_ms)
@@ -132,11 +138,12 @@ def make_audio(trials: int, seed: int) -> dict:
         speech = cs.trimmed(cs.at_level(phrase, RATE, level), RATE)
         onset_s = rng.uniform(1.5, 4.0)
         echo_start = rng.uniform(0, len(gateway) / 2 / RATE - 6)
-        echo = cs.echo_of(gateway[int(echo_start * RATE) * 2:], RATE, attenuation_db=ECHO_DB)
         caller = cs.silence(onset_s, RATE) + speech + cs.silence(1.5, RATE)
-        call = cs.mix(looped(echo, len(caller) / 2 / RATE), caller)
+        played = looped(gateway[int(echo_start * RATE) * 2:], len(caller) / 2 / RATE)
+        call = cs.mix(cs.echo_of(played, RATE, attenuation_db=ECHO_DB), caller)
         cases.append({"voice": voice, "level": level, "onset_ms": onset_s * 1000,
                       "speech_ms": len(speech) / 2 / RATE * 1000, "wire": ulaw_encode(call),
+                      "played": played,
                       "quiet_wire": ulaw_encode(caller)})
     return {"cases": cases, "gateway": gateway,
             "gateway_dbfs": cs.active_level_dbfs(gateway, RATE)}
@@ -145,7 +152,8 @@ def make_audio(trials: int, seed: int) -> dict:
 def delays(make_classifier, cases: list[dict], wire: str = "wire") -> dict:
     found, missed, early, cpu = [], 0, 0, []
     for case in cases:
-        run = run_detector(make_classifier, case[wire])
+        run = run_detector(make_classifier, case[wire],
+                           playing=case["played"] if wire == "wire" else None)
         starts = run.starts
         cpu.append(run.cpu_us_per_frame)
         after = [s for s in starts if s >= case["onset_ms"]]
@@ -172,11 +180,12 @@ def false_starts(make_classifier, minutes: float, gateway: bytes) -> dict:
     backgrounds = {
         "silence": cs.silence(seconds, RATE),
         "noise_-45dBFS": cs.white_noise(seconds, RATE, NOISE_DBFS, seed=1),
-        "echo_-25dB": looped(cs.echo_of(gateway, RATE, attenuation_db=ECHO_DB), seconds),
+        "echo_-25dB": cs.echo_of(looped(gateway, seconds), RATE, attenuation_db=ECHO_DB),
     }
     result, cpu = {}, []
     for name, pcm in backgrounds.items():
-        run = run_detector(make_classifier, ulaw_encode(pcm))
+        playing = looped(gateway, seconds) if name.startswith("echo") else None
+        run = run_detector(make_classifier, ulaw_encode(pcm), playing=playing)
         result[name] = len(run.starts)
         cpu.append(run.cpu_us_per_frame)
     result["cpu_us_per_frame"] = round(statistics.mean(cpu), 1)

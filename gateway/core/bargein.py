@@ -8,6 +8,10 @@ barge-in mode (``Call.barge_in.mode``, which a bot may change at run time) is ``
 ``any``, or while someone watches for the caller's turns (``watch()``: a listening bot);
 otherwise a frame costs one attribute check.
 
+The detector is told what the gateway plays (``_note_playback``): the level of the next
+frame the call's playout will send and when the audio sent so far ends, on the caller's
+clock, so it learns the echo only while there can be one and knows how loud it can be.
+
 Every turn becomes ``caller.speech_started`` / ``caller.speech_stopped`` on the call's
 events, whether or not it interrupts anything. A turn (after ``min_speech_ms``) in mode
 ``speech`` or ``any``, or a key in mode ``dtmf`` or ``any``, interrupts the gateway exactly
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -27,6 +32,10 @@ from telcodecs import Transcoder
 
 from gateway.core.vad import SpeechDetector, SpeechStarted
 from gateway.logs import RateLimitedLog
+
+with warnings.catch_warnings():  # as in telcodecs.g711: audioop-lts on 3.13
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 
 if TYPE_CHECKING:
     from gateway.core.call import Call
@@ -58,6 +67,8 @@ class CallerSpeech:
         self._watchers = 0
         self._heard_ms = 0.0  # caller audio since the stream began
         self._tasks: set[asyncio.Task] = set()
+        out = call.media_format  # what the gateway plays: its level, cheaply
+        self._out_level = _level_of(out.encoding)
         self._unsubscribe = call.caller_audio.subscribe(self._on_frame)
 
     @property
@@ -107,6 +118,7 @@ class CallerSpeech:
             detector.configure(min_speech_ms=config.min_speech_ms,
                                min_silence_ms=config.min_silence_ms)
             self._config = config
+        self._note_playback(detector)
         for event in detector.feed(self._decoder.feed(payload)):
             if isinstance(event, SpeechStarted):
                 self._call.events.emit("caller.speech_started", at_ms=event.at_ms)
@@ -115,6 +127,18 @@ class CallerSpeech:
             else:
                 self._call.events.emit("caller.speech_stopped", at_ms=event.at_ms,
                                        speech_ms=event.speech_ms)
+
+    def _note_playback(self, detector: SpeechDetector) -> None:
+        """What the gateway plays: the next frame its playout sends (a lead ahead of the
+        caller's clock) and when all it sent has played."""
+        playout = self._call.playout
+        ahead_s = playout.next_play_time - self._call.services.clock.now()
+        if ahead_s <= 0 or self._out_level is None:
+            return
+        queue = playout.queue
+        frame = queue[0] if queue else None
+        rms = self._out_level(frame) if isinstance(frame, bytes) else 0
+        detector.note_playback(rms, detector.now_ms + round(ahead_s * 1000))
 
     def on_dtmf(self, digit: str) -> None:
         if self._call.barge_in.mode in DTMF_MODES:
@@ -133,3 +157,14 @@ class CallerSpeech:
                                                       name=f"barge-in-{call.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _level_of(encoding: str) -> Callable[[bytes], int] | None:
+    """RMS of a frame the gateway plays, as 16-bit PCM."""
+    if encoding in ("mulaw", "ulaw"):
+        return lambda frame: audioop.rms(audioop.ulaw2lin(frame, 2), 2)
+    if encoding in ("alaw",):
+        return lambda frame: audioop.rms(audioop.alaw2lin(frame, 2), 2)
+    if encoding in ("l16", "pcm_s16le", "linear16"):
+        return lambda frame: audioop.rms(frame[: len(frame) // 2 * 2], 2)
+    return None

