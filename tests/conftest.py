@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from pathlib import Path
 
@@ -58,6 +59,17 @@ class RunningGateway:
             await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(config_data: dict, environ: dict | None = None, providers=None):
+    """A gateway for the ``async with`` block: started (and ready), then stopped."""
+    gw = await start_gateway(config_data, environ, providers)
+    try:
+        yield gw
+    finally:
+        await gw.session.close()
+        await gw.runner.cleanup()
+
+
 async def start_gateway(config_data: dict, environ: dict | None = None, providers=None
                         ) -> RunningGateway:
     config = parse_config(config_data, environ or {})
@@ -75,9 +87,5 @@ def gateway_config() -> dict:
 
 @pytest.fixture
 async def gateway(gateway_config):
-    gw = await start_gateway(gateway_config)
-    try:
+    async with running_gateway(gateway_config) as gw:
         yield gw
-    finally:
-        await gw.session.close()
-        await gw.runner.cleanup()

@@ -25,7 +25,7 @@ from telcodecs import StreamResampler, ulaw_decode, ulaw_encode
 
 from gateway.http.keys import AUDIOSOCKET, CALLS
 from gateway.sim.carriers import make_call
-from tests.conftest import base_config, start_gateway
+from tests.conftest import base_config, running_gateway
 from tests.e2e.test_twilio_call import metric_value
 
 SIGNAL_SECONDS = 40  # longer than any call here: the loop never wraps
@@ -64,12 +64,8 @@ def listen_config() -> dict:
 
 @pytest.fixture
 async def gw(listen_config):
-    gateway = await start_gateway(listen_config)
-    try:
+    async with running_gateway(listen_config) as gateway:
         yield gateway
-    finally:
-        await gateway.session.close()
-        await gateway.runner.cleanup()
 
 
 def dial(gw, carrier: str, fmt: str, wire: bytes):

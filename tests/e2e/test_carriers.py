@@ -16,7 +16,7 @@ import pytest
 
 from gateway.http.keys import AUDIOSOCKET
 from gateway.sim.carriers import make_call
-from tests.conftest import base_config, start_gateway
+from tests.conftest import base_config, running_gateway
 from tests.e2e.speech_check import assert_speech
 from tests.e2e.test_twilio_call import LONG_TEXT, metric_value, open_control
 
@@ -63,12 +63,8 @@ def carriers_config() -> dict:
 
 @pytest.fixture
 async def gw(carriers_config):
-    gateway = await start_gateway(carriers_config)
-    try:
+    async with running_gateway(carriers_config) as gateway:
         yield gateway
-    finally:
-        await gateway.session.close()
-        await gateway.runner.cleanup()
 
 
 def dial(gw, carrier: str, fmt: str | None = None):

@@ -20,7 +20,7 @@ from gateway.metrics import CONTROL_ERROR_KINDS
 from gateway.http.keys import CALLS
 from gateway.sim.carriers.rawws import RawWebSocket
 from gateway.sim.twilio import TwilioCallSim
-from tests.conftest import start_gateway
+from tests.conftest import running_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
 
 DEEP_ALLOWED = b"[" * 100_000 + b"]" * 100_000  # within the body limit: the parser's recursion
@@ -51,12 +51,8 @@ def fake_config(gateway_config):
 
 @pytest.fixture
 async def fake_gateway(fake_config):
-    gw = await start_gateway(fake_config)
-    try:
+    async with running_gateway(fake_config) as gw:
         yield gw
-    finally:
-        await gw.session.close()
-        await gw.runner.cleanup()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from gateway.carriers.telnyx import TelnyxProtocol
 from gateway.http.keys import CONFIG, METRICS
 from gateway.metrics import (CARRIER_ERROR_KINDS, CARRIER_FAULT_CODES, OTHER,
                              PROVIDER_FRAME_KINDS, TTS_ERROR_KINDS, BoundedLabels, Metrics)
-from tests.conftest import start_gateway
+from tests.conftest import running_gateway
 from tests.e2e.test_twilio_call import metric_value
 from tests.ops.test_drain import free_port
 from tests.security.test_logs import until_closed
@@ -55,12 +55,8 @@ def labels_config(audiosocket_port: int) -> dict:
 
 @pytest.fixture
 async def gw():
-    gateway = await start_gateway(labels_config(free_port()))
-    try:
+    async with running_gateway(labels_config(free_port())) as gateway:
         yield gateway
-    finally:
-        await gateway.session.close()
-        await gateway.runner.cleanup()
 
 
 def telnyx_start(call_id: str) -> str:
