@@ -107,6 +107,8 @@ DEFAULT_FIRST_AUDIO_TIMEOUT_MS = 2000
 #: The formats a bot may take the caller's audio in (``encoding/rate``).
 BOT_AUDIO_FORMATS = ("l16/16000", "l16/8000", "mulaw/8000")
 BARGE_IN_MODES = ("off", "dtmf", "speech", "any")
+#: barge_in's timings and their bounds, in the config and when a bot changes them
+BARGE_IN_BOUNDS = {"min_speech_ms": (20, 5000), "min_silence_ms": (20, 10000)}
 
 
 @dataclass(frozen=True)
@@ -512,10 +514,9 @@ def _barge_in(r: _Reader, value: Any, key: str) -> BargeInConfig:
     mode = r.get(b, "mode", key, str, "off")
     if mode not in BARGE_IN_MODES:
         r.problems.append(f"{key}.mode: {mode!r} is not one of {', '.join(BARGE_IN_MODES)}")
-    return BargeInConfig(
-        mode=mode,
-        min_speech_ms=r.get(b, "min_speech_ms", key, int, 200, minimum=20, maximum=5000),
-        min_silence_ms=r.get(b, "min_silence_ms", key, int, 500, minimum=20, maximum=10000))
+    timings = {name: r.get(b, name, key, int, getattr(BargeInConfig, name), minimum=low,
+                           maximum=high) for name, (low, high) in BARGE_IN_BOUNDS.items()}
+    return BargeInConfig(mode=mode, **timings)
 
 
 def _fallback(r: _Reader, rt: dict, key: str, provider: Any,

@@ -20,7 +20,8 @@ from telcodecs import Framer, Transcoder, silence_byte
 
 from gateway.bot.protocol import started_fields
 from gateway.carriers.events import MediaFormat
-from gateway.config import BARGE_IN_MODES, BargeInConfig, GatewayConfig, RouteConfig
+from gateway.config import (BARGE_IN_BOUNDS, BARGE_IN_MODES, BargeInConfig, GatewayConfig,
+                            RouteConfig)
 from gateway.core.bargein import CallerSpeech
 from gateway.core.caller import CallerAudio
 from gateway.core.events import EventHub
@@ -551,8 +552,7 @@ class Call:
             raise ValueError(f"barge_in: unknown setting(s) {', '.join(sorted(unknown))}")
         if "mode" in changes and changes["mode"] not in BARGE_IN_MODES:
             raise ValueError(f"barge_in.mode: one of {', '.join(BARGE_IN_MODES)}")
-        for name, (low, high) in (("min_speech_ms", (20, 5000)),
-                                  ("min_silence_ms", (20, 10000))):
+        for name, (low, high) in BARGE_IN_BOUNDS.items():
             value = changes.get(name)
             if value is not None and (type(value) is not int or not low <= value <= high):
                 raise ValueError(f"barge_in.{name}: an integer from {low} to {high}")
