@@ -24,6 +24,7 @@ from gateway.sim.providers import cartesia
 from gateway.sim.providers.tags import heard_tones, text_tones
 from gateway.sim.twilio import TwilioCallSim
 from tests.conftest import ROOT, base_config, start_gateway
+from tests.e2e.remote_setup import fake_provider_config
 from tests.e2e.test_twilio_call import metric_value
 
 sys.path.insert(0, str(ROOT / "examples"))
@@ -118,11 +119,7 @@ async def bot_gateway():
         runner, port = await serve_on_loopback(fake)
         cleanups.append(runner.cleanup)
         data = base_config()
-        data["providers"] = {"fake": {
-            "type": "cartesia", "api_key_env": "FAKE_TTS_KEY",
-            "voice": "a0e99841-438c-4a64-b679-ae501e7d6091",
-            "endpoint": f"ws://127.0.0.1:{port}{cartesia.PATH}",
-            "pool": {"min_idle": 1, "max": 4}}}
+        data["providers"] = {"fake": fake_provider_config("cartesia", port)}
         data["routes"] = {"bot": {"provider": "fake", "bot": {
             "secret_env": "BOT_SECRET", "failure_text": FAILURE, **bot}, **route}}
         data["default_route"] = "bot"

@@ -251,6 +251,16 @@ class Setup:
         return body["speech_id"]
 
 
+def fake_provider_config(kind: str, port: int, *, options: dict | None = None,
+                         pool: dict | None = None) -> dict:
+    """The gateway's config for provider ``kind`` speaking to its fake on ``port``."""
+    p = PROVIDERS[kind]
+    return {"type": kind, "api_key_env": "FAKE_TTS_KEY", "voice": p.voice,
+            "endpoint": f"ws://127.0.0.1:{port}{p.path}",
+            "options": {**p.options, **(options or {})},
+            "pool": {"min_idle": 1, "max": p.pool_max, **(pool or {})}}
+
+
 @pytest.fixture
 async def remote():
     """``await remote(kind, fake_profile={}, pool={}, options={}, limits={})`` -> Setup."""
@@ -263,12 +273,7 @@ async def remote():
         runner, port = await serve_on_loopback(fake)
         cleanups.append(runner.cleanup)
         data = base_config()
-        data["providers"] = {kind: {
-            "type": kind, "api_key_env": "FAKE_TTS_KEY", "voice": p.voice,
-            "endpoint": f"ws://127.0.0.1:{port}{p.path}",
-            "options": {**p.options, **(options or {})},
-            "pool": {"min_idle": 1, "max": p.pool_max, **(pool or {})},
-        }}
+        data["providers"] = {kind: fake_provider_config(kind, port, options=options, pool=pool)}
         data["routes"] = {"bot": {"provider": kind}}
         data["default_route"] = "bot"
         if limits:

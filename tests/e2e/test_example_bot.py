@@ -25,6 +25,7 @@ from gateway.sim.providers.tags import heard_tones, text_tones
 from gateway.sim.twilio import TwilioCallSim
 from gateway.tts.fake import speechlike_pcm
 from tests.conftest import ROOT, base_config, start_gateway
+from tests.e2e.remote_setup import fake_provider_config
 
 sys.path.insert(0, str(ROOT / "examples"))
 import bot as example_bot  # noqa: E402
@@ -42,11 +43,7 @@ async def gateway_with_example_bot():
     runner, bot_port = await serve_on_loopback(bot_app)
     cleanups.append(runner.cleanup)
     data = base_config()
-    data["providers"] = {"fake": {
-        "type": "cartesia", "api_key_env": "FAKE_TTS_KEY",
-        "voice": "a0e99841-438c-4a64-b679-ae501e7d6091",
-        "endpoint": f"ws://127.0.0.1:{fake_port}{cartesia.PATH}",
-        "pool": {"min_idle": 1, "max": 4}}}
+    data["providers"] = {"fake": fake_provider_config("cartesia", fake_port)}
     data["routes"] = {"bot": {"provider": "fake", "bot": {
         "url": f"ws://127.0.0.1:{bot_port}/bot", "secret_env": "BOT_SECRET",
         "audio": "l16/16000"}}}

@@ -20,7 +20,7 @@ from gateway.http.loopback import serve_on_loopback
 from gateway.sim.carriers import make_call
 from gateway.sim.providers.tags import heard_tones, text_tones
 from tests.conftest import base_config, start_gateway
-from tests.e2e.remote_setup import PROVIDERS
+from tests.e2e.remote_setup import PROVIDERS, fake_provider_config
 from tests.e2e.test_twilio_call import open_control
 
 KEY_ENV = {"FAKE_TTS_KEY": "test-key"}
@@ -51,10 +51,7 @@ async def tagged():
         runner, port = await serve_on_loopback(fake)
         cleanups.append(runner.cleanup)
         data = base_config()
-        data["providers"] = {kind: {
-            "type": kind, "api_key_env": "FAKE_TTS_KEY", "voice": p.voice,
-            "endpoint": f"ws://127.0.0.1:{port}{p.path}", "options": dict(p.options),
-            "pool": {"min_idle": 1, "max": 4}}}
+        data["providers"] = {kind: fake_provider_config(kind, port)}
         data["routes"] = {"bot": {"provider": kind}}
         data["default_route"] = "bot"
         data["carriers"] = {name: {} for name in ("twilio", "plivo", "vonage")}

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from gateway.http.loopback import serve_on_loopback
 from gateway.sim.carriers import make_call
-from tests.e2e.remote_setup import KEY_ENV, PROVIDERS
+from tests.e2e.remote_setup import KEY_ENV, PROVIDERS, fake_provider_config
 from tests.fuzz.harness import (FUZZ_SETTINGS, GatewayThread, fuzz_config, paths, replaced,
                                 attack, run_client)
 
@@ -125,10 +125,7 @@ async def _start_fakes() -> dict:
         runner, port = await serve_on_loopback(fake)
         cleanups.append(runner.cleanup)
         fakes[kind] = fake
-        config["providers"][kind] = {
-            "type": kind, "api_key_env": "FAKE_TTS_KEY", "voice": p.voice,
-            "endpoint": f"ws://127.0.0.1:{port}{p.path}", "options": dict(p.options),
-            "pool": {"min_idle": 1, "max": p.pool_max}}
+        config["providers"][kind] = fake_provider_config(kind, port)
         config["routes"][f"via_{kind}"] = {"provider": kind}
     return {"config": config, "fakes": fakes, "cleanups": cleanups}
 
