@@ -66,7 +66,7 @@ def test_a_short_word_and_a_pause_do_not_hide_the_rest_of_the_phrase(level):
 
 
 def test_a_click_shorter_than_min_speech_ms_is_no_turn(voices):
-    burst = cs.trimmed(cs.at_level(voices["piper"][0], RATE, -15.0), RATE)[: RATE // 10 * 2]
+    burst = cs.trimmed(cs.at_level(voices["espeak"][0], RATE, -15.0), RATE)[: RATE // 10 * 2]
     events, _ = run(cs.silence(0.5, RATE) + burst + cs.silence(1.0, RATE), min_speech_ms=200)
     assert events == []
     events, _ = run(cs.silence(0.5, RATE) + burst + cs.silence(1.0, RATE), min_speech_ms=60)
