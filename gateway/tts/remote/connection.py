@@ -357,6 +357,22 @@ async def _connect_websocket(name: str, params: tuple[str, dict[str, str]],
 _SIO_CLOSED = aiohttp.WSMessage(aiohttp.WSMsgType.CLOSED, None, None)
 
 
+class _ProviderFault(logging.Filter):
+    """python-engineio logs a transport it gives up on ("packet queue is empty, aborting":
+    the provider stopped answering pings) as an ERROR; for the gateway that is a provider
+    failing, which the connection reports and counts itself: a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_ENGINEIO_LOG = logging.getLogger(__name__ + ".engineio")
+_ENGINEIO_LOG.setLevel(logging.WARNING)  # its info lines stay out, as with its own default
+_ENGINEIO_LOG.addFilter(_ProviderFault())
+
+
 def _guarded_client_class():
     """python-socketio's AsyncClient, except that a packet it cannot decode (bad JSON, a
     wrong type) is handed to ``on_bad_packet`` instead of raising in the task
@@ -412,7 +428,8 @@ class SocketIOWebSocket:
         the WebSocket transport only, no polling, no automatic reconnection (the pool
         replaces lost connections); raise :class:`TtsError` (kind ``connect``)."""
         sio = _guarded_client_class()(
-            reconnection=False, handle_sigint=False, logger=False, engineio_logger=False,
+            reconnection=False, handle_sigint=False, logger=False,
+            engineio_logger=_ENGINEIO_LOG,
             http_session=http, request_timeout=2.0,
             websocket_extra_options={"max_msg_size": max_message_bytes, "compress": 0})
         sock = cls(sio, params.namespace)
