@@ -8,7 +8,6 @@ Parameters are a sequence of ``(name, value)`` pairs so repeated names survive.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import time
@@ -232,7 +231,7 @@ def check_basic(username: str, password: str, authorization: str | None) -> bool
         return False
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, not ASCII, or not UTF-8 once decoded
         return False
     user, sep, given = decoded.partition(":")
     # both halves are always compared, so timing does not tell which one was wrong

@@ -165,7 +165,7 @@ def decode_payload(media: dict[str, Any], where: str, what: str) -> bytes:
         )
     try:
         return binascii.a2b_base64(payload, strict_mode=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or text that is not ASCII
         raise CarrierProtocolError(
             "bad_payload",
             f"{where}.payload is not valid base64 ({exc}): {preview(payload, 40)}",

@@ -106,7 +106,7 @@ class TwilioProtocol(JsonStreamProtocol):
             return None
         try:
             return Audio(binascii.a2b_base64(text[start:end], strict_mode=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error or not ASCII: the full parse says what is wrong
             return None
 
     def _parse_start(self, message: dict[str, Any]) -> Started:

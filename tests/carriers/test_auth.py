@@ -196,6 +196,7 @@ def test_basic():
     assert not auth.check_basic("exo", "pw", _basic("someone", "pw"))
     assert not auth.check_basic("exo", "pw", None)
     assert not auth.check_basic("exo", "pw", "Basic %%%not-base64")
+    assert not auth.check_basic("exo", "pw", "Basic ZXhv\u00e9OnB3")  # not ASCII
     assert not auth.check_basic("exo", "pw", "Basic " + base64.b64encode(b"exopw").decode())
     assert not auth.check_basic("exo", "pw", "Bearer " + base64.b64encode(b"exo:pw").decode())
 

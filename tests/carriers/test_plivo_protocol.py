@@ -276,7 +276,7 @@ def test_missing_or_invalid_fields(message):
     expect_error(started_protocol(), json.dumps(message), "missing_field")
 
 
-@pytest.mark.parametrize("payload", ["not base64!", "AAA", "AA=A", "AAAA\n"])
+@pytest.mark.parametrize("payload", ["not base64!", "AAA", "AA=A", "AAAA\n", "AAé="])
 def test_bad_base64_payload(payload):
     text = json.dumps({"event": "media", "streamId": STREAM, "media": {"payload": payload}})
     expect_error(started_protocol(), text, "bad_payload")
