@@ -27,7 +27,7 @@ from gateway.core.caller import CallerAudio
 from gateway.core.events import EventHub
 from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
 from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
-from gateway.core.prompt_cache import PromptCache
+from gateway.core.prompt_cache import PromptCache, RecordedPrompt
 from gateway.core.speech import Utterance, check_room
 from gateway.logs import RateLimitedLog
 from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
@@ -286,7 +286,7 @@ class Call:
             self.metrics.prompt_cache.labels("hit" if cached else "miss").inc()
         if cached:
             utt.first_audio_at = time.monotonic()
-            self._enqueue_frames(utt, cached, first=True)
+            self._play_recorded(utt, cached)
         else:
             try:
                 recorded = await self._synthesize(utt, plan, record=key is not None)
@@ -328,11 +328,11 @@ class Call:
         utt.error = str(exc)
 
     async def _synthesize(self, utt: Utterance, plan: list[tuple[str, str | None]], *,
-                          record: bool) -> list[bytes] | None:
+                          record: bool) -> RecordedPrompt | None:
         """Stream the utterance's audio into the playout, converted to the carrier's format,
         from the first provider of ``plan`` that does not fail (gateway/core/failover.py).
 
-        Returns every frame when ``record`` is set (for the prompt cache), unless a
+        Returns the recording when ``record`` is set (for the prompt cache), unless a
         failover mixed providers. When every provider failed, the audio that came stays
         queued (the caller hears it) and the last failure is raised.
         """
@@ -447,6 +447,31 @@ class Call:
             playout.extend(frames[1:])
         else:
             playout.extend(frames)
+
+    def _play_recorded(self, utt: Utterance, prompt: RecordedPrompt) -> None:
+        """A cached prompt into the playout, with a mark after each sentence as when it
+        was synthesized, so that a cut one still tells what the caller heard."""
+        heard, frames = utt.heard, prompt.frames
+        heard.texts, heard.words = list(prompt.texts), list(prompt.words)
+        start = 0
+        for index, end in enumerate(prompt.ends):
+            if end > start:
+                self._enqueue_frames(utt, frames[start:end], first=start == 0)
+                start = end
+            heard.segment_ended(index, end * self.playout.frame_seconds)
+            if index < len(prompt.ends) - 1:
+                self._enqueue_sentence_mark(utt, index)
+        if start < len(frames):
+            self._enqueue_frames(utt, frames[start:], first=start == 0)
+
+    def _enqueue_sentence_mark(self, utt: Utterance, index: int) -> bool:
+        """A mark after sentence ``index`` of ``utt``, where the carrier has marks."""
+        name = f"{utt.id}.{index + 1}"
+        message = self.protocol.mark_message(name)
+        if message is None:
+            return False
+        self.playout.enqueue(Cue(message, lambda now: self._sentence_mark_sent(name, utt, index)))
+        return True
 
     def _await_echo(self, utt: Utterance) -> None:
         self._awaiting_echo[utt.id] = utt
@@ -732,12 +757,7 @@ class _AudioOut:
             heard.segment_ended(index, at_s)
             if ledger.complete and index == len(ledger.texts) - 1:
                 break
-            name = f"{self._utt.id}.{index + 1}"
-            message = call.protocol.mark_message(name)
-            if message is not None:
-                call.playout.enqueue(Cue(message, lambda now, name=name, index=index:
-                                         call._sentence_mark_sent(name, self._utt, index)))
-                self._queued += 1
+            self._queued += call._enqueue_sentence_mark(self._utt, index)
         self._boundary = self._queued
         self._boundary_frames = self._frames
 
@@ -754,14 +774,19 @@ class _AudioOut:
         self.recorded = None  # mixed providers: not a prompt to cache
         self._reset()
 
-    def finish(self) -> list[bytes] | None:
+    def finish(self) -> RecordedPrompt | None:
         tail = self._framer.push(self._transcoder.flush()) if self._transcoder else []
         last = self._framer.flush()
         if last:
             tail.append(last)
         if tail:
             self._enqueue(tail)
-        return self.recorded
+        if self.recorded is None:
+            return None
+        heard = self._utt.heard
+        return RecordedPrompt(
+            tuple(self.recorded), tuple(heard.texts[:len(heard.ends)]),
+            tuple(round(end / self._frame_s) for end in heard.ends), tuple(heard.words))
 
 
 def _retrieve_exception(future: asyncio.Future) -> None:

@@ -21,7 +21,7 @@ from gateway.sim.carriers import make_call
 from gateway.sim.providers.tags import heard_tones, text_tones
 from tests.conftest import base_config, start_gateway
 from tests.e2e.remote_setup import PROVIDERS, fake_provider_config
-from tests.e2e.test_twilio_call import open_control
+from tests.e2e.test_twilio_call import metric_value, open_control
 
 KEY_ENV = {"FAKE_TTS_KEY": "test-key"}
 SENTENCES = ["Your order shipped this morning.",
@@ -167,3 +167,35 @@ async def test_the_embedded_voice_tells_the_sentences_heard(gateway_config):
     assert done["interrupted"] is True
     assert done["heard_text"] == " ".join(SENTENCES[:2])
     assert done["played_ms"] == pytest.approx(result.heard_seconds * 1000, abs=3 * FRAME_S * 1000)
+
+
+async def test_a_cached_greeting_still_tells_the_sentences_heard(gateway_config):
+    """The second call plays the greeting from the prompt cache, with no synthesis: the
+    marks after its sentences come from the recording, so a cut still says what was heard."""
+    gateway_config["routes"]["greet"] = {"provider": "local", "greeting": TEXT}
+    gw = await start_gateway(gateway_config)
+    dones = []
+    try:
+        for _ in range(2):
+            async with make_call("twilio", gw.ws_url, route="greet") as call:
+                control = await open_control(gw, call.call_id)
+                started = await control.next_event("speech.started", timeout=30)
+                speech_id = started["speech_id"]
+                await call.wait_for_mark(f"{speech_id}.2", timeout=60)
+                await asyncio.sleep(0.3)
+                await gw.post_json(f"/v1/calls/{call.call_id}/interrupt")
+                dones.append(await control.next_event("speech.done", speech_id=speech_id,
+                                                      timeout=10))
+                await asyncio.sleep(0.3)
+                result = call.result
+                await call.hangup()
+        metrics = await gw.metrics_text()
+    finally:
+        await gw.session.close()
+        await gw.runner.cleanup()
+    assert metric_value(metrics, "tts_gateway_prompt_cache_total", result="hit") == 1
+    for done in dones:
+        assert done["interrupted"] is True
+        assert done["heard_text"] == " ".join(SENTENCES[:2])
+    assert dones[1]["played_ms"] == pytest.approx(result.heard_seconds * 1000,
+                                                  abs=3 * FRAME_S * 1000)
