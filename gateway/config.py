@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gateway.carriers import PROTOCOLS
+from gateway.schema import Problems, computed, read, secret, setting
 
 # Remote providers, each with the calls that may share one socket: Inworld holds 5
 # contexts, Together 100; Smallest one request at a time (tts-providers.md §1.1, §3.5,
@@ -55,7 +56,6 @@ _CARRIER_SECRETS = {
     "asterisk": ("password_env",),
     "audiosocket": (),
 }
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ConfigError(Exception):
@@ -70,10 +70,33 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str | None = None
+    port: int = setting(8080, 0, 65535)
+    public_url: str | None = setting(pattern=r"^https?://[^/\s]+",
+                                     hint="like https://gw.example.com")
     # on SIGTERM: how long calls in progress may go on before they are hung up
-    drain_timeout_s: float = 300.0
+    drain_timeout_s: float = setting(300.0, 0, 86400)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    control_token: str | None = secret()
+    # "token": the control API needs a token unless it listens on loopback only;
+    # "open": serve it without one anywhere (warned at every start)
+    control: str = setting("token", choices=("token", "open"))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR, in any case
+    format: str = setting("text", choices=("text", "json"))  # json: one object per line
+
+    def problems(self, key: str) -> list[str]:
+        if self.level.upper() not in LOG_LEVELS:
+            return [f"{key}.level: {self.level.upper()!r} is not one of {', '.join(LOG_LEVELS)}"]
+        return []
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -107,8 +130,6 @@ DEFAULT_FIRST_AUDIO_TIMEOUT_MS = 2000
 #: The formats a bot may take the caller's audio in (``encoding/rate``).
 BOT_AUDIO_FORMATS = ("l16/16000", "l16/8000", "mulaw/8000")
 BARGE_IN_MODES = ("off", "dtmf", "speech", "any")
-#: barge_in's timings and their bounds, in the config and when a bot changes them
-BARGE_IN_BOUNDS = {"min_speech_ms": (20, 5000), "min_silence_ms": (20, 10000)}
 
 
 @dataclass(frozen=True)
@@ -116,42 +137,58 @@ class BotConfig:
     """``routes.<name>.bot``: the gateway dials the bot's WebSocket when a call starts on
     the route and speaks the bot protocol over it (gateway/bot/)."""
 
-    url: str
-    audio: str = "l16/16000"  # the caller's audio to the bot, one of BOT_AUDIO_FORMATS
-    audio_packet_ms: int = 20  # 20..200, in steps of 20
-    secret: str | None = field(default=None, repr=False)  # signs the upgrade (HMAC-SHA256)
-    connect_timeout_ms: int = 3000
+    url: str = ""  # required: the bot's ws:// or wss:// URL
+    # the caller's audio to the bot
+    audio: str = setting("l16/16000", choices=BOT_AUDIO_FORMATS)
+    audio_packet_ms: int = setting(20, 20, 200)  # in steps of 20
+    secret: str | None = secret()  # signs the upgrade (HMAC-SHA256)
+    connect_timeout_ms: int = setting(3000, 100, 60000)
     # the bot cannot be reached: say this, then hang up ("hangup") or go on ("continue",
     # the route's greeting and the control API only)
     failure_text: str | None = "Sorry, this line cannot take your call right now. Goodbye."
-    on_failure: str = "hangup"
-    reconnect_s: float = 10.0  # how long a dropped bot socket is redialed
+    on_failure: str = setting("hangup", choices=("hangup", "continue"))
+    reconnect_s: float = setting(10.0, 0, 600)  # how long a dropped bot socket is redialed
+
+    def problems(self, key: str) -> list[str]:
+        found = []
+        if not re.match(r"^wss?://[^/\s]+", self.url):
+            found.append(f"{key}.url: required, the bot's ws:// or wss:// URL")
+        if self.audio_packet_ms % 20:
+            found.append(f"{key}.audio_packet_ms: {self.audio_packet_ms} is not a multiple of 20")
+        return found
 
 
 @dataclass(frozen=True)
 class BargeInConfig:
     """``routes.<name>.barge_in``: what from the caller interrupts the gateway's speech."""
 
-    mode: str = "off"  # off, dtmf, speech, any
-    min_speech_ms: int = 200  # caller speech this long before it counts as barge-in
-    min_silence_ms: int = 500  # silence this long ends the caller's speech
+    mode: str = setting("off", choices=BARGE_IN_MODES)
+    # caller speech this long before it counts as barge-in
+    min_speech_ms: int = setting(200, 20, 5000)
+    min_silence_ms: int = setting(500, 20, 10000)  # silence this long ends the caller's speech
+
+
+#: barge_in's timings and their bounds, in the config and when a bot changes them
+BARGE_IN_BOUNDS = {f.name: (f.metadata["minimum"], f.metadata["maximum"])
+                   for f in fields(BargeInConfig) if f.name != "mode"}
 
 
 @dataclass(frozen=True)
 class RouteConfig:
-    name: str
-    provider: str
+    # name, provider and fallback are read by parse_config (they refer to the providers)
+    name: str = computed("")
+    provider: str = computed("")
     voice: str | None = None  # for ``provider``; fallbacks speak with their own voice
     # providers tried in order when the one speaking fails (gateway/core/failover.py)
-    fallback: tuple[str, ...] = ()
+    fallback: tuple[str, ...] = computed(())
     # a provider that has not started the audio of text it was handed this long after is
     # failed over (None: no limit; the default on routes with fallbacks is 2000 ms)
-    first_audio_timeout_ms: int | None = None
+    first_audio_timeout_ms: int | None = setting(None, 100, 60000)
     greeting: str | None = None
-    events_url: str | None = None
+    events_url: str | None = setting(pattern=r"^https?://", hint="an http(s) URL")
     cache_greeting: bool = True
     # an unguessable path segment callers must present: /v1/media/{carrier}/{route}/{token}
-    token: str | None = field(default=None, repr=False)
+    token: str | None = secret()
     bot: BotConfig | None = None
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
 
@@ -163,27 +200,39 @@ class RouteConfig:
 
 @dataclass(frozen=True)
 class PlayoutConfig:
-    lead_ms: int = 100
-    frames_per_write: int = 3
-    hangup_mark_timeout_s: float = 5.0
+    lead_ms: int = setting(100, 20, 2000)
+    frames_per_write: int = setting(3, 1, 10)
+    hangup_mark_timeout_s: float = setting(5.0, 0, 120)
+
+    def problems(self, key: str) -> list[str]:
+        needed = 20 * self.frames_per_write + 20
+        if self.lead_ms < needed:
+            return [f"{key}.lead_ms: {self.lead_ms} is too small for frames_per_write "
+                    f"{self.frames_per_write}; it needs at least {needed} so the carrier "
+                    "never runs dry"]
+        return []
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
     """Every bound on what a client, carrier or provider may make the gateway hold."""
 
-    max_calls: int = 1000
-    max_text_chars: int = 20000  # one speak message
-    max_utterance_chars: int = 100_000  # text streamed into one utterance
-    max_call_text_chars: int = 200_000  # text queued on one call, all utterances
-    max_queued_utterances: int = 32  # per call
-    max_control_sockets: int = 4  # per call
-    start_timeout_s: float = 10.0  # media socket upgraded (or TCP accepted) until start
-    media_idle_timeout_s: float = 60.0  # no message at all from the carrier this long
-    header_timeout_s: float = 10.0  # an HTTP request's head must arrive within this
-    max_connections_per_address: int = 1000  # open connections from one client address
-    max_buffered_audio_s: float = 30.0  # provider audio held ahead of playback, per call
-    max_provider_message_bytes: int = 4 << 20  # one message from a TTS provider
+    max_calls: int = setting(1000, 1)
+    max_text_chars: int = setting(20000, 1)  # one speak message
+    max_utterance_chars: int = setting(100_000, 1)  # text streamed into one utterance
+    max_call_text_chars: int = setting(200_000, 1)  # text queued on one call, all utterances
+    max_queued_utterances: int = setting(32, 1, 10_000)  # per call
+    max_control_sockets: int = setting(4, 1, 1000)  # per call
+    # media socket upgraded (or TCP accepted) until start
+    start_timeout_s: float = setting(10.0, 0.1, 600)
+    # no message at all from the carrier this long
+    media_idle_timeout_s: float = setting(60.0, 1, 3600)
+    header_timeout_s: float = setting(10.0, 0.1, 600)  # an HTTP request's head, in full
+    # open connections from one client address
+    max_connections_per_address: int = setting(1000, 1)
+    # provider audio held ahead of playback, per call
+    max_buffered_audio_s: float = setting(30.0, 1, 3600)
+    max_provider_message_bytes: int = setting(4 << 20, 4096, 1 << 30)  # one provider message
 
 
 @dataclass(frozen=True)
@@ -207,72 +256,19 @@ class GatewayConfig:
         return self.routes.get(name or self.default_route or "")
 
 
-# limits.<name>: (type, minimum, maximum); the defaults are LimitsConfig's
-_LIMITS: dict[str, tuple[type, float, float | None]] = {
-    "max_calls": (int, 1, None),
-    "max_text_chars": (int, 1, None),
-    "max_utterance_chars": (int, 1, None),
-    "max_call_text_chars": (int, 1, None),
-    "max_queued_utterances": (int, 1, 10_000),
-    "max_control_sockets": (int, 1, 1000),
-    "start_timeout_s": (float, 0.1, 600),
-    "media_idle_timeout_s": (float, 1, 3600),
-    "header_timeout_s": (float, 0.1, 600),
-    "max_connections_per_address": (int, 1, None),
-    "max_buffered_audio_s": (float, 1, 3600),
-    "max_provider_message_bytes": (int, 4096, 1 << 30),
-}
-
-
 class _Reader:
-    """Typed access to a YAML mapping that records problems instead of raising."""
+    """The provider and carrier readers' view of :class:`Problems`."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: Problems):
         self.problems = problems
-
-    def mapping(self, value: Any, key: str) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problems.append(f"{key}: expected a mapping, got {type(value).__name__}")
-            return {}
-        return value
+        self.mapping = problems.mapping
+        self.unknown = problems.unknown
+        self.secret = problems.secret
 
     def get(self, section: dict, name: str, key: str, kind: type, default: Any,
             *, minimum: float | None = None, maximum: float | None = None) -> Any:
-        value = section.get(name, default)
-        if value is None:
-            return default
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            self.problems.append(f"{key}.{name}: expected {kind.__name__}, got {value!r}")
-            return default
-        if minimum is not None and value < minimum or maximum is not None and value > maximum:
-            self.problems.append(f"{key}.{name}: {value!r} is outside {minimum}..{maximum}")
-            return default
-        return value
-
-    def unknown(self, section: dict, key: str, allowed: set[str]) -> None:
-        for name in section:
-            if name not in allowed:
-                where = f"{key}.{name}" if key else str(name)
-                self.problems.append(f"{where}: unknown key (allowed: {', '.join(sorted(allowed))})")
-
-    def secret(self, section: dict, name: str, key: str, environ: dict) -> str | None:
-        """Read ``name`` (e.g. ``token_env``): the name of an environment variable."""
-        var = section.get(name)
-        if var is None:
-            return None
-        if not isinstance(var, str) or not _ENV_NAME.match(var):
-            self.problems.append(f"{key}.{name}: must name an environment variable, e.g. MY_TOKEN "
-                                 "(secrets are never written into gateway.yaml)")
-            return None
-        value = environ.get(var)
-        if not value:
-            self.problems.append(f"{key}.{name}: environment variable {var} is not set")
-            return None
-        return value
+        return self.problems.value(section, name, key, kind, default, minimum=minimum,
+                                   maximum=maximum)
 
 
 def _remote_provider(r: _Reader, p: dict, key: str, name: str, ptype: str,
@@ -336,30 +332,13 @@ def _check_remote(config: ProviderConfig) -> str | None:
 def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.yaml") -> GatewayConfig:
     """Validate a parsed YAML document; raise ConfigError listing every problem."""
     environ = dict(os.environ) if environ is None else environ
-    problems: list[str] = []
+    problems = Problems()
     r = _Reader(problems)
     top = r.mapping(data, "(top level)")
     r.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
                         "playout", "limits", "logging"})
-
-    s = r.mapping(top.get("server"), "server")
-    r.unknown(s, "server", {"host", "port", "public_url", "drain_timeout_s"})
-    server = ServerConfig(
-        host=r.get(s, "host", "server", str, "127.0.0.1"),
-        port=r.get(s, "port", "server", int, 8080, minimum=0, maximum=65535),
-        public_url=r.get(s, "public_url", "server", str, None),
-        drain_timeout_s=r.get(s, "drain_timeout_s", "server", float, 300.0, minimum=0,
-                              maximum=86400),
-    )
-    if server.public_url and not re.match(r"^https?://[^/\s]+", server.public_url):
-        problems.append("server.public_url: must look like https://gw.example.com")
-
-    a = r.mapping(top.get("auth"), "auth")
-    r.unknown(a, "auth", {"control_token_env", "control"})
-    control_token = r.secret(a, "control_token_env", "auth", environ)
-    control_auth = r.get(a, "control", "auth", str, "token")
-    if control_auth not in ("token", "open"):
-        problems.append(f"auth.control: {control_auth!r} is not one of token, open")
+    server = read(problems, ServerConfig, top.get("server"), "server")
+    auth = read(problems, AuthConfig, top.get("auth"), "auth", environ)
 
     providers: dict[str, ProviderConfig] = {}
     for name, p in r.mapping(top.get("providers"), "providers").items():
@@ -405,9 +384,6 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     for name, rt in r.mapping(top.get("routes"), "routes").items():
         key = f"routes.{name}"
         rt = r.mapping(rt, key)
-        r.unknown(rt, key, {"provider", "fallback", "first_audio_timeout_ms", "voice",
-                            "greeting", "events_url", "cache_greeting", "token_env", "bot",
-                            "barge_in"})
         provider = rt.get("provider")
         if isinstance(provider, list):
             problems.append(f"{key}.provider: one provider name, got a list; put the providers "
@@ -416,25 +392,12 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
             problems.append(f"{key}.provider: {provider!r} is not a configured provider "
                             f"(configured: {', '.join(providers) or 'none'})")
         fallback = _fallback(r, rt, key, provider, providers)
-        timeout_ms = r.get(rt, "first_audio_timeout_ms", key, int, None, minimum=100,
-                           maximum=60000)
-        if timeout_ms is None and fallback:
-            timeout_ms = DEFAULT_FIRST_AUDIO_TIMEOUT_MS
-        events_url = r.get(rt, "events_url", key, str, None)
-        if events_url and not re.match(r"^https?://", events_url):
-            problems.append(f"{key}.events_url: must be an http(s) URL")
-        routes[str(name)] = RouteConfig(
-            name=str(name), provider=str(provider),
-            voice=r.get(rt, "voice", key, str, None),
-            fallback=fallback,
-            first_audio_timeout_ms=timeout_ms,
-            greeting=r.get(rt, "greeting", key, str, None),
-            events_url=events_url,
-            cache_greeting=r.get(rt, "cache_greeting", key, bool, True),
-            token=r.secret(rt, "token_env", key, environ),
-            bot=_bot(r, rt.get("bot"), f"{key}.bot", environ),
-            barge_in=_barge_in(r, rt.get("barge_in"), f"{key}.barge_in"),
-        )
+        route = read(problems, RouteConfig, {k: v for k, v in rt.items()
+                                             if k not in ("provider", "fallback")},
+                     key, environ, name=str(name), provider=str(provider), fallback=fallback)
+        if route.first_audio_timeout_ms is None and fallback:
+            route = replace(route, first_audio_timeout_ms=DEFAULT_FIRST_AUDIO_TIMEOUT_MS)
+        routes[str(name)] = route
 
     default_route = r.get(top, "default_route", "", str, None)
     if default_route is not None and default_route not in routes:
@@ -446,77 +409,17 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
         problems.append(f"carriers.audiosocket.route: {audiosocket.options['route']!r} is not "
                         "a configured route")
 
-    pl = r.mapping(top.get("playout"), "playout")
-    r.unknown(pl, "playout", {"lead_ms", "frames_per_write", "hangup_mark_timeout_s"})
-    playout = PlayoutConfig(
-        lead_ms=r.get(pl, "lead_ms", "playout", int, 100, minimum=20, maximum=2000),
-        frames_per_write=r.get(pl, "frames_per_write", "playout", int, 3, minimum=1, maximum=10),
-        hangup_mark_timeout_s=r.get(pl, "hangup_mark_timeout_s", "playout", float, 5.0,
-                                    minimum=0, maximum=120),
-    )
-    if playout.lead_ms < 20 * playout.frames_per_write + 20:
-        problems.append(f"playout.lead_ms: {playout.lead_ms} is too small for frames_per_write "
-                        f"{playout.frames_per_write}; it needs at least "
-                        f"{20 * playout.frames_per_write + 20} so the carrier never runs dry")
-    li = r.mapping(top.get("limits"), "limits")
-    r.unknown(li, "limits", set(_LIMITS))
-    limits = LimitsConfig(**{name: r.get(li, name, "limits", kind, getattr(LimitsConfig, name),
-                                         minimum=low, maximum=high)
-                             for name, (kind, low, high) in _LIMITS.items()})
-    lg = r.mapping(top.get("logging"), "logging")
-    r.unknown(lg, "logging", {"level", "format"})
-    log_level = str(r.get(lg, "level", "logging", str, "INFO")).upper()
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        problems.append(f"logging.level: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
-    log_format = r.get(lg, "format", "logging", str, "text")
-    if log_format not in ("text", "json"):
-        problems.append(f"logging.format: {log_format!r} is not one of text, json")
+    playout = read(problems, PlayoutConfig, top.get("playout"), "playout")
+    limits = read(problems, LimitsConfig, top.get("limits"), "limits")
+    logging_ = read(problems, LoggingConfig, top.get("logging"), "logging")
 
     if problems:
-        raise ConfigError(problems, source)
+        raise ConfigError(list(problems), source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
                          default_route=default_route, carriers=carriers,
-                         playout=playout, limits=limits, control_token=control_token,
-                         control_auth=control_auth, log_level=log_level, log_format=log_format)
-
-
-def _bot(r: _Reader, value: Any, key: str, environ: dict) -> BotConfig | None:
-    if value is None:
-        return None
-    b = r.mapping(value, key)
-    r.unknown(b, key, {"url", "audio", "audio_packet_ms", "secret_env", "connect_timeout_ms",
-                       "failure_text", "on_failure", "reconnect_s"})
-    url = r.get(b, "url", key, str, "")
-    if not re.match(r"^wss?://[^/\s]+", url):
-        r.problems.append(f"{key}.url: required, the bot's ws:// or wss:// URL")
-    audio = r.get(b, "audio", key, str, "l16/16000")
-    if audio not in BOT_AUDIO_FORMATS:
-        r.problems.append(f"{key}.audio: {audio!r} is not one of {', '.join(BOT_AUDIO_FORMATS)}")
-    packet_ms = r.get(b, "audio_packet_ms", key, int, 20, minimum=20, maximum=200)
-    if packet_ms % 20:
-        r.problems.append(f"{key}.audio_packet_ms: {packet_ms} is not a multiple of 20")
-    on_failure = r.get(b, "on_failure", key, str, "hangup")
-    if on_failure not in ("hangup", "continue"):
-        r.problems.append(f"{key}.on_failure: {on_failure!r} is not one of hangup, continue")
-    return BotConfig(
-        url=url, audio=audio, audio_packet_ms=packet_ms,
-        secret=r.secret(b, "secret_env", key, environ),
-        connect_timeout_ms=r.get(b, "connect_timeout_ms", key, int, 3000, minimum=100,
-                                 maximum=60000),
-        failure_text=r.get(b, "failure_text", key, str, BotConfig.failure_text),
-        on_failure=on_failure,
-        reconnect_s=r.get(b, "reconnect_s", key, float, 10.0, minimum=0, maximum=600))
-
-
-def _barge_in(r: _Reader, value: Any, key: str) -> BargeInConfig:
-    b = r.mapping(value, key)
-    r.unknown(b, key, {"mode", "min_speech_ms", "min_silence_ms"})
-    mode = r.get(b, "mode", key, str, "off")
-    if mode not in BARGE_IN_MODES:
-        r.problems.append(f"{key}.mode: {mode!r} is not one of {', '.join(BARGE_IN_MODES)}")
-    timings = {name: r.get(b, name, key, int, getattr(BargeInConfig, name), minimum=low,
-                           maximum=high) for name, (low, high) in BARGE_IN_BOUNDS.items()}
-    return BargeInConfig(mode=mode, **timings)
+                         playout=playout, limits=limits, control_token=auth.control_token,
+                         control_auth=auth.control, log_level=logging_.level.upper(),
+                         log_format=logging_.format)
 
 
 def _fallback(r: _Reader, rt: dict, key: str, provider: Any,
