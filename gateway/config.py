@@ -133,7 +133,7 @@ class BargeInConfig:
     """``routes.<name>.barge_in``: what from the caller interrupts the gateway's speech."""
 
     mode: str = "off"  # off, dtmf, speech, any
-    min_speech_ms: int = 200  # caller speech this long before it counts as barge-in
+    min_speech_ms: int = 140  # caller speech this long before it counts as barge-in
     min_silence_ms: int = 500  # silence this long ends the caller's speech
 
 
