@@ -164,7 +164,7 @@ class BargeInConfig:
 
     mode: str = setting("off", choices=BARGE_IN_MODES)
     # caller speech this long before it counts as barge-in
-    min_speech_ms: int = setting(200, 20, 5000)
+    min_speech_ms: int = setting(140, 20, 5000)
     min_silence_ms: int = setting(500, 20, 10000)  # silence this long ends the caller's speech
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from telcodecs import ulaw_decode, ulaw_encode
 
+from gateway.config import BargeInConfig
 from gateway.core.vad import SpeechDetector, SpeechStarted, WebRtcClassifier
 from gateway.sim.carriers import caller_speech as cs
 
@@ -102,7 +103,8 @@ class Run:
 
 
 def run_detector(make_classifier: Callable[[], object], wire: bytes,
-                 min_speech_ms: int = 200, min_silence_ms: int = 500,
+                 min_speech_ms: int = BargeInConfig.min_speech_ms,
+                 min_silence_ms: int = BargeInConfig.min_silence_ms,
                  playing: bytes | None = None) -> Run:
     """Feed μ-law ``wire`` to a fresh detector 20 ms at a time, as a call does."""
     detector = SpeechDetector(RATE, min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms,
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         report[name] = {"delay_quiet_line": delays(make, audio["cases"], "quiet_wire"),
                         "delay": delays(make, audio["cases"]),
                         "false_starts": false_starts(make, args.minutes, audio["gateway"])}
-    print(f"\nmin_speech_ms 200; {args.trials} trials; false starts per {args.minutes:g} min")
+    print(f"\nmin_speech_ms {BargeInConfig.min_speech_ms}; {args.trials} trials; false starts per {args.minutes:g} min")
     print("delay from the onset, ms: p50/p95/max (missed, early): on a quiet line | under "
           "the gateway's echo at -25 dB")
     print(f"{'classifier':12} {'quiet line':>24} {'under echo':>24} "

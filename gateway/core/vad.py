@@ -28,8 +28,14 @@ then and ``ECHO_TAIL_MS`` after ("echo time").
   bound, since the learned percentile under-counts the echo's loud windows (they are the
   ones held as candidates); the first ``ECHO_WARM_MS`` of echo time are taken to echo.
 
+* Once the echo's path is known (:class:`EchoPath`: its delay and loss, from the played
+  and heard levels), the floor in echo time is at most ``ECHO_PATH_MARGIN_DB`` above the
+  echo that path predicts for this very window: the caller is heard in the gateway's
+  pauses between words, where the level bound alone hid a quiet caller.
+
 No echo canceller and no fixed level that would miss a quiet caller: a quiet line keeps
 the floor at -55 dBFS, and a line without echo keeps it there while the gateway speaks.
+The first ``FLOOR_EVERY_WINDOWS`` windows only teach the line's noise.
 
 The classifier is Google's WebRTC VAD (``webrtcvad-wheels``), chosen over Silero (through
 onnxruntime) by measurement (``gateway/bench/vad.py``): on a quiet line it found every
@@ -41,10 +47,13 @@ Silero's package would pull in torch.
 from __future__ import annotations
 
 import math
+from array import array
 import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 with warnings.catch_warnings():  # as in telcodecs.g711: audioop-lts on 3.13
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -78,6 +87,13 @@ LEAST_ECHO_FLOOR_BELOW_BOUND_DB = 6.0
 ECHO_WARM_MS = 200
 #: the gateway's level is the loudest it played in this span (covers the echo's delay)
 PLAYBACK_LEVEL_MS = 500
+#: the echo path, learned from what the gateway played and what came back (see EchoPath)
+ECHO_PATH_EVERY_MS = 500
+ECHO_PATH_SPAN_MS = 3000
+ECHO_PATH_MIN_CORRELATION = 0.6
+#: where the path is known, a window is louder than its echo can be when it is this much
+#: above the echo the path predicts for it
+ECHO_PATH_MARGIN_DB = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +127,113 @@ class WebRtcClassifier:
         return self._vad.is_speech(window, self.sample_rate)
 
 
+class EchoPath:
+    """How the gateway's audio comes back on this line: the delay (in windows) at which the
+    line's level follows the level the gateway played best, and how much weaker it comes
+    back. Learned every ``ECHO_PATH_EVERY_MS`` from the last ``ECHO_PATH_SPAN_MS`` by a
+    normalized cross-correlation of the two level envelopes (log RMS per window); trusted
+    when the correlation is at least ``ECHO_PATH_MIN_CORRELATION``. With it, the echo a
+    window can hold is predicted from the few windows the gateway played one delay
+    earlier, instead of from the loudest of the last half second: a caller is heard in
+    the gateway's pauses between words, not only over its loudest syllables.
+
+    Not an echo canceller: levels only, about a microsecond per window, plus a few tens
+    of microseconds of numpy per ``ECHO_PATH_EVERY_MS`` while the gateway plays."""
+
+    #: the played level is taken as the loudest of this many windows either side (jitter)
+    SPREAD = 1
+
+    def __init__(self, window_ms: int, quietest_rms: float, max_gain: float):
+        self.window_ms = window_ms
+        self._span = ECHO_PATH_SPAN_MS // window_ms
+        self._max_lag = ECHO_TAIL_MS // window_ms
+        self._ring = 1 << (self._span + self._max_lag + 2 * self._max_lag).bit_length()
+        # per window, in rings: arrays, cheap to read one at a time and seen by numpy as is
+        self._played = array("d", bytes(8 * self._ring))
+        self._played_at = array("q", [-1]) * self._ring  # which window each slot holds
+        self._line = array("d", bytes(8 * self._ring))
+        self._usable = array("b", bytes(self._ring))  # a window not in the caller's turn
+        self._eps = quietest_rms
+        self._max_gain = max_gain
+        self.lag: int | None = None  # windows from playing to coming back
+        self.gain = 0.0
+        self.correlation = 0.0
+
+    def played(self, index: int, rms: int, now: int) -> None:
+        """The gateway plays ``rms`` in window ``index`` (``now``: the current window)."""
+        if not now - self._max_lag <= index < now + self._max_lag:
+            return  # too far ahead to keep a slot for (or long past)
+        slot = index & (self._ring - 1)
+        if self._played_at[slot] != index:
+            self._played_at[slot] = index
+            self._played[slot] = rms
+        elif rms > self._played[slot]:
+            self._played[slot] = rms
+
+    def heard(self, index: int, rms: int, usable: bool) -> None:
+        slot = index & (self._ring - 1)
+        self._line[slot] = rms
+        self._usable[slot] = usable
+
+    def not_usable(self, first: int, last: int) -> None:
+        """Windows ``first``..``last`` were the caller: they teach nothing of the echo."""
+        for index in range(max(first, last - self._ring + 1), last + 1):
+            self._usable[index & (self._ring - 1)] = False
+
+    def predicted(self, index: int) -> float | None:
+        """The loudest the echo in window ``index`` can be, or None if the path is unknown."""
+        if self.lag is None:
+            return None
+        mask, played, played_at = self._ring - 1, self._played, self._played_at
+        loudest = 0
+        for at in range(index - self.lag - self.SPREAD - 1, index - self.lag + self.SPREAD + 2):
+            slot = at & mask
+            if played_at[slot] == at and played[slot] > loudest:
+                loudest = played[slot]
+        return loudest * self.gain
+
+    def learn(self, now: int) -> None:
+        """Find the delay and gain from windows up to ``now`` (exclusive)."""
+        span, max_lag, mask = self._span, self._max_lag, self._ring - 1
+        first = now - span
+        wanted = np.arange(first - max_lag - self.SPREAD, now + self.SPREAD)
+        indices = wanted & mask
+        played = np.where(np.frombuffer(self._played_at, np.int64)[indices] == wanted,
+                          np.frombuffer(self._played)[indices], 0.0)
+        # the loudest of each window's neighbours (jitter of a frame either way)
+        spread = np.maximum(np.maximum(played[:-2], played[1:-1]), played[2:])
+        line_slots = np.arange(first, now) & mask
+        usable = np.frombuffer(self._usable, np.int8)[line_slots].astype(bool)
+        if usable.sum() < span // 2:
+            self.lag = None
+            return
+        line = np.frombuffer(self._line)[line_slots][usable]
+        log_line = np.log(line + self._eps)
+        # row ``lag``: the log of the spread played level ``lag`` windows before each window
+        log_played = np.lib.stride_tricks.sliding_window_view(
+            np.log(spread + self._eps), span)[::-1][:, usable]
+        a = log_played - log_played.mean(axis=1, keepdims=True)
+        b = log_line - log_line.mean()
+        norm = np.sqrt((a * a).sum(axis=1) * (b * b).sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            correlation = np.where(norm > 0, (a @ b) / norm, 0.0)
+        lag = int(np.argmax(correlation))
+        self.correlation = float(correlation[lag])
+        played_then = spread[max_lag - lag:max_lag - lag + span][usable]
+        loud = played_then >= 8 * self._eps
+        if self.correlation < ECHO_PATH_MIN_CORRELATION or loud.sum() < span // 10:
+            self.lag = None
+            return
+        ratios = line[loud] / played_then[loud]
+        high = int(len(ratios) * 0.98)
+        self.lag = lag
+        self.gain = min(self._max_gain, float(np.partition(ratios, high)[high]))
+
+
 class SpeechDetector:
     """One caller's turns. ``feed(pcm)`` returns the events that audio completes."""
 
-    def __init__(self, sample_rate: int = 8000, *, min_speech_ms: int = 200,
+    def __init__(self, sample_rate: int = 8000, *, min_speech_ms: int = 140,
                  min_silence_ms: int = 500,
                  classifier: Callable[[bytes], bool] | None = None,
                  quietest_dbfs: float = QUIETEST_SPEECH_DBFS, start_ms: int = 0):
@@ -147,6 +266,11 @@ class SpeechDetector:
         self._erl_gain = 10 ** (-ECHO_RETURN_LOSS_DB / 20)
         self._least_echo_gain = 10 ** (-LEAST_ECHO_FLOOR_BELOW_BOUND_DB / 20)
         self._audible_echo_ratio = 10 ** (AUDIBLE_ECHO_DB / 20)
+        self._origin_ms = start_ms
+        self._echo_path = EchoPath(self.window_ms, self._quietest_rms, self._erl_gain)
+        self._echo_path_margin = 10 ** (ECHO_PATH_MARGIN_DB / 20)
+        self._echo_path_every = max(1, ECHO_PATH_EVERY_MS // self.window_ms)
+        self._since_echo_path = 0
         self._pending = b""
         self._now_ms = start_ms  # end of the last window classified
         self.speaking = False
@@ -174,6 +298,12 @@ class SpeechDetector:
         while playback and playback[0][0] < self._now_ms - PLAYBACK_LEVEL_MS:
             playback.popleft()
         playback.append((until_ms, max(0, int(rms))))
+        self._echo_path.played(self._index_of(until_ms) - 1, max(0, int(rms)),
+                               self._index_of(self._now_ms))
+
+    def _index_of(self, ms: int) -> int:
+        """The window that begins at ``ms`` on this detector's clock."""
+        return (ms - self._origin_ms) // self.window_ms
 
     @property
     def in_echo_time(self) -> bool:
@@ -211,11 +341,33 @@ class SpeechDetector:
                 # under-counts, so the floor stays near the bound
                 learned = max(learned, bound * self._least_echo_gain)
             self._floor_rms = max(self._quiet_floor_rms, min(learned, bound))
+            predicted = self._echo_path.predicted(self._index_of(self._now_ms))
+            if predicted is not None:  # the echo's path is known: what it can be right now
+                self._floor_rms = max(self._quiet_floor_rms, min(
+                    self._floor_rms, predicted * self._echo_path_margin))
         else:
             self._floor_rms = self._quiet_floor_rms
-        event = self._advance(rms >= self._floor_rms and self.classifier(window))
+        self._learn_echo_path(rms, echo)
+        # the first windows only teach the line's noise: no floor is known before them
+        warm = self._now_ms - self._origin_ms >= FLOOR_EVERY_WINDOWS * self.window_ms
+        event = self._advance(warm and rms >= self._floor_rms and self.classifier(window))
         self._note_background(rms, echo, echo and rms <= bound)
         return event
+
+    def _learn_echo_path(self, rms: int, echo: bool) -> None:
+        index = self._index_of(self._now_ms)
+        path = self._echo_path
+        path.heard(index, rms, not self.speaking)
+        if not echo:
+            self._since_echo_path = 0
+            path.lag = None  # learned afresh when the gateway speaks again
+            return
+        self._since_echo_path += 1
+        # a line's echo path stays put: relearned less often once known
+        every = self._echo_path_every * (1 if path.lag is None else 4)
+        if self._since_echo_path >= every:
+            self._since_echo_path = 0
+            path.learn(index)
 
     def _note_background(self, rms: int, echo: bool, could_be_echo: bool) -> None:
         """Keep the level of what was not the caller's turn: the windows of a candidate
@@ -285,6 +437,8 @@ class SpeechDetector:
             if (not self.speaking and span >= self.min_speech_ms
                     and self._voiced_ms >= span * MIN_VOICED_SHARE):
                 self.speaking = True
+                self._echo_path.not_usable(self._index_of(self._onset_ms),
+                                           self._index_of(start))
                 dropped, self._dropped = self._dropped, None
                 if dropped is not None and self._onset_ms - dropped[1] <= WORD_PAUSE_MS:
                     self._onset_ms = dropped[0]  # the turn began with that word
