@@ -227,7 +227,7 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
     barge = sorted(result.get("barge_in", []))
     ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
     bot_figures = bot_report(result, metrics, ms) if bot else {}
-    return {
+    run = {
         "calls": calls,
         "provider_audio": audio,
         "calls_connected": result["calls_connected"],
@@ -267,6 +267,8 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
         "bot": bot,
         **bot_figures,
     }
+    run["load_side"] = load_side(run)
+    return run
 
 
 #: the load side (callers and bots on one core) kept up when its own ticker woke on time
@@ -323,12 +325,16 @@ def bot_report(result: dict, metrics: str, ms) -> dict:
     }
 
 
-def load_kept_up(run: dict) -> bool | None:
-    """Whether the load side (callers and bots on core 1) kept up; None if not known."""
+def load_side(run: dict) -> str | None:
+    """How the load side (callers and bots on core 1) fared: ``kept up``; ``saturated``
+    (it used its core up); ``starved`` (its ticker woke late with CPU to spare: something
+    else ran on its core, a shared machine); None if not known."""
     tick, cpu = run.get("load_tick_late_p99_ms"), run.get("load_cpu_percent_of_core")
     if tick is None or cpu is None:
         return None
-    return tick <= LOAD_TICK_LATE_P99_MS and cpu <= LOAD_CPU_PERCENT
+    if cpu > LOAD_CPU_PERCENT:
+        return "saturated"
+    return "kept up" if tick <= LOAD_TICK_LATE_P99_MS else "starved"
 
 
 def _quantile(values, q):
@@ -366,11 +372,13 @@ async def sweep(start: int, limit: int, duration: float, workdir: Path, **kw) ->
             break
         if bad is not None and n <= good:
             break
-    saturated = [run["calls"] for run in runs if load_kept_up(run) is False]
+    behind = sorted((run["calls"], load_side(run)) for run in runs
+                    if load_side(run) not in ("kept up", None))
     # where the load side (callers and bots on core 1) could not keep up, the gateway's
     # figure at and above it is the load's, not the gateway's
     return {"max_calls_per_core": good, "first_failing": bad,
-            "load_saturated_at": min(saturated) if saturated else None, "runs": runs}
+            "load_behind_at": behind[0][0] if behind else None,
+            "load_behind_why": behind[0][1] if behind else None, "runs": runs}
 
 
 sweep.deadline = float("inf")
@@ -386,7 +394,7 @@ def _one_line(run: dict) -> str:
                f"load CPU {run['load_cpu_percent_of_core']} %, ticker late p99 "
                f"{run['load_tick_late_p99_ms']} ms" if run.get("bot") else "")
             + f" -> {'PASS' if passes(run) else 'FAIL'}"
-            + ("" if load_kept_up(run) is not False else " (load side saturated)"))
+            + ("" if load_side(run) in ("kept up", None) else f" (load side {load_side(run)})"))
 
 
 def machine() -> dict:
@@ -443,7 +451,8 @@ def print_report(run: dict) -> None:
             ("barge-ins by the callers' noise", run["speech_barge_ins"], "", "0"),
         ]
     rows += [
-        ("load side CPU (callers + bots), % of core 1", run["load_cpu_percent_of_core"], "%",
+        ("load side (callers + bots on core 1)", load_side(run), "", ""),
+        ("load side CPU, % of core 1", run["load_cpu_percent_of_core"], "%",
          f"≤ {LOAD_CPU_PERCENT:.0f}"),
         ("load side ticker late p99", run["load_tick_late_p99_ms"], "ms",
          f"≤ {LOAD_TICK_LATE_P99_MS:.0f}"),
@@ -534,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["sweep"][audio] = found
                 print(f"  -> {found['max_calls_per_core']} calls per core "
                       f"(first failing: {found['first_failing']}; load side "
-                      + (f"saturated at {found['load_saturated_at']} calls)"
-                         if found["load_saturated_at"] else "kept up)"))
+                      + (f"{found['load_behind_why']} at {found['load_behind_at']} calls)"
+                         if found["load_behind_at"] else "kept up)"))
     if args.quality:
         from gateway.bench.quality import main_quality
 
