@@ -27,6 +27,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.
 # Gateway-added latency and pacing lateness are sub-millisecond to tens of ms.
 FINE_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003,
                 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
+# The delay the gateway adds to the caller's audio on its way to a bot: tens of µs to a few ms.
+CALLER_AUDIO_BUCKETS = (0.000025, 0.00005, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005,
+                        0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05,
+                        0.1, 0.25, 1.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -234,6 +238,15 @@ class Metrics:
             "bot_audio_dropped_seconds_total",
             "Seconds of caller audio a bot's socket did not get, by reason (slow_reader, "
             "disconnected).", ["reason"], namespace=ns, registry=r)
+        self.caller_audio_delay = Histogram(
+            "caller_audio_delay_seconds",
+            "Carrier frame of caller audio in -> the bot's (or a listening control socket's) "
+            "packet holding it handed to the socket.", ["carrier"], namespace=ns, registry=r,
+            buckets=CALLER_AUDIO_BUCKETS)
+        self.vad_frames = Counter(
+            "vad_frames_total",
+            "Caller audio frames handed to the voice activity detector.", ["carrier"],
+            namespace=ns, registry=r)
         self.backpressure_skips = Counter(
             "backpressure_skips_total",
             "Ticks in which a call's carrier socket was too far behind to take more audio.",

@@ -6,6 +6,11 @@ time). A lean load generator pinned to core 1 places N full-duplex Twilio calls 
 loopback (caller audio at 50 frames/s in, paced audio out, marks echoed), interrupts some
 calls near the end, and measures at the carrier side. The gateway's own latencies come
 from its Prometheus histograms; its CPU and memory from /proc.
+
+With ``--bot`` every call is a full bot call: the route names a bot (the gateway dials a
+loopback bot in the load generator's process, gateway/bench/botserver.py, and streams it
+the caller's audio as l16/16000) and barge-in by voice, so the voice activity detector runs
+on every caller frame. The callers send a quiet line's noise, which must not barge in.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -60,6 +66,22 @@ def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
                    "max_connections_per_address": 100000},
         "logging": {"level": "WARNING"},
     }
+
+
+BOT_SECRET_ENV = "TTS_BENCH_BOT_SECRET"
+BOT_PATH = "/bot"
+BOT_AUDIO = "l16/16000"
+BOT_PACKET_BYTES = 640  # 20 ms of l16/16000
+
+
+def with_bot(config: dict, bot_port: int) -> dict:
+    """The bench's route as a bot call: the gateway dials the loopback bot for every call
+    (signed with the secret in BOT_SECRET_ENV) and listens to the caller for barge-in."""
+    route = config["routes"]["bench"]
+    route["bot"] = {"url": f"ws://127.0.0.1:{bot_port}{BOT_PATH}", "audio": BOT_AUDIO,
+                    "secret_env": BOT_SECRET_ENV, "connect_timeout_ms": 5000}
+    route["barge_in"] = {"mode": "speech"}
+    return config
 
 
 def free_port() -> int:
@@ -140,7 +162,7 @@ async def scrape(url: str) -> str:
 
 
 async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: bool = True,
-                   audio: str = "pcm24k",
+                   audio: str = "pcm24k", bot: bool = False,
                    ramp_per_second: float = 100.0, interrupt_fraction: float = 0.1,
                    workdir: Path) -> dict:
     """One measurement: N calls for ``duration`` seconds after they are all up."""
@@ -150,8 +172,17 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
     ramp = calls / ramp_per_second
     total = ramp + duration
     config_path = workdir / f"bench-{calls}.yaml"
-    config_path.write_text(yaml.safe_dump(bench_config(port, total + 30, lead_ms, audio)))
+    config = bench_config(port, total + 30, lead_ms, audio)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    bot_args = []
+    if bot:
+        bot_port = free_port()
+        config = with_bot(config, bot_port)
+        env[BOT_SECRET_ENV] = secrets.token_hex(16)
+        bot_args = ["--caller-audio", "noise", "--bot-port", str(bot_port), "--bot-path",
+                    BOT_PATH, "--bot-secret-env", BOT_SECRET_ENV,
+                    "--bot-packet-bytes", str(BOT_PACKET_BYTES)]
+    config_path.write_text(yaml.safe_dump(config))
     gateway = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)],
         preexec_fn=pin(0) if pinned else None, env=env,
@@ -166,7 +197,7 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
              "--calls", str(calls), "--route", "bench", "--duration", str(total),
              "--ramp", str(ramp_per_second), "--measure-from", "1.0",
              "--interrupt-after", str(max(total - 2.0, ramp + 1.0)),
-             "--interrupt-fraction", str(interrupt_fraction), "--json", str(out)],
+             "--interrupt-fraction", str(interrupt_fraction), "--json", str(out), *bot_args],
             preexec_fn=pin(1) if pinned else None, env=env, stdout=subprocess.DEVNULL)
         # CPU and memory over the steady part: all calls up, before interrupts and hang-ups
         await asyncio.sleep(ramp + 1.5)
@@ -195,7 +226,8 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
     tick = histogram_quantiles(metrics_during, "tts_gateway_pacing_lateness_seconds")
     barge = sorted(result.get("barge_in", []))
     ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
-    return {
+    bot_figures = bot_report(result, metrics, ms) if bot else {}
+    run = {
         "calls": calls,
         "provider_audio": audio,
         "calls_connected": result["calls_connected"],
@@ -228,7 +260,81 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
         "pinned": pinned,
         "timeline": result.get("timeline", []),
         "first_media_latencies_ms": [round(v * 1000, 2) for v in result["first_media_latency"]],
+        "load_cpu_percent_of_core": _percent(result.get("steady_cpu_seconds"),
+                                             result.get("measured_seconds")),
+        "load_tick_late_p99_ms": ms(result.get("generator_tick_late_p99")),
+        "load_tick_late_max_ms": ms(result.get("generator_tick_late_max")),
+        "bot": bot,
+        **bot_figures,
     }
+    run["load_side"] = load_side(run)
+    return run
+
+
+#: the load side (callers and bots on one core) kept up when its own ticker woke on time
+#: and it had CPU to spare over the measured part
+LOAD_TICK_LATE_P99_MS = 5.0
+LOAD_CPU_PERCENT = 90.0
+
+
+def _percent(seconds, of) -> float | None:
+    return round(100 * seconds / of, 1) if seconds is not None and of else None
+
+
+def labelled_total(metrics: str, name: str, label: str, value: str) -> float:
+    """A counter's total over the series whose ``label`` is ``value``."""
+    pattern = (r'^' + re.escape(name) + r'\{[^}]*' + label + '="' + re.escape(value)
+               + r'"[^}]*\} (\S+)$')
+    return sum(float(v) for v in re.findall(pattern, metrics, re.M))
+
+
+def bot_report(result: dict, metrics: str, ms) -> dict:
+    """The bot figures of one run: the gateway's delay of caller audio (its histogram), the
+    same seen from the load side, what the bots got, and whether the VAD saw every frame."""
+    delay = histogram_quantiles(metrics, "tts_gateway_caller_audio_delay_seconds",
+                                carrier="twilio")
+    packets = result.get("bot_packets_per_call") or [0]
+    return {
+        "caller_audio_delay_p50_ms": ms(delay[0.5]),
+        "caller_audio_delay_p99_ms": ms(delay[0.99]),
+        "caller_audio_delay_samples": delay["count"],
+        "bot_delay_load_side_p50_ms": ms(result.get("bot_delay_p50")),
+        "bot_delay_load_side_p99_ms": ms(result.get("bot_delay_p99")),
+        "bot_delay_load_side_max_ms": ms(result.get("bot_delay_max")),
+        "bot_sockets": result.get("bot_sockets", 0),
+        "bot_call_started": result.get("bot_call_started", 0),
+        "bot_refused": result.get("bot_refused", {}),
+        "bot_packets": result.get("bot_packets", 0),
+        "bot_bad_packets": result.get("bot_bad_packets", 0),
+        "bot_packets_per_call_min": min(packets),
+        "bot_packets_per_call_max": max(packets),
+        "bot_violations": result.get("bot_violations", []),
+        "bot_events": result.get("bot_events", {}),
+        "bot_audio_dropped_s": {
+            reason: round(labelled_total(metrics, "tts_gateway_bot_audio_dropped_seconds_total",
+                                         "reason", reason), 2)
+            for reason in ("slow_reader", "disconnected")},
+        "bot_connections": {
+            outcome: int(labelled_total(metrics, "tts_gateway_bot_connections_total",
+                                        "outcome", outcome))
+            for outcome in ("connected", "reconnected", "dropped", "unreachable", "gave_up")},
+        "vad_frames": int(counter_total(metrics, "tts_gateway_vad_frames_total")),
+        "caller_frames_sent": result.get("caller_frames_sent", 0),
+        "speech_barge_ins": int(labelled_total(metrics, "tts_gateway_barge_ins_total", "cause",
+                                               "speech")),
+    }
+
+
+def load_side(run: dict) -> str | None:
+    """How the load side (callers and bots on core 1) fared: ``kept up``; ``saturated``
+    (it used its core up); ``starved`` (its ticker woke late with CPU to spare: something
+    else ran on its core, a shared machine); None if not known."""
+    tick, cpu = run.get("load_tick_late_p99_ms"), run.get("load_cpu_percent_of_core")
+    if tick is None or cpu is None:
+        return None
+    if cpu > LOAD_CPU_PERCENT:
+        return "saturated"
+    return "kept up" if tick <= LOAD_TICK_LATE_P99_MS else "starved"
 
 
 def _quantile(values, q):
@@ -240,9 +346,12 @@ def _quantile(values, q):
 
 def passes(run: dict) -> bool:
     """The capacity criterion: p99 lateness within 10 ms, no underrun, every call connected."""
-    return (run["lateness_p99_ms"] is not None and run["lateness_p99_ms"] <= GOALS["lateness_p99_ms"]
-            and run["underruns_carrier_side"] == 0 and run["calls_failed"] == 0
-            and run["calls_connected"] == run["calls"])
+    ok = (run["lateness_p99_ms"] is not None and run["lateness_p99_ms"] <= GOALS["lateness_p99_ms"]
+          and run["underruns_carrier_side"] == 0 and run["calls_failed"] == 0
+          and run["calls_connected"] == run["calls"])
+    if run.get("bot"):  # and every call was a bot call
+        ok = ok and run["bot_call_started"] == run["calls"]
+    return ok
 
 
 async def sweep(start: int, limit: int, duration: float, workdir: Path, **kw) -> dict:
@@ -263,7 +372,13 @@ async def sweep(start: int, limit: int, duration: float, workdir: Path, **kw) ->
             break
         if bad is not None and n <= good:
             break
-    return {"max_calls_per_core": good, "first_failing": bad, "runs": runs}
+    behind = sorted((run["calls"], load_side(run)) for run in runs
+                    if load_side(run) not in ("kept up", None))
+    # where the load side (callers and bots on core 1) could not keep up, the gateway's
+    # figure at and above it is the load's, not the gateway's
+    return {"max_calls_per_core": good, "first_failing": bad,
+            "load_behind_at": behind[0][0] if behind else None,
+            "load_behind_why": behind[0][1] if behind else None, "runs": runs}
 
 
 sweep.deadline = float("inf")
@@ -274,7 +389,12 @@ def _one_line(run: dict) -> str:
             f"{run['lateness_max_ms']} ms, underruns {run['underruns_carrier_side']}, "
             f"CPU {run['gateway_cpu_percent_of_core']} % of a core, "
             f"added p50/p99 {run['gateway_added_p50_ms']}/{run['gateway_added_p99_ms']} ms"
-            f" -> {'PASS' if passes(run) else 'FAIL'}")
+            + (f", caller audio p50/p99 {run['caller_audio_delay_p50_ms']}/"
+               f"{run['caller_audio_delay_p99_ms']} ms, bots {run['bot_call_started']}, "
+               f"load CPU {run['load_cpu_percent_of_core']} %, ticker late p99 "
+               f"{run['load_tick_late_p99_ms']} ms" if run.get("bot") else "")
+            + f" -> {'PASS' if passes(run) else 'FAIL'}"
+            + ("" if load_side(run) in ("kept up", None) else f" (load side {load_side(run)})"))
 
 
 def machine() -> dict:
@@ -312,9 +432,36 @@ def print_report(run: dict) -> None:
         ("barge-in: interrupt -> last frame p50", run["barge_in_p50_ms"], "ms", ""),
         ("barge-in: interrupt -> last frame max", run["barge_in_max_ms"], "ms", "≤ 40"),
     ]
+    if run.get("bot"):
+        rows += [
+            ("caller audio delay p50 (frame in -> bot)", run["caller_audio_delay_p50_ms"], "ms",
+             ""),
+            ("caller audio delay p99", run["caller_audio_delay_p99_ms"], "ms", "≤ 2"),
+            ("  load side (frame sent -> packet) p50", run["bot_delay_load_side_p50_ms"], "ms", ""),
+            ("  load side p99", run["bot_delay_load_side_p99_ms"], "ms", ""),
+            ("bots: call.started / sockets / calls",
+             f"{run['bot_call_started']} / {run['bot_sockets']} / {run['calls']}", "", ""),
+            ("bot packets per call (min / max)",
+             f"{run['bot_packets_per_call_min']} / {run['bot_packets_per_call_max']}", "", ""),
+            ("bot audio dropped (slow / disconnected)",
+             f"{run['bot_audio_dropped_s']['slow_reader']} / "
+             f"{run['bot_audio_dropped_s']['disconnected']}", "s", "0"),
+            ("VAD frames / caller frames sent",
+             f"{run['vad_frames']} / {run['caller_frames_sent']}", "", ""),
+            ("barge-ins by the callers' noise", run["speech_barge_ins"], "", "0"),
+        ]
+    rows += [
+        ("load side (callers + bots on core 1)", load_side(run), "", ""),
+        ("load side CPU, % of core 1", run["load_cpu_percent_of_core"], "%",
+         f"≤ {LOAD_CPU_PERCENT:.0f}"),
+        ("load side ticker late p99", run["load_tick_late_p99_ms"], "ms",
+         f"≤ {LOAD_TICK_LATE_P99_MS:.0f}"),
+    ]
     print(f"\n{run['calls']} calls ({run['calls_connected']} connected, {run['calls_failed']} failed), "
           f"{run['duration_s']} s, provider audio {run['provider_audio']}, "
-          f"gateway {'pinned to core 0' if run['pinned'] else 'not pinned'}")
+          f"gateway {'pinned to core 0' if run['pinned'] else 'not pinned'}"
+          + (", every call a bot call (l16/16000 to a loopback bot, VAD on)" if run.get("bot")
+             else ""))
     for label, value, unit, goal in rows:
         print(f"  {label:<44} {str(value):>12} {unit:<12} {('goal ' + goal) if goal else ''}")
 
@@ -367,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", help="write a PNG (lateness over time, first-audio latency CDF)")
     parser.add_argument("--quality", action="store_true",
                         help="also run the audio-quality benchmark (PESQ, resampler comparison)")
+    parser.add_argument("--bot", action="store_true",
+                        help="every call a bot call: caller audio to a loopback bot, VAD on")
     parser.add_argument("--time-budget", type=float, default=200.0,
                         help="stop starting new sweep runs after this many seconds")
     args = parser.parse_args(argv)
@@ -376,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     with tempfile.TemporaryDirectory(prefix="tts-bench-") as tmp:
         workdir = Path(tmp)
-        kw = {"lead_ms": args.lead_ms, "pinned": not args.no_pin, "ramp_per_second": args.ramp}
+        kw = {"lead_ms": args.lead_ms, "pinned": not args.no_pin, "ramp_per_second": args.ramp,
+              "bot": args.bot}
         run = asyncio.run(run_once(args.calls, args.duration, workdir=workdir, audio=args.audio,
                                    **kw))
         print_report(run)
@@ -392,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
                                           min(args.duration, 12.0), workdir, audio=audio, **kw))
                 report["sweep"][audio] = found
                 print(f"  -> {found['max_calls_per_core']} calls per core "
-                      f"(first failing: {found['first_failing']})")
+                      f"(first failing: {found['first_failing']}; load side "
+                      + (f"{found['load_behind_why']} at {found['load_behind_at']} calls)"
+                         if found["load_behind_at"] else "kept up)"))
     if args.quality:
         from gateway.bench.quality import main_quality
 

@@ -494,6 +494,30 @@ class BufferModel:
 
 _monotonic = time.monotonic
 _SILENCE_B64 = binascii.b2a_base64(b"\xff" * FRAME_BYTES, newline=False)
+#: caller frames remembered for matching a bot's packet to the frame it came from
+_SENT_RING = 64
+#: the level of the caller's line noise in ``caller_audio="noise"``: above the voice
+#: activity detector's quietest speech (-55 dBFS), so it really looks at the windows, and
+#: well below any voice (a quiet line; the detector must not take it for the caller)
+NOISE_DBFS = -50.0
+NOISE_FRAMES = 50
+
+
+def caller_frames(kind: str) -> tuple[bytes, ...]:
+    """The base64 payloads a caller cycles through: one frame of μ-law silence, or a
+    second of white noise at ``NOISE_DBFS`` (seeded: every run sends the same)."""
+    if kind == "silence":
+        return (_SILENCE_B64,)
+    if kind != "noise":
+        raise ValueError(f"caller audio must be silence or noise, not {kind!r}")
+    from telcodecs import Transcoder
+
+    rng = np.random.default_rng(13)
+    level = 32768 * 10 ** (NOISE_DBFS / 20)
+    pcm = np.clip(rng.normal(0, level, FRAME_BYTES * NOISE_FRAMES), -32768, 32767)
+    mulaw = Transcoder("pcm_s16le", 8000, "mulaw", 8000).feed(pcm.astype("<i2").tobytes())
+    return tuple(binascii.b2a_base64(mulaw[i:i + FRAME_BYTES], newline=False)
+                 for i in range(0, len(mulaw), FRAME_BYTES))
 
 
 class TwilioLoadCall(WsClientProtocol):
@@ -509,9 +533,10 @@ class TwilioLoadCall(WsClientProtocol):
         sid = self.stream_sid.encode()
         self._media_format = (
             b'{"event":"media","sequenceNumber":"%d","streamSid":"' + sid
-            + b'","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"'
-            + _SILENCE_B64 + b'"}}'
+            + b'","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"}}'
         )
+        self._payloads = run.caller_frames
+        self._sent_at = [0.0] * _SENT_RING  # when caller frame i went out, at i % _SENT_RING
         self._gateway_media_prefix = (
             b'{"event":"media","streamSid":"' + sid + b'","media":{"payload":"'
         )
@@ -538,6 +563,10 @@ class TwilioLoadCall(WsClientProtocol):
         self.barge_in: float | None = None
         self.clear_latency: float | None = None
         self.stopping = False
+        # the bot the gateway dialed for this call (gateway/bench/botserver.py)
+        self.bot_started = False
+        self.bot_packets = 0
+        self._bot_offset: int | None = None  # bot packet k came from caller frame offset + k
 
     # -- outbound (caller side) ----------------------------------------------------------
 
@@ -572,8 +601,36 @@ class TwilioLoadCall(WsClientProtocol):
             return
         self._sequence += 1
         chunk = self._chunk = self._chunk + 1
-        body = self._media_format % (self._sequence, chunk, (chunk - 1) * 20)
+        payloads = self._payloads
+        body = self._media_format % (self._sequence, chunk, (chunk - 1) * 20,
+                                     payloads[(chunk + self.index) % len(payloads)])
+        self._sent_at[chunk % _SENT_RING] = _monotonic()
         self.transport.write(_TEXT_HEADER_16[len(body)] + body)  # type: ignore[union-attr]
+
+    def bot_packet(self, now: float) -> float | None:
+        """The bot got its next packet of this call's audio at ``now``: the time since the
+        caller frame it came from went out (None when that frame is out of memory).
+
+        The gateway turns each 20 ms caller frame into one 20 ms packet from the moment the
+        bot's socket listens, so packet k came from frame ``offset + k``. The first packet
+        is taken to come from the newest frame sent; if a later packet would then precede
+        its frame, it came from an earlier one, and the offset moves back. (A packet the
+        gateway dropped for a slow reader shifts the match: those are counted there.)"""
+        self.bot_packets += 1
+        k = self.bot_packets
+        chunk = self._chunk
+        if self._bot_offset is None or self._bot_offset + k > chunk:
+            self._bot_offset = chunk - k
+        frame = self._bot_offset + k
+        sent_at = self._sent_at
+        delay = now - sent_at[frame % _SENT_RING]
+        while delay < 0 and frame > 1 and chunk - frame < _SENT_RING - 1:
+            self._bot_offset -= 1
+            frame -= 1
+            delay = now - sent_at[frame % _SENT_RING]
+        if frame < 1 or chunk - frame >= _SENT_RING or delay < 0:
+            return None
+        return delay
 
     def hang_up(self) -> None:
         """``stop``, then a close frame; the server closes the TCP connection."""
@@ -847,6 +904,32 @@ class LoadResult:
     clears_received: int
     failure_reasons: dict[str, int] = field(default_factory=dict)
     event_loop: str = ""
+    caller_audio: str = "silence"
+    #: caller media messages sent, over the whole run
+    caller_frames_sent: int = 0
+    #: The loopback bot (``bot_port``): sockets the gateway opened and that passed the
+    #: signature check, those refused (by reason), those whose first event was a good
+    #: ``call.started``, those that got ``call.ended``; packets of caller audio (and of
+    #: them the wrong size); events by type; protocol problems seen.
+    bot_sockets: int = 0
+    bot_refused: dict[str, int] = field(default_factory=dict)
+    bot_call_started: int = 0
+    bot_call_ended: int = 0
+    bot_packets: int = 0
+    bot_bad_packets: int = 0
+    bot_events: dict[str, int] = field(default_factory=dict)
+    bot_violations: list[str] = field(default_factory=list)
+    #: Per call (in the order calls were placed): packets its bot got, and whether its
+    #: bot got ``call.started``.
+    bot_packets_per_call: list[int] = field(default_factory=list)
+    bot_started_per_call: list[bool] = field(default_factory=list)
+    #: Caller frame sent -> the bot's packet holding it received, over the measured part
+    #: (0.1 ms resolution; see TwilioLoadCall.bot_packet): the gateway's delay plus both
+    #: loopback hops plus this process's own scheduling.
+    bot_delay_p50: float | None = None
+    bot_delay_p99: float | None = None
+    bot_delay_max: float | None = None
+    bot_delay_samples: int = 0
 
     def summary(self) -> str:
         def ms(value: float | None) -> str:
@@ -875,6 +958,15 @@ class LoadResult:
             f"underruns {self.underruns} on {self.calls_with_underruns} calls, "
             f"violations {self.violations}",
         ]
+        if self.bot_sockets or self.bot_refused:
+            lines.append(
+                f"bot: {self.bot_sockets} sockets ({self.bot_call_started} with call.started, "
+                f"{self.bot_call_ended} with call.ended, refused {self.bot_refused or 0}), "
+                f"{self.bot_packets} packets ({self.bot_bad_packets} of a wrong size), "
+                f"caller frame -> bot packet p50 {ms(self.bot_delay_p50)} ms, p99 "
+                f"{ms(self.bot_delay_p99)} ms, max {ms(self.bot_delay_max)} ms; "
+                f"caller speech events {self.bot_events.get('caller.speech_started', 0)}"
+            )
         if self.interrupts_sent:
             lines.append(
                 f"barge-in: {len(self.barge_in)}/{self.interrupts_sent} clears seen; "
@@ -926,6 +1018,9 @@ class _LoadRun:
         self, base_ws_url: str, *, calls: int, route: str, duration: float,
         ramp_per_second: float, interrupt_after: float | None, interrupt_fraction: float,
         measure_from: float, phases: int, control_token: str | None, connect_timeout: float,
+        caller_audio: str = "silence", bot_port: int | None = None,
+        bot_secret: str | None = None, bot_path: str = "/bot",
+        bot_packet_bytes: int = 640,
     ) -> None:
         if not 0 < calls <= MAX_CALLS:
             raise ValueError(f"calls must be 1..{MAX_CALLS}, not {calls}")
@@ -949,6 +1044,18 @@ class _LoadRun:
         self.control_token = control_token
         self.connect_timeout = connect_timeout
         self.sid_prefix = secrets.token_hex(8)
+        self.caller_audio = caller_audio
+        self.caller_frames = caller_frames(caller_audio)
+        self.calls_by_sid: dict[str, TwilioLoadCall] = {}
+        self.bot = None
+        if bot_port is not None:
+            from gateway.bench.botserver import LoopbackBot
+
+            self.bot_port = bot_port
+            self.bot = LoopbackBot(f"ws://127.0.0.1:{bot_port}{bot_path}", bot_secret,
+                                   bot_packet_bytes, self.calls_by_sid, self._bot_delay)
+        self.bot_delay_hist = [0] * (_OVERFLOW + 1)
+        self.bot_delay_max = 0.0
         self.account_sid = "AC" + secrets.token_hex(16)
 
         self.calls: list[TwilioLoadCall] = []
@@ -988,6 +1095,14 @@ class _LoadRun:
 
     # -- callbacks from calls ------------------------------------------------------------
 
+    def _bot_delay(self, delay: float) -> None:
+        if not self.measuring:
+            return
+        bucket = int(delay * _PER_BUCKET)
+        self.bot_delay_hist[bucket if bucket < _OVERFLOW else _OVERFLOW] += 1
+        if delay > self.bot_delay_max:
+            self.bot_delay_max = delay
+
     def call_opened(self, call: TwilioLoadCall) -> None:
         self.connected += 1
         self.open_calls += 1
@@ -1025,6 +1140,7 @@ class _LoadRun:
         loop = asyncio.get_running_loop()
         call = TwilioLoadCall(self, index, self.path)
         self.calls.append(call)
+        self.calls_by_sid[call.call_sid] = call
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await loop.create_connection(lambda: call, self.host, self.port)
@@ -1207,6 +1323,8 @@ class _LoadRun:
         loop = asyncio.get_running_loop()
         if self.interrupt_after is not None and self.interrupt_fraction > 0:
             await self._open_http()
+        if self.bot is not None:
+            await self.bot.start(self.bot_port)
         cpu0 = time.process_time()
         self.t0 = t0 = time.monotonic()
         self.end_at = t0 + self.duration
@@ -1242,7 +1360,11 @@ class _LoadRun:
                 await asyncio.wait(self._interrupt_tasks, timeout=2.0)
                 for task in self._interrupt_tasks:
                     task.cancel()
+            if self.bot is not None:  # the gateway closes the bots' sockets as calls end
+                await self.bot.close()
         finally:
+            if self.bot is not None:
+                await self.bot.close(wait=0)
             ramp.cancel()
             ticker.cancel()
             for call in self.calls:
@@ -1275,6 +1397,11 @@ class _LoadRun:
         else:
             tick_max = tick_p99 = None
         calls = self.calls
+        bot_delay = np.array(self.bot_delay_hist, dtype=np.int64)
+        bot_delay_samples = int(bot_delay.sum())
+        bot_delay_q = (_hist_quantiles(bot_delay, self.bot_delay_max, (0.5, 0.99))
+                       if bot_delay_samples else (None, None))
+        bot = self.bot.stats if self.bot is not None else None
         return LoadResult(
             calls_requested=self.calls_requested,
             calls_connected=self.connected,
@@ -1317,6 +1444,18 @@ class _LoadRun:
             clears_received=sum(c.clears for c in calls),
             failure_reasons=dict(self.failure_reasons),
             event_loop=type(loop).__module__.split(".")[0],
+            caller_audio=self.caller_audio,
+            caller_frames_sent=self.media_sent,
+            **({} if bot is None else dict(
+                bot_sockets=bot.accepted, bot_refused=dict(bot.refused),
+                bot_call_started=bot.started, bot_call_ended=bot.ended,
+                bot_packets=bot.packets, bot_bad_packets=bot.bad_packets,
+                bot_events=dict(bot.events), bot_violations=list(bot.violations),
+                bot_packets_per_call=[c.bot_packets for c in calls],
+                bot_started_per_call=[c.bot_started for c in calls],
+                bot_delay_p50=bot_delay_q[0], bot_delay_p99=bot_delay_q[1],
+                bot_delay_max=self.bot_delay_max if bot_delay_samples else None,
+                bot_delay_samples=bot_delay_samples)),
         )
 
 
@@ -1333,6 +1472,11 @@ async def run_load(
     phases: int = 4,
     control_token: str | None = None,
     connect_timeout: float = 10.0,
+    caller_audio: str = "silence",
+    bot_port: int | None = None,
+    bot_secret: str | None = None,
+    bot_path: str = "/bot",
+    bot_packet_bytes: int = 640,
 ) -> LoadResult:
     """Place ``calls`` Twilio calls into ``base_ws_url`` (``ws://127.0.0.1:PORT``) on
     ``/v1/media/twilio/{route}`` and measure them.
@@ -1344,13 +1488,19 @@ async def run_load(
     last call connected. With ``interrupt_after``, a ``interrupt_fraction`` of the calls
     (evenly spread) get ``POST /v1/calls/{callSid}/interrupt`` at ``interrupt_after`` s
     after the run started, one every ``1 / ramp_per_second`` s. ``phases`` spreads the
-    calls' 20 ms caller-audio cadence over that many slots.
+    calls' 20 ms caller-audio cadence over that many slots. ``caller_audio`` is what the
+    callers say: ``silence`` (μ-law digital silence) or ``noise`` (a quiet line, see
+    NOISE_DBFS). With ``bot_port``, a loopback bot (gateway/bench/botserver.py) listens on
+    ``ws://127.0.0.1:{bot_port}{bot_path}`` for the sockets the gateway dials, checks their
+    signature with ``bot_secret``, and expects packets of ``bot_packet_bytes``.
     """
     run = _LoadRun(
         base_ws_url, calls=calls, route=route, duration=duration,
         ramp_per_second=ramp_per_second, interrupt_after=interrupt_after,
         interrupt_fraction=interrupt_fraction, measure_from=measure_from, phases=phases,
         control_token=control_token, connect_timeout=connect_timeout,
+        caller_audio=caller_audio, bot_port=bot_port, bot_secret=bot_secret,
+        bot_path=bot_path, bot_packet_bytes=bot_packet_bytes,
     )
     return await run.run()
 
@@ -1381,7 +1531,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                         help="event loop (auto: uvloop when installed)")
     parser.add_argument("--json", help="write the full result here")
+    parser.add_argument("--caller-audio", choices=["silence", "noise"], default="silence",
+                        help="what the callers send: digital silence or a quiet line's noise")
+    parser.add_argument("--bot-port", type=int,
+                        help="run a loopback bot on this port for the sockets the gateway dials")
+    parser.add_argument("--bot-path", default="/bot")
+    parser.add_argument("--bot-secret-env",
+                        help="environment variable holding the secret the upgrade is signed with")
+    parser.add_argument("--bot-packet-bytes", type=int, default=640,
+                        help="the size of one packet of caller audio (640: l16/16000, 20 ms)")
     args = parser.parse_args(argv)
+    bot_secret = None
+    if args.bot_secret_env:
+        bot_secret = os.environ.get(args.bot_secret_env)
+        if not bot_secret:
+            parser.error(f"--bot-secret-env: {args.bot_secret_env} is not set")
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     if args.interrupt_fraction and args.interrupt_after is None:
@@ -1390,7 +1554,9 @@ def main(argv: list[str] | None = None) -> int:
         args.url, calls=args.calls, route=args.route, duration=args.duration,
         ramp_per_second=args.ramp, interrupt_after=args.interrupt_after,
         interrupt_fraction=args.interrupt_fraction, measure_from=args.measure_from,
-        phases=args.phases, control_token=args.token,
+        phases=args.phases, control_token=args.token, caller_audio=args.caller_audio,
+        bot_port=args.bot_port, bot_secret=bot_secret, bot_path=args.bot_path,
+        bot_packet_bytes=args.bot_packet_bytes,
     )
     loop_factory = None
     if args.loop != "asyncio":

@@ -12,6 +12,7 @@ behind hears the caller as they are now, with a gap, rather than ever further be
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -39,7 +40,8 @@ class CallerAudioFeed:
     lost. Raises ValueError for an inbound format telcodecs cannot convert."""
 
     def __init__(self, source: MediaFormat, audio: str, packet_ms: int, *,
-                 on_drop: Callable[[float], None]):
+                 on_drop: Callable[[float], None],
+                 arrived_at: Callable[[], float] = time.monotonic):
         fmt = bot_format(audio)
         self.format = fmt
         self.packet_ms = packet_ms
@@ -51,6 +53,11 @@ class CallerAudioFeed:
         self._framer = Framer(self.packet_bytes, silence_byte(fmt.encoding))
         self.capacity = max(MIN_QUEUE_PACKETS, round(QUEUE_SECONDS * 1000 / packet_ms))
         self._packets: deque[bytes] = deque()
+        # when the newest carrier frame in each queued packet arrived (``arrived_at()``,
+        # read as the frame is fed): the sender measures the delay the gateway added
+        self._arrivals: deque[float] = deque()
+        self._arrived_at = arrived_at
+        self.packet_arrived_at = 0.0  # of the packet next_packet() returned last
         self._on_drop = on_drop
         self._waiter: asyncio.Future[None] | None = None
         self.packets = 0  # made
@@ -66,13 +73,17 @@ class CallerAudioFeed:
         packets = self._framer.push(self._transcoder.feed(payload))
         if not packets:
             return
-        queue = self._packets
+        queue, arrivals = self._packets, self._arrivals
+        arrived = self._arrived_at()
         for packet in packets:
             if len(queue) >= self.capacity:
                 queue.popleft()
+                if arrivals:
+                    arrivals.popleft()
                 self.dropped += 1
                 self._on_drop(self.packet_ms / 1000)
             queue.append(packet)
+            arrivals.append(arrived)
         self.packets += len(packets)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -87,4 +98,6 @@ class CallerAudioFeed:
                 await self._waiter
             finally:
                 self._waiter = None
+        if self._arrivals:
+            self.packet_arrived_at = self._arrivals.popleft()
         return self._packets.popleft()

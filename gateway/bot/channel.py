@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from typing import Any
 
 from aiohttp import WSMsgType
@@ -122,6 +123,8 @@ class _BotSocket:
 
     async def _send_audio(self, feed: CallerAudioFeed) -> None:
         ws = self.ws
+        delay = self.metrics.caller_audio_delay.labels(self.call.carrier)
+        monotonic = time.monotonic
         while True:
             packet = await feed.next_packet()
             if ws.closed:
@@ -130,6 +133,8 @@ class _BotSocket:
                 await ws.send_bytes(packet)
             except ConnectionError:
                 return
+            # handed to the socket: the gateway's delay since its newest carrier frame came
+            delay.observe(monotonic() - feed.packet_arrived_at)
 
     def _set_listen(self, listen: Listen | None) -> None:
         """Start, change or stop this socket's audio (raises ProtocolError, leaving the audio
@@ -139,9 +144,11 @@ class _BotSocket:
     def _new_feed(self, listen: Listen | None) -> CallerAudioFeed | None:
         if listen is None or listen.audio is None:
             return None
-        source = self.call.caller_audio.format
+        caller_audio = self.call.caller_audio
+        source = caller_audio.format
         try:
-            return CallerAudioFeed(source, listen.audio, listen.packet_ms, on_drop=self._dropped)
+            return CallerAudioFeed(source, listen.audio, listen.packet_ms, on_drop=self._dropped,
+                                   arrived_at=lambda: caller_audio.arrived_at)
         except ValueError as exc:
             raise ProtocolError("bad_request", f"audio: the carrier streams {source.encoding}/"
                                 f"{source.sample_rate}, which cannot be converted to "

@@ -35,6 +35,10 @@ from gateway.tts.base import TtsError, TtsProvider, TtsSession
 
 log = logging.getLogger(__name__)
 
+#: frames the voice activity detector took are added to its metric in batches (5 s of a
+#: call's audio), not one by one on the media path
+VAD_FRAMES_COUNTED_EVERY = 250
+
 
 @dataclass
 class CallServices:
@@ -105,6 +109,7 @@ class Call:
         # what from the caller interrupts speech; a bot may change it during the call
         self.barge_in: BargeInConfig = route.barge_in
         self.caller_speech = CallerSpeech(self)  # turns, and barge-in by voice and keys
+        self._vad_frames = 0  # handed to the detector, not yet counted in the metric
         self.dtmf: list[str] = []
         self._hangup_task: asyncio.Task | None = None
         self.bot = None  # gateway.bot.dialer.BotDialer when the route has a bot
@@ -149,6 +154,7 @@ class Call:
             return
         self.state = "ended"
         self.caller_speech.close()
+        self._count_vad_frames()
         self.playout.close()
         self._cancel_local_echoes()
         for utt in self._unfinished():
@@ -637,7 +643,15 @@ class Call:
     # -- carrier events ---------------------------------------------------------------------
 
     def on_audio(self, payload: bytes) -> None:
+        if self.caller_speech.active:  # the detector takes this frame
+            self._vad_frames += 1
+            if self._vad_frames >= VAD_FRAMES_COUNTED_EVERY:
+                self._count_vad_frames()
         self.caller_audio.feed(payload)
+
+    def _count_vad_frames(self) -> None:
+        self.metrics.vad_frames.labels(self.carrier).inc(self._vad_frames)
+        self._vad_frames = 0
 
     def on_flow_control(self, paused: bool) -> None:
         self.playout.pause(paused)

@@ -10,6 +10,7 @@ for a call nobody listens to.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from gateway.carriers.events import MediaFormat
@@ -17,6 +18,7 @@ from gateway.carriers.events import MediaFormat
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[bytes], None]
+_monotonic = time.monotonic
 
 
 class CallerAudio:
@@ -26,6 +28,9 @@ class CallerAudio:
         self.format = media_format  # what the carrier streams to the gateway
         self._subscribers: tuple[Subscriber, ...] = ()
         self.frames = 0
+        #: when the frame being handed on arrived (monotonic): a subscriber that queues
+        #: it stamps its packets with this, to measure the delay it adds
+        self.arrived_at = 0.0
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Hand every later frame to ``subscriber``; returns the function that stops it."""
@@ -42,6 +47,7 @@ class CallerAudio:
 
     def feed(self, payload: bytes) -> None:
         self.frames += 1
+        self.arrived_at = _monotonic()
         for subscriber in self._subscribers:
             try:
                 subscriber(payload)

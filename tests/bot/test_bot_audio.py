@@ -89,6 +89,29 @@ async def test_the_reader_waits_for_the_next_packet():
     assert await asyncio.wait_for(reader, 1) == b"\x01" * 80 + b"\x02" * 80
 
 
+async def test_each_packet_carries_the_arrival_of_the_newest_frame_in_it():
+    """What tts_gateway_caller_audio_delay_seconds is measured from: a 60 ms packet is as
+    old as the last of its three frames, and a dropped packet takes its time with it."""
+    clock = [0.0]
+    feed = CallerAudioFeed(MULAW, "mulaw/8000", 60, on_drop=lambda s: None,
+                           arrived_at=lambda: clock[0])
+
+    def frames(n: int) -> None:
+        for _ in range(n):
+            clock[0] += 1  # the next frame arrives
+            feed(b"\x01" * 160)
+
+    frames(6)
+    await feed.next_packet()
+    assert feed.packet_arrived_at == 3.0
+    await feed.next_packet()
+    assert feed.packet_arrived_at == 6.0
+    feed.capacity = 1  # a slow reader: the older packet goes, and its arrival with it
+    frames(6)
+    await feed.next_packet()
+    assert feed.packet_arrived_at == 12.0 and feed.dropped == 1
+
+
 def test_conversion_cost_per_carrier_frame():
     """Figures, not asserts (a loaded 2-core machine): µs per 20 ms carrier frame."""
     cases = [(MULAW, "mulaw/8000"), (MULAW, "l16/16000"), (MULAW, "l16/8000"),
