@@ -45,7 +45,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import IdleReceiver, fake_app, serve_socket
+from gateway.sim.providers.common import (BENCH_PROFILE, IdleReceiver, Pacer, fake_app,
+                                           looped_speech, serve_socket)
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/speak"
@@ -65,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "idle_timeout_s": 60.0,  # [I]
     "max_text_chars": 2000,  # [I]
     "fail_on": None,
+    **BENCH_PROFILE,  # many calls at once: audio paced to max_ahead_s, precomputed
 }
 
 
@@ -127,6 +129,7 @@ class _Session:
         self.flush_times: deque[float] = deque()
         self.lock = asyncio.Lock()
         self.worker: asyncio.Task | None = None
+        self.pacer = Pacer(self.p["burst_factor"], self.p["max_ahead_s"])  # one stream a socket
 
     async def send(self, data: str | bytes) -> None:
         async with self.lock:
@@ -248,7 +251,8 @@ class _Session:
             await self.close(1011, "synthesis failed")
             return False
         encoding, rate = self.params["encoding"], self.params["sample_rate"]
-        pcm = speechlike_pcm(max(0.2, len(text) / p["chars_per_second"]), rate)
+        seconds = max(0.2, len(text) / p["chars_per_second"])
+        pcm = (looped_speech if p["precomputed_audio"] else speechlike_pcm)(seconds, rate)
         if encoding == "mulaw":
             audio, width = ulaw_encode(pcm), 1
         elif encoding == "alaw":
@@ -256,7 +260,9 @@ class _Session:
         else:
             audio, width = pcm, 2
         self.app["log"].append({"text": text, "bytes": len(audio), "encoding": encoding,
-                                "sample_rate": rate, "audio": audio, "sequence_id": seq})
+                                "sample_rate": rate, "sequence_id": seq,
+                                # hundreds of calls at once: no copy of every byte
+                                "audio": None if p["precomputed_audio"] else audio})
         step = max(1, int(rate * p["chunk_ms"] / 1000)) * width
         late = 0
         for start in range(0, len(audio), step):
@@ -264,6 +270,7 @@ class _Session:
                 if late >= p["late_chunks"]:
                     return False
                 late += 1
-            await self.send(audio[start:start + step])
-            await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
+            piece = audio[start:start + step]
+            await self.send(piece)
+            await asyncio.sleep(self.pacer.pause(len(piece) / width / rate))
         return epoch == self.epoch
