@@ -198,7 +198,8 @@ class LagMonitor:
         for i, n in enumerate(self.counts):
             seen += n
             if seen >= q * total:
-                return round(min((i + 1) * self.BIN_MS, self.max_ms), 2)
+                bound = self.max_ms if i == self.BINS else (i + 1) * self.BIN_MS
+                return round(min(bound, self.max_ms), 2)
         return round(self.max_ms, 2)
 
 
