@@ -4,11 +4,16 @@ process. Behaviour only: the figures go to the printed output."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.bench.load import bench_config, run_once
 from gateway.bench.provider import LagMonitor, provider_config
-from gateway.config import parse_config
+from gateway.carriers.events import MediaFormat
+from gateway.config import ConfigError, parse_config
+from gateway.tts.remote.drivers import DRIVERS
+from gateway.tts.remote.session import remote_settings
 
 
 @pytest.mark.parametrize("kind,audio", [("inworld", "mulaw8k"), ("deepgram", "pcm24k")])
@@ -55,3 +60,28 @@ def test_the_lag_monitor_reports_bounded_quantiles():
     assert monitor.quantile_ms(0.5) == monitor.BIN_MS
     assert monitor.quantile_ms(0.99) == 3.25
     assert monitor.quantile_ms(1.0) == 5000.0  # the overflow bin: the maximum
+
+
+def test_inworld_and_deepgram_take_the_configured_audio_format_on_a_mulaw_carrier():
+    env = {"TTS_BENCH_PROVIDER_KEY": "bench-key"}
+    data = bench_config(8080, 30.0, 100, "pcm24k", "deepgram", 9000)
+    deepgram = DRIVERS["deepgram"](remote_settings(parse_config(data, env).providers["deepgram"]))
+    assert deepgram.pool_key(MediaFormat("mulaw", 8000)) == ("linear16", 24000)
+    data = bench_config(8080, 30.0, 100, "pcm24k", "inworld", 9000)
+    inworld = DRIVERS["inworld"](remote_settings(parse_config(data, env).providers["inworld"]))
+    proto = inworld.new_protocol(None)
+    create = json.loads(inworld.begin(proto, "c1", None, MediaFormat("mulaw", 8000))[0])
+    assert create["create"]["audioConfig"] == {"audioEncoding": "PCM", "sampleRateHertz": 24000}
+    assert "audio_format" not in create["create"] and "sample_rate" not in create["create"]
+
+
+@pytest.mark.parametrize("kind,options", [("inworld", {"audio_format": "MP3"}),
+                                          ("inworld", {"audio_format": "MULAW",
+                                                       "sample_rate": 24000}),
+                                          ("deepgram", {"audio_format": "linear16",
+                                                        "sample_rate": 22050})])
+def test_an_audio_format_the_provider_cannot_stream_is_a_config_error(kind, options):
+    data = bench_config(8080, 30.0, 100, "mulaw8k", kind, 9000)
+    data["providers"][kind]["options"] = options
+    with pytest.raises(ConfigError):
+        parse_config(data, {"TTS_BENCH_PROVIDER_KEY": "bench-key"})

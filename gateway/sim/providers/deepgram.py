@@ -28,6 +28,11 @@ SDK's message types), third-party observations [T], and inferred defaults [I]:
 Error injection: with ``fail_on="..."``, a flush whose text contains it closes the socket
 with 1011 and the reason "synthesis failed" (a fatal error, §8 [C]).
 
+Many calls at once (the benchmark, :mod:`gateway.bench.provider`): the
+:data:`~gateway.sim.providers.common.BENCH_PROFILE` knobs pace each socket's audio to
+``max_ahead_s`` ahead of real time and send precomputed audio without keeping a copy in
+``app["log"]`` (its ``audio`` is None then; same frames on the wire).
+
 ``app["log"]``: what was synthesized, dicts ``{"text","bytes","encoding","sample_rate",
 "audio","sequence_id"}`` (``audio``: the exact bytes sent); ``app["connects"]``: the query
 of each accepted socket; ``app["received"]``: client messages (parsed); ``app["clears"]``,

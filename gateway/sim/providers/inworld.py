@@ -15,6 +15,10 @@ Error injection: with ``fail_on="..."``, a context whose buffered text contains 
 gets a status error (code 13, gRPC INTERNAL) instead of audio and is dropped server side
 (nothing synthesized, no ``contextClosed``; a later operation on it is "Context not found").
 The socket stays open.
+
+Many calls at once (the benchmark, :mod:`gateway.bench.provider`): the
+:data:`~gateway.sim.providers.common.BENCH_PROFILE` knobs pace each context's audio to
+``max_ahead_s`` ahead of real time and send precomputed audio (same frames on the wire).
 """
 
 from __future__ import annotations
