@@ -32,6 +32,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from gateway.bench import provider as socket_provider
+
 GOALS = {
     "gateway_added_p50_ms": 1.0,
     "gateway_added_p99_ms": 5.0,
@@ -49,16 +51,27 @@ AUDIO_FORMATS = {"pcm24k": {"encoding": "pcm_s16le", "sample_rate": 24000},
                  "mulaw8k": {"encoding": "mulaw", "sample_rate": 8000}}
 
 
+#: Where the provider runs: the in-process generator (gateway/tts/fake.py), or a faithful
+#: fake in a process of its own on the load core, read over a real socket like the real one.
+PROVIDER_MODES = ("inprocess", *socket_provider.KINDS)
+
+
 def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
-                 audio: str = "pcm24k") -> dict:
+                 audio: str = "pcm24k", provider: str = "inprocess",
+                 provider_port: int | None = None) -> dict:
+    if provider == "inprocess":
+        providers = {"fake": {"type": "fake", "handshake_ms": 250, "first_audio_ms": 200,
+                              "burst_factor": 4.0, "chars_per_second": 15.0,
+                              **AUDIO_FORMATS[audio]}}
+    else:
+        providers = {provider: socket_provider.provider_config(provider, provider_port,
+                                                               AUDIO_FORMATS[audio])}
     return {
         "server": {"host": "127.0.0.1", "port": port},
-        "providers": {"fake": {"type": "fake", "handshake_ms": 250, "first_audio_ms": 200,
-                               "burst_factor": 4.0, "chars_per_second": 15.0,
-                               **AUDIO_FORMATS[audio]}},
+        "providers": providers,
         "carriers": ["twilio"],
         # one long greeting keeps every call speaking for the whole measurement
-        "routes": {"bench": {"provider": "fake", "cache_greeting": False,
+        "routes": {"bench": {"provider": next(iter(providers)), "cache_greeting": False,
                              "greeting": "Thank you for calling. " * int(seconds_of_speech * 15 / 23 + 1)}},
         "playout": {"lead_ms": lead_ms},
         # every simulated call comes from 127.0.0.1
@@ -162,7 +175,7 @@ async def scrape(url: str) -> str:
 
 
 async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: bool = True,
-                   audio: str = "pcm24k", bot: bool = False,
+                   audio: str = "pcm24k", provider: str = "inprocess", bot: bool = False,
                    ramp_per_second: float = 100.0, interrupt_fraction: float = 0.1,
                    workdir: Path) -> dict:
     """One measurement: N calls for ``duration`` seconds after they are all up."""
@@ -172,8 +185,13 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
     ramp = calls / ramp_per_second
     total = ramp + duration
     config_path = workdir / f"bench-{calls}.yaml"
-    config = bench_config(port, total + 30, lead_ms, audio)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    remote = None
+    if provider != "inprocess":  # on the load core, with the load generator
+        remote = socket_provider.ProviderProcess(provider, free_port(), workdir,
+                                                 pin(1) if pinned else None)
+        await remote.wait_ready()
+    config = bench_config(port, total + 30, lead_ms, audio, provider, remote and remote.port)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(remote.env if remote else {})}
     bot_args = []
     if bot:
         bot_port = free_port()
@@ -202,8 +220,11 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
         # CPU and memory over the steady part: all calls up, before interrupts and hang-ups
         await asyncio.sleep(ramp + 1.5)
         cpu0, t0 = proc_cpu_seconds(gateway.pid), time.monotonic()
+        load_core = socket_provider.LoadCore(load, remote, proc_cpu_seconds)
+        await load_core.begin()
         await asyncio.sleep(max(1.0, duration - 4.0))
         cpu1, t1 = proc_cpu_seconds(gateway.pid), time.monotonic()
+        await load_core.end()
         rss_loaded = proc_rss_bytes(gateway.pid)
         metrics_during = await scrape(base)
         rc = await asyncio.get_running_loop().run_in_executor(None, load.wait, total + 60)
@@ -217,12 +238,15 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
             gateway.wait(10)
         except subprocess.TimeoutExpired:
             gateway.kill()
+        if remote is not None:
+            remote.stop()
     cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
     added = histogram_quantiles(metrics, "tts_gateway_gateway_added_latency_seconds",
                                 carrier="twilio")
     first_frame = histogram_quantiles(metrics, "tts_gateway_first_frame_seconds", carrier="twilio")
+    provider_name = "fake" if provider == "inprocess" else provider
     first_chunk = histogram_quantiles(metrics, "tts_gateway_tts_first_chunk_seconds",
-                                      provider="fake")
+                                      provider=provider_name)
     tick = histogram_quantiles(metrics_during, "tts_gateway_pacing_lateness_seconds")
     barge = sorted(result.get("barge_in", []))
     ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
@@ -230,6 +254,9 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
     run = {
         "calls": calls,
         "provider_audio": audio,
+        "provider": provider,
+        "provider_first_chunks": first_chunk["count"],
+        **load_core.report(),
         "calls_connected": result["calls_connected"],
         "calls_failed": result["calls_failed"],
         "duration_s": duration,
@@ -260,8 +287,6 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
         "pinned": pinned,
         "timeline": result.get("timeline", []),
         "first_media_latencies_ms": [round(v * 1000, 2) for v in result["first_media_latency"]],
-        "load_cpu_percent_of_core": _percent(result.get("steady_cpu_seconds"),
-                                             result.get("measured_seconds")),
         "load_tick_late_p99_ms": ms(result.get("generator_tick_late_p99")),
         "load_tick_late_max_ms": ms(result.get("generator_tick_late_max")),
         "bot": bot,
@@ -271,14 +296,11 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
     return run
 
 
-#: the load side (callers and bots on one core) kept up when its own ticker woke on time
-#: and it had CPU to spare over the measured part
+#: the load side (callers, bots and a provider process on core 1) kept up when its
+#: tickers woke on time and it had CPU to spare over the measured part
 LOAD_TICK_LATE_P99_MS = 5.0
+PROVIDER_LAG_P99_MS = 10.0
 LOAD_CPU_PERCENT = 90.0
-
-
-def _percent(seconds, of) -> float | None:
-    return round(100 * seconds / of, 1) if seconds is not None and of else None
 
 
 def labelled_total(metrics: str, name: str, label: str, value: str) -> float:
@@ -326,15 +348,17 @@ def bot_report(result: dict, metrics: str, ms) -> dict:
 
 
 def load_side(run: dict) -> str | None:
-    """How the load side (callers and bots on core 1) fared: ``kept up``; ``saturated``
-    (it used its core up); ``starved`` (its ticker woke late with CPU to spare: something
-    else ran on its core, a shared machine); None if not known."""
-    tick, cpu = run.get("load_tick_late_p99_ms"), run.get("load_cpu_percent_of_core")
+    """How the load side (callers, bots and a provider process on core 1) fared:
+    ``kept up``; ``saturated`` (it used its core up); ``starved`` (a ticker woke late with
+    CPU to spare: something else ran on its core, a shared machine); None if not known."""
+    tick, cpu = run.get("load_tick_late_p99_ms"), run.get("load_core_cpu_percent")
     if tick is None or cpu is None:
         return None
     if cpu > LOAD_CPU_PERCENT:
         return "saturated"
-    return "kept up" if tick <= LOAD_TICK_LATE_P99_MS else "starved"
+    lag = run.get("provider_lag_p99_ms")
+    late = tick > LOAD_TICK_LATE_P99_MS or lag is not None and lag > PROVIDER_LAG_P99_MS
+    return "starved" if late else "kept up"
 
 
 def _quantile(values, q):
@@ -390,9 +414,9 @@ def _one_line(run: dict) -> str:
             f"CPU {run['gateway_cpu_percent_of_core']} % of a core, "
             f"added p50/p99 {run['gateway_added_p50_ms']}/{run['gateway_added_p99_ms']} ms"
             + (f", caller audio p50/p99 {run['caller_audio_delay_p50_ms']}/"
-               f"{run['caller_audio_delay_p99_ms']} ms, bots {run['bot_call_started']}, "
-               f"load CPU {run['load_cpu_percent_of_core']} %, ticker late p99 "
-               f"{run['load_tick_late_p99_ms']} ms" if run.get("bot") else "")
+               f"{run['caller_audio_delay_p99_ms']} ms, bots {run['bot_call_started']}"
+               if run.get("bot") else "")
+            + f", {socket_provider.load_core_line(run)}"
             + f" -> {'PASS' if passes(run) else 'FAIL'}"
             + ("" if load_side(run) in ("kept up", None) else f" (load side {load_side(run)})"))
 
@@ -431,6 +455,7 @@ def print_report(run: dict) -> None:
          "KB", ""),
         ("barge-in: interrupt -> last frame p50", run["barge_in_p50_ms"], "ms", ""),
         ("barge-in: interrupt -> last frame max", run["barge_in_max_ms"], "ms", "≤ 40"),
+        (socket_provider.load_core_line(run), "", "", ""),
     ]
     if run.get("bot"):
         rows += [
@@ -451,14 +476,14 @@ def print_report(run: dict) -> None:
             ("barge-ins by the callers' noise", run["speech_barge_ins"], "", "0"),
         ]
     rows += [
-        ("load side (callers + bots on core 1)", load_side(run), "", ""),
-        ("load side CPU, % of core 1", run["load_cpu_percent_of_core"], "%",
+        ("load side (callers, bots, provider on core 1)", load_side(run), "", ""),
+        ("load side CPU, % of core 1", run["load_core_cpu_percent"], "%",
          f"≤ {LOAD_CPU_PERCENT:.0f}"),
         ("load side ticker late p99", run["load_tick_late_p99_ms"], "ms",
          f"≤ {LOAD_TICK_LATE_P99_MS:.0f}"),
     ]
     print(f"\n{run['calls']} calls ({run['calls_connected']} connected, {run['calls_failed']} failed), "
-          f"{run['duration_s']} s, provider audio {run['provider_audio']}, "
+          f"{run['duration_s']} s, provider {run['provider']}, audio {run['provider_audio']}, "
           f"gateway {'pinned to core 0' if run['pinned'] else 'not pinned'}"
           + (", every call a bot call (l16/16000 to a loopback bot, VAD on)" if run.get("bot")
              else ""))
@@ -503,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="new calls per second while ramping up (a busy call centre sees a few)")
     parser.add_argument("--audio", choices=sorted(AUDIO_FORMATS), default="pcm24k",
                         help="what the fake provider sends (pcm24k is resampled, mulaw8k passes through)")
+    parser.add_argument("--provider", default="inprocess",
+                        help="where the provider runs, comma-separated to sweep several: "
+                             "inprocess (a generator inside the gateway), or a fake in its own "
+                             "process on the load core, read over a socket: inworld (JSON, "
+                             "base64 audio) or deepgram (binary frames); the single run uses "
+                             "the first")
     parser.add_argument("--sweep-audio", default="mulaw8k",
                         help="provider audio formats to sweep, comma-separated")
     parser.add_argument("--sweep", action="store_true",
@@ -519,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=200.0,
                         help="stop starting new sweep runs after this many seconds")
     args = parser.parse_args(argv)
+    modes = [m for m in args.provider.split(",") if m]
+    if not modes or set(modes) - set(PROVIDER_MODES):
+        parser.error(f"--provider: one or more of {', '.join(PROVIDER_MODES)}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     sweep.deadline = started + args.time_budget
@@ -528,19 +562,22 @@ def main(argv: list[str] | None = None) -> int:
         kw = {"lead_ms": args.lead_ms, "pinned": not args.no_pin, "ramp_per_second": args.ramp,
               "bot": args.bot}
         run = asyncio.run(run_once(args.calls, args.duration, workdir=workdir, audio=args.audio,
-                                   **kw))
+                                   provider=modes[0], **kw))
         print_report(run)
         report["load"] = run
         if args.sweep:
             report["sweep"] = {}
             formats = [f for f in args.sweep_audio.split(",") if f]
-            for i, audio in enumerate(formats):
-                print(f"\nsweep, provider audio {audio} (calls on one core):")
+            combos = [(mode, audio) for mode in modes for audio in formats]
+            for i, (mode, audio) in enumerate(combos):
+                print(f"\nsweep, provider {mode}, provider audio {audio} (calls on one core):")
                 sweep.deadline = time.monotonic() + (
-                    started + args.time_budget - time.monotonic()) / (len(formats) - i)
+                    started + args.time_budget - time.monotonic()) / (len(combos) - i)
                 found = asyncio.run(sweep(args.sweep_start, args.sweep_limit,
-                                          min(args.duration, 12.0), workdir, audio=audio, **kw))
-                report["sweep"][audio] = found
+                                          min(args.duration, 12.0), workdir, audio=audio,
+                                          provider=mode, **kw))
+                found["provider"] = mode
+                report["sweep"][audio if mode == "inprocess" else f"{mode}/{audio}"] = found
                 print(f"  -> {found['max_calls_per_core']} calls per core "
                       f"(first failing: {found['first_failing']}; load side "
                       + (f"{found['load_behind_why']} at {found['load_behind_at']} calls)"

@@ -455,8 +455,11 @@ class BufferModel:
         return late
 
     def mark(self, now: float, name: str) -> bool:
-        """A mark arrived: ``True`` = echo it now, ``False`` = queued (see next_mark_due)."""
-        self.boundary = True
+        """A mark arrived: ``True`` = echo it now, ``False`` = queued (see next_mark_due).
+        An utterance's own mark ends it (the next media starts a new one); the marks the
+        gateway puts after each of its sentences (``<speech id>.<n>``) do not."""
+        if "." not in name:
+            self.boundary = True
         run_end = self.run_start + self.run_bytes / BYTES_PER_SECOND
         if now >= run_end:
             return True

@@ -292,3 +292,19 @@ async def test_closing_right_after_a_call_is_no_provider_failure(fake, caplog):
         assert metric_value(text, "tts_gateway_pool_failures_total", provider="inworld",
                             kind=kind) == 0
     assert "opening a connection failed" not in caplog.text
+
+
+async def test_more_than_a_hundred_calls_each_hold_their_own_socket(fake):
+    """The pool's ``max`` bounds the sockets, nothing below it: aiohttp's default client
+    connector stops at 100, which held call 101 and after until another call ended."""
+    provider = await started(fake.url, min_idle=0, max=130, acquire_timeout_s=30)
+    sessions = []
+    try:
+        async with asyncio.timeout(20):
+            sessions = await asyncio.gather(*(provider.open_session(ULAW) for _ in range(120)))
+            await eventually(lambda: fake.stats.open >= 120, timeout=20)
+        assert fake.stats.open == 120 and provider.pool.peak == 120
+    finally:
+        for session in sessions:
+            await session.release()
+        await provider.close()

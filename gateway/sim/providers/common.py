@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
+from functools import lru_cache
 from itertools import count
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,9 +22,11 @@ from typing import Any, Protocol
 
 from aiohttp import WSMessage, web
 
-__all__ = ["RUNAWAY_PROFILE", "STATS", "FakeStats", "IdleReceiver", "add_stats",
-           "audio_pieces", "check_profile", "close_all", "fake_app", "run_after",
-           "serve_socket", "set_keys", "track_socket"]
+from gateway.tts.fake import speechlike_pcm
+
+__all__ = ["BENCH_PROFILE", "RUNAWAY_PROFILE", "STATS", "FakeStats", "IdleReceiver",
+           "Pacer", "add_stats", "audio_pieces", "check_profile", "close_all", "fake_app",
+           "looped_speech", "run_after", "serve_socket", "set_keys", "track_socket"]
 
 #: The app key of the :class:`FakeStats` (a plain string on purpose).
 STATS = "stats"
@@ -36,6 +39,16 @@ RUNAWAY_PROFILE: dict[str, Any] = {
     "flood_factor": 20.0,
     "oversize_on": None,
     "oversize_bytes": 8 << 20,
+}
+
+#: The profile knobs of a fake serving many calls at once (the benchmark's provider, for
+#: the fakes that take them): ``max_ahead_s`` caps how far a stream's audio runs ahead of
+#: real time (:class:`Pacer`), ``precomputed_audio`` sends :func:`looped_speech` instead
+#: of synthesizing per request and keeps no copy of what was sent. The wire protocol is
+#: the same either way.
+BENCH_PROFILE: dict[str, Any] = {
+    "max_ahead_s": None,
+    "precomputed_audio": False,
 }
 
 
@@ -224,3 +237,46 @@ def audio_pieces(profile: dict[str, Any], text: str, audio: bytes, step: int
             yield looped[start:start + step], chunk_s / profile["flood_factor"]
     for start in range(0, len(audio), step):
         yield audio[start:start + step], chunk_s / profile["burst_factor"]
+
+
+class Pacer:
+    """When to send the next piece of one stream of audio: ``burst_factor`` times faster
+    than real time, until the stream is ``max_ahead_s`` ahead of real time (None: no cap);
+    from then on at the pace it plays, as a provider fed by a streaming LLM (and the
+    in-process fake, :mod:`gateway.tts.fake`). A stream that fell behind real time (a pause
+    between utterances) starts a new timeline at its next piece."""
+
+    def __init__(self, burst_factor: float, max_ahead_s: float | None):
+        self.burst_factor = burst_factor
+        self.max_ahead_s = max_ahead_s
+        self.loop = asyncio.get_running_loop()
+        self.began = 0.0
+        self.sent_s = 0.0
+
+    def pause(self, piece_s: float) -> float:
+        """Seconds to wait after sending a piece ``piece_s`` long."""
+        now = self.loop.time()
+        if now - self.began > self.sent_s:  # fell behind: the listener ran dry
+            self.began, self.sent_s = now, 0.0
+        self.sent_s += piece_s
+        burst = piece_s / self.burst_factor
+        if self.max_ahead_s is None:
+            return burst
+        ahead = self.sent_s - (now - self.began)
+        return max(burst, ahead - self.max_ahead_s)
+
+
+LOOP_S = 10.0
+
+
+@lru_cache(maxsize=8)
+def _speech_loop(rate: int) -> bytes:
+    return speechlike_pcm(LOOP_S, rate)
+
+
+def looped_speech(seconds: float, rate: int) -> bytes:
+    """``seconds`` of :func:`speechlike_pcm` at ``rate``, cut from a loop computed once per
+    rate: what a fake with ``precomputed_audio`` sends, at the cost of a copy."""
+    loop = _speech_loop(rate)
+    size = int(seconds * rate) * 2
+    return (loop * (size // len(loop) + 1))[:size]

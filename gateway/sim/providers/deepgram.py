@@ -28,6 +28,11 @@ SDK's message types), third-party observations [T], and inferred defaults [I]:
 Error injection: with ``fail_on="..."``, a flush whose text contains it closes the socket
 with 1011 and the reason "synthesis failed" (a fatal error, §8 [C]).
 
+Many calls at once (the benchmark, :mod:`gateway.bench.provider`): the
+:data:`~gateway.sim.providers.common.BENCH_PROFILE` knobs pace each socket's audio to
+``max_ahead_s`` ahead of real time and send precomputed audio without keeping a copy in
+``app["log"]`` (its ``audio`` is None then; same frames on the wire).
+
 ``app["log"]``: what was synthesized, dicts ``{"text","bytes","encoding","sample_rate",
 "audio","sequence_id"}`` (``audio``: the exact bytes sent); ``app["connects"]``: the query
 of each accepted socket; ``app["received"]``: client messages (parsed); ``app["clears"]``,
@@ -45,7 +50,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import IdleReceiver, fake_app, serve_socket
+from gateway.sim.providers.common import (BENCH_PROFILE, IdleReceiver, Pacer, fake_app,
+                                           looped_speech, serve_socket)
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/speak"
@@ -65,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "idle_timeout_s": 60.0,  # [I]
     "max_text_chars": 2000,  # [I]
     "fail_on": None,
+    **BENCH_PROFILE,  # many calls at once: audio paced to max_ahead_s, precomputed
 }
 
 
@@ -127,6 +134,7 @@ class _Session:
         self.flush_times: deque[float] = deque()
         self.lock = asyncio.Lock()
         self.worker: asyncio.Task | None = None
+        self.pacer = Pacer(self.p["burst_factor"], self.p["max_ahead_s"])  # one stream a socket
 
     async def send(self, data: str | bytes) -> None:
         async with self.lock:
@@ -248,7 +256,8 @@ class _Session:
             await self.close(1011, "synthesis failed")
             return False
         encoding, rate = self.params["encoding"], self.params["sample_rate"]
-        pcm = speechlike_pcm(max(0.2, len(text) / p["chars_per_second"]), rate)
+        seconds = max(0.2, len(text) / p["chars_per_second"])
+        pcm = (looped_speech if p["precomputed_audio"] else speechlike_pcm)(seconds, rate)
         if encoding == "mulaw":
             audio, width = ulaw_encode(pcm), 1
         elif encoding == "alaw":
@@ -256,7 +265,9 @@ class _Session:
         else:
             audio, width = pcm, 2
         self.app["log"].append({"text": text, "bytes": len(audio), "encoding": encoding,
-                                "sample_rate": rate, "audio": audio, "sequence_id": seq})
+                                "sample_rate": rate, "sequence_id": seq,
+                                # hundreds of calls at once: no copy of every byte
+                                "audio": None if p["precomputed_audio"] else audio})
         step = max(1, int(rate * p["chunk_ms"] / 1000)) * width
         late = 0
         for start in range(0, len(audio), step):
@@ -264,6 +275,7 @@ class _Session:
                 if late >= p["late_chunks"]:
                     return False
                 late += 1
-            await self.send(audio[start:start + step])
-            await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
+            piece = audio[start:start + step]
+            await self.send(piece)
+            await asyncio.sleep(self.pacer.pause(len(piece) / width / rate))
         return epoch == self.epoch

@@ -15,6 +15,10 @@ Error injection: with ``fail_on="..."``, a context whose buffered text contains 
 gets a status error (code 13, gRPC INTERNAL) instead of audio and is dropped server side
 (nothing synthesized, no ``contextClosed``; a later operation on it is "Context not found").
 The socket stays open.
+
+Many calls at once (the benchmark, :mod:`gateway.bench.provider`): the
+:data:`~gateway.sim.providers.common.BENCH_PROFILE` knobs pace each context's audio to
+``max_ahead_s`` ahead of real time and send precomputed audio (same frames on the wire).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode, wav_bytes
 
-from gateway.sim.providers.common import add_stats, check_profile, run_after, track_socket
+from gateway.sim.providers.common import (BENCH_PROFILE, Pacer, add_stats, check_profile,
+                                           looped_speech, run_after, track_socket)
 from gateway.sim.providers.tags import voice_pcm, word_spans, words_out
 
 PROFILE = web.AppKey("profile", dict)
@@ -53,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "max_text": 1000,
     "fail_on": None,  # text containing this fails its context with status 13 (see above)
     "tag_words": False,  # voice each word as a tone that names it (.tags)
+    **BENCH_PROFILE,  # many calls at once: audio paced to max_ahead_s, precomputed
 }
 
 # camelCase <-> snake_case (proto3 JSON accepts both, §1.2).
@@ -87,8 +93,9 @@ class _Invalid(Exception):
 
 
 class _Ctx:
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, pacer: Pacer):
         self.config = config
+        self.pacer = pacer  # the context's audio is one stream
         self.buffer = ""
         self.tail: asyncio.Task | None = None
         self.last_used = time.monotonic()
@@ -265,7 +272,8 @@ class _Session:
         config["audioConfig"] = audio
         config.setdefault("maxBufferDelayMs", 3000)
         config.setdefault("timestampTransportStrategy", "SYNC")
-        self.contexts[context_id] = _Ctx(config)
+        self.contexts[context_id] = _Ctx(config, Pacer(self.p["burst_factor"],
+                                                       self.p["max_ahead_s"]))
         await self.result(context_id, contextCreated=config)
 
     async def op_send_text(self, context_id: str | None, body: dict) -> None:
@@ -359,14 +367,17 @@ class _Session:
         text, ctx.buffer = ctx.buffer, ""
         if not text:
             return
-        self._schedule(ctx, self._generate(context_id, dict(ctx.config), text))
+        self._schedule(ctx, self._generate(context_id, dict(ctx.config), text, ctx.pacer))
 
-    async def _generate(self, context_id: str, config: dict, text: str) -> None:
+    async def _generate(self, context_id: str, config: dict, text: str, pacer: Pacer) -> None:
         p = self.p
         audio_cfg = config["audioConfig"]
         encoding, rate = audio_cfg["audioEncoding"], audio_cfg["sampleRateHertz"]
         seconds = max(0.2, len(text.strip()) / p["chars_per_second"])
-        pcm = voice_pcm(text.strip(), seconds, rate, tagged=p["tag_words"])
+        if p["precomputed_audio"]:
+            pcm = looped_speech(seconds, rate)
+        else:
+            pcm = voice_pcm(text.strip(), seconds, rate, tagged=p["tag_words"])
         # timestampType WORD: each chunk carries the words whose audio it completes, in
         # seconds from the start of this generation (they restart at 0 after each flush,
         # §1.2 [T]); SYNC and ASYNC alike ride with the audio here [C: SYNC is the default]
@@ -401,5 +412,5 @@ class _Session:
                     "wordStartTimeSeconds": [round(a, 3) for _, a, _ in timed],
                     "wordEndTimeSeconds": [round(b, 3) for _, _, b in timed]}}
             await self.result(context_id, audioChunk=chunk)
-            await asyncio.sleep(p["chunk_ms"] / 1000 / p["burst_factor"])
+            await asyncio.sleep(pacer.pause(len(piece) / 2 / rate))
         await self.result(context_id, flushCompleted={})

@@ -150,6 +150,21 @@ class Driver:
         return False
 
 
+def _configured_format(options: dict[str, Any], chosen: tuple[str, int], *, pcm: str,
+                       g711_rate: int = 8000) -> tuple[str, int]:
+    """The provider's audio format: ``chosen`` for the call's carrier, unless the options
+    name one (``audio_format`` in the provider's own words, ``sample_rate`` for its ``pcm``
+    format): the operator knows better what a voice streams, and the benchmark asks for
+    24 kHz PCM on a μ-law carrier to measure the resampled path."""
+    fmt, rate = chosen
+    if "audio_format" in options:
+        fmt = options["audio_format"]
+        rate = options.get("sample_rate", g711_rate if fmt != pcm else rate)
+    elif "sample_rate" in options and fmt == pcm:
+        rate = options["sample_rate"]
+    return fmt, rate
+
+
 def _one_voice(driver: Driver, voice: str | None) -> None:
     """Providers whose voice is part of the socket URL cannot change it per turn."""
     if voice and voice != driver.settings.voice:
@@ -208,14 +223,24 @@ class InworldDriver(Driver):
     def pool_key(self, output: MediaFormat) -> Hashable:
         return None  # the audio format is chosen per context (create)
 
+    #: options that are the gateway's, not fields of Inworld's ``create``
+    own_options = frozenset({"word_timestamps", "audio_format", "sample_rate"})
+
+    def _format(self, output: MediaFormat) -> tuple[str, int]:
+        chosen = inworld.choose_audio_format(output.encoding, output.sample_rate)
+        return _configured_format(self.settings.options, chosen, pcm="PCM")
+
     def connect(self, key):
         s = self.settings
+        # the format a μ-law call asks for, validated before a socket is opened
+        encoding, rate = self._format(MediaFormat("mulaw", 8000))
         return inworld.connect_params(s.api_key, endpoint=s.endpoint,
-                                      model=s.model or inworld.DEFAULT_MODEL, voice=s.voice)
+                                      model=s.model or inworld.DEFAULT_MODEL, voice=s.voice,
+                                      encoding=encoding, sample_rate=rate)
 
     def new_protocol(self, key):
         s = self.settings
-        options = {k: v for k, v in s.options.items() if k != "word_timestamps"}
+        options = {k: v for k, v in s.options.items() if k not in self.own_options}
         return inworld.InworldProtocol(voice=s.voice, model=s.model or inworld.DEFAULT_MODEL,
                                        create_options=options,
                                        # what the caller heard, to the word (speech.done)
@@ -223,7 +248,7 @@ class InworldDriver(Driver):
                                                                      True) is True)
 
     def begin(self, proto, cid, voice, output):
-        encoding, rate = inworld.choose_audio_format(output.encoding, output.sample_rate)
+        encoding, rate = self._format(output)
         return [proto.create_message(cid, voice=voice, encoding=encoding, sample_rate=rate)[1]]
 
     def send(self, proto, cid, text, voice=None):
@@ -480,15 +505,9 @@ class TelnyxDriver(ProtocolTurns, Driver):
             self.default_idle_timeout_s = float(o["inactivity_timeout_s"])
 
     def pool_key(self, output: MediaFormat) -> Hashable:
-        o = self.settings.options
-        fmt, rate = telnyx_tts.choose_format(self.settings.voice, output.encoding,
-                                             output.sample_rate)
-        if "audio_format" in o:  # the operator knows better what this voice streams
-            fmt = o["audio_format"]
-            rate = o.get("sample_rate", 8000 if fmt != "linear16" else rate)
-        elif "sample_rate" in o and fmt == "linear16":
-            rate = o["sample_rate"]
-        return fmt, rate
+        chosen = telnyx_tts.choose_format(self.settings.voice, output.encoding,
+                                          output.sample_rate)
+        return _configured_format(self.settings.options, chosen, pcm="linear16")
 
     def connect(self, key):
         s, o = self.settings, self.settings.options
@@ -689,7 +708,7 @@ class DeepgramDriver(ProtocolTurns, ProtocolHealth, Driver):
 
     type = "deepgram"
     tracks_segments = True  # Flushed answers the Flush after each sentence (budget allowing)
-    option_keys = frozenset({"speed", "mip_opt_out"})
+    option_keys = frozenset({"speed", "mip_opt_out", "audio_format", "sample_rate"})
     # A Clear empties the whole socket's buffers: calls never share one.
     max_contexts = 1
     # No idle limit is documented (§8, §10); set pool.idle_timeout_s if one shows up.
@@ -702,7 +721,8 @@ class DeepgramDriver(ProtocolTurns, ProtocolHealth, Driver):
                              "aura-2-thalia-en); leave model unset")
 
     def pool_key(self, output: MediaFormat) -> Hashable:
-        return deepgram.choose_format(output.encoding, output.sample_rate)
+        chosen = deepgram.choose_format(output.encoding, output.sample_rate)
+        return _configured_format(self.settings.options, chosen, pcm="linear16")
 
     def connect(self, key):
         s, o = self.settings, self.settings.options

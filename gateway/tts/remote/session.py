@@ -138,7 +138,8 @@ class RemoteProvider(TtsProvider):
 
     async def start(self) -> None:
         self.driver.connect(self.driver.pool_key(WARM_FORMAT))  # a bad setting fails here
-        self._http = aiohttp.ClientSession()
+        # no connector limit (aiohttp's default is 100 sockets): the pool's ``max`` bounds them
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.pool = ConnectionPool(self.driver, self._open, self.pool_settings,
                                    warm_key=self.driver.pool_key(WARM_FORMAT),
                                    metrics=self.metrics)
