@@ -301,11 +301,12 @@ def test_prototype_filter_response_before_rounding(in_rate, out_rate):
     assert np.all(np.abs(passband_db) <= 0.01)
 
 
-def test_filter_tables_are_shared_between_instances():
-    a, b = StreamResampler(22050, 8000), StreamResampler(22050, 8000)
+@pytest.mark.parametrize("in_rate,out_rate", [(22050, 8000), (24000, 8000)])
+def test_filter_tables_are_shared_between_instances(in_rate, out_rate):
+    a, b = StreamResampler(in_rate, out_rate), StreamResampler(in_rate, out_rate)
     assert a._bank is b._bank
-    assert not a._bank.row_filters.flags.writeable
-    assert not a._bank.phase_filters.flags.writeable
+    tables = [a._bank.phase_filters, a._bank.row_filters, a._bank.cycle_filters]
+    assert all(not table.flags.writeable for table in tables if table is not None)
 
 
 @pytest.mark.parametrize("in_rate,out_rate", [(11025, 8000), (24000, 12000), (8000, 44100)])
