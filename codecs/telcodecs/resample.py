@@ -27,6 +27,9 @@ Streaming contract:
   ``n`` input samples in total, exactly ``ceil(n * out_rate / in_rate)`` output samples
   have been returned. Nothing is held back beyond the filter's own group delay.
 * Chunked processing is bit-exact with one-shot processing, whatever the chunking.
+  Each output is its filter's exact sum, rounded: the taps are dyadic numbers for
+  which float64 sums of int16 samples never round, so the summation order (BLAS's,
+  any blocking) cannot change a sample.
 * An odd trailing byte is kept and joined with the next chunk; it is never padded.
 * ``flush`` feeds the group delay's worth of zeros, returns what comes out, and
   resets the stream, so the output of a whole utterance is its input times the ratio
