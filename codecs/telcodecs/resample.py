@@ -27,6 +27,9 @@ Streaming contract:
   ``n`` input samples in total, exactly ``ceil(n * out_rate / in_rate)`` output samples
   have been returned. Nothing is held back beyond the filter's own group delay.
 * Chunked processing is bit-exact with one-shot processing, whatever the chunking.
+  Each output is its filter's exact sum, rounded: the taps are dyadic numbers for
+  which float64 sums of int16 samples never round, so the summation order (BLAS's,
+  any blocking) cannot change a sample.
 * An odd trailing byte is kept and joined with the next chunk; it is never padded.
 * ``flush`` feeds the group delay's worth of zeros, returns what comes out, and
   resets the stream, so the output of a whole utterance is its input times the ratio
@@ -59,8 +62,20 @@ _BAND_EDGES_HZ = {8000: (3400.0, 4600.0), 16000: (7000.0, 8600.0),
 _STOPBAND_ATTENUATION_DB = 90.0
 
 _INT16_MIN, _INT16_MAX = -32768, 32767
-# Outputs per vectorized step: a 20 ms chunk at 16 kHz output fits in one.
+# Outputs per row of the filter matrix (whole phase cycles): small rows waste few
+# multiplications on the matrix's zeros, and eight keep the matrix product fast.
+_ROW_OUTPUTS = 8
+# OpenBLAS runs a product on several threads above m*n*k = 65536 * 4 (gemm) and, for one
+# row, m*n = 2304 * 4 (gemv); on a busy server those threads cost far more than they save,
+# so products stay below both. Pairs whose row matrix is too big for that (22.05 and
+# 44.1 kHz input: 80 to 320 phases) gather each output's window instead.
+_GEMM_SINGLE_THREAD_MNK = 65536 * 4
+_GEMV_SINGLE_THREAD_MN = 2304 * 4
+# Outputs per gathered step: a 20 ms chunk at 16 kHz output fits in one.
 _MIN_SEGMENT_OUTPUTS = 320
+# float64 holds every integer below 2**53 exactly; int16 samples are below 2**15.
+_EXACT_BITS = 52
+_SAMPLE_BITS = 15
 _NO_OUTPUT = np.zeros(0, dtype="<i2")
 _NO_OUTPUT.setflags(write=False)
 
@@ -71,11 +86,24 @@ class _PolyphaseBank:
 
     Output ``n`` sits at upsampled time ``n * down``; its newest input sample is
     ``n * down // up`` and its filter phase ``n * down % up``. Phases repeat every ``up``
-    outputs, so the tables hold them in output ("cycle") order, repeated to cover
-    ``max_segment`` consecutive outputs from any starting point: a run of outputs then
-    reads its filters as one contiguous slice instead of gathering them.
-    All filters are time-reversed (they multiply oldest-first windows) and include the
-    interpolation gain ``up``.
+    outputs ("cycle positions" ``0 .. up - 1``, starting at phase 0) while the input
+    advances ``down`` samples.
+
+    The taps are multiples of a power of two, coarse enough that every product and every
+    partial sum of an output (int16 samples times one phase's taps) is exact in float64:
+    the result does not depend on the order of summation, so BLAS may add in any order
+    and the output never depends on how the input was chunked. Filters are time-reversed
+    (they multiply oldest-first windows) and include the interpolation gain ``up``.
+
+    Few phases (``up <= 8``: every pair without 22.05 or 44.1 kHz): outputs are computed
+    in rows of ``row_outputs`` (whole cycles, from cycle position 0). A row reads
+    ``row_length`` consecutive inputs, the next row starts ``row_advance`` later, and
+    ``row_filters`` (``row_length`` x ``row_outputs``, mostly zeros) holds each output's
+    filter at its place in that window: a run of rows is one matrix product.
+
+    Many phases: ``cycle_filters`` holds the filters in cycle order, repeated to cover
+    ``max_segment`` consecutive outputs from any starting point, so a run of outputs
+    reads its filters as one contiguous slice; their windows are gathered.
     """
 
     up: int
@@ -83,14 +111,23 @@ class _PolyphaseBank:
     taps_per_phase: int
     group_delay_upsampled: int  # prototype centre, in samples at in_rate * up
     delay_seconds: float
-    max_segment: int  # outputs computed per vectorized step
-    # (max_segment + up, taps_per_phase): filter of cycle position m, m >= 0.
-    cycle_filters: np.ndarray
-    # (max_segment + up,): how far (in input samples) the newest input of cycle
-    # position m lies past that of position 0.
-    cycle_input_advance: np.ndarray
+    # (up, taps_per_phase): the filter of phase p, oldest input first, as applied.
+    phase_filters: np.ndarray
     # cycle position (0 <= m < up) whose phase is p, indexed by p.
     cycle_position_of_phase: tuple[int, ...]
+    # Rows (few phases), else None.
+    row_filters: np.ndarray | None
+    row_outputs: int
+    row_advance: int
+    row_length: int
+    max_rows: int  # rows per matrix product
+    # Gathered windows (many phases), else None.
+    # (max_segment + up, taps_per_phase): filter of cycle position m, m >= 0.
+    cycle_filters: np.ndarray | None
+    # (max_segment + up,): how far (in input samples) the newest input of cycle
+    # position m lies past that of position 0.
+    cycle_input_advance: np.ndarray | None
+    max_segment: int
 
 
 def _kaiser_lowpass(cutoff_hz: float, transition_hz: float, sample_rate: float) -> np.ndarray:
@@ -110,6 +147,14 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _exact_taps(phases: np.ndarray) -> np.ndarray:
+    """``phases`` rounded to multiples of a power of two, the finest step for which any
+    output (int16 samples times one phase's taps) sums exactly in float64."""
+    worst_gain = float(np.abs(phases).sum(axis=1).max())
+    step_bits = _EXACT_BITS - _SAMPLE_BITS - math.ceil(math.log2(worst_gain)) - 1
+    return np.ldexp(np.rint(np.ldexp(phases, step_bits)), -step_bits)
+
+
 @functools.lru_cache(maxsize=None)
 def _polyphase_bank(in_rate: int, out_rate: int) -> _PolyphaseBank:
     common = math.gcd(in_rate, out_rate)
@@ -119,31 +164,54 @@ def _polyphase_bank(in_rate: int, out_rate: int) -> _PolyphaseBank:
     prototype = _kaiser_lowpass((pass_hz + stop_hz) / 2, stop_hz - pass_hz, upsampled_rate)
     centre = (len(prototype) - 1) // 2
 
-    taps_per_phase = -(-len(prototype) // up)
-    padded = np.zeros(taps_per_phase * up)
+    taps = -(-len(prototype) // up)
+    padded = np.zeros(taps * up)
     padded[: len(prototype)] = prototype * up
     # padded[p + j*up] multiplies x[k - j] for an output at upsampled time k*up + p.
-    reversed_phases = padded.reshape(taps_per_phase, up).T[:, ::-1]
+    phase_filters = _exact_taps(padded.reshape(taps, up).T[:, ::-1])
 
-    max_segment = up * -(-_MIN_SEGMENT_OUTPUTS // up)
-    positions = np.arange(max_segment + up, dtype=np.int64)
-    cycle_phase = positions * down % up
     cycle_position_of_phase = [0] * up
-    for position, phase in enumerate(cycle_phase[:up].tolist()):
-        cycle_position_of_phase[phase] = position
-    return _PolyphaseBank(
+    for cycle_position, phase in enumerate((np.arange(up) * down % up).tolist()):
+        cycle_position_of_phase[phase] = cycle_position
+    common = dict(
         up=up,
         down=down,
-        taps_per_phase=taps_per_phase,
+        taps_per_phase=taps,
         group_delay_upsampled=centre,
         delay_seconds=centre / upsampled_rate,
-        max_segment=max_segment,
-        # float32 halves the memory traffic of the hot loop; 24-bit mantissas keep the
-        # filter's stopband far below the 90 dB design and int16 rounding.
-        cycle_filters=_read_only(np.ascontiguousarray(reversed_phases[cycle_phase],
-                                                      dtype=np.float32)),
-        cycle_input_advance=_read_only(positions * down // up),
+        phase_filters=_read_only(np.ascontiguousarray(phase_filters)),
         cycle_position_of_phase=tuple(cycle_position_of_phase),
+    )
+    if up <= _ROW_OUTPUTS:
+        return _PolyphaseBank(**common, **_row_layout(phase_filters, up, down),
+                              cycle_filters=None, cycle_input_advance=None, max_segment=0)
+    max_segment = up * -(-_MIN_SEGMENT_OUTPUTS // up)
+    position = np.arange(max_segment + up, dtype=np.int64)
+    return _PolyphaseBank(
+        **common, row_filters=None, row_outputs=0, row_advance=0, row_length=0, max_rows=0,
+        cycle_filters=_read_only(np.ascontiguousarray(phase_filters[position * down % up])),
+        cycle_input_advance=_read_only(position * down // up),
+        max_segment=max_segment,
+    )
+
+
+def _row_layout(phase_filters: np.ndarray, up: int, down: int) -> dict:
+    taps = phase_filters.shape[1]
+    row_outputs = up * -(-_ROW_OUTPUTS // up)
+    position = np.arange(row_outputs)
+    phase_at, newest_at = position * down % up, position * down // up
+    row_length = int(newest_at[-1]) + taps
+    row_filters = np.zeros((row_length, row_outputs))
+    for column in range(row_outputs):
+        row_filters[newest_at[column]:newest_at[column] + taps, column] = \
+            phase_filters[phase_at[column]]
+    assert row_filters.size < _GEMV_SINGLE_THREAD_MN, "one-row products would run on threads"
+    return dict(
+        row_filters=_read_only(row_filters),
+        row_outputs=row_outputs,
+        row_advance=row_outputs // up * down,
+        row_length=row_length,
+        max_rows=_GEMM_SINGLE_THREAD_MNK // row_filters.size,
     )
 
 
@@ -174,7 +242,7 @@ class StreamResampler:
         self._odd_byte = b""
         if self._bank is not None:
             # Input history, oldest first; starts as the zeros before the stream.
-            self._history = np.zeros(self._bank.taps_per_phase - 1, dtype=np.float32)
+            self._history = np.zeros(self._bank.taps_per_phase - 1)
             # Upsampled time of the next output, relative to self._history[0].
             self._next_output_time = (self._bank.taps_per_phase - 1) * self._bank.up
 
@@ -194,12 +262,10 @@ class StreamResampler:
     def process_samples(self, samples: np.ndarray) -> np.ndarray:
         """Resample whole samples given as an array (int16, or float32 holding integers,
         e.g. decoded G.711); returns the int16 output (resampling rates only)."""
-        bank = self._bank
-        # Long chunks (a provider may send a whole sentence) go through in 20 ms pieces:
-        # the gathered windows stay in cache, about twice as fast as one big gather.
-        # (Integer decimation and interpolation read strided views: nothing to gather.)
+        # Long chunks (a provider may send a whole sentence) go through gathering in 20 ms
+        # pieces: the gathered windows stay in cache, about twice as fast as one big gather.
         step = self.in_rate // 50
-        if bank.up == 1 or bank.down == 1 or len(samples) <= step:
+        if self._bank.row_filters is not None or len(samples) <= step:
             return self._filter(samples)
         return np.concatenate([self._filter(samples[i:i + step])
                                for i in range(0, len(samples), step)])
@@ -224,67 +290,77 @@ class StreamResampler:
         """Append ``samples`` to the history; return every output they complete (int16)."""
         bank = self._bank
         taps, up, down = bank.taps_per_phase, bank.up, bank.down
-        buffer = np.concatenate((self._history, samples))
+        history = self._history
+        total = len(history) + len(samples)
         first_time = self._next_output_time
-        count = -(-(len(buffer) * up - first_time) // down)
+        count = -(-(total * up - first_time) // down)
         if count <= 0:
-            self._history = buffer
+            self._history = np.concatenate((history, samples))
             return _NO_OUTPUT
 
-        item = buffer.itemsize
-        if up == 1:
-            # Integer decimation: one phase, and the windows are a strided view.
-            windows = np.ndarray(
-                shape=(count, taps),
-                dtype=buffer.dtype,
-                buffer=buffer,
-                offset=(first_time - taps + 1) * item,
-                strides=(down * item, item),
-            )
-            values = np.einsum("ij,j->i", windows, bank.cycle_filters[0])
-        elif down == 1:
-            # Integer interpolation: the outputs of one phase read consecutive windows, a
-            # strided view; each phase's row products are the same arithmetic as gathered.
-            values = np.empty(count, dtype=np.float32)
-            for offset in range(min(up, count)):
-                time = first_time + offset
-                newest = time // up
-                windows = np.ndarray(
-                    shape=(len(range(offset, count, up)), taps),
-                    dtype=buffer.dtype,
-                    buffer=buffer,
-                    offset=(newest - taps + 1) * item,
-                    strides=(item, item),
-                )
-                phase_filter = bank.cycle_filters[bank.cycle_position_of_phase[time % up]]
-                values[offset::up] = np.einsum("ij,j->i", windows, phase_filter)
+        if bank.row_filters is not None:
+            values, buffer = self._rows(samples, first_time, count)
         else:
-            all_windows = np.ndarray(
-                shape=(len(buffer) - taps + 1, taps),
-                dtype=buffer.dtype,
-                buffer=buffer,
-                strides=(item, item),
-            )
-            pieces = []
-            time, remaining = first_time, count
-            while remaining:
-                size = min(remaining, bank.max_segment)
-                position = bank.cycle_position_of_phase[time % up]
-                advance = bank.cycle_input_advance[position : position + size]
-                first_window = time // up - (taps - 1) - int(advance[0])
-                windows = all_windows[advance + first_window]
-                filters = bank.cycle_filters[position : position + size]
-                # Row-wise products: each output's arithmetic is independent of chunking.
-                pieces.append(np.einsum("ij,ij->i", windows, filters))
-                time += size * down
-                remaining -= size
-            values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-        dropped = len(buffer) - (taps - 1)
-        self._history = buffer[dropped:].copy()
+            values, buffer = self._gathered(samples, first_time, count)
+        dropped = total - (taps - 1)
+        self._history = buffer[dropped:total].copy()
         self._next_output_time = first_time + count * down - dropped * up
         np.rint(values, out=values)
         # (two ufuncs: np.clip's dispatch costs more than both on a 20 ms chunk)
         np.minimum(values, _INT16_MAX, out=values)
         np.maximum(values, _INT16_MIN, out=values)
         return values.astype("<i2")
+
+    def _rows(self, samples: np.ndarray, first_time: int, count: int):
+        """``count`` outputs as rows of a matrix product; returns them (float64, exact
+        sums) and the input (history then ``samples``, zero-padded after)."""
+        bank = self._bank
+        history = self._history
+        held, total = len(history), len(history) + len(samples)
+        # Rows start at cycle position 0, ``position`` outputs before the first one owed;
+        # those and the last row's outputs past ``count`` read zero padding and are dropped.
+        position = bank.cycle_position_of_phase[first_time % bank.up]
+        window_start = (first_time - position * bank.down) // bank.up - (bank.taps_per_phase - 1)
+        rows = -(-(position + count) // bank.row_outputs)
+        front = max(0, -window_start)  # zeros before the history, for a row that needs them
+        end = window_start + (rows - 1) * bank.row_advance + bank.row_length
+        work = np.zeros(front + max(total, end))
+        work[front:front + held] = history
+        work[front + held:front + total] = samples
+        item = work.itemsize
+        windows = np.ndarray(shape=(rows, bank.row_length), dtype=work.dtype, buffer=work,
+                             offset=(front + window_start) * item,
+                             strides=(bank.row_advance * item, item))
+        # The overlapping windows are copied into plain matrices, which BLAS takes.
+        if rows <= bank.max_rows:
+            products = np.ascontiguousarray(windows) @ bank.row_filters
+        else:
+            products = np.empty((rows, bank.row_outputs))
+            for first in range(0, rows, bank.max_rows):
+                part = slice(first, first + bank.max_rows)
+                np.matmul(np.ascontiguousarray(windows[part]), bank.row_filters,
+                          out=products[part])
+        return products.reshape(-1)[position:position + count], work[front:]
+
+    def _gathered(self, samples: np.ndarray, first_time: int, count: int):
+        """``count`` outputs from gathered windows; returns them (float64, exact sums) and
+        the input (history then ``samples``)."""
+        bank = self._bank
+        taps, up, down = bank.taps_per_phase, bank.up, bank.down
+        buffer = np.concatenate((self._history, samples))
+        item = buffer.itemsize
+        all_windows = np.ndarray(shape=(len(buffer) - taps + 1, taps), dtype=buffer.dtype,
+                                 buffer=buffer, strides=(item, item))
+        pieces = []
+        time, remaining = first_time, count
+        while remaining:
+            size = min(remaining, bank.max_segment)
+            position = bank.cycle_position_of_phase[time % up]
+            advance = bank.cycle_input_advance[position:position + size]
+            first_window = time // up - (taps - 1) - int(advance[0])
+            windows = all_windows[advance + first_window]
+            filters = bank.cycle_filters[position:position + size]
+            pieces.append(np.einsum("ij,ij->i", windows, filters))
+            time += size * down
+            remaining -= size
+        return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), buffer

