@@ -9,9 +9,9 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.elevenlabs import PATH, make_app
-from gateway.tts.providers.elevenlabs import (
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.elevenlabs.fake import PATH, make_app
+from gateway.tts.providers.elevenlabs.protocol import (
     DEFAULT_ENDPOINT,
     MAX_TEXT_CHARS,
     ElevenLabsProtocol,
@@ -543,9 +543,10 @@ def test_config_problems(provider, words):
 
 
 def driver(**options):
-    from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
+    from gateway.tts.providers.driver import RemoteSettings
+    from gateway.tts.providers.registry import PROVIDERS
 
-    return DRIVERS["elevenlabs"](RemoteSettings(
+    return PROVIDERS["elevenlabs"].new_driver(RemoteSettings(
         name="el", type="elevenlabs", api_key="k", voice=VOICE, endpoint=DEFAULT_ENDPOINT,
         options=options))
 

@@ -7,15 +7,15 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.inworld import PATH, make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.inworld.fake import PATH, make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
     ProviderError,
     ProviderProtocolError,
 )
-from gateway.tts.providers.inworld import (
+from gateway.tts.providers.inworld.protocol import (
     DEFAULT_ENDPOINT,
     MAX_TEXT_CHARS,
     InworldProtocol,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from gateway.tts.providers.deepgram import DeepgramProtocol
+from gateway.tts.providers.deepgram.protocol import DeepgramProtocol
 from gateway.tts.providers.events import ProviderDone
-from gateway.tts.providers.uplift import UpliftProtocol
+from gateway.tts.providers.uplift.protocol import UpliftProtocol
 
 FLUSHED = json.dumps({"type": "Flushed", "sequence_id": 0})
 

@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.smallest import make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.smallest.fake import make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -15,7 +15,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.providers.smallest import (
+from gateway.tts.providers.smallest.protocol import (
     DEFAULT_ENDPOINT,
     SmallestProtocol,
     choose_format,

@@ -16,8 +16,8 @@ from telcodecs import wav_bytes
 from gateway.carriers.events import MediaFormat
 from gateway.http.loopback import serve_on_loopback
 from gateway.metrics import Metrics
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.telnyx_tts import PATH, make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.telnyx.fake import PATH, make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -25,14 +25,15 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.providers.telnyx_tts import (
+from gateway.tts.providers.telnyx.protocol import (
     DEFAULT_ENDPOINT,
     TelnyxProtocol,
     choose_format,
     connect_params,
     strip_markdown,
 )
-from gateway.tts.remote.drivers import RemoteSettings, TelnyxDriver
+from gateway.tts.providers.driver import RemoteSettings
+from gateway.tts.providers.telnyx import SPEC
 from gateway.tts.remote.pool import PoolSettings
 from gateway.tts.remote.session import RemoteProvider
 from tests.e2e.test_twilio_call import metric_value
@@ -105,13 +106,13 @@ def test_choose_format_never_mp3(voice, carrier, expected):
 
 def test_driver_options_pool_key_and_voice_lock():
     def driver(voice=VOICE, **options):
-        return TelnyxDriver(RemoteSettings("t", "telnyx", KEY, voice, DEFAULT_ENDPOINT,
-                                           options=options))
+        return SPEC.new_driver(RemoteSettings("t", "telnyx", KEY, voice, DEFAULT_ENDPOINT,
+                                              options=options))
     assert driver().pool_key(MediaFormat("mulaw", 8000)) == ("linear16", 8000)
     assert driver(audio_format="mulaw").pool_key(MediaFormat("mulaw", 8000)) == ("mulaw", 8000)
     assert driver(sample_rate=16000).pool_key(MediaFormat("mulaw", 8000)) == ("linear16", 16000)
     assert driver(inactivity_timeout_s=45).default_idle_timeout_s == 45.0
-    assert TelnyxDriver.single_use and TelnyxDriver.default_idle_timeout_s == 20.0
+    assert SPEC.driver.single_use and SPEC.driver.default_idle_timeout_s == 20.0
     for bad in ({"audio_format": "mp3"}, {"voice_settings": "fast"}, {"disable_cache": "yes"},
                 {"colour": "red"}):
         with pytest.raises(ValueError):

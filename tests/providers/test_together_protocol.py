@@ -7,8 +7,8 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.together import make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.together.fake import make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -16,7 +16,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.providers.together import (
+from gateway.tts.providers.together.protocol import (
     ERROR_KINDS,
     MAX_TEXT_CHARS,
     TogetherProtocol,

@@ -10,8 +10,8 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.uplift import PATH, make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.uplift.fake import PATH, make_app
 from gateway.tts.base import TtsError
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -20,7 +20,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.providers.uplift import (
+from gateway.tts.providers.uplift.protocol import (
     DEFAULT_ENDPOINT,
     MAX_TEXT_CHARS,
     NAMESPACE,
@@ -616,7 +616,7 @@ async def test_pool_moves_a_call_to_a_fresh_connection_when_the_request_budget_r
 
     from gateway.carriers.events import MediaFormat
     from gateway.metrics import Metrics
-    from gateway.tts.remote.drivers import RemoteSettings
+    from gateway.tts.providers.driver import RemoteSettings
     from gateway.tts.remote.pool import PoolSettings
     from gateway.tts.remote.session import RemoteProvider
 

@@ -32,7 +32,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.remote.drivers import Driver
+from gateway.tts.providers.driver import Driver
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from gateway.tts.base import TtsError
 from gateway.tts.remote.connection import ProviderConnection
-from gateway.tts.remote.drivers import Driver
+from gateway.tts.providers.driver import Driver
 
 log = logging.getLogger(__name__)
 

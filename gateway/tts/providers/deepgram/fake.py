@@ -45,7 +45,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import IdleReceiver, fake_app, serve_socket
+from gateway.tts.providers.fakes import IdleReceiver, fake_app, serve_socket
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/speak"

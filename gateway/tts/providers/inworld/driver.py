@@ -1,0 +1,70 @@
+"""The inworld driver: how the pool and the session run a turn on its protocol."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable
+
+from gateway.carriers.events import MediaFormat
+from gateway.tts.providers.inworld import protocol as inworld
+from gateway.tts.providers.driver import Driver
+
+
+class InworldDriver(Driver):
+    """§1: contexts (≤5 per socket); create, send_text (+flush per segment), close."""
+
+    tracks_segments = True  # flushCompleted answers the flush after each segment
+    splits_whole_text = True
+    # Contexts expire after ~60 s without text (§1.4 [O]); an empty send_text keeps a
+    # context that waits for streamed text alive (pipecat sends one every 60 s).
+    keepalive_s = 30.0
+    default_idle_timeout_s = 600.0  # session closed after 10 min idle [C]
+
+    def pool_key(self, output: MediaFormat) -> Hashable:
+        return None  # the audio format is chosen per context (create)
+
+    def connect(self, key):
+        s = self.settings
+        return inworld.connect_params(s.api_key, endpoint=s.endpoint,
+                                      model=s.model or inworld.DEFAULT_MODEL, voice=s.voice)
+
+    def new_protocol(self, key):
+        s = self.settings
+        options = {k: v for k, v in s.options.items() if k != "word_timestamps"}
+        return inworld.InworldProtocol(voice=s.voice, model=s.model or inworld.DEFAULT_MODEL,
+                                       create_options=options,
+                                       # what the caller heard, to the word (speech.done)
+                                       word_timestamps=s.options.get("word_timestamps",
+                                                                     True) is True)
+
+    def begin(self, proto, cid, voice, output):
+        encoding, rate = inworld.choose_audio_format(output.encoding, output.sample_rate)
+        return [proto.create_message(cid, voice=voice, encoding=encoding, sample_rate=rate)[1]]
+
+    def send(self, proto, cid, text, voice=None):
+        pieces = inworld.split_text(text)
+        return [proto.send_text_message(cid, piece, flush=i == len(pieces) - 1)
+                for i, piece in enumerate(pieces)]
+
+    def end(self, proto, cid):
+        return [proto.close_message(cid)]
+
+    def cancel(self, proto, cid):
+        if proto.context_state(cid) is None and not proto.is_cancelled(cid):
+            return []  # already done (or never created): nothing to stop upstream
+        message = proto.cancel_message(cid)
+        return [message] if message else []
+
+    def keepalive(self, proto, cid):
+        if proto.context_state(cid) in ("open", "flushed"):
+            return [json.dumps({"send_text": {"text": ""}, "contextId": cid})]
+        return []
+
+    def is_done(self, proto, cid):
+        return proto.context_state(cid) is None
+
+    def segments_done(self, proto, cid):
+        return proto.flushes_completed(cid)
+
+    def has_room(self, proto):
+        return proto.open_contexts <= inworld.MAX_CONTEXTS - 2
