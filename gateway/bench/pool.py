@@ -4,8 +4,8 @@ Issue acceptance: first-audio latency of a call's first utterance with the pool 
 a cold connection, against a fake provider with a 250 ms handshake: the pool should hide
 at least 95 % of the handshake.
 
-For each provider (the faithful fake in each provider's folder, ``gateway/tts/providers/<type>/fake.py``, on loopback, with
-``handshake_ms`` before the connection is usable and a fixed ``first_audio_ms``), a real
+For each provider (the faithful fake in its folder, ``gateway/tts/providers/<type>/fake.py``,
+on loopback, with ``handshake_ms`` before the connection is usable and a fixed ``first_audio_ms``), a real
 gateway runs in-process twice, on a route whose greeting is one short sentence that is
 never cached (every call synthesizes it):
 
