@@ -126,7 +126,7 @@ def test_message_shapes():
     assert json.loads(p.close_message(cid)) == {"context_id": "turn-1", "close_context": True}
     assert p.keepalive_message(cid) is None  # closing: no keepalive
     assert json.loads(p.close_socket_message()) == {"close_socket": True}
-    assert p.context_state(cid) == "closing" and not p.is_clean()
+    assert p.state(cid) == "closing" and not p.is_clean()
 
 
 def test_init_without_settings_and_generated_ids():
@@ -185,7 +185,7 @@ def test_full_turn_audio_then_final():
     assert p.receive(json.dumps({"audio": None, "isFinal": False, "contextId": "c1",
                                  "alignment": {"chars": ["H"]}})) == []
     assert p.receive(final("c1")) == [ProviderDone("c1")]
-    assert p.is_clean() and p.context_state("c1") is None
+    assert p.is_clean() and p.state("c1") is None
 
 
 def test_final_frame_may_carry_audio_and_snake_case_id_is_accepted():
@@ -284,7 +284,7 @@ def test_malformed_frames_raise(frame, kind):
     with pytest.raises(ProviderProtocolError) as err:
         p.receive(frame)
     assert err.value.kind == kind
-    assert p.context_state("c1") == "open"
+    assert p.state("c1") == "open"
 
 
 def test_unknown_final_is_ignored_and_drain_and_reset():

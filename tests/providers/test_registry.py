@@ -10,6 +10,7 @@ import pytest
 import gateway.tts.providers as package
 from gateway.carriers.events import MediaFormat
 from gateway.config import PROVIDER_TYPES
+from gateway.tts.providers.base import ProviderProtocol
 from gateway.tts.providers.driver import RemoteSettings
 from gateway.tts.providers.registry import PROVIDERS
 from gateway.tts.providers.spec import ANY_OPTION
@@ -39,7 +40,10 @@ def test_spec_facts(name):
     settings = RemoteSettings(name, name, "key", spec.fake.voice, spec.endpoint)
     driver = spec.new_driver(settings)
     assert driver.type == name and driver.spec is spec
-    driver.connect(driver.pool_key(MediaFormat("mulaw", 8000)))
+    key = driver.pool_key(MediaFormat("mulaw", 8000))
+    driver.connect(key)
+    # every protocol speaks the one vocabulary the drivers' base runs it by
+    assert isinstance(driver.new_protocol(key), ProviderProtocol)
     if spec.options is not ANY_OPTION:
         with pytest.raises(ValueError, match="unknown .* options"):
             spec.new_driver(RemoteSettings(name, name, "key", spec.fake.voice, spec.endpoint,

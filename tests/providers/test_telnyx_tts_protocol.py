@@ -169,7 +169,7 @@ def test_text_frames_flush_and_the_end_frame():
     assert [json.loads(m) for m in p.send_text("t", "Hello **there**.")] == [
         {"text": "Hello there. ", "flush": True}]
     assert p.send_text("t", "** **") == []  # nothing left to say: no empty text (= the end)
-    assert p.finish("t") == ['{"text": ""}'] and p.turn_state("t") == "ending"
+    assert p.finish("t") == ['{"text": ""}'] and p.state("t") == "ending"
     with pytest.raises(RuntimeError):
         p.send_text("t", "too late")
 
@@ -184,7 +184,7 @@ def test_one_turn_per_socket():
 
 def test_a_turn_without_text_ends_at_once_and_sends_nothing():
     p = speaking()
-    assert p.finish("t") == [] and p.turn_state("t") is None
+    assert p.finish("t") == [] and p.state("t") is None
 
 
 def test_markdown_stripping_can_be_turned_off():
@@ -206,7 +206,7 @@ def test_streamed_provider_chunks_then_text_then_final():
         ("t", "pcm_s16le", 8000, 800), ("t", "pcm_s16le", 8000, 400)]
     assert text_only == [] and p.time_to_first_audio_ms == 245 and p.cached is False
     assert p.receive(FINAL) == [ProviderDone("t")]
-    assert p.turn_state("t") is None and p.closes_by_design
+    assert p.state("t") is None and p.closes_by_design
     assert p.connection_lost() == []  # the server's close after the final frame
 
 
@@ -260,7 +260,7 @@ def test_error_frame_fails_the_turn(message, kind):
     p.send_text("t", "Hi.")
     [err] = p.receive(json.dumps({"error": message}))
     assert err == ProviderError("t", kind, f"Telnyx: {message}", False)
-    assert p.turn_state("t") == "failed" and p.spent
+    assert p.state("t") == "failed" and p.spent
     assert p.connection_lost() == []  # the close that follows is no second error
 
 
@@ -388,7 +388,7 @@ async def test_loopback_plain_text_waits_for_a_flush_or_the_end():
         p = TelnyxProtocol()
         p.handshake()
         p.start("t")
-        p.sent_text, p.state = True, "ending"
+        p.sent_text, p.phase = True, "ending"
         events = await collect(ws, p)
     assert ProviderDone("t") in events and any(isinstance(e, ProviderAudio) for e in events)
     assert [e["text"] for e in fake.app["log"]] == ["Hello there. How are you?"]

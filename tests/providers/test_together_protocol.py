@@ -198,9 +198,9 @@ def test_a_segment_goes_out_one_sentence_per_commit_and_completes_with_its_last_
     p.send_segment(cid, "Four.")
     p.finish(cid)
     for n in range(1, 4):
-        assert p.segments_completed(cid) == 0
+        assert p.segments_done(cid) == 0
         assert p.receive(done(f"tts_{n}", cid)) == []
-    assert p.segments_completed(cid) == 1  # the three items of the first segment
+    assert p.segments_done(cid) == 1  # the three items of the first segment
     assert p.receive(done("tts_4", cid)) == [ProviderDone(cid)]
 
 

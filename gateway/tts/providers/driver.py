@@ -1,7 +1,8 @@
-"""What differs between providers, in one place: how a turn is opened, fed, ended and
-cancelled on each sans-I/O protocol, and each provider's connection rules.
+"""The drivers' base: how the pool and the session run a turn on a provider's sans-I/O
+protocol, through the one vocabulary of :class:`~gateway.tts.providers.base.ProviderProtocol`.
 
-A *turn* is one context (Inworld, Together) or one request (Smallest) on a connection.
+Each provider's ``driver.py`` (in its folder) adds what differs: how a turn begins and how
+its text goes out, the connection's parameters, and the provider's connection rules.
 Drivers build messages and read protocol state; they never do I/O. The pool and the
 session (:mod:`gateway.tts.remote.pool`, :mod:`gateway.tts.remote.session`) are the same
 for every provider.
@@ -9,12 +10,12 @@ for every provider.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.carriers.events import MediaFormat
+from gateway.tts.providers.base import ProviderProtocol
 from gateway.tts.providers.events import ProviderEvent, ProviderReady
 from gateway.tts.providers.spec import ANY_OPTION, ProviderSpec
 
@@ -81,8 +82,8 @@ class Driver:
     def connection_made(self, proto) -> list[ProviderEvent]:
         return [] if self.await_ready else [ProviderReady()]
 
-    def connection_lost(self, proto) -> list[ProviderEvent]:
-        return []
+    def connection_lost(self, proto: ProviderProtocol) -> list[ProviderEvent]:
+        return proto.connection_lost()
 
     def begin(self, proto, cid: str, voice: str | None, output: MediaFormat) -> list[str]:
         return []
@@ -90,24 +91,29 @@ class Driver:
     def send(self, proto, cid: str, text: str, voice: str | None = None) -> list[str]:
         raise NotImplementedError
 
-    def end(self, proto, cid: str) -> list[str]:
-        return []
+    #: Turn states in which a cancel has nothing to stop upstream (empty: always cancel).
+    nothing_to_cancel: tuple[str | None, ...] = (None,)
 
-    def cancel(self, proto, cid: str) -> list[str]:
-        return []
+    def end(self, proto: ProviderProtocol, cid: str) -> list[str]:
+        return proto.finish(cid)
 
-    def keepalive(self, proto, cid: str) -> list[str]:
-        return []
+    def cancel(self, proto: ProviderProtocol, cid: str) -> list[str]:
+        if proto.state(cid) in self.nothing_to_cancel:
+            return []
+        return proto.cancel(cid)
 
-    def is_done(self, proto, cid: str) -> bool:
+    def keepalive(self, proto: ProviderProtocol, cid: str) -> list[str]:
+        return proto.keepalive(cid)
+
+    def is_done(self, proto: ProviderProtocol, cid: str) -> bool:
         """The turn ended without a done frame still to come."""
-        return False
+        return proto.state(cid) is None
 
-    def segments_done(self, proto, cid: str) -> int | None:
+    def segments_done(self, proto: ProviderProtocol, cid: str) -> int | None:
         """How many of the turn's segments (:meth:`send` calls, in order) have all their
         audio received, from the provider's own per-segment signal; None when unknown (the
         turn is over, or the provider has no such signal)."""
-        return None
+        return proto.segments_done(cid)
 
     def has_room(self, proto) -> bool:
         return True
@@ -117,16 +123,16 @@ class Driver:
         a fresh socket; e.g. every context is taken by cut turns still draining)."""
         return True
 
-    def reusable(self, proto) -> bool:
+    def reusable(self, proto: ProviderProtocol) -> bool:
         """Clean: no open turn, no pending audio, nothing that forbids reuse."""
-        return proto.is_clean()
+        return proto.reusable()
 
-    def must_replace(self, proto) -> bool:
+    def must_replace(self, proto: ProviderProtocol) -> bool:
         """The socket cannot serve another turn (e.g. audio of a cancelled request is
         still coming and the provider has no cancel): the call needs a fresh one."""
-        return False
+        return proto.failed
 
-    def is_cancelled(self, proto, cid: str) -> bool:
+    def is_cancelled(self, proto: ProviderProtocol, cid: str) -> bool:
         return proto.is_cancelled(cid)
 
     def handshake(self, proto) -> list[str]:
@@ -146,37 +152,3 @@ def one_voice(driver: Driver, voice: str | None) -> None:
         raise ValueError(f"{driver.type} takes the voice in the socket URL: voice {voice!r} "
                          f"differs from the provider's {driver.settings.voice!r}; configure "
                          "a provider per voice")
-
-
-class ProtocolTurns:
-    """Mixin for drivers whose protocol keeps each turn itself: ``finish(cid)`` ends it,
-    ``cancel(cid)`` cuts it, and its state (:meth:`_turn_state`) is None once the turn is
-    over (or was never begun)."""
-
-    #: States in which a cancel has nothing to stop upstream (empty: always cancel).
-    nothing_to_cancel: tuple[str | None, ...] = (None,)
-
-    def _turn_state(self, proto, cid: str) -> str | None:
-        return proto.state(cid)
-
-    def end(self, proto, cid):
-        return proto.finish(cid)
-
-    def cancel(self, proto, cid):
-        if self._turn_state(proto, cid) in self.nothing_to_cancel:
-            return []
-        return proto.cancel(cid)
-
-    def is_done(self, proto, cid):
-        return self._turn_state(proto, cid) is None
-
-
-class ProtocolHealth:
-    """Mixin for drivers whose protocol tells whether its socket may serve another turn
-    (``reusable()``) or is of no more use (``failed``)."""
-
-    def reusable(self, proto):
-        return proto.reusable()
-
-    def must_replace(self, proto):
-        return proto.failed

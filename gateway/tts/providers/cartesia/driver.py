@@ -7,10 +7,10 @@ from typing import Any
 
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.cartesia import protocol as cartesia
-from gateway.tts.providers.driver import Driver, ProtocolHealth, ProtocolTurns
+from gateway.tts.providers.driver import Driver
 
 
-class CartesiaDriver(ProtocolTurns, ProtocolHealth, Driver):
+class CartesiaDriver(Driver):
     """§7: a context per turn; a sentence is an input (``continue: true``) plus a manual
     flush, the end is ``continue: false`` (then ``done``), barge-in is ``cancel``. The
     audio format travels in every input, so one socket serves every carrier format."""
@@ -50,7 +50,3 @@ class CartesiaDriver(ProtocolTurns, ProtocolHealth, Driver):
 
     def send(self, proto, cid, text, voice=None):
         return proto.send_text(cid, text)
-
-
-    def segments_done(self, proto, cid):
-        return proto.flushes_completed(cid)

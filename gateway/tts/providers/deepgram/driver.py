@@ -7,10 +7,10 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.deepgram import protocol as deepgram
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, ProtocolHealth, ProtocolTurns, RemoteSettings, one_voice
+from gateway.tts.providers.driver import Driver, RemoteSettings, one_voice
 
 
-class DeepgramDriver(ProtocolTurns, ProtocolHealth, Driver):
+class DeepgramDriver(Driver):
     """§8: the socket is one stream (one turn at a time, no ids; binary audio). A turn is
     Speak (+Flush) per sentence and a final Flush; ``Flushed`` ends it; barge-in is
     ``Clear``. The voice is the model, in the URL with the audio format."""
@@ -46,13 +46,6 @@ class DeepgramDriver(ProtocolTurns, ProtocolHealth, Driver):
 
     def send(self, proto, cid, text, voice=None):
         return proto.speak(cid, text)
-
-
-    def segments_done(self, proto, cid):
-        return proto.segments_completed(cid)
-
-    def connection_lost(self, proto):
-        return proto.connection_lost()
 
     def has_room(self, proto):
         return False

@@ -7,10 +7,10 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.elevenlabs import protocol as elevenlabs
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, ProtocolHealth, RemoteSettings, one_voice
+from gateway.tts.providers.driver import Driver, RemoteSettings, one_voice
 
 
-class ElevenLabsDriver(ProtocolHealth, Driver):
+class ElevenLabsDriver(Driver):
     """§6: multi-context stream-input. A context per turn (≤5 per socket): init, text
     flushed per sentence, ``close_context``; ``isFinal`` ends it. Voice, model and audio
     format are fixed per socket by the URL."""
@@ -59,22 +59,6 @@ class ElevenLabsDriver(ProtocolHealth, Driver):
 
     def send(self, proto, cid, text, voice=None):
         return proto.text_messages(cid, text, flush=True)
-
-    def end(self, proto, cid):
-        return [proto.close_message(cid)]
-
-    def cancel(self, proto, cid):
-        if proto.context_state(cid) is None:
-            return []  # over, never opened, or already cut: nothing to stop upstream
-        message = proto.cancel_message(cid)
-        return [message] if message else []
-
-    def keepalive(self, proto, cid):
-        message = proto.keepalive_message(cid)
-        return [message] if message else []
-
-    def is_done(self, proto, cid):
-        return proto.context_state(cid) is None
 
     def has_room(self, proto):
         return proto.open_contexts <= elevenlabs.MAX_CONTEXTS - 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable
 
 from gateway.carriers.events import MediaFormat
@@ -45,26 +44,6 @@ class InworldDriver(Driver):
         pieces = inworld.split_text(text)
         return [proto.send_text_message(cid, piece, flush=i == len(pieces) - 1)
                 for i, piece in enumerate(pieces)]
-
-    def end(self, proto, cid):
-        return [proto.close_message(cid)]
-
-    def cancel(self, proto, cid):
-        if proto.context_state(cid) is None and not proto.is_cancelled(cid):
-            return []  # already done (or never created): nothing to stop upstream
-        message = proto.cancel_message(cid)
-        return [message] if message else []
-
-    def keepalive(self, proto, cid):
-        if proto.context_state(cid) in ("open", "flushed"):
-            return [json.dumps({"send_text": {"text": ""}, "contextId": cid})]
-        return []
-
-    def is_done(self, proto, cid):
-        return proto.context_state(cid) is None
-
-    def segments_done(self, proto, cid):
-        return proto.flushes_completed(cid)
 
     def has_room(self, proto):
         return proto.open_contexts <= inworld.MAX_CONTEXTS - 2

@@ -14,7 +14,6 @@ class SmallestDriver(Driver):
     """§2: one request per synthesis, one at a time, no cancel (replace the socket)."""
 
     turn_per_segment = True
-    replace_after_cancel = True
 
     def __init__(self, settings: RemoteSettings, spec: ProviderSpec):
         super().__init__(settings, spec)
@@ -41,18 +40,8 @@ class SmallestDriver(Driver):
     def send(self, proto, cid, text, voice=None):
         return proto.speak(cid, text, voice=voice)
 
-    def cancel(self, proto, cid):
-        proto.cancel(cid)
-        return []
-
     def is_done(self, proto, cid):
         return proto.state(cid) == "done"
-
-    def connection_lost(self, proto):
-        return proto.connection_lost()
-
-    def reusable(self, proto):
-        return proto.reusable()
 
     def must_replace(self, proto):
         return proto.needs_replacement  # after a barge-in (no cancel verb) or a fatal error

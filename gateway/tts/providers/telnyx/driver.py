@@ -7,10 +7,10 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.telnyx import protocol as telnyx
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, ProtocolTurns, RemoteSettings, one_voice
+from gateway.tts.providers.driver import Driver, RemoteSettings, one_voice
 
 
-class TelnyxDriver(ProtocolTurns, Driver):
+class TelnyxDriver(Driver):
     """§5: one utterance per socket. The handshake frame goes out when the socket opens;
     a turn is a text frame (``flush: true``) per segment, then ``{"text": ""}``; the final
     frame ends it and the server closes the socket; barge-in is ``{"force": true}``. Voice
@@ -80,15 +80,6 @@ class TelnyxDriver(ProtocolTurns, Driver):
         return proto.send_text(cid, text)
 
     nothing_to_cancel = ()  # a cancel always goes out (``{"force": true}``)
-
-    def _turn_state(self, proto, cid):
-        return proto.turn_state(cid)
-
-    def segments_done(self, proto, cid):
-        return proto.segments_done if proto.turn == cid and proto.turn_state(cid) else None
-
-    def connection_lost(self, proto):
-        return proto.connection_lost()
 
     def has_room(self, proto):
         return False  # one turn per socket: never shared

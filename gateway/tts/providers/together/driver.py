@@ -6,10 +6,10 @@ from collections.abc import Hashable
 
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.together import protocol as together
-from gateway.tts.providers.driver import Driver, ProtocolTurns
+from gateway.tts.providers.driver import Driver
 
 
-class TogetherDriver(ProtocolTurns, Driver):
+class TogetherDriver(Driver):
     """§3: realtime-style events, contexts (≤100), 24 kHz PCM, ``session.created`` first."""
 
     tracks_segments = True  # a segment's commits (a sentence each) are done item by item
@@ -50,11 +50,11 @@ class TogetherDriver(ProtocolTurns, Driver):
     def is_done(self, proto, cid):
         return proto.state(cid) in ("done", "cancelled")
 
-    def segments_done(self, proto, cid):
-        return proto.segments_completed(cid)
-
     def has_room(self, proto):
         return proto.contexts_left > 1 and len(proto.live_contexts) <= together.MAX_CONTEXTS - 2
+
+    def must_replace(self, proto):
+        return False  # a failed socket is not reusable, so the pool replaces it on release
 
     def reusable(self, proto):
         return proto.is_clean() and proto.contexts_left > 0

@@ -7,13 +7,13 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.uplift import protocol as uplift
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, ProtocolTurns, RemoteSettings
+from gateway.tts.providers.driver import Driver, RemoteSettings
 
 #: Turns one call holds at once at most: a cut one whose requests drain, and the next.
 CONTEXTS_PER_CALL = 2
 
 
-class UpliftDriver(ProtocolTurns, Driver):
+class UpliftDriver(Driver):
     """§4: Socket.IO multi-stream. A turn is one or more one-shot requests (one per text
     segment, pipelined); their interleaved chunks are demultiplexed by request id and
     played in submission order; barge-in cancels each request in flight. The audio format
@@ -58,15 +58,6 @@ class UpliftDriver(ProtocolTurns, Driver):
         return proto.synthesize(cid, text)
 
     nothing_to_cancel = (None, "cancelled")
-
-    def _turn_state(self, proto, cid):
-        return proto.turn_state(cid)
-
-    def segments_done(self, proto, cid):
-        return proto.segments_completed(cid)
-
-    def connection_lost(self, proto):
-        return proto.connection_lost()
 
     def has_room(self, proto):
         return len(proto.live_turns) <= CONTEXTS_PER_CALL * self.spec.share_limit - 2 and not proto.budget_low()
