@@ -1,9 +1,9 @@
 """The one vocabulary every provider protocol speaks, so one driver base runs them all.
 
-A *turn* is what one utterance is on the wire: a context (Inworld, ElevenLabs, Cartesia,
-Together), a set of requests (Uplift), a request per segment (Smallest), a stretch of the
-stream (Deepgram) or the socket's one utterance (Telnyx). How a turn begins and how its
-text goes out differ too much to share a signature; they stay in each driver.
+A *turn* is what one utterance is on the wire: a context of a multiplexed socket, a set of
+requests, a request per segment, a stretch of a one-stream socket, or a single-use
+socket's one utterance. How a turn begins and how its text goes out differ too much to
+share a signature; they stay in each driver.
 """
 
 from __future__ import annotations

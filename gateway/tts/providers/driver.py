@@ -47,7 +47,7 @@ class Driver:
     #: What carries the messages: ``websocket`` (text frames) or ``socketio`` (Socket.IO
     #: events named by each message's ``type``; see ``connection.SocketIOWebSocket``).
     transport = "websocket"
-    #: A connection serves one turn, then is retired (Telnyx closes the socket after its
+    #: A connection serves one turn, then is retired (the server closes the socket after its
     #: final frame). The session leases one per turn instead of one per call, and the pool
     #: keeps ``min_idle`` handshaken ones warm so no handshake is in a turn's path.
     single_use = False
@@ -137,11 +137,11 @@ class Driver:
 
     def handshake(self, proto) -> list[str]:
         """Messages sent once, right after the socket opens and before it counts as open
-        (Telnyx's init frame)."""
+        (an init frame)."""
         return []
 
     def closes_by_design(self, proto) -> bool:
-        """The provider closes the socket now as its protocol says it does (Telnyx, after
+        """The provider closes the socket now as its protocol says it does (e.g. after
         the final frame): the pool does not count that close as a reconnect."""
         return False
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from gateway.tts.providers.driver import Driver, RemoteSettings
 
-#: ``options`` of a provider that passes any key on to the provider (Inworld's ``create``).
+#: ``options`` of a provider that passes any key on to the provider (extra fields of its requests).
 ANY_OPTION: frozenset[str] = frozenset({"*"})
 
 

@@ -6,7 +6,7 @@ streaming in, sentence by sentence, while the first audio plays. If the connecti
 lost or fails before the turn's first audio, the turn is replayed once on a fresh
 connection, so a socket the provider dropped while idle costs the bot nothing. After a
 barge-in the turn is cancelled upstream and its late audio is dropped by the connection.
-A ``single_use`` provider (Telnyx) gets a warm connection leased per utterance instead,
+A ``single_use`` provider (one utterance per socket) gets a warm connection leased per utterance instead,
 given back as soon as the utterance's turn ends. For failover, a session can also report
 when each text segment's audio is all in (``stream(..., on_segments_done=...)``): from the
 provider's own per-segment signal (``Driver.segments_done``), else with a turn per segment.
