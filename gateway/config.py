@@ -17,16 +17,9 @@ import yaml
 
 from gateway.carriers import PROTOCOLS
 from gateway.schema import Problems, computed, read, secret, setting
+from gateway.tts.providers.registry import PROVIDERS
 
-# Remote providers, each with the calls that may share one socket: Inworld holds 5
-# contexts, Together 100; Smallest one request at a time (tts-providers.md §1.1, §3.5,
-# §2.5). ElevenLabs 5 contexts (§6); Cartesia "dozens" of contexts (§7, 10 here [I]); a
-# Deepgram socket is one stream (§8). Uplift AI (§4) speaks Socket.IO, 60 requests a
-# minute per connection: a few calls share one at most [I]. Telnyx TTS (§5) serves one
-# utterance per socket: never shared.
-_SHARE_LIMITS = {"inworld": 4, "smallest": 1, "together": 50, "elevenlabs": 4,
-                 "cartesia": 10, "deepgram": 1, "uplift": 4, "telnyx": 1}
-PROVIDER_TYPES = ("piper", "fake", *_SHARE_LIMITS)
+PROVIDER_TYPES = ("piper", "fake", *PROVIDERS)
 _POOL_KEYS = {"min_idle", "max", "calls_per_connection", "connect_timeout_s",
               "acquire_timeout_s", "idle_timeout_s", "max_session_s", "backoff_base_s",
               "backoff_max_s"}
@@ -273,14 +266,12 @@ class _Reader:
 
 def _remote_provider(r: _Reader, p: dict, key: str, name: str, ptype: str,
                      environ: dict) -> ProviderConfig:
-    from gateway.tts.remote.drivers import DEFAULT_ENDPOINTS
-
     r.unknown(p, key, {"type", "api_key_env", "endpoint", "model", "voice", "options", "pool"})
     if "api_key_env" not in p:
         r.problems.append(f"{key}.api_key_env: required: the environment variable holding "
                           f"the {ptype} API key")
     api_key = r.secret(p, "api_key_env", key, environ)
-    endpoint = r.get(p, "endpoint", key, str, DEFAULT_ENDPOINTS[ptype])
+    endpoint = r.get(p, "endpoint", key, str, PROVIDERS[ptype].endpoint)
     if not re.match(r"^wss?://[^/\s]+", endpoint):
         r.problems.append(f"{key}.endpoint: {endpoint!r} must be a ws:// or wss:// URL")
     voice = r.get(p, "voice", key, str, None)
@@ -294,7 +285,7 @@ def _remote_provider(r: _Reader, p: dict, key: str, name: str, ptype: str,
         "min_idle": r.get(po, "min_idle", pk, int, 2, minimum=0, maximum=1000),
         "max": r.get(po, "max", pk, int, 50, minimum=1, maximum=10000),
         "calls_per_connection": r.get(po, "calls_per_connection", pk, int, 1, minimum=1,
-                                      maximum=_SHARE_LIMITS[ptype]),
+                                      maximum=PROVIDERS[ptype].share_limit),
         "connect_timeout_s": r.get(po, "connect_timeout_s", pk, float, 5.0, minimum=0.1),
         "acquire_timeout_s": r.get(po, "acquire_timeout_s", pk, float, 5.0, minimum=0),
         "idle_timeout_s": r.get(po, "idle_timeout_s", pk, float, None, minimum=1),
@@ -317,10 +308,9 @@ def _remote_provider(r: _Reader, p: dict, key: str, name: str, ptype: str,
 def _check_remote(config: ProviderConfig) -> str | None:
     """Let the provider's own protocol module judge the settings (model, voice, options)."""
     from gateway.tts.remote.session import WARM_FORMAT, remote_settings
-    from gateway.tts.remote.drivers import DRIVERS
 
     try:
-        driver = DRIVERS[config.type](remote_settings(config))
+        driver = PROVIDERS[config.type].new_driver(remote_settings(config))
         key = driver.pool_key(WARM_FORMAT)
         driver.connect(key)
         driver.new_protocol(key)

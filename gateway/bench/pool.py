@@ -4,8 +4,8 @@ Issue acceptance: first-audio latency of a call's first utterance with the pool 
 a cold connection, against a fake provider with a 250 ms handshake: the pool should hide
 at least 95 % of the handshake.
 
-For each provider (the faithful fakes of :mod:`gateway.sim.providers`, on loopback, with
-``handshake_ms`` before the connection is usable and a fixed ``first_audio_ms``), a real
+For each provider (the faithful fake in its folder, ``gateway/tts/providers/<type>/fake.py``,
+on loopback, with ``handshake_ms`` before the connection is usable and a fixed ``first_audio_ms``), a real
 gateway runs in-process twice, on a route whose greeting is one short sentence that is
 never cached (every call synthesizes it):
 
@@ -28,7 +28,7 @@ Figures: p50/p95/max of each run, cold - warm at p50, and
 ``handshake hidden = (cold_p50 - warm_p50) / handshake``, PASS at >= 95 %. Only loopback
 addresses are used; every wait is bounded.
 
-Run: ``tts-gateway bench pool [--provider inworld|smallest|together|elevenlabs|deepgram|all]
+Run: ``tts-gateway bench pool [--provider <type>|all]
 [--json PATH]``.
 """
 
@@ -43,9 +43,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -53,20 +51,15 @@ import aiohttp
 from gateway.config import parse_config
 from gateway.http.app import create_app
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers import deepgram as fake_deepgram
-from gateway.sim.providers import elevenlabs as fake_elevenlabs
-from gateway.sim.providers import inworld as fake_inworld
-from gateway.sim.providers import smallest as fake_smallest
-from gateway.sim.providers import together as fake_together
 from gateway.sim.twilio import CallClosedError, TwilioCallSim
+from gateway.tts.providers.registry import PROVIDERS as ALL_PROVIDERS
 
 __all__ = ["GOAL_HIDDEN", "PROVIDERS", "run_bench", "main"]
 
 #: Share of the handshake the warm pool must take out of the first-audio latency.
 GOAL_HIDDEN = 0.95
-#: Not Cartesia: a cancelled Cartesia turn leaves its socket clean (late audio is dropped by
-#: context id), so a hang-up mid-turn does not close it and a "cold" run would reuse it.
-PROVIDERS = ("inworld", "smallest", "together", "elevenlabs", "deepgram")
+#: The providers whose fake profile says ``pool_bench`` (see :class:`FakeProfile`).
+PROVIDERS = tuple(name for name, spec in ALL_PROVIDERS.items() if spec.fake.pool_bench)
 ROUTE = "bench"
 #: One short sentence (about 3 s of speech at the fakes' 15 chars/s): the provider is
 #: still streaming it when the caller hangs up at the first frame.
@@ -76,22 +69,6 @@ API_KEY_ENV = "TTS_BENCH_POOL_KEY"
 CALL_TIMEOUT_S = 10.0  # connect, first media
 REFILL_TIMEOUT_S = 5.0  # a warm pool tops up within a handshake or two
 END_TIMEOUT_S = 5.0  # the gateway notices a hang-up within milliseconds
-
-
-@dataclass(frozen=True)
-class FakeSpec:
-    module: ModuleType
-    path: str
-    voice: str
-
-
-FAKES = {
-    "inworld": FakeSpec(fake_inworld, fake_inworld.PATH, "Ashley"),
-    "smallest": FakeSpec(fake_smallest, "/waves/v1/tts/live", "emily"),
-    "together": FakeSpec(fake_together, fake_together.PATH, "af_alloy"),
-    "elevenlabs": FakeSpec(fake_elevenlabs, fake_elevenlabs.PATH, "21m00Tcm4TlvDq8ikWAM"),
-    "deepgram": FakeSpec(fake_deepgram, fake_deepgram.PATH, "aura-2-thalia-en"),
-}
 
 
 class InvalidRun(AssertionError):
@@ -230,11 +207,11 @@ async def _one_call(url: str) -> float:
 async def run_mode(provider: str, fake_app, fake_port: int, mode: str, *, calls: int,
                    concurrency: int, gap_s: float) -> dict:
     """``calls`` calls into a fresh gateway whose pool is ``warm`` or ``cold``."""
-    spec = FAKES[provider]
+    spec = ALL_PROVIDERS[provider]
     warm = mode == "warm"
     min_idle = concurrency if warm else 0
     config = parse_config(
-        gateway_config(provider, f"ws://127.0.0.1:{fake_port}{spec.path}", spec.voice,
+        gateway_config(provider, f"ws://127.0.0.1:{fake_port}{spec.path}", spec.fake.voice,
                        min_idle=min_idle, max_connections=max(4, 4 * concurrency)),
         {API_KEY_ENV: API_KEY}, source=f"bench pool ({provider}, {mode})")
     stats = fake_app["stats"]
@@ -324,8 +301,8 @@ async def run_provider(provider: str, *, calls: int = 20, handshake_ms: float = 
                        first_audio_ms: float = 100.0, gap_ms: float = 200.0,
                        concurrency: int = 1) -> dict:
     """Warm then cold against one fake; the figures and the verdict."""
-    fake_app = FAKES[provider].module.make_app(api_key=API_KEY, handshake_ms=handshake_ms,
-                                               first_audio_ms=first_audio_ms)
+    fake_app = ALL_PROVIDERS[provider].load_fake().make_app(
+        api_key=API_KEY, handshake_ms=handshake_ms, first_audio_ms=first_audio_ms)
     fake_runner, fake_port = await serve_on_loopback(fake_app)
     runs: dict[str, dict | None] = {"warm": None, "cold": None}
     problems: list[str] = []

@@ -1,7 +1,7 @@
 """The benchmark's TTS provider on a real socket: a faithful fake in a process of its own.
 
 ``python -m gateway.bench.provider --kind inworld|deepgram --port P [--cpu 1]`` serves the
-fake of :mod:`gateway.sim.providers` on loopback with the timing of the in-process fake
+fake (``gateway/tts/providers/<type>/fake.py``) on loopback with the timing of the in-process fake
 (:mod:`gateway.tts.fake`: handshake 250 ms, first audio 200 ms, 100 ms chunks 4x faster
 than real time until 3 s ahead, then at real time) and precomputed audio, so hundreds of
 streams cost little more than their frames: Inworld's JSON with base64 audio, Deepgram's
@@ -27,19 +27,15 @@ import aiohttp
 from aiohttp import web
 
 from gateway.cli import _fast_loop_factory
-from gateway.sim.providers import deepgram, inworld
+from gateway.tts.providers.registry import PROVIDERS
 
 #: The in-process fake's timing model (gateway/tts/fake.py), for the socket fakes.
 PROFILE = {"handshake_ms": 250.0, "first_audio_ms": 200.0, "chunk_ms": 100.0,
            "burst_factor": 4.0, "chars_per_second": 15.0, "max_ahead_s": 3.0,
            "precomputed_audio": True, "idle_timeout_s": 3600.0}
-#: ``kind`` -> (fake module, extra profile, the gateway's provider config apart from the endpoint)
-KINDS = {
-    "inworld": (inworld, {"max_contexts": 5},
-                {"type": "inworld", "voice": "Ashley"}),
-    "deepgram": (deepgram, {"flush_window_s": 60.0},
-                 {"type": "deepgram", "voice": "aura-2-thalia-en"}),
-}
+#: ``kind`` (a provider type: JSON with base64 audio, binary) -> what its fake needs here
+#: beyond the profile: every context a socket may hold, a flush budget no call exhausts
+KINDS = {"inworld": {"max_contexts": 5}, "deepgram": {"flush_window_s": 60.0}}
 API_KEY = "bench-key"
 KEY_ENV = "TTS_BENCH_PROVIDER_KEY"
 LAG_TICK_S = 0.01
@@ -49,13 +45,13 @@ STATS_PATH = "/bench/stats"
 def provider_config(kind: str, port: int, audio: dict) -> dict:
     """The gateway's config for provider ``kind`` served on ``port``, asking for ``audio``
     (``encoding``, ``sample_rate``, as in the bench's AUDIO_FORMATS)."""
-    module, _, config = KINDS[kind]
+    spec = PROVIDERS[kind]
     options = {}
     if audio["encoding"] != "mulaw":  # a μ-law carrier gets μ-law unless told otherwise
-        options = {"audio_format": "PCM" if kind == "inworld" else "linear16",
-                   "sample_rate": audio["sample_rate"]}
-    share = 4 if kind == "inworld" else 1  # calls per socket, as a deployment would set it
-    return {**config, "api_key_env": KEY_ENV, "endpoint": f"ws://127.0.0.1:{port}{module.PATH}",
+        options = {"audio_format": spec.pcm_format, "sample_rate": audio["sample_rate"]}
+    share = min(4, spec.share_limit)  # calls per socket, as a deployment would set it
+    return {"type": kind, "voice": spec.fake.voice, "api_key_env": KEY_ENV,
+            "endpoint": f"ws://127.0.0.1:{port}{spec.path}",
             "options": options,
             "pool": {"min_idle": 2, "max": 5000, "calls_per_connection": share,
                      "acquire_timeout_s": 30.0, "connect_timeout_s": 30.0}}
@@ -197,8 +193,8 @@ class LagMonitor:
 
 
 def make_app(kind: str) -> web.Application:
-    module, extra, _ = KINDS[kind]
-    app = module.make_app(**{**PROFILE, **extra, "api_key": API_KEY})
+    fake = PROVIDERS[kind].load_fake()
+    app = fake.make_app(**{**PROFILE, **KINDS[kind], "api_key": API_KEY})
     monitor = LagMonitor()
 
     async def stats(request: web.Request) -> web.Response:

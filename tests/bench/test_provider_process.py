@@ -12,7 +12,7 @@ from gateway.bench.load import bench_config, run_once
 from gateway.bench.provider import LagMonitor, provider_config
 from gateway.carriers.events import MediaFormat
 from gateway.config import ConfigError, parse_config
-from gateway.tts.remote.drivers import DRIVERS
+from gateway.tts.providers.registry import PROVIDERS
 from gateway.tts.remote.session import remote_settings
 
 
@@ -65,10 +65,12 @@ def test_the_lag_monitor_reports_bounded_quantiles():
 def test_inworld_and_deepgram_take_the_configured_audio_format_on_a_mulaw_carrier():
     env = {"TTS_BENCH_PROVIDER_KEY": "bench-key"}
     data = bench_config(8080, 30.0, 100, "pcm24k", "deepgram", 9000)
-    deepgram = DRIVERS["deepgram"](remote_settings(parse_config(data, env).providers["deepgram"]))
+    deepgram = PROVIDERS["deepgram"].new_driver(
+        remote_settings(parse_config(data, env).providers["deepgram"]))
     assert deepgram.pool_key(MediaFormat("mulaw", 8000)) == ("linear16", 24000)
     data = bench_config(8080, 30.0, 100, "pcm24k", "inworld", 9000)
-    inworld = DRIVERS["inworld"](remote_settings(parse_config(data, env).providers["inworld"]))
+    inworld = PROVIDERS["inworld"].new_driver(
+        remote_settings(parse_config(data, env).providers["inworld"]))
     proto = inworld.new_protocol(None)
     create = json.loads(inworld.begin(proto, "c1", None, MediaFormat("mulaw", 8000))[0])
     assert create["create"]["audioConfig"] == {"audioEncoding": "PCM", "sampleRateHertz": 24000}

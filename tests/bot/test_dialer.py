@@ -20,8 +20,8 @@ from telcodecs import ulaw_decode
 from gateway.bot.dialer import backoff_delays
 from gateway.http.keys import CALLS, CONFIG, HTTP
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers import cartesia
-from gateway.sim.providers.tags import heard_tones, text_tones
+from gateway.tts.providers.cartesia import fake as cartesia
+from gateway.tts.providers.fake_voice import heard_tones, text_tones
 from gateway.sim.twilio import TwilioCallSim
 from tests.conftest import ROOT, base_config, start_gateway
 from tests.e2e.remote_setup import fake_provider_config

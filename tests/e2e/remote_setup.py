@@ -15,8 +15,14 @@ from aiohttp import web
 
 from gateway.http.keys import CALLS
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers import (cartesia, deepgram, elevenlabs, inworld, smallest,
-                                   telnyx_tts, together, uplift)
+from gateway.tts.providers.cartesia import fake as cartesia
+from gateway.tts.providers.deepgram import fake as deepgram
+from gateway.tts.providers.elevenlabs import fake as elevenlabs
+from gateway.tts.providers.inworld import fake as inworld
+from gateway.tts.providers.smallest import fake as smallest
+from gateway.tts.providers.telnyx import fake as telnyx
+from gateway.tts.providers.together import fake as together
+from gateway.tts.providers.uplift import fake as uplift
 from tests.conftest import RunningGateway, base_config, start_gateway
 
 KEY_ENV = {"FAKE_TTS_KEY": "test-key"}
@@ -176,7 +182,7 @@ PROVIDERS: dict[str, Provider] = {p.kind: p for p in [
              idle=_IDLE_1S, streamed=_one_turn("contextId"),
              # a slow bot: contexts expire after 0.6 s without text; the keepalive holds it
              streamed_profile={"context_idle_s": 0.6}, keepalive_s=0.2),
-    Provider("smallest", smallest.make_app, "/waves/v1/tts/live", "meher", _smallest_seconds,
+    Provider("smallest", smallest.make_app, smallest.PATH, "meher", _smallest_seconds,
              options={"complete_backoff_ms": 50}, connections_after_interrupt=2,
              idle=({}, {}, {"timeout_s": 1}), streamed=_smallest_streamed),
     Provider("together", together.make_app, together.PATH, "af_alloy", _pcm16_seconds,
@@ -202,7 +208,7 @@ PROVIDERS: dict[str, Provider] = {p.kind: p for p in [
              interrupt_profile={"late_chunks": 3}, stops=lambda s: s.fake["cancels"],
              cut_turn=lambda s: s.fake["log"][0]["request_id"], stops_checked="after_call",
              checks_no_replay=True, multiplexed=True),
-    Provider("telnyx", telnyx_tts.make_app, telnyx_tts.PATH, "Telnyx.NaturalHD.astra",
+    Provider("telnyx", telnyx.make_app, telnyx.PATH, "Telnyx.NaturalHD.astra",
              _uplift_telnyx_seconds, fake_profile={"burst_factor": 8.0}, pool_max=6,
              asked_format=_telnyx_format, connections_after_interrupt=2,
              interrupt_profile={"late_chunks": 3}, stops=lambda s: s.fake["forces"],

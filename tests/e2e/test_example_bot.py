@@ -20,8 +20,8 @@ from gateway.cli import main as cli_main
 from gateway.http.keys import CALLS
 from gateway.http.loopback import serve_on_loopback
 from gateway.sim.dial import dial_and_report
-from gateway.sim.providers import cartesia
-from gateway.sim.providers.tags import heard_tones, text_tones
+from gateway.tts.providers.cartesia import fake as cartesia
+from gateway.tts.providers.fake_voice import heard_tones, text_tones
 from gateway.sim.twilio import TwilioCallSim
 from gateway.tts.fake import speechlike_pcm
 from tests.conftest import ROOT, base_config, start_gateway

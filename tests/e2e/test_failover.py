@@ -3,7 +3,7 @@
 Each route lists a primary provider's fake and a fallback's fake; the primary is made to
 fail before its first audio (an error frame, a refused connection), in the middle of an
 utterance (the socket cut after some audio), or by never answering. The fakes voice each
-word as a tone that names it (``tag_words``, :mod:`gateway.sim.providers.tags`), so the
+word as a tone that names it (``tag_words``, :mod:`gateway.tts.providers.fake_voice`), so the
 tests decode what the caller heard, word by word, and check that every sentence was heard,
 in order, with at most the sentence that was cut repeated; and that the failover metric
 and the ``speech.failover`` event say what happened.
@@ -21,8 +21,10 @@ from telcodecs import ulaw_decode
 
 from gateway.http.keys import CALLS, PROVIDERS
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers import cartesia, elevenlabs, smallest
-from gateway.sim.providers.tags import heard_tones, text_tones
+from gateway.tts.providers.cartesia import fake as cartesia
+from gateway.tts.providers.elevenlabs import fake as elevenlabs
+from gateway.tts.providers.smallest import fake as smallest
+from gateway.tts.providers.fake_voice import heard_tones, text_tones
 from gateway.sim.twilio import TwilioCallSim
 from tests.conftest import RunningGateway, base_config, start_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control

@@ -2,7 +2,7 @@
 and ``heard_text``, through a real gateway, a carrier's simulator and a provider's fake.
 
 The fakes voice each word as a tone that names it (``tag_words``, see
-:mod:`gateway.sim.providers.tags`), so the test decodes what the simulated caller heard and
+:mod:`gateway.tts.providers.fake_voice`), so the test decodes what the simulated caller heard and
 holds it against what the gateway says was heard: the sentences heard out (a mark after
 each, where the carrier has marks; the media clock where it has none), then the words of
 the cut sentence whose audio played (where the provider sends word timings).
@@ -18,7 +18,7 @@ import pytest
 from gateway.http.keys import AUDIOSOCKET
 from gateway.http.loopback import serve_on_loopback
 from gateway.sim.carriers import make_call
-from gateway.sim.providers.tags import heard_tones, text_tones
+from gateway.tts.providers.fake_voice import heard_tones, text_tones
 from tests.conftest import base_config, start_gateway
 from tests.e2e.remote_setup import PROVIDERS, fake_provider_config
 from tests.e2e.test_twilio_call import metric_value, open_control

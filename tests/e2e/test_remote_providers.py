@@ -21,7 +21,7 @@ import pytest
 from telcodecs import ulaw_decode
 
 from gateway.http.keys import PROVIDERS as GATEWAY_PROVIDERS
-from gateway.sim.providers.common import close_all
+from gateway.tts.providers.fakes import close_all
 from gateway.sim.twilio import TwilioCallSim
 from tests.e2e.remote_setup import Provider, assert_exactly, providers, remote  # noqa: F401
 from tests.e2e.speech_check import assert_speech

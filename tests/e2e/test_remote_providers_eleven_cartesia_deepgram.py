@@ -17,7 +17,7 @@ from gateway.carriers.events import MediaFormat
 from gateway.http.loopback import serve_on_loopback
 from gateway.metrics import Metrics
 from gateway.sim.twilio import TwilioCallSim
-from gateway.tts.remote.drivers import RemoteSettings
+from gateway.tts.providers.driver import RemoteSettings
 from gateway.tts.remote.pool import PoolSettings
 from gateway.tts.remote.session import RemoteProvider
 from tests.e2e.remote_setup import PROVIDERS, remote  # noqa: F401

@@ -15,7 +15,7 @@ from gateway.config import ConfigError, parse_config
 from gateway.core.failover import SegmentLedger, failover_reason, provider_plan
 from gateway.core.playout import Cue, Playout
 from gateway.core.speech import Utterance
-from gateway.sim.providers.tags import heard_tones, tagged_pcm, text_tones
+from gateway.tts.providers.fake_voice import heard_tones, tagged_pcm, text_tones
 from gateway.tts.base import AudioChunk, TtsError, TtsSession
 from tests.conftest import base_config
 

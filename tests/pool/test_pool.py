@@ -13,9 +13,9 @@ from aiohttp import web
 from gateway.carriers.events import MediaFormat
 from gateway.http.loopback import serve_on_loopback
 from gateway.metrics import Metrics
-from gateway.sim.providers import inworld as fake_inworld
+from gateway.tts.providers.inworld import fake as fake_inworld
 from gateway.tts.base import TtsError
-from gateway.tts.remote.drivers import RemoteSettings
+from gateway.tts.providers.driver import RemoteSettings
 from gateway.tts.remote.pool import PoolSettings
 from gateway.tts.remote.session import RemoteProvider
 from tests.e2e.test_twilio_call import metric_value
@@ -248,7 +248,7 @@ async def test_calls_share_a_socket_within_the_context_limit(fake):
 async def test_a_session_refused_at_handshake_is_a_pool_failure_not_a_ready_pool():
     """Together answers a voice of another model with ``tts.failed`` instead of
     ``session.created`` (tts-providers.md §3.3): the socket never counts as open."""
-    from gateway.sim.providers import together as fake_together
+    from gateway.tts.providers.together import fake as fake_together
 
     app = fake_together.make_app()
     runner, port = await serve_on_loopback(app)

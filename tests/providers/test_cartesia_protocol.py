@@ -9,9 +9,9 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.cartesia import PATH, make_app
-from gateway.sim.providers.common import close_all
-from gateway.tts.providers.cartesia import (
+from gateway.tts.providers.cartesia.fake import PATH, make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.cartesia.protocol import (
     API_VERSION,
     CartesiaProtocol,
     choose_output_format,
@@ -560,9 +560,10 @@ def test_config_accepts_cartesia_and_judges_its_options():
 
 def test_driver_chooses_the_format_per_turn_on_one_socket():
     from gateway.carriers.events import MediaFormat
-    from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
+    from gateway.tts.providers.driver import RemoteSettings
+    from gateway.tts.providers.registry import PROVIDERS
 
-    d = DRIVERS["cartesia"](RemoteSettings(
+    d = PROVIDERS["cartesia"].new_driver(RemoteSettings(
         name="c", type="cartesia", api_key="k", voice=VOICE,
         endpoint="wss://api.cartesia.ai/tts/websocket",
         options={"version": "2025-04-16", "speed": 1.2, "emotion": "calm",

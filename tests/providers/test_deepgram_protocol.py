@@ -8,9 +8,9 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.deepgram import PATH, make_app
-from gateway.tts.providers.deepgram import (
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.deepgram.fake import PATH, make_app
+from gateway.tts.providers.deepgram.protocol import (
     FLUSH_LIMIT,
     FLUSH_RESERVE,
     DeepgramProtocol,
@@ -492,9 +492,10 @@ def test_config_accepts_deepgram_and_judges_its_options():
 
 def test_driver_socket_per_format_and_turn_messages():
     from gateway.carriers.events import MediaFormat
-    from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
+    from gateway.tts.providers.driver import RemoteSettings
+    from gateway.tts.providers.registry import PROVIDERS
 
-    d = DRIVERS["deepgram"](RemoteSettings(
+    d = PROVIDERS["deepgram"].new_driver(RemoteSettings(
         name="dg", type="deepgram", api_key="k", voice="aura-2-thalia-en",
         endpoint="wss://api.deepgram.com/v1/speak", options={"mip_opt_out": True}))
     key = d.pool_key(MediaFormat("mulaw", 8000))

@@ -9,9 +9,9 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.elevenlabs import PATH, make_app
-from gateway.tts.providers.elevenlabs import (
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.elevenlabs.fake import PATH, make_app
+from gateway.tts.providers.elevenlabs.protocol import (
     DEFAULT_ENDPOINT,
     MAX_TEXT_CHARS,
     ElevenLabsProtocol,
@@ -126,7 +126,7 @@ def test_message_shapes():
     assert json.loads(p.close_message(cid)) == {"context_id": "turn-1", "close_context": True}
     assert p.keepalive_message(cid) is None  # closing: no keepalive
     assert json.loads(p.close_socket_message()) == {"close_socket": True}
-    assert p.context_state(cid) == "closing" and not p.is_clean()
+    assert p.state(cid) == "closing" and not p.is_clean()
 
 
 def test_init_without_settings_and_generated_ids():
@@ -185,7 +185,7 @@ def test_full_turn_audio_then_final():
     assert p.receive(json.dumps({"audio": None, "isFinal": False, "contextId": "c1",
                                  "alignment": {"chars": ["H"]}})) == []
     assert p.receive(final("c1")) == [ProviderDone("c1")]
-    assert p.is_clean() and p.context_state("c1") is None
+    assert p.is_clean() and p.state("c1") is None
 
 
 def test_final_frame_may_carry_audio_and_snake_case_id_is_accepted():
@@ -284,7 +284,7 @@ def test_malformed_frames_raise(frame, kind):
     with pytest.raises(ProviderProtocolError) as err:
         p.receive(frame)
     assert err.value.kind == kind
-    assert p.context_state("c1") == "open"
+    assert p.state("c1") == "open"
 
 
 def test_unknown_final_is_ignored_and_drain_and_reset():
@@ -543,9 +543,10 @@ def test_config_problems(provider, words):
 
 
 def driver(**options):
-    from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
+    from gateway.tts.providers.driver import RemoteSettings
+    from gateway.tts.providers.registry import PROVIDERS
 
-    return DRIVERS["elevenlabs"](RemoteSettings(
+    return PROVIDERS["elevenlabs"].new_driver(RemoteSettings(
         name="el", type="elevenlabs", api_key="k", voice=VOICE, endpoint=DEFAULT_ENDPOINT,
         options=options))
 

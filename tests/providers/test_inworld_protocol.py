@@ -7,15 +7,15 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.inworld import PATH, make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.inworld.fake import PATH, make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
     ProviderError,
     ProviderProtocolError,
 )
-from gateway.tts.providers.inworld import (
+from gateway.tts.providers.inworld.protocol import (
     DEFAULT_ENDPOINT,
     MAX_TEXT_CHARS,
     InworldProtocol,
@@ -86,22 +86,22 @@ def test_create_message_shape():
         "autoMode": True, "voiceId": "Ashley", "modelId": "inworld-tts-1.5-mini",
         "audioConfig": {"audioEncoding": "MULAW", "sampleRateHertz": 8000}},
         "contextId": "ctx-1"}
-    assert p.context_state(cid) == "open" and not p.is_clean()
+    assert p.state(cid) == "open" and not p.is_clean()
 
 
 def test_send_flush_close_keepalive_shapes():
     p = proto()
     cid, _ = p.create_message("a")
-    assert json.loads(p.keepalive_message()) == {"send_text": {"text": ""}, "contextId": "a"}
+    assert [json.loads(m) for m in p.keepalive(cid)] == [{"send_text": {"text": ""}, "contextId": "a"}]
     assert json.loads(p.send_text_message(cid, "Hello. ")) == {
         "send_text": {"text": "Hello. "}, "contextId": "a"}
     assert json.loads(p.send_text_message(cid, "Bye. ", flush=True)) == {
         "send_text": {"text": "Bye. ", "flush_context": {}}, "contextId": "a"}
-    assert p.context_state(cid) == "flushed"
+    assert p.state(cid) == "flushed"
     assert json.loads(p.flush_message(cid)) == {"flush_context": {}, "contextId": "a"}
     assert json.loads(p.close_message(cid)) == {"close_context": {}, "contextId": "a"}
-    assert p.context_state(cid) == "closing"
-    assert p.keepalive_message() is None  # no open context: a keepalive would be an error
+    assert p.state(cid) == "closing"
+    assert p.keepalive(cid) == []  # no open context: a keepalive would be an error
 
 
 def test_outbound_state_errors():
@@ -153,7 +153,7 @@ def test_full_turn_parses_to_audio_then_done():
     assert p.receive(result(cid, flushCompleted={})) == []
     assert not p.is_clean()
     assert p.receive(result(cid, contextClosed={})) == [ProviderDone(cid)]
-    assert p.is_clean() and p.context_state(cid) is None
+    assert p.is_clean() and p.state(cid) is None
     assert p.receive(json.dumps({"done": True})) == []
     assert p.receive(result(cid, contextUpdated={})) == []
 
@@ -211,7 +211,7 @@ def test_early_close_ack_defers_done_until_audio():
     p.send_text_message(cid, "Hi. ")
     p.close_message(cid)
     assert p.receive(result(cid, contextClosed={})) == []
-    assert p.context_state(cid) == "closed_early" and not p.is_clean()
+    assert p.state(cid) == "closed_early" and not p.is_clean()
     assert p.open_contexts == 0
     assert len(p.receive(chunk(cid, b"\x01" * 80))) == 1
     assert p.receive(result(cid, flushCompleted={})) == [ProviderDone(cid)]

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from gateway.tts.providers.deepgram import DeepgramProtocol
+from gateway.tts.providers.deepgram.protocol import DeepgramProtocol
 from gateway.tts.providers.events import ProviderDone
-from gateway.tts.providers.uplift import UpliftProtocol
+from gateway.tts.providers.uplift.protocol import UpliftProtocol
 
 FLUSHED = json.dumps({"type": "Flushed", "sequence_id": 0})
 
@@ -18,16 +18,16 @@ def test_deepgram_counts_the_sentences_each_answered_flush_covers():
     p = DeepgramProtocol(flush_limit=2, flush_reserve=0)  # two flushes, then none
     p.begin("t")
     assert any("Flush" in m for m in p.speak("t", "One."))
-    assert p.segments_completed("t") == 0
+    assert p.segments_done("t") == 0
     assert p.receive(FLUSHED) == []
-    assert p.segments_completed("t") == 1
+    assert p.segments_done("t") == 1
     assert any("Flush" in m for m in p.speak("t", "Two."))
     assert not any("Flush" in m for m in p.speak("t", "Three."))  # the budget is spent
     assert p.receive(FLUSHED) == []
-    assert p.segments_completed("t") == 2  # "Three." has no flush of its own yet
+    assert p.segments_done("t") == 2  # "Three." has no flush of its own yet
     assert p.finish("t") == ['{"type": "Flush"}']  # the end is always flushed
     assert p.receive(FLUSHED) == [ProviderDone("t")]
-    assert p.segments_completed("t") is None  # over: the turn's end says it all
+    assert p.segments_done("t") is None  # over: the turn's end says it all
 
 
 def _ready_uplift(**kw) -> UpliftProtocol:
@@ -46,10 +46,10 @@ def test_uplift_counts_segments_merged_into_one_request_together():
     assert p.synthesize("t", "Three.") == [] and p.synthesize("t", "Four.") == []
     [merged] = p.finish("t")
     assert json.loads(merged)["text"] == "Three. Four."
-    assert p.segments_completed("t") == 0
+    assert p.segments_done("t") == 0
     p.receive({"type": "audio_end", "requestId": "t.2"})  # out of order: not yet
-    assert p.segments_completed("t") == 0
+    assert p.segments_done("t") == 0
     p.receive({"type": "audio_end", "requestId": "t.1"})
-    assert p.segments_completed("t") == 2
+    assert p.segments_done("t") == 2
     # the one request that carries the last two segments: both done at its end
     assert p.receive({"type": "audio_end", "requestId": "t.3"}) == [ProviderDone("t")]

@@ -19,9 +19,15 @@ import pytest
 from gateway.carriers.events import MediaFormat
 from gateway.http.loopback import serve_on_loopback
 from gateway.metrics import Metrics
-from gateway.sim.providers import (cartesia, deepgram, elevenlabs, inworld, smallest,
-                                   telnyx_tts, together, uplift)
-from gateway.tts.remote.drivers import RemoteSettings
+from gateway.tts.providers.cartesia import fake as cartesia
+from gateway.tts.providers.deepgram import fake as deepgram
+from gateway.tts.providers.elevenlabs import fake as elevenlabs
+from gateway.tts.providers.inworld import fake as inworld
+from gateway.tts.providers.smallest import fake as smallest
+from gateway.tts.providers.telnyx import fake as telnyx
+from gateway.tts.providers.together import fake as together
+from gateway.tts.providers.uplift import fake as uplift
+from gateway.tts.providers.driver import RemoteSettings
 from gateway.tts.remote.pool import PoolSettings
 from gateway.tts.remote.session import RemoteProvider
 
@@ -31,7 +37,7 @@ FAKES = {
     "smallest": (smallest.make_app, "/waves/v1/tts/live", "meher", {"complete_backoff_ms": 50}),
     "together": (together.make_app, together.PATH, "af_alloy", {}),
     "uplift": (uplift.make_app, uplift.PATH, "v_meklc281", {}),
-    "telnyx": (telnyx_tts.make_app, telnyx_tts.PATH, "Telnyx.NaturalHD.astra", {}),
+    "telnyx": (telnyx.make_app, telnyx.PATH, "Telnyx.NaturalHD.astra", {}),
     "elevenlabs": (elevenlabs.make_app, elevenlabs.PATH, "21m00Tcm4TlvDq8ikWAM", {}),
     "cartesia": (cartesia.make_app, cartesia.PATH, "a0e99841-438c-4a64-b679-ae501e7d6091", {}),
     "deepgram": (deepgram.make_app, deepgram.PATH, "aura-2-thalia-en", {}),

@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.smallest import make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.smallest.fake import make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -15,7 +15,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.providers.smallest import (
+from gateway.tts.providers.smallest.protocol import (
     DEFAULT_ENDPOINT,
     SmallestProtocol,
     choose_format,
@@ -118,7 +118,7 @@ def test_streamed_text_then_flush():
     fl = json.loads(p.flush("turn-1"))
     assert fl["text"] == "" and fl["flush"] is True and fl["voice_id"] == "meher"
     assert p.state("turn-1") == "flushed"
-    assert p.close is not None and p.keepalive() is None
+    assert p.close is not None and p.keepalive("c1") == []
     with pytest.raises(RuntimeError, match="already flushed"):
         p.send_text("turn-1", "more")
 
@@ -242,7 +242,7 @@ def test_error_mapping(frame, kind, fatal, ctx):
 def test_cancel_marks_late_audio():
     p = SmallestProtocol("meher")
     p.speak("c1", "A long sentence.")
-    assert p.cancel("c1") is None  # nothing to send: Smallest has no cancel
+    assert p.cancel("c1") == []  # nothing to send: Smallest has no cancel
     assert p.is_cancelled("c1") and p.state("c1") == "cancelled"
     assert p.needs_replacement and not p.is_clean()
     [late] = p.receive(chunk(b"\x00" * 10))

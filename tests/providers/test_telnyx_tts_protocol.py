@@ -16,8 +16,8 @@ from telcodecs import wav_bytes
 from gateway.carriers.events import MediaFormat
 from gateway.http.loopback import serve_on_loopback
 from gateway.metrics import Metrics
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.telnyx_tts import PATH, make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.telnyx.fake import PATH, make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -25,14 +25,15 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.providers.telnyx_tts import (
+from gateway.tts.providers.telnyx.protocol import (
     DEFAULT_ENDPOINT,
     TelnyxProtocol,
     choose_format,
     connect_params,
     strip_markdown,
 )
-from gateway.tts.remote.drivers import RemoteSettings, TelnyxDriver
+from gateway.tts.providers.driver import RemoteSettings
+from gateway.tts.providers.telnyx import SPEC
 from gateway.tts.remote.pool import PoolSettings
 from gateway.tts.remote.session import RemoteProvider
 from tests.e2e.test_twilio_call import metric_value
@@ -105,13 +106,13 @@ def test_choose_format_never_mp3(voice, carrier, expected):
 
 def test_driver_options_pool_key_and_voice_lock():
     def driver(voice=VOICE, **options):
-        return TelnyxDriver(RemoteSettings("t", "telnyx", KEY, voice, DEFAULT_ENDPOINT,
-                                           options=options))
+        return SPEC.new_driver(RemoteSettings("t", "telnyx", KEY, voice, DEFAULT_ENDPOINT,
+                                              options=options))
     assert driver().pool_key(MediaFormat("mulaw", 8000)) == ("linear16", 8000)
     assert driver(audio_format="mulaw").pool_key(MediaFormat("mulaw", 8000)) == ("mulaw", 8000)
     assert driver(sample_rate=16000).pool_key(MediaFormat("mulaw", 8000)) == ("linear16", 16000)
     assert driver(inactivity_timeout_s=45).default_idle_timeout_s == 45.0
-    assert TelnyxDriver.single_use and TelnyxDriver.default_idle_timeout_s == 20.0
+    assert SPEC.driver.single_use and SPEC.driver.default_idle_timeout_s == 20.0
     for bad in ({"audio_format": "mp3"}, {"voice_settings": "fast"}, {"disable_cache": "yes"},
                 {"colour": "red"}):
         with pytest.raises(ValueError):
@@ -168,7 +169,7 @@ def test_text_frames_flush_and_the_end_frame():
     assert [json.loads(m) for m in p.send_text("t", "Hello **there**.")] == [
         {"text": "Hello there. ", "flush": True}]
     assert p.send_text("t", "** **") == []  # nothing left to say: no empty text (= the end)
-    assert p.finish("t") == ['{"text": ""}'] and p.turn_state("t") == "ending"
+    assert p.finish("t") == ['{"text": ""}'] and p.state("t") == "ending"
     with pytest.raises(RuntimeError):
         p.send_text("t", "too late")
 
@@ -183,7 +184,7 @@ def test_one_turn_per_socket():
 
 def test_a_turn_without_text_ends_at_once_and_sends_nothing():
     p = speaking()
-    assert p.finish("t") == [] and p.turn_state("t") is None
+    assert p.finish("t") == [] and p.state("t") is None
 
 
 def test_markdown_stripping_can_be_turned_off():
@@ -205,7 +206,7 @@ def test_streamed_provider_chunks_then_text_then_final():
         ("t", "pcm_s16le", 8000, 800), ("t", "pcm_s16le", 8000, 400)]
     assert text_only == [] and p.time_to_first_audio_ms == 245 and p.cached is False
     assert p.receive(FINAL) == [ProviderDone("t")]
-    assert p.turn_state("t") is None and p.closes_by_design
+    assert p.state("t") is None and p.closes_by_design
     assert p.connection_lost() == []  # the server's close after the final frame
 
 
@@ -259,7 +260,7 @@ def test_error_frame_fails_the_turn(message, kind):
     p.send_text("t", "Hi.")
     [err] = p.receive(json.dumps({"error": message}))
     assert err == ProviderError("t", kind, f"Telnyx: {message}", False)
-    assert p.turn_state("t") == "failed" and p.spent
+    assert p.state("t") == "failed" and p.spent
     assert p.connection_lost() == []  # the close that follows is no second error
 
 
@@ -387,7 +388,7 @@ async def test_loopback_plain_text_waits_for_a_flush_or_the_end():
         p = TelnyxProtocol()
         p.handshake()
         p.start("t")
-        p.sent_text, p.state = True, "ending"
+        p.sent_text, p.phase = True, "ending"
         events = await collect(ws, p)
     assert ProviderDone("t") in events and any(isinstance(e, ProviderAudio) for e in events)
     assert [e["text"] for e in fake.app["log"]] == ["Hello there. How are you?"]

@@ -7,8 +7,8 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.together import make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.together.fake import make_app
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -16,7 +16,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.providers.together import (
+from gateway.tts.providers.together.protocol import (
     ERROR_KINDS,
     MAX_TEXT_CHARS,
     TogetherProtocol,
@@ -198,9 +198,9 @@ def test_a_segment_goes_out_one_sentence_per_commit_and_completes_with_its_last_
     p.send_segment(cid, "Four.")
     p.finish(cid)
     for n in range(1, 4):
-        assert p.segments_completed(cid) == 0
+        assert p.segments_done(cid) == 0
         assert p.receive(done(f"tts_{n}", cid)) == []
-    assert p.segments_completed(cid) == 1  # the three items of the first segment
+    assert p.segments_done(cid) == 1  # the three items of the first segment
     assert p.receive(done("tts_4", cid)) == [ProviderDone(cid)]
 
 

@@ -10,8 +10,8 @@ import pytest
 from telcodecs import wav_bytes
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.providers.common import close_all
-from gateway.sim.providers.uplift import PATH, make_app
+from gateway.tts.providers.fakes import close_all
+from gateway.tts.providers.uplift.fake import PATH, make_app
 from gateway.tts.base import TtsError
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -20,7 +20,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.providers.uplift import (
+from gateway.tts.providers.uplift.protocol import (
     DEFAULT_ENDPOINT,
     MAX_TEXT_CHARS,
     NAMESPACE,
@@ -164,7 +164,7 @@ def test_outbound_state_errors():
         p.open_turn("t", "ULAW_8000_8")
     with pytest.raises(RuntimeError, match="not open"):
         p.synthesize("nope", "Hi.")
-    assert p.finish("t") == [] and p.turn_state("t") is None  # no text: over at once
+    assert p.finish("t") == [] and p.state("t") is None  # no text: over at once
     with pytest.raises(RuntimeError):
         p.synthesize("t", "late")
     p.open_turn("u")
@@ -181,7 +181,7 @@ def test_cancel_sends_cancel_for_each_request_in_flight_only():
     p.receive(end("t.1"))  # the first is complete already
     assert sent(p.cancel("t")) == [{"type": "cancel", "requestId": "t.2"},
                                    {"type": "cancel", "requestId": "t.3"}]
-    assert p.is_cancelled("t") and p.turn_state("t") == "cancelled"
+    assert p.is_cancelled("t") and p.state("t") == "cancelled"
     assert p.is_clean() and p.cancel("t") == []
     # audio still under way for a cancelled request comes back flagged with the turn id
     [late] = p.receive(audio("t.2", b"\x7f" * 160))
@@ -220,7 +220,7 @@ def test_full_request_audio_then_done():
     assert [(e.context_id, e.encoding, e.sample_rate, len(e.data)) for e in events] == [
         ("t", "mulaw", 8000, 800), ("t", "mulaw", 8000, 400)]
     assert p.receive(end("t.1")) == []  # the turn is not finished yet
-    assert p.finish("t") == [] and p.turn_state("t") is None and p.is_clean()
+    assert p.finish("t") == [] and p.state("t") is None and p.is_clean()
 
 
 def test_done_comes_with_the_last_audio_end_after_finish():
@@ -228,7 +228,7 @@ def test_done_comes_with_the_last_audio_end_after_finish():
     p.open_turn("t", "ULAW_8000_8")
     p.synthesize("t", "Hello.")
     p.finish("t")
-    assert p.turn_state("t") == "finishing" and not p.is_clean()
+    assert p.state("t") == "finishing" and not p.is_clean()
     assert p.receive(end("t.1")) == [ProviderDone("t")] and p.is_clean()
 
 
@@ -310,7 +310,7 @@ def test_error_for_a_request_fails_its_turn_only(code, kind):
     p.synthesize("other", "Fine.")
     [err] = p.receive(error(code, "it broke", rid="t.1"))
     assert err == ProviderError("t", kind, f"Uplift: it broke (code {code})", False)
-    assert p.turn_state("t") == "failed" and p.turn_state("other") == "open"
+    assert p.state("t") == "failed" and p.state("other") == "open"
     assert sent(p.cancel("t")) == [{"type": "cancel", "requestId": "t.2"}]
     assert p.receive(error(code, rid="t.1")) == []  # a repeat about a forgotten request
     assert (p.budget_low() is (kind == "rate_limit_exceeded"))
@@ -616,7 +616,7 @@ async def test_pool_moves_a_call_to_a_fresh_connection_when_the_request_budget_r
 
     from gateway.carriers.events import MediaFormat
     from gateway.metrics import Metrics
-    from gateway.tts.remote.drivers import RemoteSettings
+    from gateway.tts.providers.driver import RemoteSettings
     from gateway.tts.remote.pool import PoolSettings
     from gateway.tts.remote.session import RemoteProvider
 

@@ -10,17 +10,17 @@ from contextlib import aclosing
 from gateway.carriers.events import MediaFormat
 from gateway.http.loopback import serve_on_loopback
 from gateway.metrics import Metrics
-from gateway.sim.providers import smallest as smallest_fake
+from gateway.tts.providers.smallest import fake as smallest_fake
 from gateway.core.speech import HeardLog
-from gateway.tts.providers.cartesia import CartesiaProtocol
-from gateway.tts.providers.elevenlabs import ElevenLabsProtocol
-from gateway.tts.providers.elevenlabs import connect_params as eleven_connect
+from gateway.tts.providers.cartesia.protocol import CartesiaProtocol
+from gateway.tts.providers.elevenlabs.protocol import ElevenLabsProtocol
+from gateway.tts.providers.elevenlabs.protocol import connect_params as eleven_connect
 from gateway.tts.providers.events import ProviderAudio, ProviderWords
-from gateway.tts.providers.inworld import InworldProtocol
-from gateway.tts.providers.smallest import SmallestProtocol
-from gateway.tts.providers.together import TogetherProtocol
-from gateway.tts.providers.together import connect_params as together_connect
-from gateway.tts.remote.drivers import RemoteSettings
+from gateway.tts.providers.inworld.protocol import InworldProtocol
+from gateway.tts.providers.smallest.protocol import SmallestProtocol
+from gateway.tts.providers.together.protocol import TogetherProtocol
+from gateway.tts.providers.together.protocol import connect_params as together_connect
+from gateway.tts.providers.driver import RemoteSettings
 from gateway.tts.remote.pool import PoolSettings
 from gateway.tts.remote.session import RemoteProvider
 

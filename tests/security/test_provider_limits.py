@@ -7,7 +7,7 @@ plays what it holds, says so in ``speech.done`` and speaks the next utterance. A
 other calls share is not stalled by it. A provider message over
 ``limits.max_provider_message_bytes`` is refused: the turn fails, the refusal is counted,
 the connection is replaced. The fakes' runaway knobs (``flood_on``, ``oversize_on``) are in
-:mod:`gateway.sim.providers.common`.
+:mod:`gateway.tts.providers.fakes`.
 """
 
 from __future__ import annotations

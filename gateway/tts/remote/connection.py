@@ -32,7 +32,7 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
-from gateway.tts.remote.drivers import Driver
+from gateway.tts.providers.driver import Driver
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class ProviderConnection:
             ws = await _connect_websocket(driver.settings.name, params, http, timeout_s,
                                           max_message_bytes)
         conn = cls(driver, key, proto, ws, max_message_bytes=max_message_bytes, **options)
-        hello = driver.handshake(proto)  # e.g. Telnyx's init frame, before the first turn
+        hello = driver.handshake(proto)  # a provider's init frame, before the first turn
         if hello:
             await conn.send(hello)
         try:
@@ -198,7 +198,7 @@ class ProviderConnection:
         ws = self.ws
         reason = "closed by the provider"
         close_text = ""
-        # Binary frames go to the protocol's ``receive_binary`` where it has one (Deepgram
+        # Binary frames go to the protocol's ``receive_binary`` where it has one (a provider
         # sends its audio as raw binary frames, tts-providers.md §8).
         receive_binary = getattr(self.proto, "receive_binary", None)
         try:
@@ -222,7 +222,7 @@ class ProviderConnection:
                 elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                                   aiohttp.WSMsgType.CLOSED):
                     if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra:
-                        close_text = str(msg.extra)[:200]  # the provider's reason (Deepgram §8)
+                        close_text = str(msg.extra)[:200]  # the provider's reason (a close frame's text)
                     if ws.close_code is not None:
                         reason = (f"closed by the provider (code {ws.close_code}"
                                   + (f": {close_text})" if close_text else ")"))
@@ -398,7 +398,7 @@ class SocketIOWebSocket:
     """A Socket.IO connection (python-socketio's maintained ``AsyncClient``, which does the
     Engine.IO framing, pings and namespaces) behind the part of aiohttp's
     ``ClientWebSocketResponse`` that :class:`ProviderConnection` uses, so the reader, the
-    pool and the session stay the same for a Socket.IO provider (Uplift AI, §4.1):
+    pool and the session stay the same for a Socket.IO provider:
 
     * :meth:`receive` gives each ``message`` event of the namespace as a TEXT message whose
       ``data`` is the event's payload as Socket.IO decoded it (a dict: the protocol's
@@ -424,7 +424,7 @@ class SocketIOWebSocket:
     async def connect(cls, name: str, params, http: aiohttp.ClientSession, *,
                       timeout_s: float, max_message_bytes: int = MAX_MESSAGE_BYTES
                       ) -> SocketIOWebSocket:
-        """Connect to ``params`` (a :class:`gateway.tts.providers.uplift.SocketIOParams`):
+        """Connect to ``params`` (the Socket.IO provider's ``SocketIOParams``):
         the WebSocket transport only, no polling, no automatic reconnection (the pool
         replaces lost connections); raise :class:`TtsError` (kind ``connect``)."""
         sio = _guarded_client_class()(

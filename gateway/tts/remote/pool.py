@@ -11,7 +11,7 @@
   it waits up to ``acquire_timeout_s`` for a release.
 * Where the provider allows several contexts per socket, ``calls_per_connection`` > 1
   lets calls share one; the driver's context limits still apply.
-* A ``single_use`` driver's connection (Telnyx: one utterance per socket) is leased per
+* A ``single_use`` driver's connection (one utterance per socket) is leased per
   turn, not per call, and discarded after it: that is no reconnect, nor is the provider's
   close that its protocol announces (``Driver.closes_by_design``). ``min_idle`` handshaken
   sockets stay warm, so the next utterance's first audio has no handshake in its path.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from gateway.tts.base import TtsError
 from gateway.tts.remote.connection import ProviderConnection
-from gateway.tts.remote.drivers import Driver
+from gateway.tts.providers.driver import Driver
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ streaming in, sentence by sentence, while the first audio plays. If the connecti
 lost or fails before the turn's first audio, the turn is replayed once on a fresh
 connection, so a socket the provider dropped while idle costs the bot nothing. After a
 barge-in the turn is cancelled upstream and its late audio is dropped by the connection.
-A ``single_use`` provider (Telnyx) gets a warm connection leased per utterance instead,
+A ``single_use`` provider (one utterance per socket) gets a warm connection leased per utterance instead,
 given back as soon as the utterance's turn ends. For failover, a session can also report
 when each text segment's audio is all in (``stream(..., on_segments_done=...)``): from the
 provider's own per-segment signal (``Driver.segments_done``), else with a turn per segment.
@@ -29,7 +29,8 @@ from gateway.tts.providers.events import (ProviderAudio, ProviderDone, ProviderE
                                           ProviderWords)
 from gateway.tts.remote.connection import (ConnectionLost, ProviderConnection, SegmentsDone,
                                            TurnOverflow)
-from gateway.tts.remote.drivers import DRIVERS, RemoteSettings
+from gateway.tts.providers.driver import RemoteSettings
+from gateway.tts.providers.registry import PROVIDERS
 from gateway.tts.remote.pool import ConnectionPool, PoolSettings
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,12 @@ class RemoteProvider(TtsProvider):
 
     def __init__(self, settings: RemoteSettings, pool_settings: PoolSettings | None = None,
                  limits: LimitsConfig | None = None):
-        if settings.type not in DRIVERS:
+        if settings.type not in PROVIDERS:
             raise ValueError(f"unknown remote provider type {settings.type!r}")
         self.name = settings.name
         self.voice = settings.voice
         self.settings = settings
-        self.driver = DRIVERS[settings.type](settings)
+        self.driver = PROVIDERS[settings.type].new_driver(settings)
         self.pool_settings = pool_settings or PoolSettings()
         self.limits = limits or LimitsConfig()
         self.metrics = None

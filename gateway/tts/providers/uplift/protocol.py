@@ -63,6 +63,7 @@ from urllib.parse import urlsplit, urlunsplit
 from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.providers.common import decode_base64
+from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -100,10 +101,8 @@ BUDGET_RESERVE = 10
 WINDOW_S = 60.0
 SPEED_RANGE = (0.5, 2.0)  # [T pipecat-upliftai MIN_SPEED/MAX_SPEED]
 
-#: Every output format the API names [C docs table; T livekit/pipecat]; only the raw ones
-#: are allowed on the live path.
-ALL_FORMATS = ("PCM_22050_16", "WAV_22050_16", "WAV_22050_32", "MP3_22050_32",
-               "MP3_22050_64", "MP3_22050_128", "OGG_22050_16", "ULAW_8000_8")
+#: The raw output formats, the only ones allowed on the live path (the API also names WAV,
+#: MP3 and OGG ones [C docs table; T livekit/pipecat]).
 LIVE_FORMATS = {"ULAW_8000_8": ("mulaw", 8000), "PCM_22050_16": ("pcm_s16le", 22050)}
 
 #: Bounded ``ProviderError.kind`` labels: the documented codes, plus the rest.
@@ -191,7 +190,7 @@ class _Request:
     started: bool = False
 
 
-class UpliftProtocol:
+class UpliftProtocol(ProtocolDefaults):
     """One Uplift multi-stream connection, seen from the gateway.
 
     Turn lifecycle::
@@ -251,7 +250,7 @@ class UpliftProtocol:
     def is_cancelled(self, turn_id: str) -> bool:
         return turn_id in self._cancelled
 
-    def turn_state(self, turn_id: str) -> str | None:
+    def state(self, turn_id: str) -> str | None:
         """``open``, ``finishing`` (finish() called, audio pending), ``failed``,
         ``cancelled``, or None (ended or unknown)."""
         turn = self._turns.get(turn_id)
@@ -259,7 +258,7 @@ class UpliftProtocol:
             return "failed" if turn.failed else "finishing" if turn.finished else "open"
         return "cancelled" if turn_id in self._cancelled else None
 
-    def segments_completed(self, turn_id: str) -> int | None:
+    def segments_done(self, turn_id: str) -> int | None:
         """Text segments (:meth:`synthesize` calls) of the turn whose requests all ended
         (their audio is out); None when the turn is not live."""
         turn = self._turns.get(turn_id)
@@ -305,7 +304,7 @@ class UpliftProtocol:
         turn = self._turns.get(turn_id)
         if turn is None or turn.finished:
             raise RuntimeError(f"{verb} on turn {turn_id!r}, which is "
-                               f"{self.turn_state(turn_id) or 'not open'}")
+                               f"{self.state(turn_id) or 'not open'}")
         return turn
 
     def _request(self, turn: _Turn, text: str) -> str:
@@ -348,7 +347,7 @@ class UpliftProtocol:
     def finish(self, turn_id: str) -> list[str]:
         """No more text for the turn. Held-back text is sent now, whatever the budget (the
         server may then answer ``rate_limit_exceeded`` for it). The turn ends when all its
-        requests did: at once if it has none (check :meth:`turn_state`)."""
+        requests did: at once if it has none (check :meth:`state`)."""
         turn = self._live(turn_id, "finish")
         out: list[str] = []
         if turn.pending:

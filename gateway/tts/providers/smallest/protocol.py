@@ -50,6 +50,7 @@ from telcodecs import strip_wav_header, whole_samples
 from gateway.tts.base import MAX_WORD_CHARS, WordTiming
 from gateway.tts.providers.common import decode_base64, is_seconds
 from gateway.tts.providers.common import preview as _preview
+from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -163,7 +164,7 @@ class _Context:
     odd: bytes = b""  # odd trailing byte of 16-bit PCM, carried to the next chunk
 
 
-class SmallestProtocol:
+class SmallestProtocol(ProtocolDefaults):
     """One Smallest.ai WebSocket, seen from the gateway (the client).
 
     A *context* here is one synthesis request: every message for it carries
@@ -180,8 +181,6 @@ class SmallestProtocol:
     """
 
     provider = "smallest"
-    max_active_contexts = 1  # one active request per account [C §2.5]
-    has_cancel = False  # [T §2.6]
 
     def __init__(
         self,
@@ -270,10 +269,6 @@ class SmallestProtocol:
         if ctx is None:
             return "done"
         return "cancelled" if ctx.cancelled else ctx.state
-
-    @property
-    def active_contexts(self) -> list[str]:
-        return list(self._contexts)
 
     # ---- outbound ----------------------------------------------------------------
 
@@ -364,7 +359,11 @@ class SmallestProtocol:
         self._contexts[context_id] = _Context(FLUSHED)
         return messages
 
-    def cancel(self, context_id: str) -> None:
+    def finish(self, context_id: str) -> list[str]:
+        """Nothing: :meth:`speak` already flushed the request (a turn is one request)."""
+        return []
+
+    def cancel(self, context_id: str) -> list[str]:
         """Barge-in. Smallest has no cancel message [T §2.6]: nothing is sent, the audio
         that keeps coming is marked cancelled, and the connection should be replaced."""
         ctx = self._contexts.get(context_id)
@@ -374,10 +373,11 @@ class SmallestProtocol:
         self._cancelled[context_id] = None
         if len(self._cancelled) > 64:
             del self._cancelled[next(iter(self._cancelled))]
+        return []
 
-    def keepalive(self) -> None:
+    def keepalive(self, context_id: str) -> list[str]:
         """No safe keepalive message exists (§2.6): use ``timeout_s`` in connect_params."""
-        return None
+        return []
 
     # ---- inbound -----------------------------------------------------------------
 

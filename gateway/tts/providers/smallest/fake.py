@@ -21,7 +21,7 @@ legacy ``/waves/v1/lightning-v2/get_speech/stream``). Behaviour, with the spec's
 
 ``app["log"]`` records each synthesis: ``{"request_id", "text", "bytes"}``; ``app["received"]``
 records every client message (parsed, or the raw text when it was not JSON); sockets are
-counted in ``app["stats"]`` (:mod:`gateway.sim.providers.common`).
+counted in ``app["stats"]`` (:mod:`gateway.tts.providers.fakes`).
 
 Error injection: with ``fail_on="..."``, a request whose text contains that string is
 answered, when it is generated, by ``{"status":"error","request_id":<server id>,
@@ -31,7 +31,7 @@ answered, when it is generated, by ``{"status":"error","request_id":<server id>,
 ``cut_after_bytes=N`` the server closes a socket (1011) once it has sent N bytes of audio
 on it, in the middle of whatever it was saying; with ``never_answer=True`` it takes
 requests and never sends audio. ``tag_words=True`` voices each word as a tone that names
-it (:mod:`.tags`). A request with ``word_timestamps: true`` gets a ``word_timestamp`` frame
+it (:mod:`gateway.tts.providers.fake_voice`). A request with ``word_timestamps: true`` gets a ``word_timestamp`` frame
 per word once its audio is out, ``{"status":"word_timestamp","data":{"id","word","start",
 "end"}}``, seconds from the start of that request's audio (§2.3 [C]).
 """
@@ -49,8 +49,8 @@ import warnings
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import add_stats, track_socket
-from gateway.sim.providers.tags import voice_pcm, word_spans, words_out
+from gateway.tts.providers.fakes import add_stats, track_socket
+from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
 
 CHARS_PER_SECOND = 15.0
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
@@ -63,6 +63,7 @@ _FIELDS = {
 _MODELS = {"lightning_v3.1", "lightning_v3.1_pro"}
 _RATES = {8000, 16000, 24000, 44100}
 _FORMATS = {"pcm", "mp3", "wav", "ulaw", "alaw"}
+PATH = "/waves/v1/tts/live"
 
 
 def make_app(
@@ -97,7 +98,7 @@ def make_app(
             chars_per_second=chars_per_second,
         )
     add_stats(app)
-    app.router.add_get("/waves/v1/tts/live", _handler)
+    app.router.add_get(PATH, _handler)
     app.router.add_get("/waves/v1/lightning-v2/get_speech/stream", _handler)
     return app
 

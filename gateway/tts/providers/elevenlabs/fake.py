@@ -37,7 +37,7 @@ socket with 1011 "synthesis failed" (ElevenLabs error frames precede a close, §
 With ``cut_after_bytes=N`` the server closes a socket (1011, no error frame) once it has
 sent N bytes of audio on it, in the middle of whatever it was saying; with
 ``never_answer=True`` it takes text and never sends audio. ``tag_words=True`` voices each
-word as a tone that names it (:mod:`.tags`).
+word as a tone that names it (:mod:`gateway.tts.providers.fake_voice`).
 
 ``app["log"]``: what was synthesized, dicts ``{"context_id","text","bytes","output_format",
 "audio"}`` (``audio``: the exact bytes sent); ``app["connects"]``: the query of every
@@ -56,8 +56,8 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import IdleReceiver, fake_app, run_after, serve_socket
-from gateway.sim.providers.tags import char_spans, voice_pcm
+from gateway.tts.providers.fakes import IdleReceiver, fake_app, run_after, serve_socket
+from gateway.tts.providers.fake_voice import char_spans, voice_pcm
 
 PATH = "/v1/text-to-speech/{voice_id}/multi-stream-input"
 MODELS = {"eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2", "eleven_v3"}

@@ -29,7 +29,7 @@ Error injection: with ``fail_on="..."``, a flush whose text contains it closes t
 with 1011 and the reason "synthesis failed" (a fatal error, §8 [C]).
 
 Many calls at once (the benchmark, :mod:`gateway.bench.provider`): the
-:data:`~gateway.sim.providers.common.BENCH_PROFILE` knobs pace each socket's audio to
+:data:`~gateway.tts.providers.fakes.BENCH_PROFILE` knobs pace each socket's audio to
 ``max_ahead_s`` ahead of real time and send precomputed audio without keeping a copy in
 ``app["log"]`` (its ``audio`` is None then; same frames on the wire).
 
@@ -50,8 +50,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import (BENCH_PROFILE, IdleReceiver, Pacer, fake_app,
-                                           looped_speech, serve_socket)
+from gateway.tts.providers.fakes import (BENCH_PROFILE, IdleReceiver, Pacer, fake_app,
+                                         looped_speech, serve_socket)
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/speak"

@@ -60,6 +60,7 @@ from gateway.tts.base import MAX_WORD_CHARS, WordTiming
 from gateway.tts.providers.common import (choose_g711_or_pcm, decode_base64, parse_typed_frame,
                                           remember)
 from gateway.tts.providers.common import preview as _preview
+from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -153,7 +154,7 @@ class _Turn:
     words_base_s: float = 0.0  # ... when its current server context began (timestamps)
 
 
-class CartesiaProtocol:
+class CartesiaProtocol(ProtocolDefaults):
     """One Cartesia TTS socket, seen from the gateway (the client).
 
     Turn life: :meth:`begin` (no message: a context is created by its first input), then
@@ -200,7 +201,7 @@ class CartesiaProtocol:
         turn = self._turns.get(context_id)
         return turn.state if turn is not None else None
 
-    def flushes_completed(self, context_id: str) -> int | None:
+    def segments_done(self, context_id: str) -> int | None:
         """Manual flushes of the turn answered by ``flush_done`` so far (one per
         :meth:`send_text`: the audio of that many sentences is out); None when the turn is
         unknown or over."""

@@ -15,7 +15,7 @@ Documented behaviour [C] plus quirks, and inferred defaults marked [I]:
 * ``alignment=word`` (query): after each delta, ``conversation.item.word_timestamps
   {item_id, words, start_seconds, end_seconds}`` for the words whose audio is out, in
   seconds from the start of the item's audio [C event, I what the times count from].
-  ``tag_words=True`` voices each word as a tone that names it (:mod:`.tags`).
+  ``tag_words=True`` voices each word as a tone that names it (:mod:`gateway.tts.providers.fake_voice`).
 * ``context.cancel`` replies ``context.cancelled`` and still sends ``late_chunks`` deltas
   of the cancelled item afterwards (§3.5 [T/O]: audio after cancel).
 * limits [I]: ``max_contexts`` distinct context ids per connection (lifetime),
@@ -27,14 +27,14 @@ Documented behaviour [C] plus quirks, and inferred defaults marked [I]:
 
 ``app["log"]`` records what was synthesized: dicts with context_id, item_id, text, bytes,
 and ``app["events"]`` the client messages received (parsed), for assertions; sockets are
-counted in ``app["stats"]`` (:mod:`gateway.sim.providers.common`).
+counted in ``app["stats"]`` (:mod:`gateway.tts.providers.fakes`).
 
 Error injection: with ``fail_on="..."``, an append that makes a context's buffered text
 contain that string is answered (after its ``input_text.received``) by
 ``conversation.item.tts.failed`` with ``type: server_error, code: synthesis_failed`` for
 that context, and the context's pending work (buffer, queued and in-flight items) is
 dropped; the socket and the context id stay usable. A runaway provider
-(:data:`~.common.RUNAWAY_PROFILE`): an item whose text contains ``flood_on`` gets deltas
+(:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): an item whose text contains ``flood_on`` gets deltas
 without end at ``flood_factor`` (20) times real time, until cancelled; one containing
 ``oversize_on`` a single delta of ``oversize_bytes`` (8 MiB) of audio.
 
@@ -54,8 +54,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import wav_bytes
 
-from gateway.sim.providers.common import RUNAWAY_PROFILE, audio_pieces, fake_app, track_socket
-from gateway.sim.providers.tags import voice_pcm, word_spans, words_out
+from gateway.tts.providers.fakes import RUNAWAY_PROFILE, audio_pieces, fake_app, track_socket
+from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
 
 PATH = "/v1/audio/speech/websocket"
 
@@ -81,7 +81,7 @@ DEFAULT_PROFILE: dict[str, Any] = {
     # [I] §3.5 leaves open how many items a commit makes: one (False), or one per sentence
     # whatever ``segment`` says (True; also cut at max_partial_length)
     "item_per_sentence": False,
-    "tag_words": False,  # voice each word as a tone that names it (.tags)
+    "tag_words": False,  # voice each word as a tone that names it (fake_voice)
     **RUNAWAY_PROFILE,  # flood_on, oversize_on (see the module doc)
 }
 

@@ -60,6 +60,7 @@ from telcodecs import strip_wav_header, whole_samples
 from gateway.tts.base import MAX_WORD_CHARS, WordTiming
 from gateway.tts.providers.common import MAX_WORDS_PER_MESSAGE, decode_base64, is_seconds
 from gateway.tts.providers.common import preview as _preview
+from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -92,8 +93,8 @@ _NO_MULTI_CONTEXT = ("eleven_v3",)
 MAX_CONTEXTS = 5
 #: [I] not documented per message; a conservative cap, cut at sentence boundaries.
 MAX_TEXT_CHARS = 1000
-#: ``inactivity_timeout`` query parameter: default 20 s, max 180 (§6 [C], asyncapi).
-DEFAULT_INACTIVITY_TIMEOUT = 20
+#: ``inactivity_timeout`` query parameter: default 20 s, max 180 (§6 [C], asyncapi); the
+#: gateway asks for the maximum unless configured.
 MAX_INACTIVITY_TIMEOUT = 180
 
 #: ``output_format`` -> (ProviderAudio.encoding, rate). Only what a call can play without
@@ -222,7 +223,7 @@ class _Context:
     audio_s: float = 0.0  # seconds of audio received for the context
 
 
-class ElevenLabsProtocol:
+class ElevenLabsProtocol(ProtocolDefaults):
     """One ElevenLabs multi-context socket, seen from the gateway (the client).
 
     Outbound builders return JSON strings and update the local context state; they raise
@@ -286,7 +287,7 @@ class ElevenLabsProtocol:
             return ctx.cancelled
         return self._finished.get(context_id, False)
 
-    def context_state(self, context_id: str) -> str | None:
+    def state(self, context_id: str) -> str | None:
         """``open`` or ``closing``; None when unknown or over."""
         ctx = self._contexts.get(context_id)
         return ctx.state if ctx is not None else None
@@ -391,6 +392,17 @@ class ElevenLabsProtocol:
         if ctx.state == "closing":
             return None
         return self.close_message(context_id)
+
+    def finish(self, context_id: str) -> list[str]:
+        return [self.close_message(context_id)]
+
+    def cancel(self, context_id: str) -> list[str]:
+        message = self.cancel_message(context_id)
+        return [message] if message else []
+
+    def keepalive(self, context_id: str) -> list[str]:
+        message = self.keepalive_message(context_id)
+        return [message] if message else []
 
     def keepalive_message(self, context_id: str) -> str | None:
         """``{"text":"","context_id"}`` resets the inactivity timeout (KeepContextAlive

@@ -59,6 +59,7 @@ from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.providers.common import decode_base64
 from gateway.tts.providers.common import preview as _preview
+from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -225,7 +226,7 @@ FAILED = "failed"      # an error frame: the server closes shortly
 CLOSED = "closed"
 
 
-class TelnyxProtocol:
+class TelnyxProtocol(ProtocolDefaults):
     """One Telnyx TTS socket: a handshake, then exactly one turn.
 
     :meth:`handshake` gives the init frame; :meth:`start`, :meth:`send_text`,
@@ -249,7 +250,7 @@ class TelnyxProtocol:
         self.voice_settings = dict(voice_settings or {})
         self.voice = voice
         self.strip = markdown
-        self.state = NEW
+        self.phase = NEW
         self.closed = False
         self.turn: str | None = None
         self.sent_text = False
@@ -258,57 +259,62 @@ class TelnyxProtocol:
         self.time_to_first_audio_ms: float | None = None
         self.cached: bool | None = None
         self.late_audio_bytes = 0
-        self.segments_done = 0  # segments whose audio is out (a frame carrying their text)
+        self.segments_out = 0  # segments whose audio is out (a frame carrying their text)
 
     # ---- state ---------------------------------------------------------------------
 
     def is_clean(self) -> bool:
         """Handshaken, unused and open: fit for a turn."""
-        return self.state == READY and not self.closed
+        return self.phase == READY and not self.closed
 
     def is_cancelled(self, turn_id: str) -> bool:
-        return self.state == CANCELLED and turn_id == self.turn
+        return self.phase == CANCELLED and turn_id == self.turn
 
-    def turn_state(self, turn_id: str) -> str | None:
+    def state(self, turn_id: str) -> str | None:
         """The socket state while ``turn_id`` is bound to it; None once it ended well
         (or for another id)."""
-        if turn_id != self.turn or self.state == DONE:
+        if turn_id != self.turn or self.phase == DONE:
             return None
-        return self.state
+        return self.phase
+
+    def segments_done(self, turn_id: str) -> int | None:
+        """Segments of the turn whose audio is out (a frame carried their text); None once
+        the turn is over or for another id."""
+        return self.segments_out if turn_id == self.turn and self.state(turn_id) else None
 
     @property
     def spent(self) -> bool:
         """Its turn is over (one way or another): the socket serves nothing more."""
-        return self.closed or self.turn is not None or self.state == FAILED
+        return self.closed or self.turn is not None or self.phase == FAILED
 
     @property
     def closes_by_design(self) -> bool:
         """The final frame came: the server's close that follows is the protocol's end."""
-        return self.state == DONE
+        return self.phase == DONE
 
     # ---- outbound ------------------------------------------------------------------
 
     def handshake(self) -> str:
         """The init frame ``{"text": " "}``, with ``voice_settings`` when set [C]."""
-        if self.state != NEW:
+        if self.phase != NEW:
             raise RuntimeError("the Telnyx handshake is sent once, first")
-        self.state = READY
+        self.phase = READY
         frame: dict[str, Any] = {"text": " "}
         if self.voice_settings:
             frame["voice_settings"] = self.voice_settings
         return json.dumps(frame)
 
     def start(self, turn_id: str) -> None:
-        if self.state != READY:
-            raise RuntimeError(f"this Telnyx socket is {self.state}: it serves one turn after "
+        if self.phase != READY:
+            raise RuntimeError(f"this Telnyx socket is {self.phase}: it serves one turn after "
                                "its handshake; open a new one")
         self.turn = turn_id
-        self.state = SPEAKING
+        self.phase = SPEAKING
 
     def _bound(self, turn_id: str, verb: str) -> None:
-        if turn_id != self.turn or self.state != SPEAKING:
+        if turn_id != self.turn or self.phase != SPEAKING:
             raise RuntimeError(f"{verb} for turn {turn_id!r} on a Telnyx socket that is "
-                               f"{self.state} with turn {self.turn!r}")
+                               f"{self.phase} with turn {self.turn!r}")
 
     def send_text(self, turn_id: str, text: str) -> list[str]:
         """One segment (a sentence or more), markdown stripped, synthesized at once."""
@@ -323,21 +329,21 @@ class TelnyxProtocol:
 
     def finish(self, turn_id: str) -> list[str]:
         """``{"text": ""}``: the server sends the rest, the final frame, and closes. A turn
-        that sent no text ends at once (nothing is sent; check :meth:`turn_state`)."""
+        that sent no text ends at once (nothing is sent; check :meth:`state`)."""
         self._bound(turn_id, "finish")
         if not self.sent_text:
-            self.state = DONE
+            self.phase = DONE
             return []
-        self.state = ENDING
+        self.phase = ENDING
         return ['{"text": ""}']
 
     def cancel(self, turn_id: str) -> list[str]:
         """Barge-in: ``{"force": true}`` stops the synthesis [C]; what still comes is flagged."""
-        if turn_id != self.turn or self.state not in (SPEAKING, ENDING):
-            if turn_id == self.turn and self.state == FAILED:
-                self.state = CANCELLED
+        if turn_id != self.turn or self.phase not in (SPEAKING, ENDING):
+            if turn_id == self.turn and self.phase == FAILED:
+                self.phase = CANCELLED
             return []
-        self.state = CANCELLED
+        self.phase = CANCELLED
         return ['{"force": true}']
 
     # ---- inbound -------------------------------------------------------------------
@@ -348,12 +354,12 @@ class TelnyxProtocol:
     def connection_lost(self) -> list[ProviderEvent]:
         """The socket closed: a turn still waiting for its final frame fails (fatal)."""
         self.closed = True
-        if self.turn is not None and self.state in (SPEAKING, ENDING):
-            self.state = CLOSED
+        if self.turn is not None and self.phase in (SPEAKING, ENDING):
+            self.phase = CLOSED
             return [ProviderError(self.turn, "connection_closed",
                                   "Telnyx closed the socket before the final frame", True)]
-        if self.state in (NEW, READY):
-            self.state = CLOSED
+        if self.phase in (NEW, READY):
+            self.phase = CLOSED
         return []  # after the final frame (by design), a cancel or an error
 
     def receive(self, text: str) -> list[ProviderEvent]:
@@ -378,9 +384,9 @@ class TelnyxProtocol:
                 raise ProviderProtocolError("bad_audio", "Telnyx audio is not a base64 string")
             events += self._on_audio(audio, msg)
         said = msg.get("text")
-        if type(said) is str and said.strip() and self.state in (SPEAKING, ENDING):
+        if type(said) is str and said.strip() and self.phase in (SPEAKING, ENDING):
             # a synthesized segment's text comes after (or with) the last of its audio [C]
-            self.segments_done += 1
+            self.segments_out += 1
         if msg.get("isFinal") is True or kind == "final":
             events += self._on_final()
         return events
@@ -391,17 +397,17 @@ class TelnyxProtocol:
         if turn is None:
             raise ProviderProtocolError("unexpected_audio",
                                         "Telnyx sent audio before any text was sent")
-        if self.state in (CANCELLED, FAILED, DONE, CLOSED):
+        if self.phase in (CANCELLED, FAILED, DONE, CLOSED):
             self.late_audio_bytes += len(data)
             return [ProviderAudio(turn, data, self.encoding, self.sample_rate)] \
-                if self.state == CANCELLED and data else []
+                if self.phase == CANCELLED and data else []
         if self.first_chunk and data:
             self.first_chunk = False
             ttfa = msg.get("timeToFirstAudioFrameMs")
             self.time_to_first_audio_ms = ttfa if isinstance(ttfa, (int, float)) else None
             self.cached = msg.get("cached") if type(msg.get("cached")) is bool else None
             if data[:3] == b"ID3":
-                self.state = FAILED
+                self.phase = FAILED
                 return [ProviderError(turn, "unsupported_format", (
                     f"Telnyx sent MP3 although audio_format={self.audio_format} was asked: "
                     f"voice {self.voice!r} ignores audio_format; pick a voice whose engine "
@@ -415,9 +421,9 @@ class TelnyxProtocol:
         return [ProviderAudio(turn, data, self.encoding, self.sample_rate)]
 
     def _on_final(self) -> list[ProviderEvent]:
-        if self.turn is None or self.state not in (ENDING, SPEAKING):
+        if self.turn is None or self.phase not in (ENDING, SPEAKING):
             return []  # after a cancel or an error: nothing waits for it
-        self.state = DONE
+        self.phase = DONE
         return [ProviderDone(self.turn)]
 
     def _on_error(self, msg: dict) -> list[ProviderEvent]:
@@ -425,9 +431,9 @@ class TelnyxProtocol:
         text = err if type(err) is str else (json.dumps(err) if err is not None else "")
         text = text or str(msg.get("message") or "error frame without a message")
         kind = _classify(text)
-        state = self.state
+        state = self.phase
         if state not in (CANCELLED, DONE, CLOSED):
-            self.state = FAILED
+            self.phase = FAILED
         if self.turn is not None and state in (SPEAKING, ENDING):
             # the turn failed; the socket closes shortly [C] and is never reused anyway
             return [ProviderError(self.turn, kind, f"Telnyx: {text}")]

@@ -50,13 +50,14 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.providers.common import decode_base64, parallel_word_timings, remember
 from gateway.tts.providers.common import preview as _preview
+from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -96,7 +97,7 @@ ERROR_KINDS = frozenset({
 })
 
 _LIVE_FORMATS = ("pcm",)  # §9: never MP3/WAV/opus on the live path
-_CONTEXT_STATES = ("open", "closing", "cancelling", "done", "cancelled")
+ContextState = Literal["open", "closing", "cancelling", "done", "cancelled"]
 _REMEMBER_CANCELLED = 256
 
 
@@ -176,7 +177,7 @@ class _Context:
 
     def __init__(self, context_id: str) -> None:
         self.id = context_id
-        self.state = "open"
+        self.state: ContextState = "open"
         self.uncommitted = False  # text appended since the last commit
         self.pending_items = 0  # commits whose audio_output.done has not come yet
         self.items_done = 0  # commits whose audio_output.done came
@@ -186,7 +187,7 @@ class _Context:
         self.audio_s = 0.0  # seconds of audio received for the context
 
 
-class TogetherProtocol:
+class TogetherProtocol(ProtocolDefaults):
     """One Together TTS socket, seen from the gateway (the WebSocket client).
 
     Context lifecycle (per ``context_id``)::
@@ -239,7 +240,7 @@ class TogetherProtocol:
         """Contexts this socket may still open ([I] lifetime limit, see module doc)."""
         return self.max_contexts - self._used
 
-    def state(self, context_id: str) -> str | None:
+    def state(self, context_id: str) -> ContextState | None:
         """open, closing, cancelling, done, cancelled, or None if unknown/forgotten."""
         ctx = self._contexts.get(context_id)
         if ctx is not None:
@@ -255,13 +256,13 @@ class TogetherProtocol:
             return ctx.state == "cancelling"
         return context_id in self._cancelled_set
 
-    def items_completed(self, context_id: str) -> int | None:
+    def _items_completed(self, context_id: str) -> int | None:
         """Commits of the context whose item is done (one per sentence the gateway
         commits: the audio of that many is out); None when the context is not live."""
         ctx = self._contexts.get(context_id)
         return ctx.items_done if ctx is not None else None
 
-    def segments_completed(self, context_id: str) -> int | None:
+    def segments_done(self, context_id: str) -> int | None:
         """Segments (:meth:`send_segment` calls) of the context whose every commit's item
         is done; None when the context is not live."""
         ctx = self._contexts.get(context_id)

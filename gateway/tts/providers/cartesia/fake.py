@@ -37,10 +37,10 @@ Error injection: with ``fail_on="..."``, generating text that contains it sends 
 (``done: true``); the socket stays open. With ``cut_after_bytes=N`` the server closes a
 socket (1011) once it has sent N bytes of audio on it, in the middle of whatever it was
 saying; with ``never_answer=True`` it takes text and never sends audio (nor ``done``).
-A runaway provider (:data:`~.common.RUNAWAY_PROFILE`): text containing ``flood_on`` gets
+A runaway provider (:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): text containing ``flood_on`` gets
 audio without end at ``flood_factor`` (20) times real time, until cancelled; text
 containing ``oversize_on`` one chunk of ``oversize_bytes`` (8 MiB) of audio.
-``tag_words=True`` voices each word as a tone that names it (:mod:`.tags`).
+``tag_words=True`` voices each word as a tone that names it (:mod:`gateway.tts.providers.fake_voice`).
 
 ``app["log"]``: what was synthesized, dicts ``{"context_id","text","bytes","encoding",
 "sample_rate","audio"}`` (``audio``: the exact bytes sent); ``app["received"]``: client
@@ -58,9 +58,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import (RUNAWAY_PROFILE, IdleReceiver, audio_pieces,
+from gateway.tts.providers.fakes import (RUNAWAY_PROFILE, IdleReceiver, audio_pieces,
                                           fake_app, serve_socket)
-from gateway.sim.providers.tags import voice_pcm, word_spans
+from gateway.tts.providers.fake_voice import voice_pcm, word_spans
 
 PATH = "/tts/websocket"
 MODELS = {"sonic-3.5", "sonic-3", "sonic-2", "sonic-turbo", "sonic"}

@@ -33,13 +33,13 @@ the way Uplift's docs write the endpoint). Behaviour, with the spec's tags:
 sent, the socket's serial number ``socket``), ``app["wire"]`` the ``(socket, requestId)`` of
 each audio chunk in the order sent, ``app["received"]`` every client event ``(event,
 payload)``, ``app["cancels"]`` the cancelled request ids; ``app["stats"]`` counts the
-connections (:mod:`gateway.sim.providers.common`; :func:`~.common.close_all` disconnects
+connections (:mod:`gateway.tts.providers.fakes`; :func:`~gateway.tts.providers.fakes.close_all` disconnects
 them, as a server restart would).
 
 Error injection: with ``fail_on="..."``, a request whose text contains it is answered, after
 ``first_audio_ms``, by ``{"type":"error","requestId",...,"code":"synthesis_failed"}``
 instead of audio; the connection goes on. A runaway provider
-(:data:`~.common.RUNAWAY_PROFILE`): a request whose text contains ``flood_on`` gets audio
+(:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): a request whose text contains ``flood_on`` gets audio
 without end at ``flood_factor`` (20) times real time, until cancelled; one containing
 ``oversize_on`` a single ``audio`` message of ``oversize_bytes`` (8 MiB).
 """
@@ -60,7 +60,7 @@ import socketio
 from aiohttp import web
 from telcodecs import ulaw_encode, wav_bytes
 
-from gateway.sim.providers.common import RUNAWAY_PROFILE, add_stats, audio_pieces
+from gateway.tts.providers.fakes import RUNAWAY_PROFILE, add_stats, audio_pieces
 
 NAMESPACE = "/text-to-speech/multi-stream"
 PATH = NAMESPACE  # the endpoint path a client is given: the namespace
@@ -110,7 +110,7 @@ def _encode(pcm8k: bytes, pcm: bytes, fmt: str, rate: int) -> tuple[bytes, int]:
 
 
 class _Handle:
-    """What :func:`gateway.sim.providers.common.close_all` needs: ``closed`` and ``close``
+    """What :func:`gateway.tts.providers.fakes.close_all` needs: ``closed`` and ``close``
     (the server drops the connection: an Engine.IO close, as a restart would)."""
 
     def __init__(self, sio: socketio.AsyncServer, sid: str):

@@ -9,7 +9,7 @@ a 5-context limit, 1000-char text limit, keepalive-without-context error, contex
 expiry ("Context not found"), and a session idle timeout that sends code 10
 "Paused due to inactivity" and drops the socket. What was synthesized is recorded in
 ``app["log"]`` as dicts ``{"contextId", "text", "bytes", "encoding"}``; sockets are counted
-in ``app["stats"]`` (:mod:`gateway.sim.providers.common`).
+in ``app["stats"]`` (:mod:`gateway.tts.providers.fakes`).
 
 Error injection: with ``fail_on="..."``, a context whose buffered text contains that string
 gets a status error (code 13, gRPC INTERNAL) instead of audio and is dropped server side
@@ -17,7 +17,7 @@ gets a status error (code 13, gRPC INTERNAL) instead of audio and is dropped ser
 The socket stays open.
 
 Many calls at once (the benchmark, :mod:`gateway.bench.provider`): the
-:data:`~gateway.sim.providers.common.BENCH_PROFILE` knobs pace each context's audio to
+:data:`~gateway.tts.providers.fakes.BENCH_PROFILE` knobs pace each context's audio to
 ``max_ahead_s`` ahead of real time and send precomputed audio (same frames on the wire).
 """
 
@@ -33,9 +33,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode, wav_bytes
 
-from gateway.sim.providers.common import (BENCH_PROFILE, Pacer, add_stats, check_profile,
-                                           looped_speech, run_after, track_socket)
-from gateway.sim.providers.tags import voice_pcm, word_spans, words_out
+from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
+from gateway.tts.providers.fakes import (BENCH_PROFILE, Pacer, add_stats, check_profile,
+                                         looped_speech, run_after, track_socket)
 
 PROFILE = web.AppKey("profile", dict)
 PATH = "/tts/v1/voice:streamBidirectional"
@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "max_contexts": 5,
     "max_text": 1000,
     "fail_on": None,  # text containing this fails its context with status 13 (see above)
-    "tag_words": False,  # voice each word as a tone that names it (.tags)
+    "tag_words": False,  # voice each word as a tone that names it (fake_voice)
     **BENCH_PROFILE,  # many calls at once: audio paced to max_ahead_s, precomputed
 }
 

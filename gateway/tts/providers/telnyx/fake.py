@@ -36,7 +36,7 @@ spec's tags:
 every text frame as received (``texts``) and how it ended; ``app["log"]`` each synthesis
 (``socket``, ``text`` as synthesized, ``format``, ``sample_rate``, ``bytes``, ``cached``,
 ``at``), ``app["forces"]`` the sockets forced; ``app["stats"]`` counts sockets
-(:mod:`gateway.sim.providers.common`).
+(:mod:`gateway.tts.providers.fakes`).
 
 Error injection: with ``fail_on="..."``, a segment containing it is answered by
 ``{"error": fail_message}`` instead of audio, and the socket closes ``error_close_ms`` later
@@ -56,7 +56,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.sim.providers.common import fake_app, track_socket
+from gateway.tts.providers.fakes import fake_app, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v2/text-to-speech/speech"

@@ -30,6 +30,7 @@ from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.providers.common import decode_base64, parallel_word_timings
 from gateway.tts.providers.common import preview as _preview
+from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -171,7 +172,7 @@ class _Context:
     generation_s: float = 0.0  # ... when its current generation (flush) began: timestamps
 
 
-class InworldProtocol:
+class InworldProtocol(ProtocolDefaults):
     """One Inworld TTS WebSocket, seen from the gateway (the client).
 
     Outbound builders return the JSON text to send and update the local context state;
@@ -185,7 +186,7 @@ class InworldProtocol:
 
     Per-context state: ``open`` (created), ``flushed`` (flush sent, audio pending),
     ``closing`` (``close_context`` sent), ``closed_early`` (``contextClosed`` came before
-    the audio, see §1.4 race) and finally done (forgotten; :meth:`context_state` returns
+    the audio, see §1.4 race) and finally done (forgotten; :meth:`state` returns
     ``None``). :meth:`is_clean` is true when no context is tracked: the socket may go back
     to the pool. :meth:`is_cancelled` stays answerable for recently finished contexts, so
     late audio of a barged-in turn can always be recognised.
@@ -241,12 +242,12 @@ class InworldProtocol:
         done = self._finished.get(context_id)
         return done is not None and done[0]
 
-    def context_state(self, context_id: str) -> str | None:
+    def state(self, context_id: str) -> str | None:
         """``open``/``flushed``/``closing``/``closed_early``, or None when unknown or done."""
         ctx = self._contexts.get(context_id)
         return ctx.state if ctx is not None else None
 
-    def flushes_completed(self, context_id: str) -> int | None:
+    def segments_done(self, context_id: str) -> int | None:
         """Flushes of the context answered by ``flushCompleted`` so far (the audio of the
         text before each one is out); None when the context is unknown or done."""
         ctx = self._contexts.get(context_id)
@@ -377,13 +378,19 @@ class InworldProtocol:
             return None
         return self.close_message(context_id)
 
-    def keepalive_message(self) -> str | None:
-        """An empty ``send_text`` to an open context (pipecat does this every 60 s), or
-        None when no context is open: a keepalive without one is an error (§1.4 [O])."""
-        for context_id, ctx in self._contexts.items():
-            if ctx.state in ("open", "flushed"):
-                return json.dumps({"send_text": {"text": ""}, "contextId": context_id})
-        return None
+    def finish(self, context_id: str) -> list[str]:
+        return [self.close_message(context_id)]
+
+    def cancel(self, context_id: str) -> list[str]:
+        message = self.cancel_message(context_id)
+        return [message] if message else []
+
+    def keepalive(self, context_id: str) -> list[str]:
+        """An empty ``send_text`` to the context while it is open (pipecat does this every
+        60 s); nothing otherwise: a keepalive to no open context is an error (§1.4 [O])."""
+        if self.state(context_id) in ("open", "flushed"):
+            return [json.dumps({"send_text": {"text": ""}, "contextId": context_id})]
+        return []
 
     # ---- inbound ---------------------------------------------------------------
 

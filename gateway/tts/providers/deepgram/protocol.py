@@ -55,6 +55,7 @@ from urllib.parse import urlencode
 from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.providers.common import choose_g711_or_pcm, parse_typed_frame, remember
+from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
     ProviderDone,
@@ -153,7 +154,7 @@ class _Turn:
     segments_done: int = 0  # sentences whose Flush was answered: their audio is out
 
 
-class DeepgramProtocol:
+class DeepgramProtocol(ProtocolDefaults):
     """One Deepgram ``/v1/speak`` socket, seen from the gateway (the client).
 
     Outbound builders return JSON strings to send as text frames. Inbound: :meth:`receive`
@@ -194,7 +195,7 @@ class DeepgramProtocol:
         turn = self._turns.get(context_id)
         return turn.state if turn is not None else None
 
-    def segments_completed(self, context_id: str) -> int | None:
+    def segments_done(self, context_id: str) -> int | None:
         """Sentences (:meth:`speak` calls) of the turn whose audio is out: those sent
         before the last ``Flush`` that was answered; None when the turn is over."""
         turn = self._turns.get(context_id)

@@ -1,0 +1,169 @@
+"""The drivers' base: how the pool and the session run a turn on a provider's sans-I/O
+protocol, through the one vocabulary of :class:`~gateway.tts.providers.base.ProviderProtocol`.
+
+Each provider's ``driver.py`` (in its folder) adds what differs: how a turn begins and how
+its text goes out, the connection's parameters, and the provider's connection rules.
+Drivers build messages and read protocol state; they never do I/O. The pool and the
+session (:mod:`gateway.tts.remote.pool`, :mod:`gateway.tts.remote.session`) are the same
+for every provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.carriers.events import MediaFormat
+from gateway.tts.providers.base import ProviderProtocol
+from gateway.tts.providers.events import ProviderEvent, ProviderReady
+from gateway.tts.providers.spec import ANY_OPTION, ProviderSpec
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """A remote provider's settings from ``gateway.yaml`` (secrets already resolved)."""
+
+    name: str
+    type: str
+    api_key: str
+    voice: str
+    endpoint: str
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Driver:
+    """Base: one connection serves one turn at a time per call; no handshake message."""
+
+    #: Each text segment is its own turn, run one after the other (one request at a time).
+    turn_per_segment = False
+    #: Wait for a :class:`ProviderReady` frame before the connection counts as open.
+    await_ready = False
+    #: Send :meth:`keepalive` for an open turn that waits this long for more text.
+    keepalive_s: float | None = None
+    #: The server closes a socket idle this long (the pool refreshes idle ones before).
+    default_idle_timeout_s: float | None = None
+    #: What carries the messages: ``websocket`` (text frames) or ``socketio`` (Socket.IO
+    #: events named by each message's ``type``; see ``connection.SocketIOWebSocket``).
+    transport = "websocket"
+    #: A connection serves one turn, then is retired (the server closes the socket after its
+    #: final frame). The session leases one per turn instead of one per call, and the pool
+    #: keeps ``min_idle`` handshaken ones warm so no handshake is in a turn's path.
+    single_use = False
+    #: The provider tells, within a turn, when the audio of each text segment is out
+    #: (:meth:`segments_done`). Without that, a session asked to account for segments runs
+    #: each segment as a turn of its own (failover, :meth:`RemoteSession.stream`).
+    tracks_segments = False
+    #: A whole text may go to it sentence by sentence within one turn (a flush each) at no
+    #: cost, so that the call learns where each sentence's audio ends (what a caller heard
+    #: out). Not where a sentence costs a request or a flush of a small budget.
+    splits_whole_text = False
+
+    def __init__(self, settings: RemoteSettings, spec: ProviderSpec):
+        self.spec = spec
+        self.type = spec.type
+        unknown = set(settings.options) - spec.options
+        if unknown and spec.options is not ANY_OPTION:
+            raise ValueError(f"unknown {self.type} options {sorted(unknown)} (known: "
+                             f"{', '.join(sorted(spec.options)) or 'none'})")
+        self.settings = settings
+
+    def pool_key(self, output: MediaFormat) -> Hashable:
+        """Connections are interchangeable between calls with the same key."""
+        return None
+
+    def connect(self, key: Hashable) -> tuple[str, dict[str, str]]:
+        raise NotImplementedError
+
+    def new_protocol(self, key: Hashable):
+        raise NotImplementedError
+
+    def connection_made(self, proto) -> list[ProviderEvent]:
+        return [] if self.await_ready else [ProviderReady()]
+
+    def connection_lost(self, proto: ProviderProtocol) -> list[ProviderEvent]:
+        return proto.connection_lost()
+
+    def begin(self, proto, cid: str, voice: str | None, output: MediaFormat) -> list[str]:
+        return []
+
+    def send(self, proto, cid: str, text: str, voice: str | None = None) -> list[str]:
+        raise NotImplementedError
+
+    #: Turn states in which a cancel has nothing to stop upstream (empty: always cancel).
+    nothing_to_cancel: tuple[str | None, ...] = (None,)
+
+    def end(self, proto: ProviderProtocol, cid: str) -> list[str]:
+        return proto.finish(cid)
+
+    def cancel(self, proto: ProviderProtocol, cid: str) -> list[str]:
+        if proto.state(cid) in self.nothing_to_cancel:
+            return []
+        return proto.cancel(cid)
+
+    def keepalive(self, proto: ProviderProtocol, cid: str) -> list[str]:
+        return proto.keepalive(cid)
+
+    def is_done(self, proto: ProviderProtocol, cid: str) -> bool:
+        """The turn ended without a done frame still to come."""
+        return proto.state(cid) is None
+
+    def segments_done(self, proto: ProviderProtocol, cid: str) -> int | None:
+        """How many of the turn's segments (:meth:`send` calls, in order) have all their
+        audio received, from the provider's own per-segment signal; None when unknown (the
+        turn is over, or the provider has no such signal)."""
+        return proto.segments_done(cid)
+
+    def has_room(self, proto) -> bool:
+        return True
+
+    def can_begin(self, proto) -> bool:
+        """A new turn of the call that holds this socket fits on it (else the call moves to
+        a fresh socket; e.g. every context is taken by cut turns still draining)."""
+        return True
+
+    def reusable(self, proto: ProviderProtocol) -> bool:
+        """Clean: no open turn, no pending audio, nothing that forbids reuse."""
+        return proto.reusable()
+
+    def must_replace(self, proto: ProviderProtocol) -> bool:
+        """The socket cannot serve another turn (e.g. audio of a cancelled request is
+        still coming and the provider has no cancel): the call needs a fresh one."""
+        return proto.failed
+
+    def is_cancelled(self, proto: ProviderProtocol, cid: str) -> bool:
+        return proto.is_cancelled(cid)
+
+    def handshake(self, proto) -> list[str]:
+        """Messages sent once, right after the socket opens and before it counts as open
+        (an init frame)."""
+        return []
+
+    def closes_by_design(self, proto) -> bool:
+        """The provider closes the socket now as its protocol says it does (e.g. after
+        the final frame): the pool does not count that close as a reconnect."""
+        return False
+
+
+def configured_format(options: dict[str, Any], chosen: tuple[str, int], *, pcm: str,
+                      g711_rate: int = 8000) -> tuple[str, int]:
+    """The provider's audio format: ``chosen`` for the call's carrier, unless the options
+    name one (``audio_format`` in the provider's own words, ``sample_rate`` for its ``pcm``
+    format): the operator knows better what a voice streams, and the benchmark asks for
+    24 kHz PCM on a μ-law carrier to measure the resampled path."""
+    fmt, rate = chosen
+    if "audio_format" in options:
+        fmt = options["audio_format"]
+        rate = options.get("sample_rate", g711_rate if fmt != pcm else rate)
+    elif "sample_rate" in options and fmt == pcm:
+        rate = options["sample_rate"]
+    return fmt, rate
+
+
+def one_voice(driver: Driver, voice: str | None) -> None:
+    """Providers whose voice is part of the socket URL cannot change it per turn."""
+    if voice and voice != driver.settings.voice:
+        raise ValueError(f"{driver.type} takes the voice in the socket URL: voice {voice!r} "
+                         f"differs from the provider's {driver.settings.voice!r}; configure "
+                         "a provider per voice")
