@@ -387,11 +387,6 @@ class SpeechDetector:
         """The gateway's audio (or silence it sends), or its echo, may be on the line."""
         return self._now_ms < self._playback_until_ms + ECHO_TAIL_MS
 
-    def _echo_bound_rms(self) -> float:
-        """The loudest an echo can be now: the gateway's loudest recent window less the
-        echo return loss."""
-        return self._loudest_played.since(self._now_ms - PLAYBACK_LEVEL_MS) * self._erl_gain
-
     def feed(self, pcm: bytes) -> list[SpeechEvent]:
         size = self._window_bytes
         if not self._pending and len(pcm) == size:  # a call's frame is one window
@@ -411,9 +406,12 @@ class SpeechDetector:
         rms = audioop.rms(window, 2)
         now = self._now_ms
         index = (now - self._origin_ms) // self.window_ms
-        # silence the gateway sends is no echo time: those windows are the line's noise
-        in_echo_time = now < self._playback_until_ms + ECHO_TAIL_MS
-        bound = self._echo_bound_rms() if in_echo_time else 0.0
+        # the loudest an echo can be now: the gateway's loudest recent window less the echo
+        # return loss (silence the gateway sends is no echo time: the line's noise)
+        if now < self._playback_until_ms + ECHO_TAIL_MS:
+            bound = self._loudest_played.since(now - PLAYBACK_LEVEL_MS) * self._erl_gain
+        else:
+            bound = 0.0
         echo = bound >= self._quietest_rms
         if echo:
             learned = self._echo_floor_rms
