@@ -69,6 +69,8 @@ class CallerSpeech:
         self._tasks: set[asyncio.Task] = set()
         out = call.media_format  # what the gateway plays: its level, cheaply
         self._out_level = _level_of(out.encoding)
+        self._playout = call.playout  # both for the call's life (read on every frame)
+        self._clock_now = call.services.clock.now
         self._unsubscribe = call.caller_audio.subscribe(self._on_frame)
 
     @property
@@ -131,8 +133,8 @@ class CallerSpeech:
     def _note_playback(self, detector: SpeechDetector) -> None:
         """What the gateway plays: the next frame its playout sends (a lead ahead of the
         caller's clock) and when all it sent has played."""
-        playout = self._call.playout
-        ahead_s = playout.next_play_time - self._call.services.clock.now()
+        playout = self._playout
+        ahead_s = playout.next_play_time - self._clock_now()
         if ahead_s <= 0 or self._out_level is None:
             return
         queue = playout.queue

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left, insort
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -153,6 +154,18 @@ class EchoPath:
         self._played_at = array("q", [-1]) * self._ring  # which window each slot holds
         self._line = array("d", bytes(8 * self._ring))
         self._usable = array("b", bytes(self._ring))  # a window not in the caller's turn
+        # numpy's views of the rings, and the offsets learn() reads them at (made once:
+        # numpy's cost per call, not the arithmetic, is most of what learning costs)
+        self._played_np = np.frombuffer(self._played)
+        self._played_at_np = np.frombuffer(self._played_at, np.int64)
+        self._line_np = np.frombuffer(self._line)
+        self._usable_np = np.frombuffer(self._usable, np.int8).view(bool)
+        self._played_offsets = np.arange(-self._span - self._max_lag - self.SPREAD, self.SPREAD)
+        self._line_offsets = np.arange(-self._span, 0)
+        # where each line window's played level ``lag`` windows earlier is read: one column
+        # per lag (learn() reads it transposed, laid out as the sliding window view it
+        # replaces, so that its sums add in the same order and give the same lag and gain)
+        self._lags = (self._max_lag - np.arange(self._max_lag + 1))[None, :]
         self._eps = quietest_rms
         self._max_gain = max_gain
         self.lag: int | None = None  # windows from playing to coming back
@@ -195,39 +208,104 @@ class EchoPath:
     def learn(self, now: int) -> None:
         """Find the delay and gain from windows up to ``now`` (exclusive)."""
         span, max_lag, mask = self._span, self._max_lag, self._ring - 1
-        first = now - span
-        wanted = np.arange(first - max_lag - self.SPREAD, now + self.SPREAD)
+        wanted = self._played_offsets + now
         indices = wanted & mask
-        played = np.where(np.frombuffer(self._played_at, np.int64)[indices] == wanted,
-                          np.frombuffer(self._played)[indices], 0.0)
+        played = np.where(self._played_at_np[indices] == wanted, self._played_np[indices], 0.0)
         # the loudest of each window's neighbours (jitter of a frame either way)
         spread = np.maximum(np.maximum(played[:-2], played[1:-1]), played[2:])
-        line_slots = np.arange(first, now) & mask
-        usable = np.frombuffer(self._usable, np.int8)[line_slots].astype(bool)
-        if usable.sum() < span // 2:
+        line_slots = (self._line_offsets + now) & mask
+        columns = np.flatnonzero(self._usable_np[line_slots])
+        if len(columns) < span // 2:
             self.lag = None
             return
-        line = np.frombuffer(self._line)[line_slots][usable]
+        line = self._line_np[line_slots[columns]]
         log_line = np.log(line + self._eps)
         # row ``lag``: the log of the spread played level ``lag`` windows before each window
-        log_played = np.lib.stride_tricks.sliding_window_view(
-            np.log(spread + self._eps), span)[::-1][:, usable]
+        log_played = np.log(spread + self._eps)[columns[:, None] + self._lags].T
         a = log_played - log_played.mean(axis=1, keepdims=True)
         b = log_line - log_line.mean()
         norm = np.sqrt((a * a).sum(axis=1) * (b * b).sum())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            correlation = np.where(norm > 0, (a @ b) / norm, 0.0)
+        correlation = np.divide(a @ b, norm, out=np.zeros_like(norm), where=norm > 0)
         lag = int(np.argmax(correlation))
         self.correlation = float(correlation[lag])
-        played_then = spread[max_lag - lag:max_lag - lag + span][usable]
+        if self.correlation < ECHO_PATH_MIN_CORRELATION:
+            self.lag = None
+            return
+        played_then = spread[max_lag - lag + columns]
         loud = played_then >= 8 * self._eps
-        if self.correlation < ECHO_PATH_MIN_CORRELATION or loud.sum() < span // 10:
+        if np.count_nonzero(loud) < span // 10:
             self.lag = None
             return
         ratios = line[loud] / played_then[loud]
         high = int(len(ratios) * 0.98)
         self.lag = lag
         self.gain = min(self._max_gain, float(np.partition(ratios, high)[high]))
+
+
+class LoudestPlayed:
+    """The loudest level the gateway played among its audio that ends at or after a given
+    time: what bounds the echo. Kept as steps (until_ms, rms) whose ends grow and levels
+    fall: audio no louder than audio that ends later can never be the answer, so it is not
+    kept. A note and a question cost a few comparisons, however long the gateway speaks.
+    The questions' times never go back (they are the detector's clock)."""
+
+    #: more steps than the playout's lead can make (it sends ~100 ms ahead): a bound only
+    MAX_STEPS = 256
+
+    __slots__ = ("_steps",)
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[int, int]] = []
+
+    def add(self, until_ms: int, rms: int) -> None:
+        steps = self._steps
+        at = len(steps)
+        while at and steps[at - 1][0] >= until_ms:
+            at -= 1
+        if at < len(steps) and steps[at][1] >= rms:
+            return  # audio as loud ends as late or later
+        end = at + 1 if at < len(steps) and steps[at][0] == until_ms else at
+        start = at
+        while start and steps[start - 1][1] <= rms:
+            start -= 1
+        steps[start:end] = [(until_ms, rms)]
+        if len(steps) > self.MAX_STEPS:
+            del steps[-1]
+
+    def since(self, since_ms: int) -> int:
+        """The loudest level of the audio that ends at or after ``since_ms`` (0 if none)."""
+        steps = self._steps
+        while steps and steps[0][0] < since_ms:
+            del steps[0]
+        return steps[0][1] if steps else 0
+
+
+class LevelHistory:
+    """The last ``keep`` window levels, and the same levels kept in order (a few bisections
+    per window instead of sorting a few seconds of levels whenever a floor is asked for)."""
+
+    __slots__ = ("_levels", "_ordered")
+
+    def __init__(self, keep: int):
+        self._levels: deque[int] = deque(maxlen=keep)
+        self._ordered: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    def append(self, level: int) -> None:
+        levels, ordered = self._levels, self._ordered
+        if len(levels) == levels.maxlen:
+            del ordered[bisect_left(ordered, levels[0])]
+        levels.append(level)
+        insort(ordered, level)
+
+    def extend(self, levels: list[int]) -> None:
+        for level in levels:
+            self.append(level)
+
+    def ordered(self) -> list[int]:
+        return self._ordered
 
 
 class SpeechDetector:
@@ -251,18 +329,16 @@ class SpeechDetector:
         # levels of the last few seconds that were not the caller's turn: while the
         # gateway's audio may come back as echo, and the rest of the time (the line's noise)
         keep = BACKGROUND_S * 1000 // self.window_ms
-        self._background: deque[int] = deque(maxlen=keep)
-        self._echo_background: deque[int] = deque(maxlen=keep)
-        self._echo_plain: deque[int] = deque(maxlen=keep)  # ... not held as candidates
+        self._background = LevelHistory(keep)
+        self._echo_background = LevelHistory(keep)
+        self._echo_plain = LevelHistory(keep)  # ... not held as candidates
         self._quiet_floor_rms = self._echo_floor_rms = self._quietest_rms
         self._echo_audible = True  # until known otherwise
         self._held: list[int] = []
         self._held_in_echo = self._held_in_echo_time = False
         self._since_floor = 0
         self._playback_until_ms = -ECHO_TAIL_MS  # the gateway's audio plays until then
-        # (until_ms, rms) of its audio, a few per window at most
-        self._playback: deque[tuple[int, int]] = deque(
-            maxlen=4 * PLAYBACK_LEVEL_MS // self.window_ms)
+        self._loudest_played = LoudestPlayed()
         self._erl_gain = 10 ** (-ECHO_RETURN_LOSS_DB / 20)
         self._least_echo_gain = 10 ** (-LEAST_ECHO_FLOOR_BELOW_BOUND_DB / 20)
         self._audible_echo_ratio = 10 ** (AUDIBLE_ECHO_DB / 20)
@@ -292,14 +368,15 @@ class SpeechDetector:
         """The gateway plays audio of RMS level ``rms`` (16-bit PCM) that ends ``until_ms``
         on this detector's clock (``now_ms`` plus what is sent ahead): its echo may come
         back until ``ECHO_TAIL_MS`` later, and is at most ``ECHO_RETURN_LOSS_DB`` weaker."""
-        until_ms = min(until_ms, self._now_ms + 10_000)  # bounded, whatever the caller says
-        self._playback_until_ms = max(self._playback_until_ms, until_ms)
-        playback = self._playback
-        while playback and playback[0][0] < self._now_ms - PLAYBACK_LEVEL_MS:
-            playback.popleft()
-        playback.append((until_ms, max(0, int(rms))))
-        self._echo_path.played(self._index_of(until_ms) - 1, max(0, int(rms)),
-                               self._index_of(self._now_ms))
+        now = self._now_ms
+        until_ms = min(until_ms, now + 10_000)  # bounded, whatever the caller says
+        if until_ms > self._playback_until_ms:
+            self._playback_until_ms = until_ms
+        rms = max(0, int(rms))
+        self._loudest_played.add(until_ms, rms)
+        origin, window_ms = self._origin_ms, self.window_ms
+        self._echo_path.played((until_ms - origin) // window_ms - 1, rms,
+                               (now - origin) // window_ms)
 
     def _index_of(self, ms: int) -> int:
         """The window that begins at ``ms`` on this detector's clock."""
@@ -310,16 +387,12 @@ class SpeechDetector:
         """The gateway's audio (or silence it sends), or its echo, may be on the line."""
         return self._now_ms < self._playback_until_ms + ECHO_TAIL_MS
 
-    def _echo_bound_rms(self) -> float:
-        """The loudest an echo can be now: the gateway's loudest recent window less the
-        echo return loss."""
-        since = self._now_ms - PLAYBACK_LEVEL_MS
-        loudest = max((rms for until, rms in self._playback if until >= since), default=0)
-        return loudest * self._erl_gain
-
     def feed(self, pcm: bytes) -> list[SpeechEvent]:
-        data = self._pending + pcm if self._pending else pcm
         size = self._window_bytes
+        if not self._pending and len(pcm) == size:  # a call's frame is one window
+            event = self._window(pcm)
+            return [] if event is None else [event]
+        data = self._pending + pcm if self._pending else pcm
         whole = len(data) - len(data) % size
         self._pending = data[whole:]
         events: list[SpeechEvent] = []
@@ -331,8 +404,14 @@ class SpeechDetector:
 
     def _window(self, window: bytes) -> SpeechEvent | None:
         rms = audioop.rms(window, 2)
-        # silence the gateway sends is no echo time: those windows are the line's noise
-        bound = self._echo_bound_rms() if self.in_echo_time else 0.0
+        now = self._now_ms
+        index = (now - self._origin_ms) // self.window_ms
+        # the loudest an echo can be now: the gateway's loudest recent window less the echo
+        # return loss (silence the gateway sends is no echo time: the line's noise)
+        if now < self._playback_until_ms + ECHO_TAIL_MS:
+            bound = self._loudest_played.since(now - PLAYBACK_LEVEL_MS) * self._erl_gain
+        else:
+            bound = 0.0
         echo = bound >= self._quietest_rms
         if echo:
             learned = self._echo_floor_rms
@@ -341,21 +420,20 @@ class SpeechDetector:
                 # under-counts, so the floor stays near the bound
                 learned = max(learned, bound * self._least_echo_gain)
             self._floor_rms = max(self._quiet_floor_rms, min(learned, bound))
-            predicted = self._echo_path.predicted(self._index_of(self._now_ms))
+            predicted = self._echo_path.predicted(index)
             if predicted is not None:  # the echo's path is known: what it can be right now
                 self._floor_rms = max(self._quiet_floor_rms, min(
                     self._floor_rms, predicted * self._echo_path_margin))
         else:
             self._floor_rms = self._quiet_floor_rms
-        self._learn_echo_path(rms, echo)
+        self._learn_echo_path(index, rms, echo)
         # the first windows only teach the line's noise: no floor is known before them
-        warm = self._now_ms - self._origin_ms >= FLOOR_EVERY_WINDOWS * self.window_ms
+        warm = index >= FLOOR_EVERY_WINDOWS
         event = self._advance(warm and rms >= self._floor_rms and self.classifier(window))
         self._note_background(rms, echo, echo and rms <= bound)
         return event
 
-    def _learn_echo_path(self, rms: int, echo: bool) -> None:
-        index = self._index_of(self._now_ms)
+    def _learn_echo_path(self, index: int, rms: int, echo: bool) -> None:
         path = self._echo_path
         path.heard(index, rms, not self.speaking)
         if not echo:
@@ -407,13 +485,13 @@ class SpeechDetector:
         loud = self._percentile(self._echo_plain, math.inf, ECHO_PEAK_PERCENTILE)
         self._echo_audible = loud > self._quiet_floor_rms * self._audible_echo_ratio
 
-    def _percentile(self, levels: deque[int], warm_default: float | None,
+    def _percentile(self, levels: LevelHistory, warm_default: float | None,
                     percentile: int = BACKGROUND_PERCENTILE, outliers: int = 0) -> float:
         if warm_default is not None and len(levels) * self.window_ms < ECHO_WARM_MS:
             return warm_default
         if len(levels) <= outliers:
             return self._quietest_rms
-        ordered = sorted(levels)
+        ordered = levels.ordered()
         index = min(int(len(ordered) * percentile / 100), len(ordered) - 1 - outliers)
         return max(self._quietest_rms, ordered[index])
 
