@@ -102,7 +102,7 @@ def _check_config(path: str) -> int:
 def _serve(args) -> int:
     from gateway import logs
     from gateway.http.app import create_app
-    from gateway.http.drain import serve
+    from gateway.http.server import serve
 
     try:
         config = load_config(args.config)

@@ -9,11 +9,9 @@ refusals. Messages name what failed, never a secret or the value that was sent.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.web_log import AccessLogger
 
 from gateway.carriers import auth
 from gateway.config import CarrierConfig
@@ -25,7 +23,6 @@ _warned_no_public_url = False
 # SignalWire signs with X-SignalWire-Signature, or X-Twilio-Signature on its cXML surface
 # (signalwire-typescript WebhookValidator.ts); the key is the project's Signing Key.
 _SIGNALWIRE_HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
-_TOKENED_PATH = re.compile(r"(/v1/(?:media|answer)/[^/?\s]+/[^/?\s]+/)[^/?\s]+")
 
 
 @dataclass(frozen=True)
@@ -212,17 +209,3 @@ async def _form(request: web.Request) -> list[tuple[str, str]]:
         return []
     form = await request.post()
     return [(k, v) for k, v in form.items() if isinstance(v, str)]
-
-
-def redact_path(text: str) -> str:
-    """``/v1/media/twilio/demo/<token>`` with the token segment replaced."""
-    return _TOKENED_PATH.sub(r"\1<token>", text)
-
-
-class RedactingAccessLogger(AccessLogger):
-    """aiohttp's access log without route tokens: pass it to the runner as
-    ``access_log_class`` (the request line is the only part of the format with a path)."""
-
-    def _format_line(self, request, response, time):
-        return [(key, redact_path(value) if key == "first_request_line" else value)
-                for key, value in super()._format_line(request, response, time)]
