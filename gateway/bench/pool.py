@@ -17,7 +17,7 @@ never cached (every call synthesizes it):
 * **cold**: ``pool.min_idle: 0``, so each call's lease opens a fresh connection: the
   handshake is in the call's path.
 
-A call is a :class:`gateway.sim.twilio.TwilioCallSim` call; its latency is the time from
+A call is a :class:`gateway.carriers.twilio.sim.TwilioCallSim` call; its latency is the time from
 the moment the simulator sent ``start`` to the first media frame it received (the first
 utterance). The caller hangs up at that frame, which leaves the connection mid-turn, so
 the pool closes it on release and it is never reused: a cold run stays cold. The pool's
@@ -58,7 +58,7 @@ from gateway.sim.providers import elevenlabs as fake_elevenlabs
 from gateway.sim.providers import inworld as fake_inworld
 from gateway.sim.providers import smallest as fake_smallest
 from gateway.sim.providers import together as fake_together
-from gateway.sim.twilio import CallClosedError, TwilioCallSim
+from gateway.carriers.twilio.sim import CallClosedError, TwilioCallSim
 
 __all__ = ["GOAL_HIDDEN", "PROVIDERS", "run_bench", "main"]
 

@@ -23,7 +23,7 @@ from gateway.http.keys import CALLS, PROVIDERS
 from gateway.http.loopback import serve_on_loopback
 from gateway.sim.providers import cartesia, elevenlabs, smallest
 from gateway.sim.providers.tags import heard_tones, text_tones
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import RunningGateway, base_config, start_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
 
