@@ -12,12 +12,14 @@ new series. A new labelled metric must declare its labels' values, or ``Metrics(
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
+from gateway.carriers.events import CarrierErrorKind, StartRefusalKind
 from gateway.carriers.registry import CARRIERS as CARRIER_SPECS
 
 # Latency buckets from 1 ms to 10 s: first audio lives between tens and hundreds of ms.
@@ -34,12 +36,11 @@ CARRIERS = frozenset(CARRIER_SPECS)
 #: Labels whose values are names from the configuration (bounded by the operator).
 CONFIG_NAMED = frozenset({"provider", "from_provider", "to_provider"})
 
-#: ``CarrierProtocolError.kind`` (gateway/carriers).
+#: ``CarrierProtocolError.kind`` (gateway/carriers/events.py).
 CARRIER_ERROR_KINDS = frozenset({
-    "not_json", "unknown_event", "missing_field", "bad_payload", "binary_frame",
-    "out_of_order", "bad_frame_size",
+    *get_args(CarrierErrorKind),
     # a start refused (gateway/carriers/base.py) and a socket aiohttp dropped (media.py)
-    "unsupported_format", "bad_call_id", "message_too_big", "bad_frame"})
+    *get_args(StartRefusalKind), "message_too_big", "bad_frame"})
 #: Why a connection was refused or closed (gateway/http/guard.py).
 CONNECTION_REFUSALS = ("capacity", "draining", "start_timeout", "idle_timeout",
                        "header_timeout", "per_address")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Literal, cast
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -35,6 +35,8 @@ WEBSOCKET_CARRIERS = tuple(name for name, spec in CARRIERS.items()
 MAX_CARRIER_MESSAGE = 1 << 20
 #: the idle watch looks this many times per ``limits.media_idle_timeout_s``
 _IDLE_CHECKS = 4
+#: how a carrier stream ended, as the ``calls_total`` metric's ``outcome`` label
+StreamOutcome = Literal["disconnected", "completed", "rejected", "hangup", "timeout"]
 # (carrier, inbound encoding) pairs whose start disagreed with the played format: logged once
 _format_notes: set[tuple[str, str]] = set()
 
@@ -58,7 +60,7 @@ class CarrierStream:
         self.route_name = route_name
         self.peer = peer
         self.call: Call | None = None
-        self.outcome = "disconnected"
+        self.outcome: StreamOutcome = "disconnected"
         self.refusal = ""  # why the gateway ended the stream, for the close
         self.metrics = app[METRICS]
         self.warnings = logs.RateLimitedLog(log)  # a carrier sending garbage: a few lines
