@@ -108,7 +108,7 @@ def _forwarded(value: str) -> dict[str, str]:
 def url_variants(url: str) -> list[str]:
     """``url``, and the same with its default port added or removed: Twilio's own
     validator tries both "since sig generation on back end is inconsistent"
-    (twilio-python ``request_validator.py``)."""
+    (``request_validator.py`` in Twilio's Python library)."""
     parts = urlsplit(url)
     default = _DEFAULT_PORTS.get(parts.scheme)
     if default is None or not parts.hostname:

@@ -11,7 +11,8 @@ _TOKENED_PATH = re.compile(r"(/v1/(?:media|answer)/[^/?\s]+/[^/?\s]+/)[^/?\s]+")
 
 
 def redact_path(text: str) -> str:
-    """``/v1/media/twilio/demo/<token>`` with the token segment replaced."""
+    """``/v1/media/{carrier}/{route}/<token>`` (or ``/v1/answer/...``) with the token
+    segment replaced."""
     return _TOKENED_PATH.sub(r"\1<token>", text)
 
 

@@ -65,7 +65,8 @@ async def _speak_when_up(http: aiohttp.ClientSession, base: str, call_sid: str, 
     return ids
 
 
-async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER, route: str | None = None,
+async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
+                          route: str | None = None,
                           route_in_path: bool = False, texts: list[str] = (),
                           token: str | None = None, out: str | None = None,
                           quiet_seconds: float = 1.5, max_seconds: float = 60.0,

@@ -55,7 +55,7 @@ def test_twiml_escapes_what_it_is_given():
 
 def test_signalwire_cxml_carries_codec_and_bearer_only_when_given():
     content_type, body = document("signalwire", MEDIA, "demo",
-                                                {"codec": "L16@16000h"}, bearer_token="bt")
+                                  {"codec": "L16@16000h"}, bearer_token="bt")
     stream = _xml(body).find("Connect/Stream")
     assert content_type == "application/xml"
     assert stream.get("codec") == "L16@16000h" and stream.get("authBearerToken") == "bt"
@@ -65,7 +65,7 @@ def test_signalwire_cxml_carries_codec_and_bearer_only_when_given():
 
 def test_texml_is_bidirectional_rtp():
     _, body = document("telnyx", MEDIA, "demo",
-                                     {"codec": "PCMA", "sample_rate": 8000})
+                       {"codec": "PCMA", "sample_rate": 8000})
     root = _xml(body)
     assert [child.tag for child in root] == ["Connect"]
     stream = root.find("Connect/Stream")
@@ -77,7 +77,7 @@ def test_texml_is_bidirectional_rtp():
 @pytest.mark.parametrize("content_type, rate", [("audio/x-mulaw", 8000), ("audio/x-l16", 16000)])
 def test_plivo_xml(content_type, rate):
     _, body = document("plivo", MEDIA, "demo",
-                                     {"content_type": content_type, "sample_rate": rate})
+                       {"content_type": content_type, "sample_rate": rate})
     (stream,) = _xml(body)
     assert stream.tag == "Stream" and stream.text == MEDIA
     assert stream.attrib == {"bidirectional": "true", "keepCallAlive": "true",
@@ -86,7 +86,7 @@ def test_plivo_xml(content_type, rate):
 
 def test_vonage_ncco():
     content_type, body = document("vonage", MEDIA, NASTY, {"sample_rate": 16000},
-                                                call_uuid="63f61863-4a51", signed=True)
+                                  call_uuid="63f61863-4a51", signed=True)
     assert content_type == "application/json"
     assert json.loads(body) == [{"action": "connect", "endpoint": [{
         "type": "websocket", "uri": MEDIA, "content-type": "audio/l16;rate=16000",
@@ -102,14 +102,14 @@ def test_exotel_url_and_credentials():
     _, body = document("exotel", MEDIA, "demo", {"sample_rate": 16000})
     assert json.loads(body) == {"url": MEDIA + "?sample-rate=16000"}
     _, body = document("exotel", MEDIA, "demo", {"sample_rate": 8000},
-                                     username="exo user", password="p@ss:w/rd")
+                       username="exo user", password="p@ss:w/rd")
     url = urlsplit(json.loads(body)["url"])
     assert url.scheme == "wss" and url.hostname == "gw.example.com"
     assert url.username == "exo%20user" and url.password == "p%40ss%3Aw%2Frd"
     assert url.path == "/v1/media/twilio/demo/tok%2Fen" and url.query == "sample-rate=8000"
     # credentials only as a pair
     _, body = document("exotel", MEDIA, "demo", {"sample_rate": 8000},
-                                     username="exo", password=None)
+                       username="exo", password=None)
     assert "@" not in json.loads(body)["url"]
 
 

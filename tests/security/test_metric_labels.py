@@ -24,7 +24,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.carriers.asterisk.protocol import AsteriskProtocol
-from gateway.carriers.audiosocket.protocol import KIND_ERROR, KIND_UUID, AudioSocketProtocol, encode_message
+from gateway.carriers.audiosocket.protocol import (KIND_ERROR, KIND_UUID, AudioSocketProtocol,
+                                                   encode_message)
 from gateway.carriers.events import CarrierFault
 from gateway.carriers.telnyx.protocol import TelnyxProtocol
 from gateway.http.keys import CONFIG, METRICS
