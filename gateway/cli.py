@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from gateway.carriers.registry import CARRIERS, DEFAULT_CARRIER
 from gateway.config import ConfigError, load_config
 
 DEFAULT_CONFIG = "gateway.yaml"
@@ -31,22 +32,21 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate gateway.yaml and say what is wrong")
     check.add_argument("--config", default=DEFAULT_CONFIG)
 
+    tcp = "/".join(name for name, spec in CARRIERS.items() if spec.transport == "tcp")
+    by_parameter = "/".join(name for name, spec in CARRIERS.items() if spec.route_as_parameter)
     dial = sub.add_parser("dial", help="place a simulated carrier call into a running gateway")
     dial.add_argument("--url", default="ws://127.0.0.1:8080",
-                      help="the gateway's base URL (ws:// or wss://; tcp://host:port for "
-                           "audiosocket)")
-    dial.add_argument("--carrier", default="twilio",
-                      choices=["twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel",
-                               "asterisk", "audiosocket"])
+                      help=f"the gateway's base URL (ws:// or wss://; tcp://host:port for {tcp})")
+    dial.add_argument("--carrier", default=DEFAULT_CARRIER, choices=list(CARRIERS))
     dial.add_argument("--format", dest="media_format",
                       help="the audio format the carrier announces, e.g. mulaw/8000, alaw/8000, "
                            "l16/16000 (default: the carrier's usual one)")
     dial.add_argument("--api-url", help="the control API's base URL (default: from --url; "
-                                        "http://<host>:8080 for audiosocket)")
-    dial.add_argument("--route", help="route name (twilio/signalwire: the 'route' custom "
+                                        f"http://<host>:8080 for {tcp})")
+    dial.add_argument("--route", help=f"route name ({by_parameter}: the 'route' custom "
                                       "parameter; other carriers: in the URL path)")
     dial.add_argument("--route-in-path", action="store_true",
-                      help="twilio/signalwire: put the route in the URL path instead")
+                      help=f"{by_parameter}: put the route in the URL path instead")
     dial.add_argument("--text", action="append", default=[],
                       help="say this through the control API once the call is up (repeatable)")
     dial.add_argument("--token", help="control API bearer token, if the gateway requires one")
@@ -102,7 +102,7 @@ def _check_config(path: str) -> int:
 def _serve(args) -> int:
     from gateway import logs
     from gateway.http.app import create_app
-    from gateway.http.drain import serve
+    from gateway.http.server import serve
 
     try:
         config = load_config(args.config)
@@ -159,10 +159,15 @@ def _fast_loop_factory():
 
 def _banner(config):
     def print_banner(text: str) -> None:
-        media = ", ".join(f"/v1/media/{c}" for c in config.carriers if c != "audiosocket")
-        if "audiosocket" in config.carriers:
-            options = config.carriers["audiosocket"].options
-            media += f", AudioSocket on tcp://{options['host']}:{options['port']}"
+        paths, listeners = [], []
+        for name, settings in config.carriers.items():
+            spec, options = CARRIERS[name], settings.options
+            if spec.transport == "tcp":
+                listeners.append(f"{spec.display_name} on tcp://{options['host']}:"
+                                 f"{options['port']}")
+            else:
+                paths.append(f"/v1/media/{name}")
+        media = ", ".join(paths + listeners)
         print(text.replace("(Press CTRL+C to quit)", f"- media: {media}; control: /v1/calls"),
               flush=True)
     return print_banner

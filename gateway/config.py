@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gateway.carriers import PROTOCOLS
+from gateway.carriers.registry import CARRIERS, DEFAULT_CARRIER
 from gateway.schema import Problems, computed, read, secret, setting
 from gateway.tts.providers.registry import PROVIDERS
 
@@ -23,32 +23,6 @@ PROVIDER_TYPES = ("piper", "fake", *PROVIDERS)
 _POOL_KEYS = {"min_idle", "max", "calls_per_connection", "connect_timeout_s",
               "acquire_timeout_s", "idle_timeout_s", "max_session_s", "backoff_base_s",
               "backoff_max_s"}
-CARRIERS = tuple(PROTOCOLS)
-# Per carrier: its settings with (type, default, allowed values or None). Secrets are the
-# ``*_env`` keys (_CARRIER_SECRETS); every check built on a secret is on when it is set.
-_CARRIER_OPTIONS: dict[str, dict[str, tuple[type, Any, tuple | None]]] = {
-    "twilio": {},
-    "signalwire": {"codec": (str, "PCMU", ("PCMU", "PCMA", "L16@8000h", "L16@16000h"))},
-    "telnyx": {"codec": (str, "PCMU", ("PCMU", "PCMA", "L16")),
-               "sample_rate": (int, 8000, (8000, 16000))},
-    "plivo": {"content_type": (str, "audio/x-mulaw", ("audio/x-mulaw", "audio/x-l16")),
-              "sample_rate": (int, 8000, (8000, 16000))},
-    "vonage": {"sample_rate": (int, 16000, (8000, 16000, 24000))},
-    "exotel": {"sample_rate": (int, 8000, (8000, 16000, 24000)), "username": (str, None, None)},
-    "asterisk": {"username": (str, None, None)},
-    "audiosocket": {"host": (str, "127.0.0.1", None), "port": (int, 9092, None),
-                    "route": (str, None, None)},
-}
-_CARRIER_SECRETS = {
-    "twilio": ("auth_token_env",),
-    "signalwire": ("auth_token_env", "bearer_token_env"),
-    "telnyx": (),
-    "plivo": ("auth_token_env",),
-    "vonage": ("signature_secret_env",),
-    "exotel": ("password_env",),
-    "asterisk": ("password_env",),
-    "audiosocket": (),
-}
 
 
 class ConfigError(Exception):
@@ -235,7 +209,7 @@ class GatewayConfig:
     routes: dict[str, RouteConfig] = field(default_factory=dict)
     default_route: str | None = None
     carriers: dict[str, CarrierConfig] = field(
-        default_factory=lambda: {"twilio": CarrierConfig("twilio")})
+        default_factory=lambda: {DEFAULT_CARRIER: CarrierConfig(DEFAULT_CARRIER)})
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     control_token: str | None = None
@@ -393,11 +367,11 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     if default_route is not None and default_route not in routes:
         problems.append(f"default_route: {default_route!r} is not a configured route")
 
-    carriers = _carriers(r, top.get("carriers", ["twilio"]), environ)
-    audiosocket = carriers.get("audiosocket")
-    if audiosocket and audiosocket.options.get("route") not in (None, *routes):
-        problems.append(f"carriers.audiosocket.route: {audiosocket.options['route']!r} is not "
-                        "a configured route")
+    carriers = _carriers(r, top.get("carriers", [DEFAULT_CARRIER]), environ)
+    for carrier in carriers.values():  # a carrier's own listener maps its calls to a route
+        if carrier.options.get("route") not in (None, *routes):
+            problems.append(f"carriers.{carrier.name}.route: {carrier.options['route']!r} is "
+                            "not a configured route")
 
     playout = read(problems, PlayoutConfig, top.get("playout"), "playout")
     limits = read(problems, LimitsConfig, top.get("limits"), "limits")
@@ -443,7 +417,7 @@ def _carriers(r: _Reader, value: Any, environ: dict) -> dict[str, CarrierConfig]
     if not isinstance(value, dict) or not value:
         r.problems.append(f"carriers: expected a list or mapping drawn from {', '.join(CARRIERS)}, "
                           f"got {value!r}")
-        return {"twilio": CarrierConfig("twilio")}
+        return {DEFAULT_CARRIER: CarrierConfig(DEFAULT_CARRIER)}
     carriers = {}
     for name, settings in value.items():
         key = f"carriers.{name}"
@@ -451,26 +425,21 @@ def _carriers(r: _Reader, value: Any, environ: dict) -> dict[str, CarrierConfig]
             r.problems.append(f"{key}: unknown carrier (known: {', '.join(CARRIERS)})")
             continue
         settings = r.mapping(settings, key)
-        spec = _CARRIER_OPTIONS[name]
-        r.unknown(settings, key, {*spec, *_CARRIER_SECRETS[name], "lead_ms"})
+        spec = CARRIERS[name]
+        r.unknown(settings, key, {*spec.options, *spec.secrets, "lead_ms"})
         options = {}
-        for option, (kind, default, allowed) in spec.items():
+        for option, (kind, default, allowed) in spec.options.items():
             options[option] = r.get(settings, option, key, kind, default)
             if allowed and options[option] not in allowed:
                 r.problems.append(f"{key}.{option}: {options[option]!r} is not one of "
                                   f"{', '.join(map(str, allowed))}")
         secrets = {}
-        for secret in _CARRIER_SECRETS[name]:
+        for secret in spec.secrets:
             found = r.secret(settings, secret, key, environ)
             if found:
                 secrets[secret.removesuffix("_env")] = found
-        if name in ("exotel", "asterisk") and ("password" in secrets) != bool(options["username"]):
-            r.problems.append(f"{key}: basic auth needs both username and password_env")
-        if name == "audiosocket" and not 0 <= options["port"] <= 65535:
-            r.problems.append(f"{key}.port: {options['port']} is not a TCP port")
-        if name == "plivo" and options["content_type"] == "audio/x-mulaw" \
-                and options["sample_rate"] != 8000:
-            r.problems.append(f"{key}.sample_rate: audio/x-mulaw comes at 8000 Hz only")
+        for option, problem in spec.check_options(options, secrets) if spec.check_options else ():
+            r.problems.append(f"{key}{'.' + option if option else ''}: {problem}")
         lead_ms = r.get(settings, "lead_ms", key, int, None, minimum=0, maximum=2000)
         carriers[name] = CarrierConfig(name, options, secrets, lead_ms)
     return carriers

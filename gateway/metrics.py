@@ -12,14 +12,15 @@ new series. A new labelled metric must declare its labels' values, or ``Metrics(
 from __future__ import annotations
 
 from collections.abc import Collection
-from itertools import combinations
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
-from gateway.carriers import PROTOCOLS
+from gateway.carriers.events import CarrierErrorKind, StartRefusalKind
+from gateway.carriers.registry import CARRIERS as CARRIER_SPECS
 
 # Latency buckets from 1 ms to 10 s: first audio lives between tens and hundreds of ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
@@ -35,30 +36,21 @@ CALLER_AUDIO_BUCKETS = (0.000025, 0.00005, 0.0001, 0.00015, 0.0002, 0.0003, 0.00
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 OTHER = "other"
-CARRIERS = frozenset(PROTOCOLS)
+CARRIERS = frozenset(CARRIER_SPECS)
 #: Labels whose values are names from the configuration (bounded by the operator).
 CONFIG_NAMED = frozenset({"provider", "from_provider", "to_provider"})
 
-#: ``CarrierProtocolError.kind`` (gateway/carriers).
+#: ``CarrierProtocolError.kind`` (gateway/carriers/events.py).
 CARRIER_ERROR_KINDS = frozenset({
-    "not_json", "unknown_event", "missing_field", "bad_payload", "binary_frame",
-    "out_of_order", "bad_frame_size",
+    *get_args(CarrierErrorKind),
     # a start refused (gateway/carriers/base.py) and a socket aiohttp dropped (media.py)
-    "unsupported_format", "bad_call_id", "message_too_big", "bad_frame"})
+    *get_args(StartRefusalKind), "message_too_big", "bad_frame"})
 #: Why a connection was refused or closed (gateway/http/guard.py).
 CONNECTION_REFUSALS = ("capacity", "draining", "start_timeout", "idle_timeout",
                        "header_timeout", "per_address")
-#: ``CarrierFault.code``: the codes carriers document, nothing they may invent.
-CARRIER_FAULT_CODES = frozenset({
-    # Telnyx media-stream errors, by code or, without one, by title
-    "100002", "100003", "100004", "100005",
-    "unknown_error", "malformed_frame", "invalid_media", "rate_limit_reached",
-    # Asterisk chan_websocket ERROR texts (gateway/carriers/asterisk.py)
-    "passthrough_mode", "bad_json_command",
-    # AudioSocket error bits (gateway/carriers/audiosocket.py), alone or together
-    "unspecified", *("+".join(bits) for n in (1, 2, 3)
-                     for bits in combinations(("caller_hangup", "frame_forwarding", "memory"), n)),
-})
+#: ``CarrierFault.code``: the codes carriers document (each one's ``SPEC.fault_codes``),
+#: nothing they may invent.
+CARRIER_FAULT_CODES = frozenset().union(*(spec.fault_codes for spec in CARRIER_SPECS.values()))
 #: ``ProviderProtocolError.kind``: a provider frame the gateway cannot read.
 PROVIDER_FRAME_KINDS = frozenset({
     "not_json", "bad_frame", "bad_message", "bad_payload", "bad_audio", "missing_field",

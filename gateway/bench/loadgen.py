@@ -2,7 +2,7 @@
 
 It exists to measure how many calls one core of the gateway carries, with this generator
 pinned to another core, so it must cost several times less per call than the gateway.
-:class:`~gateway.sim.twilio.TwilioCallSim` is faithful but runs aiohttp and three tasks per
+:class:`~gateway.carriers.twilio.sim.TwilioCallSim` is faithful but runs aiohttp and three tasks per
 call; here a call is one :class:`asyncio.Protocol` on a raw TCP connection and the whole
 run has one timer for caller audio:
 
@@ -27,7 +27,7 @@ run has one timer for caller audio:
 
 Measurements, per call and overall: ``start`` sent → first media; the lateness of every
 media message against the ideal real-time schedule of its utterance (the definition of
-:meth:`gateway.sim.twilio.TwilioCallResult.frame_timing`), kept in fixed 0.1 ms histogram
+:meth:`gateway.carriers.twilio.sim.TwilioCallResult.frame_timing`), kept in fixed 0.1 ms histogram
 buckets per 1 s window (constant memory, a timeline for plots); carrier-side underruns;
 wrong-size frames and malformed messages (violations); barge-in (interrupt POST → last
 media before the ``clear``, and → the ``clear``). It also reports its own CPU time and

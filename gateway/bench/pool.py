@@ -17,7 +17,7 @@ never cached (every call synthesizes it):
 * **cold**: ``pool.min_idle: 0``, so each call's lease opens a fresh connection: the
   handshake is in the call's path.
 
-A call is a :class:`gateway.sim.twilio.TwilioCallSim` call; its latency is the time from
+A call is a :class:`gateway.carriers.twilio.sim.TwilioCallSim` call; its latency is the time from
 the moment the simulator sent ``start`` to the first media frame it received (the first
 utterance). The caller hangs up at that frame, which leaves the connection mid-turn, so
 the pool closes it on release and it is never reused: a cold run stays cold. The pool's
@@ -51,7 +51,7 @@ import aiohttp
 from gateway.config import parse_config
 from gateway.http.app import create_app
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.twilio import CallClosedError, TwilioCallSim
+from gateway.carriers.twilio.sim import CallClosedError, TwilioCallSim
 from gateway.tts.providers.registry import PROVIDERS as ALL_PROVIDERS
 
 __all__ = ["GOAL_HIDDEN", "PROVIDERS", "run_bench", "main"]

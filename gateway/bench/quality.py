@@ -404,7 +404,7 @@ async def _speak_live(sentences: list[str]) -> dict:
     from gateway.http.app import create_app
     from gateway.http.keys import PROVIDERS
     from gateway.http.loopback import serve_on_loopback
-    from gateway.sim.twilio import TwilioCallSim
+    from gateway.carriers.twilio.sim import TwilioCallSim
 
     config = parse_config(_repo_config(), {})
     app = create_app(config)

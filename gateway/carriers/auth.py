@@ -1,4 +1,6 @@
-"""Sans-I/O checks of who is calling: carrier signatures, JWTs, Basic auth, path tokens.
+"""Sans-I/O checks of who is calling, shared by the carriers: constant-time comparison,
+the public URL a carrier signed, bearer tokens, HTTP Basic, path tokens; and the seam a
+carrier's own check (``gateway/carriers/<carrier>/auth.py``) is called through.
 
 Pure functions over strings: no aiohttp here (the glue is ``gateway/http/verify.py``).
 Every comparison of a secret-derived value is constant-time (``hmac.compare_digest``).
@@ -8,22 +10,48 @@ Parameters are a sequence of ``(name, value)`` pairs so repeated names survive.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
-
-import jwt
+from typing import Any, Literal, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
 Params = Sequence[tuple[str, str]]
 
 _DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
-JWT_LEEWAY_S = 30
-# Vonage honours a JWT without ``exp`` for 15 minutes after ``iat`` (Vonage API support,
-# "How long is my JSON Web Token valid for?"); we hold its tokens to the same bound.
-JWT_MAX_AGE_S = 15 * 60
+
+#: what failed, as the ``auth_failures_total`` metric's ``reason`` label
+RefusalReason = Literal["signature", "bearer", "jwt", "basic", "token"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is refused: ``message`` names what failed, never a secret."""
+
+    reason: RefusalReason
+    message: str
+
+
+class CarrierRequest(Protocol):
+    """The parts of a media upgrade or answer webhook that a carrier's check reads."""
+
+    method: str
+    headers: Mapping[str, str]
+
+    def public_url(self, scheme: str | None = None) -> str:
+        """The URL the carrier requested, on the gateway's public origin (``scheme``
+        replaces the request's: a stream URL is signed as ``wss://``)."""
+
+    async def form(self) -> Params:
+        """The POSTed form fields (what Twilio and Plivo sign); none for other bodies."""
+
+
+#: ``check(request, options, secrets)``: the refusal, or None if the media stream may open
+MediaCheck = Callable[[CarrierRequest, Mapping[str, Any], Mapping[str, str]], "Refusal | None"]
+#: ``await check(request, options, secrets)``: ``(refusal or None, verified)``, where
+#: ``verified`` means the request proved it comes from the carrier
+AnswerCheck = Callable[[CarrierRequest, Mapping[str, Any], Mapping[str, str]],
+                       Awaitable["tuple[Refusal | None, bool]"]]
 
 
 def same_secret(expected: str, given: str | None) -> bool:
@@ -80,7 +108,7 @@ def _forwarded(value: str) -> dict[str, str]:
 def url_variants(url: str) -> list[str]:
     """``url``, and the same with its default port added or removed: Twilio's own
     validator tries both "since sig generation on back end is inconsistent"
-    (twilio-python ``request_validator.py``)."""
+    (``request_validator.py`` in Twilio's Python library)."""
     parts = urlsplit(url)
     default = _DEFAULT_PORTS.get(parts.scheme)
     if default is None or not parts.hostname:
@@ -104,73 +132,7 @@ def with_scheme(url: str, scheme: str) -> str:
     return urlunsplit(urlsplit(url)._replace(scheme=scheme))
 
 
-# -- Twilio and SignalWire (cXML): X-Twilio-Signature / X-SignalWire-Signature ----------
-
-def twilio_signature(auth_token: str, url: str, params: Params = ()) -> str:
-    """base64(HMAC-SHA1(auth_token, url + name1 + value1 + ...)), parameters sorted by
-    name then value (twilio-python ``RequestValidator.compute_signature``; SignalWire's
-    "Scheme B", signalwire-typescript ``WebhookValidator.ts``). A WebSocket upgrade is a
-    GET: no parameters, the signed string is the ``wss://`` URL alone."""
-    message = url + "".join(name + value for name, value in sorted(params))
-    mac = hmac.new(auth_token.encode(), message.encode(), hashlib.sha1)
-    return base64.b64encode(mac.digest()).decode()
-
-
-def check_twilio_signature(auth_token: str, urls: Iterable[str], params: Params,
-                           signature: str | None) -> bool:
-    if not signature:
-        return False
-    found = False
-    for url in urls:
-        for variant in url_variants(url):
-            # no early exit: every candidate costs the same
-            found |= same_secret(twilio_signature(auth_token, variant, params), signature)
-    return found
-
-
-# -- Plivo: X-Plivo-Signature-V3 + X-Plivo-Signature-V3-Nonce ---------------------------
-
-def plivo_signed_url(method: str, url: str, params: Params = ()) -> str:
-    """The string Plivo signs before ``.{nonce}`` (plivo-python ``utils/signature_v3.py``,
-    ``construct_get_url``/``construct_post_url``): the URL without its query, then for a
-    GET ``?`` and the query sorted as ``a=1&b=2``; for a POST with a body, ``?``, the
-    sorted query and ``.`` if there is one, then the body sorted as ``name value``
-    pairs without separators."""
-    parts = urlsplit(url)
-    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if method.upper() == "GET":
-        pairs, params = [*pairs, *params], ()
-    query = "&".join(f"{name}={value}" for name, value in sorted(pairs))
-    if not params:
-        return f"{base}?{query}" if query else base
-    body = "".join(name + value for name, value in sorted(params))
-    return f"{base}?{query}.{body}" if query else f"{base}?{body}"
-
-
-def plivo_signature(auth_token: str, signed_url: str, nonce: str) -> str:
-    mac = hmac.new(auth_token.encode(), f"{signed_url}.{nonce}".encode(), hashlib.sha256)
-    return base64.b64encode(mac.digest()).decode()
-
-
-def check_plivo_signature(auth_token: str, method: str, urls: Iterable[str], params: Params,
-                          nonce: str | None, header: str | None) -> bool:
-    """The header may carry several comma-separated signatures (one per valid auth token
-    while Plivo rotates it): any one matching is enough."""
-    if not nonce or not header:
-        return False
-    given = [s.strip() for s in header.split(",") if s.strip()]
-    found = False
-    for url in urls:
-        for variant in url_variants(url):
-            expected = plivo_signature(auth_token, plivo_signed_url(method, variant, params),
-                                       nonce)
-            for signature in given:
-                found |= same_secret(expected, signature)
-    return found
-
-
-# -- Vonage: Authorization: Bearer <HS256 JWT signed with the signature secret> ---------
+# -- Authorization: Bearer ------------------------------------------------------------
 
 def bearer(authorization: str | None) -> str | None:
     if not authorization:
@@ -183,45 +145,7 @@ def check_bearer(expected: str, authorization: str | None) -> bool:
     return same_secret(expected, bearer(authorization))
 
 
-def vonage_jwt_problem(signature_secret: str, authorization: str | None,
-                       now: float | None = None) -> str | None:
-    """Why Vonage's JWT is not acceptable, or ``None`` if it is.
-
-    HS256 only (so ``alg: none`` and every other algorithm are refused), signed with the
-    account signature secret, as Vonage's own SDK verifies it (vonage-python-sdk
-    ``vonage_jwt/verify_jwt.py``: ``jwt.decode(token, secret, algorithms='HS256')``).
-    ``iat`` is required and may not be in the future; ``exp`` is honoured when present;
-    either way a token older than ``JWT_MAX_AGE_S`` is refused. ``payload_hash`` is not
-    checked: Vonage says it is needed only over plain HTTP, and carriers reach us over TLS.
-    """
-    token = bearer(authorization)
-    if token is None:
-        return "Authorization: Bearer <JWT> is missing"
-    now = time.time() if now is None else now
-    try:
-        claims = jwt.decode(token, signature_secret, algorithms=["HS256"],
-                            options={"require": ["iat"]}, leeway=JWT_LEEWAY_S)
-        # PyJWT checks iat against the wall clock; ``now`` is for tests and replay bounds
-        if claims["iat"] > now + JWT_LEEWAY_S:
-            return "the JWT is issued in the future"
-        if now - claims["iat"] > JWT_MAX_AGE_S + JWT_LEEWAY_S:
-            return "the JWT is too old"
-    except jwt.ExpiredSignatureError:
-        return "the JWT has expired"
-    except jwt.ImmatureSignatureError:
-        return "the JWT is not valid yet"
-    except jwt.MissingRequiredClaimError:
-        return "the JWT has no iat claim"
-    except jwt.InvalidAlgorithmError:
-        return "the JWT is not signed with HS256"
-    except jwt.InvalidSignatureError:
-        return "the JWT signature does not match"
-    except jwt.InvalidTokenError as exc:
-        return f"the JWT is malformed ({type(exc).__name__})"
-    return None
-
-
-# -- Exotel, Asterisk: HTTP Basic ------------------------------------------------------
+# -- HTTP Basic (Exotel, Asterisk) ------------------------------------------------------
 
 def check_basic(username: str, password: str, authorization: str | None) -> bool:
     if not authorization:
@@ -236,6 +160,24 @@ def check_basic(username: str, password: str, authorization: str | None) -> bool
     user, sep, given = decoded.partition(":")
     # both halves are always compared, so timing does not tell which one was wrong
     return bool(sep) & same_secret(username, user) & same_secret(password, given)
+
+
+def basic_pair_problems(options: Mapping[str, Any], secrets: Mapping[str, str]
+                        ) -> list[tuple[str | None, str]]:
+    """HTTP Basic settings come as a pair: ``username`` and ``password_env``."""
+    if ("password" in secrets) != bool(options["username"]):
+        return [(None, "basic auth needs both username and password_env")]
+    return []
+
+
+def basic_media_check(request: CarrierRequest, options: Mapping[str, Any],
+                      secrets: Mapping[str, str]) -> Refusal | None:
+    """The media check of a carrier that presents ``username`` + ``password_env`` as HTTP
+    Basic credentials (on when the password is configured)."""
+    if "password" in secrets and not check_basic(options["username"], secrets["password"],
+                                                 request.headers.get("Authorization")):
+        return Refusal("basic", "HTTP Basic credentials are missing or do not match")
+    return None
 
 
 # -- URLs we hand out ------------------------------------------------------------------

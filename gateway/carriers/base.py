@@ -1,7 +1,7 @@
-"""What every carrier protocol module offers the gateway (a structural interface), and the
-state every carrier class keeps (:class:`CarrierBase`).
+"""What every carrier protocol offers the gateway (:class:`CarrierProtocol`, a structural
+interface), and the state every carrier class keeps (:class:`CarrierBase`).
 
-Each carrier is one sans-I/O class in ``gateway/carriers/<carrier>.py``. The media
+Each carrier is one sans-I/O class in ``gateway/carriers/<carrier>/protocol.py``. The media
 endpoint feeds it what arrives and writes what it returns; the call and its playout use
 the outbound half. Nothing outside ``gateway/carriers`` knows a carrier's field names,
 framing, chunk rules or mark/clear semantics.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from telcodecs import SUPPORTED_OUTPUT_RATES
 
@@ -44,16 +44,37 @@ _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._:@+=~-]+")
 
 
 class CarrierProtocol(Protocol):
+    """What the gateway holds of one carrier stream: the media endpoint feeds it what
+    arrives, the call and its playout use the outbound half. Every carrier's class
+    (a :class:`CarrierBase`) is one; ``gateway/carriers/<carrier>/protocol.py``."""
+
     #: the name in ``/v1/media/{carrier}``, metrics and logs
     carrier: str
+    #: the carrier's name as error messages spell it ("Twilio", "AudioSocket")
+    display_name: str
     #: the carrier echoes pending marks when it executes a clear (Twilio, Telnyx); where it
     #: does not (Plivo, Vonage, Asterisk), marks cut by a clear are simply never echoed
     marks_cleared_on_clear: bool
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> CarrierProtocol:
+        """A protocol for one stream, set up from the carrier's ``carriers:`` settings."""
 
     # -- inbound: one WebSocket message in, one normalized event (or None) out; a message
     #    that breaks the protocol raises CarrierProtocolError and leaves the state as it was
     def receive_text(self, text: str) -> CarrierEvent | None: ...
     def receive_bytes(self, data: bytes) -> CarrierEvent | None: ...
+
+    # -- the stream's metadata, set once Started has been returned -----------------------
+    @property
+    def started(self) -> bool: ...
+    @property
+    def stopped(self) -> bool: ...
+    stream_id: str | None
+    call_id: str | None
+    caller: str | None
+    called: str | None
+    custom_parameters: dict[str, str]
 
     # -- outbound, valid once Started has been returned ---------------------------------
     #: the format the carrier plays what we send in, which the gateway synthesizes into
@@ -82,6 +103,17 @@ class CarrierProtocol(Protocol):
 
     def hangup_message(self) -> bytes | None:
         """What to send before closing to end the call; ``None``: closing is enough."""
+
+    def send(self, command: CarrierCommand) -> bytes | None: ...
+
+
+class ByteStreamCarrierProtocol(CarrierProtocol, Protocol):
+    """A carrier on a plain TCP connection (AudioSocket): what arrives is a byte stream,
+    not messages."""
+
+    def feed(self, data: bytes) -> list[CarrierEvent]:
+        """Every event the bytes complete (a partial message waits for the rest); a
+        broken message raises CarrierProtocolError, after which the stream cannot resync."""
 
 
 class CarrierBase:
@@ -113,7 +145,7 @@ class CarrierBase:
         self._stopped = False
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> CarrierBase:
+    def from_options(cls, options: Mapping[str, Any]) -> Self:
         """A protocol for one stream, set up from the carrier's ``carriers:`` settings."""
         return cls()
 

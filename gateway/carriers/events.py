@@ -8,6 +8,13 @@ field names, framing or mark/clear semantics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+#: ``CarrierProtocolError.kind``: what is wrong with a carrier message (a metric label)
+CarrierErrorKind = Literal["not_json", "unknown_event", "missing_field", "bad_payload",
+                           "binary_frame", "out_of_order", "bad_frame_size"]
+#: ``StartRefused.kind``: why a well-formed start cannot be taken (a metric label)
+StartRefusalKind = Literal["unsupported_format", "bad_call_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +141,12 @@ CarrierCommand = PlayAudio | Mark | Clear
 class CarrierProtocolError(ValueError):
     """A carrier message that does not follow the protocol.
 
-    ``kind`` is a short, bounded label for metrics (``not_json``, ``unknown_event``,
-    ``missing_field``, ``bad_payload``, ``binary_frame``, ``out_of_order``).
+    ``kind`` is a short, bounded label for metrics (:data:`CarrierErrorKind`).
     """
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: CarrierErrorKind | StartRefusalKind, message: str):
         super().__init__(message)
-        self.kind = kind
+        self.kind: CarrierErrorKind | StartRefusalKind = kind
 
 
 class StartRefused(CarrierProtocolError):

@@ -15,10 +15,12 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Literal
 
 from telcodecs import Framer, Transcoder, silence_byte
 
 from gateway.bot.protocol import started_fields
+from gateway.carriers.base import CarrierProtocol
 from gateway.carriers.events import MediaFormat
 from gateway.config import (BARGE_IN_BOUNDS, BARGE_IN_MODES, BargeInConfig, GatewayConfig,
                             RouteConfig)
@@ -56,9 +58,13 @@ class CallEnded(Exception):
     """The call is over (or hanging up) and takes no more speech."""
 
 
+#: where a call is in its life: taking speech, hanging up (its speech plays out), closed by
+#: the gateway (the transport is closing), ended
+CallState = Literal["active", "hanging_up", "closed_by_gateway", "ended"]
+
 class Call:
     def __init__(self, services: CallServices, *, call_id: str, stream_id: str, carrier: str,
-                 route: RouteConfig, protocol, media_format: MediaFormat,
+                 route: RouteConfig, protocol: CarrierProtocol, media_format: MediaFormat,
                  sink, close_transport: Callable[[], Awaitable[None]],
                  details: dict[str, str] | None = None,
                  inbound_format: MediaFormat | None = None):
@@ -103,7 +109,7 @@ class Call:
         self._sentence_marks: dict[str, tuple[Utterance, int]] = {}  # sent, echo awaited
         self._local_echoes: dict[str, asyncio.TimerHandle] = {}  # carriers without marks
         self._streaming: Utterance | None = None  # open utterance of the control socket
-        self.state = "active"
+        self.state: CallState = "active"
         # what the carrier streams to us (Telnyx may stream another format than it plays)
         self.caller_audio = CallerAudio(inbound_format or media_format)
         # what from the caller interrupts speech; a bot may change it during the call
@@ -117,7 +123,7 @@ class Call:
         self._idle.set()
 
     @staticmethod
-    def _lead(config: GatewayConfig, carrier: str, protocol) -> float:
+    def _lead(config: GatewayConfig, carrier: str, protocol: CarrierProtocol) -> float:
         """Seconds sent ahead of real time: the operator's per-carrier setting, else what
         the carrier can take (0 where it has no buffer), else the global lead."""
         carrier_config = config.carriers.get(carrier)
@@ -135,9 +141,8 @@ class Call:
         inbound = self.caller_audio.format
         self.events.emit("call.started", **started_fields(
             carrier=self.carrier, route=self.route.name, stream_id=self.stream_id,
-            caller=getattr(self.protocol, "caller", None),
-            called=getattr(self.protocol, "called", None),
-            custom_parameters=getattr(self.protocol, "custom_parameters", {}),
+            caller=self.protocol.caller, called=self.protocol.called,
+            custom_parameters=self.protocol.custom_parameters,
             encoding=inbound.encoding, sample_rate=inbound.sample_rate))
         self._session(self.route.provider)
         if self.route.greeting:

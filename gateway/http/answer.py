@@ -16,12 +16,13 @@ document would hand them to anyone who asks, and the stream is refused instead.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
-from gateway.carriers.answer import NO_DOCUMENT, answer_document
-from gateway.carriers.jsonfields import party
+from gateway.carriers.answer import AnswerRequest
 from gateway.carriers.auth import media_path
+from gateway.carriers.registry import CARRIERS
 from gateway.http.jsonbody import BadJson, read_json
 from gateway.http.keys import CONFIG, json_error
 from gateway.http.verify import check_answer_request, public_origin
@@ -29,7 +30,7 @@ from gateway.http.verify import check_answer_request, public_origin
 log = logging.getLogger(__name__)
 
 DIALPLAN_HINT = ("README.md, section 'Pointing a phone number at the gateway'")
-MAX_WEBHOOK_BYTES = 64 << 10  # Vonage's answer webhook is a small JSON object
+MAX_WEBHOOK_BYTES = 64 << 10  # an answer webhook's JSON body is a small object
 
 
 async def answer(request: web.Request) -> web.Response:
@@ -39,7 +40,8 @@ async def answer(request: web.Request) -> web.Response:
     if carrier not in config.carriers:
         return json_error(404, f"carrier {carrier!r} is not enabled; enabled: "
                                f"{', '.join(config.carriers)}")
-    if carrier in NO_DOCUMENT:
+    spec = CARRIERS[carrier]
+    if spec.answer is None:
         return json_error(404, f"{carrier} fetches no answer document: its dialplan connects "
                                f"the call; see {DIALPLAN_HINT}")
     if route not in config.routes:
@@ -52,28 +54,22 @@ async def answer(request: web.Request) -> web.Response:
     origin = public_origin(request)
     media_url = f"wss://{origin.authority}{origin.prefix}" + media_path(
         carrier, route, config.routes[route].token)
-    secrets = settings.secrets if verified else {}
-    if not verified and (carrier == "signalwire" and "bearer_token" in settings.secrets
-                         or carrier == "exotel" and "password" in settings.secrets):
+    if not verified and any(name in settings.secrets for name in spec.document_secrets):
         log.warning("%s answer request for route %s is not verified: the document leaves "
                     "out the stream credentials, so the stream will be refused (see %s)",
                     carrier, route, DIALPLAN_HINT)
-    content_type, body = answer_document(
-        carrier, media_url, route, settings.options,
-        bearer_token=secrets.get("bearer_token"),
-        **(await _vonage_call(request) if carrier == "vonage" else {}),
-        signed="signature_secret" in settings.secrets,
-        username=settings.options.get("username"), password=secrets.get("password"))
+    content_type, body = spec.answer(AnswerRequest(
+        media_url, route, settings.options, secrets=settings.secrets if verified else {},
+        configured=frozenset(settings.secrets), webhook=await _webhook_fields(request)))
     # the document may carry a token or credentials: no cache may keep it
     return web.Response(body=body, content_type=content_type, charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 
 
-async def _vonage_call(request: web.Request) -> dict:
-    """What Vonage's answer webhook says of the call (in the query for GET, in the JSON body
-    for POST): its ``uuid`` and the ``from`` and ``to`` numbers, for the NCCO to hand on to
-    the stream; each one only when it is a short printable string."""
-    fields: dict = dict(request.query)
+async def _webhook_fields(request: web.Request) -> dict[str, Any]:
+    """What the answer webhook says of the call, for the carrier's document: its query
+    (GET), and for a JSON POST its body's fields too (Vonage's answer webhook)."""
+    fields: dict[str, Any] = dict(request.query)
     if request.method == "POST" and request.content_type == "application/json":
         try:
             body = await read_json(request, max_bytes=MAX_WEBHOOK_BYTES)
@@ -81,7 +77,4 @@ async def _vonage_call(request: web.Request) -> dict:
             body = None
         if isinstance(body, dict):
             fields = {**body, **fields}
-    parties = {key: value for key in ("from", "to")
-               if (value := party(fields, key)) is not None}
-    call_uuid = party(fields, "uuid") or party(fields, "call_uuid")
-    return {"call_uuid": call_uuid, "parties": parties}
+    return fields

@@ -9,6 +9,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from gateway.carriers.registry import CARRIERS
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.call import CallServices
 from gateway.core.playout import MediaClock
@@ -18,9 +19,9 @@ from gateway.http.control_access import control_auth
 from gateway.http.drain import Drain
 from gateway.http.errors import json_errors, quiet_client_errors
 from gateway.http.guard import CONNECTIONS, ConnectionGuard
-from gateway.http.keys import (AUDIOSOCKET, CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROVIDERS,
-                               SERVICES)
-from gateway.http.media import media_stream
+from gateway.http.keys import (CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROVIDERS,
+                               SERVICES, TCP_LISTENERS)
+from gateway.http.media import media_stream, start_tcp_carrier
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.tts.base import TtsProvider
 
@@ -94,16 +95,15 @@ async def _lifecycle(app: web.Application):
     app[SERVICES].http = http
     starts = [asyncio.get_running_loop().create_task(_start_provider(app, p))
               for p in app[PROVIDERS].values()]
-    audiosocket = None
-    if "audiosocket" in app[CONFIG].carriers:
-        from gateway.http.media import start_audiosocket
-
-        app[AUDIOSOCKET] = audiosocket = await start_audiosocket(app)
+    app[TCP_LISTENERS] = listeners = {}
+    for carrier in config.carriers:
+        if CARRIERS[carrier].transport == "tcp":
+            listeners[carrier] = await start_tcp_carrier(app, carrier)
     try:
         yield
     finally:
-        if audiosocket is not None:
-            audiosocket.close()  # no new calls; the ones in progress end below
+        for listener in listeners.values():
+            listener.close()  # no new calls; the ones in progress end below
         for task in starts:
             task.cancel()
         for call in list(app[CALLS].values()):

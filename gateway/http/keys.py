@@ -21,7 +21,8 @@ PROVIDERS = web.AppKey("providers", dict[str, TtsProvider])
 CALLS = web.AppKey("calls", dict[str, Call])
 SERVICES = web.AppKey("services", CallServices)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
-AUDIOSOCKET = web.AppKey("audiosocket", asyncio.Server)  # the TCP listener, when enabled
+#: the listeners of the carriers that connect over plain TCP (AudioSocket), by carrier
+TCP_LISTENERS = web.AppKey("tcp_listeners", dict[str, asyncio.AbstractServer])
 DRAIN = web.AppKey("drain", Drain)  # set at start-up; see gateway/http/drain.py
 
 

@@ -1,10 +1,10 @@
 """The carriers' media streams, one connection per call.
 
 ``WS /v1/media/{carrier}[/{route}[/{token}]]`` for WebSocket carriers, and a plain TCP
-listener for AudioSocket. The loop here is shared by every carrier; what differs lives in
-the carrier's sans-I/O protocol module. A malformed message is logged with the call's
-context, counted, and dropped; the call goes on (this is also what Twilio does with ours:
-warning 31951). Who may connect is checked before the upgrade (gateway/http/verify.py).
+listener for each carrier that connects over TCP (AudioSocket). The loop here is shared by
+every carrier; what differs lives in the carrier's sans-I/O protocol module. A malformed
+message is logged with the call's context, counted, and dropped; the call goes on (this is
+also what Twilio does with ours: warning 31951). Who may connect is checked before the upgrade (gateway/http/verify.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Literal, cast
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway import logs
-from gateway.carriers import PROTOCOLS, new_protocol
+from gateway.carriers.base import ByteStreamCarrierProtocol, CarrierProtocol
 from gateway.carriers.events import (Audio, CarrierFault, CarrierProtocolError, Cleared, Dtmf,
                                      FlowControl, MarkPlayed, Started, StartRefused, Stopped)
+from gateway.carriers.registry import CARRIERS
 from gateway.core.call import Call
 from gateway.http.guard import CONNECTIONS, peer_address
 from gateway.http.keys import CALLS, CONFIG, DRAIN, METRICS, SERVICES, json_error
@@ -28,10 +30,13 @@ from gateway.metrics import CARRIER_ERROR_KINDS, CARRIER_FAULT_CODES, bounded
 
 log = logging.getLogger(__name__)
 
-WEBSOCKET_CARRIERS = tuple(c for c in PROTOCOLS if c != "audiosocket")
+WEBSOCKET_CARRIERS = tuple(name for name, spec in CARRIERS.items()
+                           if spec.transport == "websocket")
 MAX_CARRIER_MESSAGE = 1 << 20
 #: the idle watch looks this many times per ``limits.media_idle_timeout_s``
 _IDLE_CHECKS = 4
+#: how a carrier stream ended, as the ``calls_total`` metric's ``outcome`` label
+StreamOutcome = Literal["disconnected", "completed", "rejected", "hangup", "timeout"]
 # (carrier, inbound encoding) pairs whose start disagreed with the played format: logged once
 _format_notes: set[tuple[str, str]] = set()
 
@@ -40,7 +45,7 @@ class CarrierStream:
     """One carrier connection and the call it carries: normalized events in, the call's
     life cycle and its accounting out. Transport-neutral (WebSocket or TCP)."""
 
-    def __init__(self, app: web.Application, carrier: str, protocol, sink,
+    def __init__(self, app: web.Application, carrier: str, protocol: CarrierProtocol, sink,
                  close_transport: Callable[[], Awaitable[None]],
                  refuse_transport: Callable[[str], Awaitable[None]], route_name: str | None,
                  peer: str):
@@ -55,7 +60,7 @@ class CarrierStream:
         self.route_name = route_name
         self.peer = peer
         self.call: Call | None = None
-        self.outcome = "disconnected"
+        self.outcome: StreamOutcome = "disconnected"
         self.refusal = ""  # why the gateway ended the stream, for the close
         self.metrics = app[METRICS]
         self.warnings = logs.RateLimitedLog(log)  # a carrier sending garbage: a few lines
@@ -236,7 +241,7 @@ class CarrierStream:
             await self.close_transport()
 
         # the call speaks in the format the carrier plays ours in, which is not always the
-        # one it streams (Telnyx: the answer's bidirectionalCodec, see carriers/telnyx.py)
+        # one it streams (Telnyx: the answer's bidirectionalCodec)
         played, inbound = self.protocol.media_format, event.media_format
         call = Call(self.app[SERVICES], call_id=event.call_id, stream_id=event.stream_id,
                     carrier=carrier, route=route, protocol=self.protocol,
@@ -322,7 +327,7 @@ async def _websocket_stream(request: web.Request, carrier: str, route_name: str 
     async def refuse_transport(why: str) -> None:
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=_close_reason(why))
 
-    protocol = new_protocol(carrier, app[CONFIG].carriers[carrier].options)
+    protocol = CARRIERS[carrier].new_protocol(app[CONFIG].carriers[carrier].options)
     stream = CarrierStream(app, carrier, protocol, WebSocketSink(ws, request), close_transport,
                            refuse_transport, route_name, str(request.remote))
     stream.watch()
@@ -363,35 +368,41 @@ def _close_reason(why: str) -> bytes:
     return why.encode("ascii", "replace")[:123]
 
 
-# ---- AudioSocket: plain TCP ---------------------------------------------------------
+# ---- carriers on plain TCP (AudioSocket) ---------------------------------------------
 
 
-async def start_audiosocket(app: web.Application) -> asyncio.AbstractServer:
-    """Listen for Asterisk's AudioSocket connections (``carriers.audiosocket``)."""
-    options = app[CONFIG].carriers["audiosocket"].options
+def _new_tcp_protocol(app: web.Application, carrier: str) -> ByteStreamCarrierProtocol:
+    protocol = CARRIERS[carrier].new_protocol(app[CONFIG].carriers[carrier].options)
+    return cast(ByteStreamCarrierProtocol, protocol)  # transport "tcp": it has feed()
+
+
+async def start_tcp_carrier(app: web.Application, carrier: str) -> asyncio.AbstractServer:
+    """Listen for ``carrier``'s connections on its ``host`` and ``port``
+    (``carriers.<carrier>``, e.g. Asterisk's AudioSocket)."""
+    options = app[CONFIG].carriers[carrier].options
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         guard = app[CONNECTIONS]
         address = peer_address(writer.transport)
-        if not guard.open(address):  # AudioSocket has no status code: hang up
-            writer.write(new_protocol("audiosocket", options).hangup_message())
+        if not guard.open(address):  # a TCP carrier has no status code: hang up
+            writer.write(_new_tcp_protocol(app, carrier).hangup_message() or b"")
             await _close_writer(writer)
             return
         try:
-            await _audiosocket_call(app, reader, writer)
+            await _tcp_call(app, carrier, reader, writer)
         finally:
             guard.close(address)
 
     server = await asyncio.start_server(on_connection, options["host"], options["port"])
     ports = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
-    log.info("AudioSocket listening on %s", ports)
+    log.info("%s listening on %s", CARRIERS[carrier].display_name, ports)
     return server
 
 
-async def _audiosocket_call(app: web.Application, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
-    options = app[CONFIG].carriers["audiosocket"].options
-    protocol = new_protocol("audiosocket", options)
+async def _tcp_call(app: web.Application, carrier: str, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+    route_name = app[CONFIG].carriers[carrier].options["route"]
+    protocol = _new_tcp_protocol(app, carrier)
     peer = writer.get_extra_info("peername")
     guard = app[CONNECTIONS]
 
@@ -400,17 +411,17 @@ async def _audiosocket_call(app: web.Application, reader: asyncio.StreamReader,
 
     async def refuse_transport(why: str) -> None:
         if not writer.is_closing():
-            writer.write(protocol.hangup_message())
+            writer.write(protocol.hangup_message() or b"")
             writer.close()
 
-    stream = CarrierStream(app, "audiosocket", protocol, StreamSink(writer), close_transport,
-                           refuse_transport, options["route"], str(peer))
-    refusal = _refuse_early(app, options["route"])
+    stream = CarrierStream(app, carrier, protocol, StreamSink(writer), close_transport,
+                           refuse_transport, route_name, str(peer))
+    refusal = _refuse_early(app, route_name)
     if refusal:
-        # AudioSocket has no status code: hang up the channel (the refusal is logged, and
+        # a TCP carrier has no status code: hang up the channel (the refusal is logged, and
         # rate-limited, where it is counted; the route was checked with the config)
         stream.outcome = "rejected"
-        writer.write(protocol.hangup_message())
+        writer.write(protocol.hangup_message() or b"")
         await stream.finish()
         await _close_writer(writer)
         return

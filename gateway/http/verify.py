@@ -1,37 +1,27 @@
 """Carrier authentication in front of the media WebSocket and the answer webhooks.
 
 ``check_media_request`` runs before the WebSocket upgrade, so a refused carrier sees an
-HTTP 403 and never a socket (carriers.md §10). The checks themselves are pure functions in
-``gateway/carriers/auth.py``; this module finds the inputs in the request, counts and logs
-refusals. Messages name what failed, never a secret or the value that was sent.
+HTTP 403 and never a socket (carriers.md §10). Each carrier's check is its own
+(``gateway/carriers/<carrier>/auth.py``, named by its ``SPEC``) over the pure functions in
+``gateway/carriers/auth.py``; this module hands it the request, checks the route's token,
+counts and logs refusals. Messages name what failed, never a secret or the value that was sent.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.web_log import AccessLogger
 
 from gateway.carriers import auth
+from gateway.carriers.auth import Refusal
+from gateway.carriers.registry import CARRIERS
 from gateway.config import CarrierConfig
 from gateway.http.keys import CONFIG, METRICS, json_error
 
 log = logging.getLogger(__name__)
 
 _warned_no_public_url = False
-# SignalWire signs with X-SignalWire-Signature, or X-Twilio-Signature on its cXML surface
-# (signalwire-typescript WebhookValidator.ts); the key is the project's Signing Key.
-_SIGNALWIRE_HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
-_TOKENED_PATH = re.compile(r"(/v1/(?:media|answer)/[^/?\s]+/[^/?\s]+/)[^/?\s]+")
-
-
-@dataclass(frozen=True)
-class Refusal:
-    reason: str  # the metric label: signature, bearer, jwt, basic, token
-    message: str
 
 
 def public_origin(request: web.Request) -> auth.Origin:
@@ -118,91 +108,35 @@ def _token_refusal(request: web.Request, token: str | None, route: str | None, *
     return None
 
 
+class _CarrierRequest:
+    """An aiohttp request as a carrier's check sees it (``auth.CarrierRequest``)."""
+
+    def __init__(self, request: web.Request):
+        self.request = request
+        self.method = request.method
+        self.headers = request.headers
+
+    def public_url(self, scheme: str | None = None) -> str:
+        return public_origin(self.request).url(self.request.raw_path, scheme=scheme)
+
+    async def form(self) -> auth.Params:
+        return await _form(self.request)
+
+
 def _media_refusal(request: web.Request, carrier: str, settings: CarrierConfig
                    ) -> Refusal | None:
-    secrets, headers = settings.secrets, request.headers
-    if carrier == "twilio" and "auth_token" in secrets:
-        return _twilio_signature(request, secrets["auth_token"], ("X-Twilio-Signature",),
-                                 scheme="wss", params=())
-    if carrier == "signalwire":
-        # SignalWire documents authBearerToken for streams (developer.signalwire.com cXML
-        # <Stream>); whether it also signs the upgrade is unverified (carriers.md §13.6),
-        # so the signature is the stream check only when no bearer token is configured.
-        if "bearer_token" in secrets:
-            if not auth.check_bearer(secrets["bearer_token"], headers.get("Authorization")):
-                return Refusal("bearer", "Authorization: Bearer is missing or does not match")
-            return None
-        if "auth_token" in secrets:
-            return _twilio_signature(request, secrets["auth_token"], _SIGNALWIRE_HEADERS,
-                                     scheme="wss", params=())
-    if carrier == "plivo" and "auth_token" in secrets:
-        # Which scheme Plivo signs for a WebSocket is undocumented (carriers.md §3.5/§13.3)
-        url = public_origin(request).url(request.raw_path, scheme="wss")
-        return _plivo_signature(request, secrets["auth_token"], "GET",
-                                [url, auth.with_scheme(url, "https")], ())
-    if carrier == "vonage" and "signature_secret" in secrets:
-        problem = auth.vonage_jwt_problem(secrets["signature_secret"],
-                                          headers.get("Authorization"))
-        return Refusal("jwt", problem) if problem else None
-    if carrier in ("exotel", "asterisk") and "password" in secrets:
-        if not auth.check_basic(settings.options["username"], secrets["password"],
-                                headers.get("Authorization")):
-            return Refusal("basic", "HTTP Basic credentials are missing or do not match")
-    return None
+    check = CARRIERS[carrier].check_media
+    if check is None:
+        return None
+    return check(_CarrierRequest(request), settings.options, settings.secrets)
 
 
 async def _answer_refusal(request: web.Request, carrier: str, settings: CarrierConfig
                           ) -> tuple[Refusal | None, bool]:
-    secrets, headers = settings.secrets, request.headers
-    if carrier in ("twilio", "signalwire") and "auth_token" in secrets:
-        names = ("X-Twilio-Signature",) if carrier == "twilio" else _SIGNALWIRE_HEADERS
-        refusal = _twilio_signature(request, secrets["auth_token"], names, scheme=None,
-                                    params=await _form(request))
-        return refusal, refusal is None
-    if carrier == "plivo" and "auth_token" in secrets:
-        url = public_origin(request).url(request.raw_path)
-        refusal = _plivo_signature(request, secrets["auth_token"], request.method, [url],
-                                   await _form(request))
-        return refusal, refusal is None
-    if carrier == "vonage" and "signature_secret" in secrets:
-        # "Voice API ... support[s] signed callbacks by default" (Vonage Voice API webhook
-        # reference): the answer webhook carries the same kind of JWT as the stream
-        problem = auth.vonage_jwt_problem(secrets["signature_secret"],
-                                          headers.get("Authorization"))
-        return (Refusal("jwt", problem), False) if problem else (None, True)
-    if carrier == "exotel" and "password" in secrets and headers.get("Authorization"):
-        # optional: an applet URL with user:pass@ proves itself; one without is answered
-        # with a stream URL that carries no credentials
-        if auth.check_basic(settings.options["username"], secrets["password"],
-                            headers.get("Authorization")):
-            return None, True
-        return Refusal("basic", "HTTP Basic credentials do not match"), False
-    return None, False
-
-
-def _twilio_signature(request: web.Request, auth_token: str, header_names: tuple[str, ...],
-                      *, scheme: str | None, params: auth.Params) -> Refusal | None:
-    """Twilio signs the URL it requested: for a media stream the ``wss://`` URL from the
-    TwiML (twilio-labs/twilio-aspnet#162: ``https://`` fails), for a webhook the https one."""
-    signatures = [request.headers[h] for h in header_names if h in request.headers]
-    if not signatures:
-        return Refusal("signature", f"{header_names[0]} is missing")
-    url = public_origin(request).url(request.raw_path, scheme=scheme)
-    if not any(auth.check_twilio_signature(auth_token, [url], params, s) for s in signatures):
-        return Refusal("signature", f"{header_names[0]} does not match this URL "
-                                    f"({url.split('://')[0]}://, public host)")
-    return None
-
-
-def _plivo_signature(request: web.Request, auth_token: str, method: str, urls: list[str],
-                     params: auth.Params) -> Refusal | None:
-    header = request.headers.get("X-Plivo-Signature-V3")
-    nonce = request.headers.get("X-Plivo-Signature-V3-Nonce")
-    if not header or not nonce:
-        return Refusal("signature", "X-Plivo-Signature-V3 or its nonce is missing")
-    if not auth.check_plivo_signature(auth_token, method, urls, params, nonce, header):
-        return Refusal("signature", "X-Plivo-Signature-V3 does not match this URL")
-    return None
+    check = CARRIERS[carrier].check_answer
+    if check is None:
+        return None, False
+    return await check(_CarrierRequest(request), settings.options, settings.secrets)
 
 
 async def _form(request: web.Request) -> list[tuple[str, str]]:
@@ -212,17 +146,3 @@ async def _form(request: web.Request) -> list[tuple[str, str]]:
         return []
     form = await request.post()
     return [(k, v) for k, v in form.items() if isinstance(v, str)]
-
-
-def redact_path(text: str) -> str:
-    """``/v1/media/twilio/demo/<token>`` with the token segment replaced."""
-    return _TOKENED_PATH.sub(r"\1<token>", text)
-
-
-class RedactingAccessLogger(AccessLogger):
-    """aiohttp's access log without route tokens: pass it to the runner as
-    ``access_log_class`` (the request line is the only part of the format with a path)."""
-
-    def _format_line(self, request, response, time):
-        return [(key, redact_path(value) if key == "first_request_line" else value)
-                for key, value in super()._format_line(request, response, time)]

@@ -9,11 +9,9 @@ import wave
 import aiohttp
 from telcodecs import read_wav, write_wav
 
-from gateway.sim.carriers import CARRIERS, make_call
-from gateway.sim.carriers import CallClosedError
+from gateway.carriers.registry import CARRIERS, DEFAULT_CARRIER
+from gateway.sim.carriers import CallClosedError, make_call
 
-#: carriers whose route can travel as a custom parameter (Twilio forbids query strings)
-_ROUTE_AS_PARAMETER = ("twilio", "signalwire")
 #: the longest caller audio ``--caller-audio`` takes (bytes of WAV file)
 MAX_CALLER_AUDIO_BYTES = 64 * 1024 * 1024
 
@@ -67,7 +65,8 @@ async def _speak_when_up(http: aiohttp.ClientSession, base: str, call_sid: str, 
     return ids
 
 
-async def dial_and_report(*, base_url: str, carrier: str = "twilio", route: str | None = None,
+async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
+                          route: str | None = None,
                           route_in_path: bool = False, texts: list[str] = (),
                           token: str | None = None, out: str | None = None,
                           quiet_seconds: float = 1.5, max_seconds: float = 60.0,
@@ -82,7 +81,7 @@ async def dial_and_report(*, base_url: str, carrier: str = "twilio", route: str 
     if carrier not in CARRIERS:
         raise ValueError(f"unknown carrier {carrier!r}; choose one of {', '.join(CARRIERS)}")
     options = {}
-    if route and not route_in_path and carrier in _ROUTE_AS_PARAMETER:
+    if route and not route_in_path and CARRIERS[carrier].route_as_parameter:
         options["custom_parameters"] = {"route": route}
         route = None
     if not 0 <= caller_audio_at <= max_seconds:

@@ -22,7 +22,7 @@ from gateway.bench.loadgen import (
     client_frame,
     run_load,
 )
-from gateway.sim.twilio import TwilioCallResult, TwilioPlayoutModel
+from gateway.carriers.twilio.sim import TwilioCallResult, TwilioPlayoutModel
 from tests.conftest import base_config, start_gateway
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -266,7 +266,7 @@ def test_clear_echoes_pending_marks_and_starts_a_new_utterance():
 
 def test_buffer_model_agrees_with_the_faithful_simulator():
     """Random arrivals, marks and clears: the same underruns, mark times and lateness as
-    gateway.sim.twilio's TwilioPlayoutModel and TwilioCallResult.frame_timing."""
+    gateway.carriers.twilio.sim's TwilioPlayoutModel and TwilioCallResult.frame_timing."""
     rng = random.Random(42)
     sid = "MZ" + "0" * 32
     sim = TwilioPlayoutModel(sid, now=0.0)

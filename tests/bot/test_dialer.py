@@ -22,7 +22,7 @@ from gateway.http.keys import CALLS, CONFIG, HTTP
 from gateway.http.loopback import serve_on_loopback
 from gateway.tts.providers.cartesia import fake as cartesia
 from gateway.tts.providers.fake_voice import heard_tones, text_tones
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import ROOT, base_config, start_gateway
 from tests.e2e.remote_setup import fake_provider_config
 from tests.e2e.test_twilio_call import metric_value

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from gateway.carriers.asterisk import MAX_MEDIA_MESSAGE, MAX_TEXT_MESSAGE, AsteriskProtocol
+from gateway.carriers.asterisk.protocol import MAX_MEDIA_MESSAGE, MAX_TEXT_MESSAGE, AsteriskProtocol
 from gateway.carriers.events import (
     Audio,
     Binary,

@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from gateway.carriers.audiosocket import (
+from gateway.carriers.audiosocket.protocol import (
     AUDIO_KIND_RATES,
     KIND_AUDIO,
     KIND_DTMF,

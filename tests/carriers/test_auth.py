@@ -13,6 +13,9 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from gateway.carriers import auth
+from gateway.carriers.plivo.auth import check_plivo_signature, plivo_signature, plivo_signed_url
+from gateway.carriers.twilio.auth import check_twilio_signature, twilio_signature
+from gateway.carriers.vonage.auth import JWT_MAX_AGE_S, vonage_jwt_problem
 
 TOKEN = "twilio-auth-token-0123456789abcdef"
 URL = "wss://gw.example.com/v1/media/twilio/demo"
@@ -23,10 +26,10 @@ VONAGE_SECRET = "vonage-signature-secret-0123456789abcdef"
 
 def test_twilio_signature_is_the_official_librarys():
     official = RequestValidator(TOKEN)
-    assert auth.twilio_signature(TOKEN, URL) == official.compute_signature(URL, {})
+    assert twilio_signature(TOKEN, URL) == official.compute_signature(URL, {})
     params = {"CallSid": "CA123", "From": "+15551234567", "To": "+15557654321", "Digits": "1"}
     https = "https://gw.example.com/v1/answer/twilio/demo"
-    assert auth.twilio_signature(TOKEN, https, list(params.items())) == \
+    assert twilio_signature(TOKEN, https, list(params.items())) == \
         official.compute_signature(https, params)
 
 
@@ -37,27 +40,27 @@ def test_twilio_signature_sorts_repeated_parameters_like_twilio():
 
     pairs = [("b", "2"), ("a", "z"), ("a", "y")]
     expected = RequestValidator(TOKEN).compute_signature(URL, Multi(a=["z", "y"], b=["2"]))
-    assert auth.twilio_signature(TOKEN, URL, pairs) == expected
+    assert twilio_signature(TOKEN, URL, pairs) == expected
 
 
 def test_twilio_check_accepts_the_url_with_or_without_its_default_port():
     official = RequestValidator(TOKEN)
     with_port = official.compute_signature("wss://gw.example.com:443/v1/media/twilio/demo", {})
-    assert auth.check_twilio_signature(TOKEN, [URL], (), with_port)
+    assert check_twilio_signature(TOKEN, [URL], (), with_port)
     plain = official.compute_signature(URL, {})
-    assert auth.check_twilio_signature(TOKEN, ["wss://gw.example.com:443/v1/media/twilio/demo"],
-                                       (), plain)
+    assert check_twilio_signature(TOKEN, ["wss://gw.example.com:443/v1/media/twilio/demo"],
+                                  (), plain)
 
 
 def test_twilio_check_refuses_https_wrong_token_and_missing():
     official = RequestValidator(TOKEN)
     https = official.compute_signature(URL.replace("wss://", "https://"), {})
-    assert not auth.check_twilio_signature(TOKEN, [URL], (), https)
-    assert not auth.check_twilio_signature(TOKEN, [URL], (),
-                                           RequestValidator("other").compute_signature(URL, {}))
-    assert not auth.check_twilio_signature(TOKEN, [URL], (), None)
-    assert not auth.check_twilio_signature(TOKEN, [URL], (), "")
-    assert not auth.check_twilio_signature(TOKEN, [URL], (), "not base64 at all ✓")
+    assert not check_twilio_signature(TOKEN, [URL], (), https)
+    assert not check_twilio_signature(TOKEN, [URL], (),
+                                      RequestValidator("other").compute_signature(URL, {}))
+    assert not check_twilio_signature(TOKEN, [URL], (), None)
+    assert not check_twilio_signature(TOKEN, [URL], (), "")
+    assert not check_twilio_signature(TOKEN, [URL], (), "not base64 at all ✓")
 
 
 @pytest.mark.parametrize("url, variants", [
@@ -119,22 +122,22 @@ PLIVO_VECTORS = [
 
 @pytest.mark.parametrize("method, url, params, signed, signature", PLIVO_VECTORS)
 def test_plivo_v3_matches_plivo_python(method, url, params, signed, signature):
-    assert auth.plivo_signed_url(method, url, params) == signed
-    assert auth.plivo_signature("plivo-token", signed, "12345") == signature
-    assert auth.check_plivo_signature("plivo-token", method, [url], params, "12345", signature)
+    assert plivo_signed_url(method, url, params) == signed
+    assert plivo_signature("plivo-token", signed, "12345") == signature
+    assert check_plivo_signature("plivo-token", method, [url], params, "12345", signature)
 
 
 def test_plivo_v3_accepts_any_of_several_signatures_and_refuses_the_rest():
     method, url, params, _, good = PLIVO_VECTORS[0]
-    other = auth.plivo_signature("rotated-out-token", url, "12345")
-    assert auth.check_plivo_signature("plivo-token", method, [url], params, "12345",
-                                      f"{other}, {good}")
-    assert not auth.check_plivo_signature("plivo-token", method, [url], params, "12345", other)
-    assert not auth.check_plivo_signature("plivo-token", method, [url], params, "54321", good)
-    assert not auth.check_plivo_signature("plivo-token", method, [url], params, None, good)
-    assert not auth.check_plivo_signature("plivo-token", method, [url], params, "12345", None)
+    other = plivo_signature("rotated-out-token", url, "12345")
+    assert check_plivo_signature("plivo-token", method, [url], params, "12345",
+                                 f"{other}, {good}")
+    assert not check_plivo_signature("plivo-token", method, [url], params, "12345", other)
+    assert not check_plivo_signature("plivo-token", method, [url], params, "54321", good)
+    assert not check_plivo_signature("plivo-token", method, [url], params, None, good)
+    assert not check_plivo_signature("plivo-token", method, [url], params, "12345", None)
     https = url.replace("wss://", "https://")
-    assert auth.check_plivo_signature("plivo-token", method, [https, url], params, "12345", good)
+    assert check_plivo_signature("plivo-token", method, [https, url], params, "12345", good)
 
 
 # -- Vonage JWT ---------------------------------------------------------------------------
@@ -150,8 +153,8 @@ def _b64(data: dict) -> str:
 def test_vonage_jwt_good():
     now = int(time.time())
     claims = {"iat": now, "jti": "j1", "application_id": "app", "api_key": "k"}
-    assert auth.vonage_jwt_problem(VONAGE_SECRET, _jwt(claims)) is None
-    assert auth.vonage_jwt_problem(VONAGE_SECRET, _jwt({**claims, "exp": now + 60})) is None
+    assert vonage_jwt_problem(VONAGE_SECRET, _jwt(claims)) is None
+    assert vonage_jwt_problem(VONAGE_SECRET, _jwt({**claims, "exp": now + 60})) is None
 
 
 @pytest.mark.parametrize("case", ["wrong secret", "expired", "missing iat", "too old", "future",
@@ -162,7 +165,7 @@ def test_vonage_jwt_refused(case):
         "wrong secret": lambda: _jwt({"iat": now}, secret="another-secret-0123456789abcdefgh"),
         "expired": lambda: _jwt({"iat": now - 120, "exp": now - 60}),
         "missing iat": lambda: _jwt({"jti": "x"}),
-        "too old": lambda: _jwt({"iat": now - auth.JWT_MAX_AGE_S - 120}),
+        "too old": lambda: _jwt({"iat": now - JWT_MAX_AGE_S - 120}),
         "future": lambda: _jwt({"iat": now + 600}),
         "HS512": lambda: _jwt({"iat": now}, secret=VONAGE_SECRET * 2, algorithm="HS512"),
         "alg none": lambda: "Bearer " + _b64({"alg": "none", "typ": "JWT"}) + "."
@@ -171,7 +174,7 @@ def test_vonage_jwt_refused(case):
         "missing": lambda: None,
         "basic": lambda: "Basic dXNlcjpwYXNz",
     }[case]()
-    problem = auth.vonage_jwt_problem(VONAGE_SECRET, header)
+    problem = vonage_jwt_problem(VONAGE_SECRET, header)
     assert problem
     if case in ("HS512", "alg none"):
         assert problem == "the JWT is not signed with HS256"
@@ -180,8 +183,8 @@ def test_vonage_jwt_refused(case):
 
 def test_vonage_jwt_leeway():
     now = int(time.time())
-    assert auth.vonage_jwt_problem(VONAGE_SECRET, _jwt({"iat": now, "exp": now - 5})) is None
-    assert auth.vonage_jwt_problem(VONAGE_SECRET, _jwt({"iat": now + 5})) is None
+    assert vonage_jwt_problem(VONAGE_SECRET, _jwt({"iat": now, "exp": now - 5})) is None
+    assert vonage_jwt_problem(VONAGE_SECRET, _jwt({"iat": now + 5})) is None
 
 
 # -- Basic, bearer, path segments --------------------------------------------------------
@@ -218,6 +221,6 @@ def test_media_path_quotes_each_segment():
 
 def test_signatures_are_hmacs_not_plain_hashes():
     # guard against a refactor that drops the key: the token must change the result
-    assert auth.twilio_signature("a", URL) != auth.twilio_signature("b", URL)
+    assert twilio_signature("a", URL) != twilio_signature("b", URL)
     mac = hmac.new(b"plivo-token", f"{URL}.n".encode(), hashlib.sha256).digest()
-    assert auth.plivo_signature("plivo-token", URL, "n") == base64.b64encode(mac).decode()
+    assert plivo_signature("plivo-token", URL, "n") == base64.b64encode(mac).decode()

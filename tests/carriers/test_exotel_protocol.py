@@ -16,7 +16,7 @@ from gateway.carriers.events import (
     Started,
     Stopped,
 )
-from gateway.carriers.exotel import ExotelProtocol
+from gateway.carriers.exotel.protocol import ExotelProtocol
 
 STREAM = "MZ18ad3ab5a668481ce02b83e7395059f0"
 CALL = "CA8f3b2f5c1d6e7a9b0c1d2e3f4a5b6c7d"
@@ -148,7 +148,7 @@ def test_sample_rate_is_read_from_start_and_sets_frames_per_message(rate, frames
 @pytest.mark.parametrize(("frame_bytes", "frames"), [(320, 10), (640, 5), (960, 4), (480, 8),
                                                      (3200, 1), (4000, 2)])
 def test_chunk_rule_needs_both_the_minimum_and_the_320_byte_multiple(frame_bytes, frames):
-    from gateway.carriers.exotel import _frames_per_message
+    from gateway.carriers.exotel.protocol import _frames_per_message
 
     assert _frames_per_message(frame_bytes) == frames  # 480 B: 7 frames = 3360 B, not N×320
 

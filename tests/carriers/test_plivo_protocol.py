@@ -15,7 +15,7 @@ from gateway.carriers.events import (
     PlayAudio,
     Started,
 )
-from gateway.carriers.plivo import PlivoProtocol
+from gateway.carriers.plivo.protocol import PlivoProtocol
 
 STREAM = "8765f1a2-0b7c-4d3e-9f10-1234567890ab"
 CALL = "1234abcd-5678-90ef-1234-567890abcdef"

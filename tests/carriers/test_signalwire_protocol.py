@@ -16,8 +16,8 @@ from gateway.carriers.events import (
     Started,
     Stopped,
 )
-from gateway.carriers.signalwire import SignalWireProtocol
-from gateway.carriers.twilio import TwilioProtocol
+from gateway.carriers.signalwire.protocol import SignalWireProtocol
+from gateway.carriers.twilio.protocol import TwilioProtocol
 
 # SignalWire's ids are UUIDs, not Twilio's MZ…/CA… SIDs
 STREAM = "b4c2e0a6-1f3d-4e5a-8b9c-0d1e2f3a4b5c"

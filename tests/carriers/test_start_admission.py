@@ -8,11 +8,11 @@ import struct
 
 import pytest
 
-from gateway.carriers import new_protocol
+from gateway.carriers.registry import new_protocol
 from gateway.carriers.base import MAX_CALL_ID, PLAYABLE_RATES, call_key
 from gateway.carriers.events import Audio, MediaFormat, Started, StartRefused
-from gateway.carriers.telnyx import TelnyxProtocol
-from gateway.carriers.twilio import TwilioProtocol
+from gateway.carriers.telnyx.protocol import TelnyxProtocol
+from gateway.carriers.twilio.protocol import TwilioProtocol
 
 CALL_SID = "CA" + "0" * 32
 STREAM_SID = "MZ" + "1" * 32

@@ -18,7 +18,7 @@ from gateway.carriers.events import (
     Started,
     Stopped,
 )
-from gateway.carriers.telnyx import TelnyxProtocol
+from gateway.carriers.telnyx.protocol import TelnyxProtocol
 
 STREAM = "32DE0DEA-53CB-4B21-89A4-9E1819C043BC"
 CALL = "v3:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ"

@@ -16,7 +16,7 @@ from gateway.carriers.events import (
     Started,
     Stopped,
 )
-from gateway.carriers.twilio import TwilioProtocol
+from gateway.carriers.twilio.protocol import TwilioProtocol
 
 STREAM = "MZ0123456789abcdef0123456789abcdef"
 CALL = "CA0123456789abcdef0123456789abcdef"
@@ -326,7 +326,7 @@ def test_empty_payload_and_large_payload():
 
 
 def test_outbound_round_trips_through_the_fake_twilio():
-    from gateway.sim.twilio import TwilioPlayoutModel
+    from gateway.carriers.twilio.sim import TwilioPlayoutModel
 
     proto = started_protocol()
     model = TwilioPlayoutModel(STREAM, now=0.0)

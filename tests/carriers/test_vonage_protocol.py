@@ -16,7 +16,7 @@ from gateway.carriers.events import (
     PlayAudio,
     Started,
 )
-from gateway.carriers.vonage import VonageProtocol
+from gateway.carriers.vonage.protocol import VonageProtocol
 
 CALL = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 

@@ -23,7 +23,7 @@ import pytest
 from scipy.signal import correlate, firwin, lfilter, resample_poly
 from telcodecs import StreamResampler, ulaw_decode, ulaw_encode
 
-from gateway.http.keys import AUDIOSOCKET, CALLS
+from gateway.http.keys import CALLS, TCP_LISTENERS
 from gateway.sim.carriers import make_call
 from tests.conftest import base_config, running_gateway
 from tests.e2e.test_twilio_call import metric_value
@@ -70,7 +70,7 @@ async def gw(listen_config):
 
 def dial(gw, carrier: str, fmt: str, wire: bytes):
     if carrier == "audiosocket":
-        port = gw.app[AUDIOSOCKET].sockets[0].getsockname()[1]
+        port = gw.app[TCP_LISTENERS]["audiosocket"].sockets[0].getsockname()[1]
         return make_call(carrier, f"tcp://127.0.0.1:{port}", media_format=fmt,
                          inbound_audio=wire)
     return make_call(carrier, gw.ws_url, route="quiet", media_format=fmt, inbound_audio=wire)

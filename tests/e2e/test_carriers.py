@@ -14,7 +14,7 @@ import statistics
 
 import pytest
 
-from gateway.http.keys import AUDIOSOCKET
+from gateway.http.keys import TCP_LISTENERS
 from gateway.sim.carriers import make_call
 from tests.conftest import base_config, running_gateway
 from tests.e2e.speech_check import assert_speech
@@ -69,7 +69,7 @@ async def gw(carriers_config):
 
 def dial(gw, carrier: str, fmt: str | None = None):
     if carrier == "audiosocket":
-        port = gw.app[AUDIOSOCKET].sockets[0].getsockname()[1]
+        port = gw.app[TCP_LISTENERS]["audiosocket"].sockets[0].getsockname()[1]
         return make_call(carrier, f"tcp://127.0.0.1:{port}", media_format=fmt)
     return make_call(carrier, gw.ws_url, route="quiet", media_format=fmt)
 

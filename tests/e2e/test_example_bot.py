@@ -22,7 +22,7 @@ from gateway.http.loopback import serve_on_loopback
 from gateway.sim.dial import dial_and_report
 from gateway.tts.providers.cartesia import fake as cartesia
 from gateway.tts.providers.fake_voice import heard_tones, text_tones
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from gateway.tts.fake import speechlike_pcm
 from tests.conftest import ROOT, base_config, start_gateway
 from tests.e2e.remote_setup import fake_provider_config

@@ -25,7 +25,7 @@ from gateway.tts.providers.cartesia import fake as cartesia
 from gateway.tts.providers.elevenlabs import fake as elevenlabs
 from gateway.tts.providers.smallest import fake as smallest
 from gateway.tts.providers.fake_voice import heard_tones, text_tones
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import RunningGateway, base_config, start_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
 

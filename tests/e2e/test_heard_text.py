@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from gateway.http.keys import AUDIOSOCKET
+from gateway.http.keys import TCP_LISTENERS
 from gateway.http.loopback import serve_on_loopback
 from gateway.sim.carriers import make_call
 from gateway.tts.providers.fake_voice import heard_tones, text_tones
@@ -68,7 +68,7 @@ async def tagged():
 
 def dial(gw, carrier: str):
     if carrier == "audiosocket":
-        port = gw.app[AUDIOSOCKET].sockets[0].getsockname()[1]
+        port = gw.app[TCP_LISTENERS]["audiosocket"].sockets[0].getsockname()[1]
         return make_call(carrier, f"tcp://127.0.0.1:{port}")
     return make_call(carrier, gw.ws_url, route="bot", media_format="mulaw/8000")
 

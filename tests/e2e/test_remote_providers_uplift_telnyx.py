@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.e2e.remote_setup import assert_exactly, remote  # noqa: F401
 from tests.e2e.test_twilio_call import metric_value, open_control
 

@@ -12,7 +12,7 @@ from telcodecs import ulaw_decode, wav
 
 from gateway.http.loopback import serve_on_loopback
 from gateway.http.keys import PROVIDERS
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import start_gateway
 from tests.e2e.speech_check import assert_speech, speech_stats
 

@@ -24,7 +24,7 @@ from gateway.config import parse_config
 from gateway.http.app import create_app
 from gateway.http.keys import METRICS
 from gateway.http.loopback import serve_on_loopback
-from gateway.http.verify import RedactingAccessLogger
+from gateway.http.accesslog import RedactingAccessLogger
 
 ENV = {
     "TWILIO_TOKEN": "twilio-token-5f1c9a",

@@ -44,7 +44,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.http.drain import SHUTDOWN_TIMEOUT_S
+from gateway.http.server import SHUTDOWN_TIMEOUT_S
 from tests.conftest import start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -34,8 +34,8 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, parse_config
-from gateway.http.keys import AUDIOSOCKET, DRAIN
-from gateway.sim.twilio import TwilioCallSim
+from gateway.http.keys import DRAIN, TCP_LISTENERS
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import start_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control, speech_marks
 
@@ -288,7 +288,7 @@ async def test_a_draining_app_refuses_media_streams_and_audiosocket_calls(gatewa
         async with gw.session.get(f"{gw.http_url}/v1/media/twilio/demo", headers=UPGRADE) as resp:
             assert resp.status == 503
             assert "draining" in json.loads(await resp.text())["error"]["message"]
-        port = gw.app[AUDIOSOCKET].sockets[0].getsockname()[1]
+        port = gw.app[TCP_LISTENERS]["audiosocket"].sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             async with asyncio.timeout(5):

@@ -39,7 +39,7 @@ from aiohttp import web
 from gateway.http.loopback import serve_on_loopback
 from gateway.tts.providers.together import fake as together
 from gateway.tts.providers.fakes import close_all
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import RunningGateway, start_gateway
 from tests.e2e.test_twilio_call import open_control
 

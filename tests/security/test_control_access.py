@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import start_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
 from tests.ops.test_drain import GatewayProcess, free_port

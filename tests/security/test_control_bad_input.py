@@ -19,7 +19,7 @@ from gateway.core.call import Call
 from gateway.metrics import CONTROL_ERROR_KINDS
 from gateway.http.keys import CALLS
 from gateway.sim.carriers.rawws import RawWebSocket
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import running_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
 

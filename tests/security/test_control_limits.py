@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from gateway.http.keys import CONFIG
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.conftest import start_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
 

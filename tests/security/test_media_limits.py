@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.logs import RateLimitedLog
-from gateway.http.keys import AUDIOSOCKET
+from gateway.http.keys import TCP_LISTENERS
 from gateway.sim.carriers import make_call
 from tests.conftest import start_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
@@ -61,7 +61,7 @@ def call_sid(n: int) -> str:
 
 
 def audiosocket_port(gw) -> int:
-    return gw.app[AUDIOSOCKET].sockets[0].getsockname()[1]
+    return gw.app[TCP_LISTENERS]["audiosocket"].sockets[0].getsockname()[1]
 
 
 async def refused_count(gw, reason: str) -> float:

@@ -23,10 +23,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.carriers.asterisk import AsteriskProtocol
-from gateway.carriers.audiosocket import KIND_ERROR, KIND_UUID, AudioSocketProtocol, encode_message
+from gateway.carriers.asterisk.protocol import AsteriskProtocol
+from gateway.carriers.audiosocket.protocol import (KIND_ERROR, KIND_UUID, AudioSocketProtocol,
+                                                   encode_message)
 from gateway.carriers.events import CarrierFault
-from gateway.carriers.telnyx import TelnyxProtocol
+from gateway.carriers.telnyx.protocol import TelnyxProtocol
 from gateway.http.keys import CONFIG, METRICS
 from gateway.metrics import (CARRIER_ERROR_KINDS, CARRIER_FAULT_CODES, OTHER,
                              PROVIDER_FRAME_KINDS, TTS_ERROR_KINDS, BoundedLabels, Metrics)

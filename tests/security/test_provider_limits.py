@@ -22,7 +22,7 @@ from gateway.carriers.events import MediaFormat
 from gateway.core.playout import FRAME_SECONDS, MediaClock, Playout
 from gateway.http.keys import CALLS
 from gateway.metrics import Metrics
-from gateway.sim.twilio import TwilioCallSim
+from gateway.carriers.twilio.sim import TwilioCallSim
 from tests.e2e.remote_setup import PROVIDERS, Setup, remote  # noqa: F401
 from tests.e2e.test_twilio_call import metric_value, open_control
 

@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.http.loopback import serve_on_loopback
 from gateway.carriers.events import CarrierCommand, CarrierEvent, CarrierProtocolError, Started
-from gateway.carriers.twilio import TwilioProtocol
+from gateway.carriers.twilio.protocol import TwilioProtocol
 
 
 @dataclass

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from telcodecs import alaw_encode, ulaw_decode, ulaw_encode
 
-from gateway.sim.carriers import (AsteriskModel, AudioSocketModel, ExotelModel, PlivoModel,
-                                  TelnyxModel, VonageModel)
-from gateway.sim.carriers.audiosocket import KIND_AUDIO, KIND_DTMF, KIND_HANGUP, tlv
-from gateway.sim.carriers.auth import (auth_headers, basic_auth, plivo_signature_v3,
-                                       vonage_jwt)
+from gateway.carriers.asterisk.sim import AsteriskModel
+from gateway.carriers.audiosocket.sim import (KIND_AUDIO, KIND_DTMF, KIND_HANGUP,
+                                              AudioSocketModel, tlv)
+from gateway.carriers.exotel.sim import ExotelModel
+from gateway.carriers.plivo.sim import PlivoModel, plivo_signature_v3
+from gateway.carriers.telnyx.sim import TelnyxModel
+from gateway.carriers.vonage.sim import VonageModel, vonage_jwt
+from gateway.sim.carriers.auth import auth_headers, basic_auth
 from gateway.sim.carriers.formats import WireFormat
 from gateway.sim.carriers.model import Echo, EndCall, Notice
 from gateway.sim.carriers.playout import Playout

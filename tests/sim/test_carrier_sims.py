@@ -26,10 +26,11 @@ from aiohttp import WSMsgType, WSServerHandshakeError, web
 
 from gateway.cli import main as cli_main
 from gateway.http.loopback import serve_on_loopback
-from gateway.sim.carriers import CARRIERS, CallClosedError, make_call, media_url
+from gateway.carriers.registry import CARRIERS
+from gateway.sim.carriers import CallClosedError, make_call, media_url
 from gateway.sim.carriers.formats import WireFormat
 from gateway.sim.dial import dial_and_report
-from gateway.sim.twilio import twilio_signature
+from gateway.carriers.twilio.sim import twilio_signature
 from telcodecs import read_wav
 
 ALL = list(CARRIERS)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from gateway.sim.twilio import FrameTiming, TwilioCallResult, TwilioPlayoutModel
+from gateway.carriers.twilio.sim import FrameTiming, TwilioCallResult, TwilioPlayoutModel
 
 SID = "MZ" + "ab" * 16
 

@@ -13,7 +13,7 @@ from aiohttp import WSServerHandshakeError, web
 
 from gateway.http.loopback import serve_on_loopback
 from gateway.carriers.events import Audio, Clear, Dtmf, Mark, MarkPlayed, PlayAudio, Started, Stopped
-from gateway.sim.twilio import CallClosedError, TwilioCallSim, twilio_signature
+from gateway.carriers.twilio.sim import CallClosedError, TwilioCallSim, twilio_signature
 from telcodecs.g711 import ulaw_encode
 
 FRAME = 160

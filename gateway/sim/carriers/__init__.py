@@ -6,7 +6,9 @@ hangs up; ``wait_for_media``, ``wait_for_mark``, ``wait_for_clear``, ``wait_idle
 ``send_dtmf``, ``hangup``, ``drop``; ``result`` is a
 :class:`~gateway.sim.carriers.result.CarrierCallResult`.
 
-Each carrier is one module: a sans-I/O model of what the carrier does with the gateway's
+What every simulated carrier shares lives here (the call driver, the playout model, the
+transports, the result); each carrier's own simulator is ``gateway/carriers/<carrier>/sim.py``
+(named by its ``SPEC``): a sans-I/O model of what the carrier does with the gateway's
 messages (``XxxModel``) and the asyncio call that speaks its wire protocol (``XxxCall``).
 """
 
@@ -14,35 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.sim.carriers.asterisk import AsteriskCall, AsteriskModel
-from gateway.sim.carriers.audiosocket import AudioSocketCall, AudioSocketModel
+from gateway.carriers.registry import CARRIERS
 from gateway.sim.carriers.auth import auth_headers
 from gateway.sim.carriers.call import CallClosedError, CarrierCall
-from gateway.sim.carriers.exotel import ExotelCall, ExotelModel
 from gateway.sim.carriers.formats import WireFormat
-from gateway.sim.carriers.plivo import PlivoCall, PlivoModel
 from gateway.sim.carriers.result import CarrierCallResult
-from gateway.sim.carriers.telnyx import TelnyxCall, TelnyxModel
-from gateway.sim.carriers.twilio import SignalWireCall, TwilioCall
-from gateway.sim.carriers.vonage import VonageCall, VonageModel
 
-__all__ = [
-    "CARRIERS", "AsteriskCall", "AsteriskModel", "AudioSocketCall", "AudioSocketModel",
-    "CallClosedError", "CarrierCall", "CarrierCallResult", "ExotelCall", "ExotelModel",
-    "PlivoCall", "PlivoModel", "SignalWireCall", "TelnyxCall", "TelnyxModel", "TwilioCall",
-    "VonageCall", "VonageModel", "WireFormat", "make_call", "media_url",
-]
-
-CARRIERS: dict[str, type] = {
-    "twilio": TwilioCall,
-    "signalwire": SignalWireCall,
-    "telnyx": TelnyxCall,
-    "plivo": PlivoCall,
-    "vonage": VonageCall,
-    "exotel": ExotelCall,
-    "asterisk": AsteriskCall,
-    "audiosocket": AudioSocketCall,
-}
+__all__ = ["CallClosedError", "CarrierCall", "CarrierCallResult", "WireFormat", "make_call",
+           "media_url"]
 
 
 def media_url(carrier: str, base_url: str, route: str | None = None,
@@ -76,14 +57,15 @@ def make_call(carrier: str, base_url: str, *, route: str | None = None, token: s
     ``connect_timeout``, ``underrun_tolerance``, and carrier-specific ones.
     """
     try:
-        cls = CARRIERS[carrier]
+        spec = CARRIERS[carrier]
     except KeyError:
         raise ValueError(f"unknown carrier {carrier!r}; choose one of "
                          f"{', '.join(CARRIERS)}") from None
-    if carrier == "audiosocket":
+    cls = spec.simulator_class()
+    if spec.transport == "tcp":
         if route or token:
-            raise ValueError("AudioSocket has no URL: the gateway maps its calls to the default "
-                             "route, so route and token cannot be chosen")
+            raise ValueError(f"{spec.display_name} has no URL: the gateway maps its calls to "
+                             "the default route, so route and token cannot be chosen")
         url = base_url
     else:
         url = media_url(carrier, base_url, route, token)

@@ -59,6 +59,14 @@ class CarrierCall:
     l16_byteorder: str = "little"
     has_marks: ClassVar[bool] = True
     has_clear: ClassVar[bool] = True
+    #: the credential sets the carrier can present on the upgrade (carriers.md §0.3)
+    accepted_auth: ClassVar[tuple[frozenset[str], ...]] = ()
+
+    @classmethod
+    def signed_headers(cls, url: str, auth: dict[str, str]) -> dict[str, str]:
+        """The upgrade headers of what this carrier signs or issues itself for ``auth``
+        (one of :attr:`accepted_auth`; see :func:`gateway.sim.carriers.auth.auth_headers`)."""
+        return {}
 
     def __init__(self, url: str, *, call_id: str | None = None, media_format: str | None = None,
                  headers: dict[str, str] | None = None,

@@ -1,5 +1,6 @@
 """The connection under a simulated call: one small interface, three implementations
-(aiohttp WebSocket here, a raw WebSocket in ``rawws.py``, AudioSocket TCP in ``audiosocket.py``)."""
+(aiohttp WebSocket here, a raw WebSocket in ``rawws.py``, and plain TCP in the simulator of
+the carrier that uses it, AudioSocket)."""
 
 from __future__ import annotations
 

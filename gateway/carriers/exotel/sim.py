@@ -76,6 +76,7 @@ class ExotelModel(CarrierModel):
 
 class ExotelCall(CarrierCall):
     carrier = "exotel"
+    accepted_auth = (frozenset({"username", "password"}),)
     formats = ("l16/8000", "l16/16000", "l16/24000")
     frame_seconds = 0.100
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from itertools import combinations
 
 from gateway.carriers.base import CarrierBase
 from gateway.carriers.events import (
@@ -75,6 +76,9 @@ _MAX_AUDIO_SECONDS = 0.2
 _MAX_CONTROL_PAYLOAD = 256
 # Asterisk's error codes are bit-packed (CyCoreSystems/audiosocket README)
 _ERROR_BITS = {0x01: "caller_hangup", 0x02: "frame_forwarding", 0x04: "memory"}
+#: ``CarrierFault.code``: the error bits' names, alone or together, or "unspecified"
+FAULT_CODES = frozenset({"unspecified", *("+".join(bits) for n in (1, 2, 3)
+                                          for bits in combinations(_ERROR_BITS.values(), n))})
 
 
 def encode_message(kind: int, payload: bytes = b"") -> bytes:

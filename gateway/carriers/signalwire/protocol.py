@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.carriers.events import CarrierProtocolError, MediaFormat, Started
 from gateway.carriers.jsonfields import format_encoding
-from gateway.carriers.twilio import TwilioProtocol
+from gateway.carriers.twilio.protocol import TwilioProtocol
 
 __all__ = ["SignalWireProtocol"]
 

@@ -68,6 +68,9 @@ _FORMATS = {
 _ORDER = "Asterisk sends MEDIA_START first, then media and events"
 
 
+#: what ``CarrierFault.code`` says of chan_websocket's ERROR texts (:func:`_error_code`)
+FAULT_CODES = frozenset({"passthrough_mode", "bad_json_command"})
+
 class AsteriskProtocol(CarrierBase):
     """One chan_websocket channel, seen from the gateway (the WebSocket server).
 

@@ -14,25 +14,28 @@ Like every simulated carrier, two layers on the shared base:
   :func:`~gateway.sim.carriers.make_call` (SignalWire's cXML ``<Connect><Stream>`` speaks
   Twilio's wire protocol, carriers.md §6.1).
 
-All times are ``time.monotonic()`` seconds. :mod:`gateway.sim.twilio` re-exports the
+All times are ``time.monotonic()`` seconds. :mod:`gateway.carriers.twilio.sim` re-exports the
 public names under their original import path.
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
+import hashlib
+import hmac
 import json
 import secrets
 from typing import Any, ClassVar
 
-from gateway.sim.carriers.auth import as_wss, twilio_signature
+from gateway.sim.carriers.auth import as_wss
 from gateway.sim.carriers.call import CallClosedError, CarrierCall
 from gateway.sim.carriers.formats import WireFormat
 from gateway.sim.carriers.model import CarrierModel, Echo, Output, preview, to_json
 from gateway.sim.carriers.result import CarrierCallResult, FrameTiming
 
 __all__ = [
-    "BYTES_PER_SECOND", "CallClosedError", "FrameTiming", "SignalWireCall", "TwilioCall",
+    "BYTES_PER_SECOND", "CallClosedError", "FrameTiming", "TwilioCall",
     "TwilioCallResult", "TwilioCallSim", "TwilioPlayoutModel", "twilio_signature",
 ]
 
@@ -45,6 +48,16 @@ _OUTBOUND_SHAPES = {  # event -> (inner object key, its only field)
     "mark": ("mark", "name"),
     "clear": (None, None),
 }
+
+
+def twilio_signature(auth_token: str, url: str) -> str:
+    """``X-Twilio-Signature`` for a WebSocket upgrade: base64(HMAC-SHA1(token, url)).
+
+    ``url`` is the full ``wss://`` URL as configured in the TwiML (an upgrade is a GET, so
+    no POST parameters are appended).
+    """
+    digest = hmac.new(auth_token.encode(), url.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
 
 
 def _names(outputs: list[Output]) -> list[str]:
@@ -339,11 +352,13 @@ class TwilioCallSim(CarrierCall):
 class TwilioCall(TwilioCallSim):
     """:class:`TwilioCallSim` with :func:`~gateway.sim.carriers.make_call`'s ``call_id``."""
 
+    accepted_auth = (frozenset({"auth_token"}),)
+
+    @classmethod
+    def signed_headers(cls, url: str, auth: dict[str, str]) -> dict[str, str]:
+        if "auth_token" not in auth:
+            return {}
+        return {"X-Twilio-Signature": twilio_signature(auth["auth_token"], as_wss(url))}
+
     def __init__(self, url: str, *, call_id: str | None = None, **options: Any) -> None:
         super().__init__(url, call_sid=call_id, **options)
-
-
-class SignalWireCall(TwilioCall):
-    """SignalWire's media stream: Twilio's messages, at ``/v1/media/signalwire``."""
-
-    carrier = "signalwire"

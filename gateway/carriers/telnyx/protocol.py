@@ -66,6 +66,11 @@ def _swap_l16(data: bytes) -> bytes:
     return samples.tobytes()
 
 
+#: the media-stream error codes Telnyx documents, and their titles (an error without a code
+#: is known by its title): the values ``CarrierFault.code`` counts under
+FAULT_CODES = frozenset({"100002", "100003", "100004", "100005", "unknown_error",
+                         "malformed_frame", "invalid_media", "rate_limit_reached"})
+
 class TelnyxProtocol(JsonStreamProtocol):
     """One Telnyx media stream, seen from the gateway (the WebSocket server).
 

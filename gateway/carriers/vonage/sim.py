@@ -13,7 +13,11 @@ Open question kept as a parameter: whether a clear drops pending notifies or sen
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import time
 import uuid
 
 from gateway.sim.carriers.call import CarrierCall
@@ -24,6 +28,27 @@ MAX_BUFFERED_FRAMES = 3072
 #: 1006 (abnormal closure) cannot be sent in a close frame; 1011 is the nearest sendable code
 WRONG_FRAME_CLOSE_CODE = 1011
 
+
+
+def vonage_jwt(signature_secret: str, *, application_id: str | None = None,
+               now: float | None = None, ttl: int = 300) -> str:
+    """The HS256 JWT Vonage sends as ``Authorization: Bearer`` for an NCCO websocket endpoint
+    with ``authorization: {"type": "vonage"}`` (claims iat, exp, jti, application_id)."""
+    issued = int(time.time() if now is None else now)
+    claims = {"iat": issued, "exp": issued + ttl, "jti": str(uuid.uuid4()),
+              "application_id": application_id or str(uuid.uuid4())}
+    header = {"alg": "HS256", "typ": "JWT"}
+    signing_input = f"{_b64url_json(header)}.{_b64url_json(claims)}"
+    signature = hmac.new(signature_secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_json(value: dict) -> str:
+    return _b64url(json.dumps(value, separators=(",", ":")).encode())
 
 class VonageModel(CarrierModel):
     """Vonage's handling of gateway messages. A binary frame that is not exactly 20 ms is
@@ -76,6 +101,15 @@ class VonageModel(CarrierModel):
 class VonageCall(CarrierCall):
     carrier = "vonage"
     formats = ("l16/16000", "l16/8000", "l16/24000")
+    accepted_auth = (frozenset({"signature_secret"}),
+                     frozenset({"signature_secret", "application_id"}), frozenset({"custom"}))
+
+    @classmethod
+    def signed_headers(cls, url: str, auth: dict[str, str]) -> dict[str, str]:
+        if "signature_secret" not in auth:
+            return {}
+        token = vonage_jwt(auth["signature_secret"], application_id=auth.get("application_id"))
+        return {"Authorization": f"Bearer {token}"}
 
     def __init__(self, url: str, *, notify_on_clear: str = "drop", **options) -> None:
         if notify_on_clear not in ("drop", "echo"):

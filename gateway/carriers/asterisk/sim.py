@@ -166,6 +166,7 @@ class AsteriskModel(CarrierModel):
 
 class AsteriskCall(CarrierCall):
     carrier = "asterisk"
+    accepted_auth = (frozenset({"username", "password"}),)
     formats = ("mulaw/8000", "alaw/8000", "l16/8000", "l16/16000", "l16/24000")
     dtmf_digits = "0123456789*#ABCD"
 

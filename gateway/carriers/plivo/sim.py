@@ -10,11 +10,18 @@ has played: ``clearAudio`` drops pending checkpoints without an echo, then Plivo
 
 from __future__ import annotations
 
+import base64
 import binascii
+import hashlib
+import hmac
 import json
+import secrets
 import time
 import uuid
 
+from yarl import URL
+
+from gateway.sim.carriers.auth import as_wss
 from gateway.sim.carriers.call import CarrierCall
 from gateway.sim.carriers.model import (CarrierModel, Echo, Notice, Output, b64decode,
                                         json_object, preview, to_json)
@@ -23,6 +30,22 @@ from gateway.sim.carriers.model import (CarrierModel, Echo, Notice, Output, b64d
 CONTENT_TYPES = {"audio/x-mulaw": (8000,), "audio/x-l16": (8000, 16000)}
 _CONTENT_TYPE = {"mulaw": "audio/x-mulaw", "l16": "audio/x-l16"}
 
+
+
+def plivo_signature_v3(auth_token: str, url: str, nonce: str) -> str:
+    """``X-Plivo-Signature-V3``: base64(HMAC-SHA256(auth_token, f"{url}.{nonce}")); ``url``
+    is the full URL with its query sorted (a GET has no body parameters)."""
+    target = URL(url)
+    if target.query:
+        target = target.with_query(sorted(target.query.items()))
+    digest = hmac.new(auth_token.encode(), f"{target}.{nonce}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def plivo_headers(auth_token: str, url: str, nonce: str | None = None) -> dict[str, str]:
+    nonce = nonce or str(secrets.randbelow(10**20))
+    return {"X-Plivo-Signature-V3": plivo_signature_v3(auth_token, as_wss(url), nonce),
+            "X-Plivo-Signature-V3-Nonce": nonce}
 
 class PlivoModel(CarrierModel):
     """Plivo's handling of gateway messages; deviations are recorded, the message dropped:
@@ -98,6 +121,11 @@ class PlivoModel(CarrierModel):
 class PlivoCall(CarrierCall):
     carrier = "plivo"
     formats = ("mulaw/8000", "l16/8000", "l16/16000")
+    accepted_auth = (frozenset({"auth_token"}), frozenset({"auth_token", "nonce"}))
+
+    @classmethod
+    def signed_headers(cls, url: str, auth: dict[str, str]) -> dict[str, str]:
+        return plivo_headers(auth["auth_token"], url, auth.get("nonce"))
 
     def __init__(self, url: str, **options) -> None:
         self.account_id = "MA" + uuid.uuid4().hex[:18].upper()
