@@ -84,15 +84,17 @@ def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
 BOT_SECRET_ENV = "TTS_BENCH_BOT_SECRET"
 BOT_PATH = "/bot"
 BOT_AUDIO = "l16/16000"
-BOT_PACKET_BYTES = 640  # 20 ms of l16/16000
+BOT_AUDIO_BYTES_PER_MS = 32  # l16/16000
 
 
-def with_bot(config: dict, bot_port: int) -> dict:
+def with_bot(config: dict, bot_port: int, packet_ms: int = 20) -> dict:
     """The bench's route as a bot call: the gateway dials the loopback bot for every call
-    (signed with the secret in BOT_SECRET_ENV) and listens to the caller for barge-in."""
+    (signed with the secret in BOT_SECRET_ENV), sends it the caller's audio in packets of
+    ``packet_ms``, and listens to the caller for barge-in."""
     route = config["routes"]["bench"]
     route["bot"] = {"url": f"ws://127.0.0.1:{bot_port}{BOT_PATH}", "audio": BOT_AUDIO,
-                    "secret_env": BOT_SECRET_ENV, "connect_timeout_ms": 5000}
+                    "audio_packet_ms": packet_ms, "secret_env": BOT_SECRET_ENV,
+                    "connect_timeout_ms": 5000}
     route["barge_in"] = {"mode": "speech"}
     return config
 
@@ -176,6 +178,7 @@ async def scrape(url: str) -> str:
 
 async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: bool = True,
                    audio: str = "pcm24k", provider: str = "inprocess", bot: bool = False,
+                   bot_packet_ms: int = 20,
                    ramp_per_second: float = 100.0, interrupt_fraction: float = 0.1,
                    workdir: Path) -> dict:
     """One measurement: N calls for ``duration`` seconds after they are all up."""
@@ -195,11 +198,11 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
     bot_args = []
     if bot:
         bot_port = free_port()
-        config = with_bot(config, bot_port)
+        config = with_bot(config, bot_port, bot_packet_ms)
         env[BOT_SECRET_ENV] = secrets.token_hex(16)
         bot_args = ["--caller-audio", "noise", "--bot-port", str(bot_port), "--bot-path",
                     BOT_PATH, "--bot-secret-env", BOT_SECRET_ENV,
-                    "--bot-packet-bytes", str(BOT_PACKET_BYTES)]
+                    "--bot-packet-bytes", str(BOT_AUDIO_BYTES_PER_MS * bot_packet_ms)]
     config_path.write_text(yaml.safe_dump(config))
     gateway = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)],
@@ -547,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the audio-quality benchmark (PESQ, resampler comparison)")
     parser.add_argument("--bot", action="store_true",
                         help="every call a bot call: caller audio to a loopback bot, VAD on")
+    parser.add_argument("--bot-packet-ms", type=int, default=20, choices=range(20, 201, 20),
+                        metavar="{20,40,...,200}",
+                        help="with --bot: the caller's audio to the bot in packets this long")
     parser.add_argument("--time-budget", type=float, default=200.0,
                         help="stop starting new sweep runs after this many seconds")
     args = parser.parse_args(argv)
@@ -560,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tts-bench-") as tmp:
         workdir = Path(tmp)
         kw = {"lead_ms": args.lead_ms, "pinned": not args.no_pin, "ramp_per_second": args.ramp,
-              "bot": args.bot}
+              "bot": args.bot, "bot_packet_ms": args.bot_packet_ms}
         run = asyncio.run(run_once(args.calls, args.duration, workdir=workdir, audio=args.audio,
                                    provider=modes[0], **kw))
         print_report(run)

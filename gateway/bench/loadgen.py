@@ -614,13 +614,13 @@ class TwilioLoadCall(WsClientProtocol):
         """The bot got its next packet of this call's audio at ``now``: the time since the
         caller frame it came from went out (None when that frame is out of memory).
 
-        The gateway turns each 20 ms caller frame into one 20 ms packet from the moment the
-        bot's socket listens, so packet k came from frame ``offset + k``. The first packet
+        The gateway turns each ``n`` 20 ms caller frames into one packet from the moment
+        the bot's socket listens, so packet k ends with frame ``offset + n k``. The first packet
         is taken to come from the newest frame sent; if a later packet would then precede
         its frame, it came from an earlier one, and the offset moves back. (A packet the
         gateway dropped for a slow reader shifts the match: those are counted there.)"""
         self.bot_packets += 1
-        k = self.bot_packets
+        k = self.bot_packets * self.run.frames_per_bot_packet
         chunk = self._chunk
         if self._bot_offset is None or self._bot_offset + k > chunk:
             self._bot_offset = chunk - k
@@ -1051,6 +1051,7 @@ class _LoadRun:
         self.caller_frames = caller_frames(caller_audio)
         self.calls_by_sid: dict[str, TwilioLoadCall] = {}
         self.bot = None
+        self.frames_per_bot_packet = max(1, bot_packet_bytes // 640)  # l16/16000: 640 B/20 ms
         if bot_port is not None:
             from gateway.bench.botserver import LoopbackBot
 

@@ -2,8 +2,10 @@
 queued for the bot's socket.
 
 A :class:`CallerAudioFeed` is a ``CallerAudio`` subscriber (gateway/core/caller.py): it
-runs on the media path, once per carrier frame, so it only converts and appends. The
-packets wait in a bounded queue for the socket's sender; when the bot reads too slowly
+runs on the media path, once per carrier frame, so it only converts and hands on. A packet
+goes straight to the socket (``direct``) while the socket keeps up and nothing waits
+before it; otherwise packets wait in a bounded queue for the socket's sender; when the bot
+reads too slowly
 the queue keeps the newest second and drops the oldest packets, counted in
 ``tts_gateway_bot_audio_dropped_seconds_total{reason="slow_reader"}``: a bot that falls
 behind hears the caller as they are now, with a gap, rather than ever further behind.
@@ -51,6 +53,12 @@ class CallerAudioFeed:
         self._transcoder = Transcoder(source.encoding, source.sample_rate, fmt.encoding,
                                       fmt.sample_rate)
         self._framer = Framer(self.packet_bytes, silence_byte(fmt.encoding))
+        # A packet longer than a frame is converted in one piece when its input is all in:
+        # one conversion per packet instead of one per frame, and no later (the resampler's
+        # output never depends on how its input is cut).
+        self._input_bytes = source.bytes_per_20ms * packet_ms // 20
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self.capacity = max(MIN_QUEUE_PACKETS, round(QUEUE_SECONDS * 1000 / packet_ms))
         self._packets: deque[bytes] = deque()
         # when the newest carrier frame in each queued packet arrived (``arrived_at()``,
@@ -59,6 +67,9 @@ class CallerAudioFeed:
         self._arrived_at = arrived_at
         self.packet_arrived_at = 0.0  # of the packet next_packet() returned last
         self._on_drop = on_drop
+        #: ``direct(packet, arrived)`` sends a packet now and says True, or says False
+        #: (the socket is behind): then it is queued for the sender
+        self.direct: Callable[[bytes, float], bool] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.packets = 0  # made
         self.dropped = 0  # of those, lost to a slow reader
@@ -69,13 +80,25 @@ class CallerAudioFeed:
         return self._transcoder.delay_seconds
 
     def __call__(self, payload: bytes) -> None:
-        """One carrier frame (the media path): convert, cut, queue; never waits."""
+        """One carrier frame (the media path): convert, cut, send or queue; never waits."""
+        if self._pending_bytes + len(payload) < self._input_bytes:
+            self._pending.append(payload)
+            self._pending_bytes += len(payload)
+            return
+        if self._pending:
+            self._pending.append(payload)
+            payload = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
         packets = self._framer.push(self._transcoder.feed(payload))
         if not packets:
             return
-        queue, arrivals = self._packets, self._arrivals
+        queue, arrivals, direct = self._packets, self._arrivals, self.direct
         arrived = self._arrived_at()
         for packet in packets:
+            if direct is not None and not queue and direct(packet, arrived):
+                self.packets += 1
+                continue
             if len(queue) >= self.capacity:
                 queue.popleft()
                 if arrivals:
@@ -84,9 +107,9 @@ class CallerAudioFeed:
                 self._on_drop(self.packet_ms / 1000)
             queue.append(packet)
             arrivals.append(arrived)
-        self.packets += len(packets)
+            self.packets += 1
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if queue and waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def next_packet(self) -> bytes:

@@ -25,6 +25,7 @@ from gateway.bot.protocol import (BargeIn, Hangup, Interrupt, Listen, MessageLim
                                   ProtocolError, Speak)
 from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused
+from gateway.http.wsframe import DirectFrames
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,23 @@ class _BotSocket:
             # handed to the socket: the gateway's delay since its newest carrier frame came
             delay.observe(monotonic() - feed.packet_arrived_at)
 
+    def _direct_sender(self):
+        """Packets written on the media path while the socket keeps up (see DirectFrames),
+        with the delay the gateway added observed as for the sender's."""
+        frames = DirectFrames.of(self.ws, max_backlog=SEND_BUFFER_BYTES)
+        if frames is None:
+            return None
+        delay = self.metrics.caller_audio_delay.labels(self.call.carrier)
+        monotonic, ws = time.monotonic, self.ws
+
+        def send(packet: bytes, arrived: float) -> bool:
+            if ws.closed or not frames.send(packet):
+                return False
+            delay.observe(monotonic() - arrived)
+            return True
+
+        return send
+
     def _set_listen(self, listen: Listen | None) -> None:
         """Start, change or stop this socket's audio (raises ProtocolError, leaving the audio
         as it was, for a carrier format telcodecs cannot convert)."""
@@ -160,6 +178,7 @@ class _BotSocket:
             self._sender.cancel()
             self._stop_feed = self._sender = None
         if feed is not None:
+            feed.direct = self._direct_sender()
             self._stop_feed = self.call.caller_audio.subscribe(feed)
             self._sender = asyncio.get_running_loop().create_task(self._send_audio(feed))
 

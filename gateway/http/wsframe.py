@@ -10,7 +10,9 @@ created with compression off (a compressed stream could not be written around).
 
 from __future__ import annotations
 
+import random
 import struct
+from typing import Any
 
 from aiohttp import web
 
@@ -19,6 +21,8 @@ from gateway.carriers.events import Binary
 _TEXT_FIN = 0x81
 _BINARY_FIN = 0x82
 _LEN16 = struct.Struct("!BBH")
+_MASKED_LEN16 = struct.Struct("!BBHI")
+_mask_key = random.Random().getrandbits  # as aiohttp's own client writer draws its keys
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -33,6 +37,54 @@ def ws_frame(payload: bytes) -> bytes:
     if n < 65536:
         return _LEN16.pack(opcode, 126, n) + payload
     raise ValueError(f"carrier message of {n} bytes is too large for one frame here")
+
+
+def masked_binary_frame(payload: bytes) -> bytes:
+    """One final binary frame from a client (RFC 6455 §5.3: the payload XOR a fresh
+    32-bit key), payloads up to 64 KiB."""
+    n = len(payload)
+    if n >= 65536:
+        raise ValueError(f"message of {n} bytes is too large for one frame here")
+    key = _mask_key(32)
+    key_bytes = key.to_bytes(4, "big")
+    stream = int.from_bytes((key_bytes * ((n + 3) >> 2))[:n], "little")
+    body = (int.from_bytes(payload, "little") ^ stream).to_bytes(n, "little")
+    if n < 126:
+        return bytes((_BINARY_FIN, 0x80 | n)) + key_bytes + body
+    return _MASKED_LEN16.pack(_BINARY_FIN, 0x80 | 126, n, key) + body
+
+
+class DirectFrames:
+    """Binary frames written straight to an aiohttp WebSocket's transport (a server's
+    ``WebSocketResponse`` unmasked, a client's ``ClientWebSocketResponse`` masked), while
+    the socket keeps up: a sender that would wait on aiohttp's coroutine and a task switch
+    per packet costs more than the packet. Safe beside aiohttp's writer for the reasons
+    above (whole frames, no compression). ``send`` says False when the socket has
+    ``max_backlog`` bytes waiting or is gone: the caller queues instead."""
+
+    def __init__(self, transport: Any, *, masked: bool, max_backlog: int):
+        self._transport = transport
+        self._frame = masked_binary_frame if masked else (lambda p: ws_frame(Binary(p)))
+        self._max_backlog = max_backlog
+
+    @classmethod
+    def of(cls, ws: Any, *, max_backlog: int) -> DirectFrames | None:
+        """For ``ws``, or None where its transport cannot be reached or is compressed."""
+        if isinstance(ws, web.WebSocketResponse):
+            writer, masked = getattr(ws, "_writer", None), False
+        else:
+            writer, masked = getattr(ws, "_writer", None), True
+        transport = getattr(writer, "transport", None)
+        if transport is None or getattr(writer, "compress", 0):
+            return None
+        return cls(transport, masked=masked, max_backlog=max_backlog)
+
+    def send(self, payload: bytes) -> bool:
+        transport = self._transport
+        if transport.is_closing() or transport.get_write_buffer_size() > self._max_backlog:
+            return False
+        transport.write(self._frame(payload))
+        return True
 
 
 class WebSocketSink:

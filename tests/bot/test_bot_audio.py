@@ -151,3 +151,53 @@ async def test_a_subscriber_after_the_call_ended_is_told_at_once():
     hub = EventHub("call-1")
     await hub.close()
     assert await asyncio.wait_for(hub.subscribe().get(), 1) is None
+
+
+def test_packets_go_straight_to_a_socket_that_keeps_up_and_queue_in_order_behind_one_that_does_not():
+    """``direct`` takes a packet while the socket keeps up; once it refuses one, that
+    packet and every later one queue (in order) until the sender has drained the queue."""
+    sent, open_ = [], [True]
+    feed = CallerAudioFeed(MULAW, "mulaw/8000", 20, on_drop=lambda s: None,
+                           arrived_at=lambda: 7.0)
+    feed.direct = lambda packet, arrived: open_[0] and not sent.append((packet, arrived))
+    frames = [bytes([i]) * 160 for i in range(6)]
+    feed(frames[0])
+    feed(frames[1])
+    open_[0] = False
+    feed(frames[2])
+    open_[0] = True  # the socket keeps up again, but a packet waits: this one queues too
+    feed(frames[3])
+    assert sent == [(frames[0], 7.0), (frames[1], 7.0)]
+    assert drain(feed) == frames[2:4] and feed.packets == 4
+    feed(frames[4])
+    assert sent[-1] == (frames[4], 7.0) and not feed._packets
+
+
+def test_a_masked_frame_unmasks_to_the_packet():
+    from gateway.http.wsframe import masked_binary_frame
+
+    for n in (0, 5, 125, 126, 640, 3200):
+        payload = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+        frame = masked_binary_frame(payload)
+        assert frame[0] == 0x82 and frame[1] & 0x80  # final binary frame, masked
+        size, at = frame[1] & 0x7F, 2
+        if size == 126:
+            size, at = int.from_bytes(frame[2:4], "big"), 4
+        key, body = frame[at:at + 4], frame[at + 4:]
+        assert size == n == len(body)
+        assert bytes(b ^ key[i % 4] for i, b in enumerate(body)) == payload
+
+
+def test_long_packets_are_converted_whole_and_carry_the_same_audio_as_short_ones():
+    """A 100 ms packet is converted in one piece once its five frames are in: the same
+    bytes as five 20 ms conversions (the resampler does not depend on how input is cut)."""
+    wire = ulaw_encode(tone_pcm(1.0, 8000))  # the queue's second
+    short = CallerAudioFeed(MULAW, "l16/16000", 20, on_drop=lambda s: None)
+    long = CallerAudioFeed(MULAW, "l16/16000", 100, on_drop=lambda s: None)
+    feed_frames(short, wire, 160)
+    feed_frames(long, wire[:160 * 4], 160)
+    assert not long._packets  # four frames: nothing converted yet
+    feed_frames(long, wire[160 * 4:], 160)
+    packets = drain(long)
+    assert len(packets) == 10 and all(len(p) == 3200 for p in packets)
+    assert b"".join(packets) == b"".join(drain(short))
