@@ -3,7 +3,7 @@ replies and events out as JSON-ready dicts.
 
 Spoken over the control socket (``WS /v1/calls/{id}/control``) and over the socket the
 gateway opens to a route's bot (gateway/bot/dialer.py); the I/O is gateway/bot/channel.py.
-The contract: /work/notes/bot-protocol.md and the README's "Bot protocol" section.
+The contract: the README's section "Bots: hear the caller, be interrupted, be dialed".
 
 Every value from the bot is type-checked and bounded here; a message that fails becomes a
 :class:`ProtocolError` whose ``kind`` is one of :data:`ERROR_KINDS` and whose message names

@@ -1,7 +1,7 @@
 """Carrier authentication in front of the media WebSocket and the answer webhooks.
 
 ``check_media_request`` runs before the WebSocket upgrade, so a refused carrier sees an
-HTTP 403 and never a socket (carriers.md §10). Each carrier's check is its own
+HTTP 403 and never a socket (docs/protocols/carriers.md §10). Each carrier's check is its own
 (``gateway/carriers/<carrier>/auth.py``, named by its ``SPEC``) over the pure functions in
 ``gateway/carriers/auth.py``; this module hands it the request, checks the route's token,
 counts and logs refusals. Messages name what failed, never a secret or the value that was sent.

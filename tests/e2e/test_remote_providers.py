@@ -211,8 +211,8 @@ async def test_streamed_tokens_are_sent_sentence_by_sentence_in_one_turn(remote,
                                                                   "item_per_sentence"])
 async def test_together_is_heard_whole_whichever_way_a_commit_is_cut_into_items(
         remote, item_per_sentence):
-    """tts-providers.md §3.5 leaves open whether a commit makes one audio item or one per
-    sentence; the gateway commits a sentence at a time, so each commit makes one item
+    """docs/protocols/tts-providers.md §3.5 leaves open whether a commit makes one audio item or one
+    per sentence; the gateway commits a sentence at a time, so each commit makes one item
     either way and the end of the turn is the last commit's item, not the first item."""
     setup = await remote("together", fake_profile={"item_per_sentence": item_per_sentence})
     sentences = ["Your order has shipped.", "It will arrive on Tuesday.",

@@ -86,7 +86,8 @@ async def test_a_pcm_carrier_gets_pcm_from_the_provider(kind):
 async def test_elevenlabs_rapid_barge_ins_move_the_call_to_a_fresh_socket_not_past_5_contexts():
     """Cut turns keep their context until ``isFinal`` (close_context goes on flushing); six
     barge-ins in a row would open a 6th context, which ElevenLabs answers by closing the
-    socket with 1008 (§6 [O], livekit-js #1985). The call moves to a fresh socket instead."""
+    socket with 1008 (docs/protocols/tts-providers.md §6 [O], livekit-js #1985). The call moves to a
+    fresh socket instead."""
     make_app, path, voice = fake_of("elevenlabs")
     fake = make_app(close_delay_ms=3000)  # isFinal late: the cut contexts stay open
     runner, port = await serve_on_loopback(fake)

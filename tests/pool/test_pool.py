@@ -247,7 +247,7 @@ async def test_calls_share_a_socket_within_the_context_limit(fake):
 
 async def test_a_session_refused_at_handshake_is_a_pool_failure_not_a_ready_pool():
     """Together answers a voice of another model with ``tts.failed`` instead of
-    ``session.created`` (tts-providers.md §3.3): the socket never counts as open."""
+    ``session.created`` (docs/protocols/tts-providers.md §3.3): the socket never counts as open."""
     from gateway.tts.providers.together import fake as fake_together
 
     app = fake_together.make_app()

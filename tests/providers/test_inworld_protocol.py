@@ -205,7 +205,8 @@ def test_cancel_marks_context_and_late_audio_is_flagged():
 
 
 def test_early_close_ack_defers_done_until_audio():
-    # §1.4 race (#5110): contextClosed before any audio of the final flush.
+    # docs/protocols/tts-providers.md §1.4 race (#5110): contextClosed before any audio of the final
+    # flush.
     p = proto()
     cid, _ = p.create_message()
     p.send_text_message(cid, "Hi. ")

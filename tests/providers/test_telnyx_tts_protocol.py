@@ -1,5 +1,5 @@
-"""Telnyx TTS streaming WebSocket (tts-providers.md §5): the sans-I/O protocol, every frame
-both ways, errors and quirks; the faithful fake over loopback; and the pool's single-use
+"""Telnyx TTS streaming WebSocket (docs/protocols/tts-providers.md §5): the sans-I/O protocol, every
+frame both ways, errors and quirks; the faithful fake over loopback; and the pool's single-use
 sockets (one utterance per socket, the next one warm and handshaken)."""
 
 import asyncio

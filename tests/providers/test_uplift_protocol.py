@@ -1,5 +1,5 @@
-"""Uplift AI multi-stream TTS (tts-providers.md §4): the sans-I/O protocol, every message
-both ways, errors and quirks; then the Socket.IO socket against the faithful fake."""
+"""Uplift AI multi-stream TTS (docs/protocols/tts-providers.md §4): the sans-I/O protocol, every
+message both ways, errors and quirks; then the Socket.IO socket against the faithful fake."""
 
 import asyncio
 import base64

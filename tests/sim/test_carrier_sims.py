@@ -164,7 +164,7 @@ def parse_start(side: Side) -> dict[str, Any] | None:
     return None
 
 
-# ---- what the gateway writes, per carrier (carriers.md §1.5, §2.4, §3.4, §4.3, §5.3, §6) --
+# ---- what the gateway writes, per carrier (docs/protocols/carriers.md §1.5 to §6) --
 
 
 class Wire:

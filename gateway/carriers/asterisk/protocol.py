@@ -13,7 +13,7 @@ Control messages come in one of two forms, chosen in Asterisk's configuration
 parses them in its configured format only; so the form MEDIA_START came in is the form of
 every command (``channels/chan_websocket.c``, ``handle_command``).
 
-Rules that shape this module (carriers.md §6.3, §9 #9, asterisk/asterisk
+Rules that shape this module (docs/protocols/carriers.md §6.3, §9 #9, asterisk/asterisk
 ``channels/chan_websocket.c`` and ``res/res_http_websocket.c``):
 
 - Media is raw codec bytes, re-framed by Asterisk into ``optimal_frame_size`` pieces;

@@ -1,4 +1,5 @@
-"""Fake Asterisk chan_websocket (carriers.md §6.3; asterisk ``channels/chan_websocket.c``).
+"""Fake Asterisk chan_websocket (docs/protocols/carriers.md §6.3; asterisk
+``channels/chan_websocket.c``).
 
 Asterisk dials the gateway (it is the WebSocket client). Asterisk → gateway: a TEXT
 ``MEDIA_START`` first, then binary media (ulaw/alaw/slinNN) every ``ptime`` = 20 ms, TEXT

@@ -2,7 +2,7 @@
 
 Asterisk's ``AudioSocket()`` application or ``Dial(AudioSocket/...)`` connects to the
 gateway over TCP. Every message both ways is ``kind (1 byte) | length (2 bytes, big
-endian) | payload`` (carriers.md §6.4; asterisk ``res/res_audiosocket.c``)::
+endian) | payload`` (docs/protocols/carriers.md §6.4; asterisk ``res/res_audiosocket.c``)::
 
     Asterisk -> gateway   UUID (first), then audio, DTMF, error; hangup or TCP close
     gateway -> Asterisk   audio, hangup

@@ -1,4 +1,4 @@
-"""Fake Asterisk AudioSocket (carriers.md §6.4; asterisk ``res/res_audiosocket.c``).
+"""Fake Asterisk AudioSocket (docs/protocols/carriers.md §6.4; asterisk ``res/res_audiosocket.c``).
 
 Plain TCP; every message is ``kind (1 byte) | length (2 bytes, big-endian) | payload``.
 Asterisk → gateway: kind 0x01 with the call's 16-byte UUID first, then kind 0x10 audio

@@ -1,4 +1,5 @@
-"""Exotel's answer document: the Voicebot applet's ``{"url": ...}`` (carriers.md §5.1)."""
+"""Exotel's answer document: the Voicebot applet's ``{"url": ...}`` (docs/protocols/carriers.md
+§5.1)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def exotel_url(media_url: str, *, sample_rate: int, username: str | None = None,
                password: str | None = None) -> str:
     """The Voicebot applet's stream URL: the rate rides as ``?sample-rate=`` and Basic
     credentials as userinfo, which Exotel sends as ``Authorization: Basic``
-    (developer.exotel.com agentstream docs, carriers.md §5.1)."""
+    (developer.exotel.com agentstream docs, docs/protocols/carriers.md §5.1)."""
     parts = urlsplit(media_url)
     netloc = parts.netloc
     if username and password:

@@ -1,4 +1,4 @@
-"""Fake Exotel (carriers.md §5): the AgentStream / Voicebot applet, bidirectional.
+"""Fake Exotel (docs/protocols/carriers.md §5): the AgentStream / Voicebot applet, bidirectional.
 
 Exotel → gateway: ``connected``, ``start`` (``sample_rate`` a string), ``media`` every
 100 ms, ``dtmf``, ``mark`` echoes, ``stop`` with ``reason: callended``. Gateway → Exotel:

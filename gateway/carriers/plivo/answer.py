@@ -1,4 +1,4 @@
-"""Plivo's answer document: Plivo XML (carriers.md §3.1-3.2)."""
+"""Plivo's answer document: Plivo XML (docs/protocols/carriers.md §3.1-3.2)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gateway.carriers.answer import XML, AnswerRequest, xml_document
 
 def plivo_xml(media_url: str, *, content_type: str, sample_rate: int) -> bytes:
     """Plivo XML. Plivo's pages disagree on the defaults of ``contentType`` and
-    ``keepCallAlive``, so both are always explicit (carriers.md §3.2)."""
+    ``keepCallAlive``, so both are always explicit (docs/protocols/carriers.md §3.2)."""
     root = ET.Element("Response")
     stream = ET.SubElement(root, "Stream", {
         "bidirectional": "true", "keepCallAlive": "true", "audioTrack": "inbound",

@@ -69,7 +69,8 @@ def check_media(request: CarrierRequest, options: Mapping[str, Any],
                 secrets: Mapping[str, str]) -> Refusal | None:
     if "auth_token" not in secrets:
         return None
-    # Which scheme Plivo signs for a WebSocket is undocumented (carriers.md §3.5/§13.3)
+    # Which scheme Plivo signs for a WebSocket is undocumented (docs/protocols/carriers.md
+    # §3.5/§13.3)
     url = request.public_url("wss")
     return signature_refusal(request, secrets["auth_token"], "GET",
                              [url, with_scheme(url, "https")], ())

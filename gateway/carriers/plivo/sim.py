@@ -1,4 +1,4 @@
-"""Fake Plivo (carriers.md §3): bidirectional Audio Streams.
+"""Fake Plivo (docs/protocols/carriers.md §3): bidirectional Audio Streams.
 
 Plivo → gateway: ``start`` first (no ``connected``; numbers as JSON numbers), ``media``
 every 20 ms, ``dtmf``, ``playedStream``, ``clearedAudio``; the socket just closes at the

@@ -1,5 +1,5 @@
-"""SignalWire's answer document: cXML (carriers.md §6.1), TwiML with the stream's codec and
-its ``authBearerToken``."""
+"""SignalWire's answer document: cXML (docs/protocols/carriers.md §6.1), TwiML with the stream's
+codec and its ``authBearerToken``."""
 
 from __future__ import annotations
 

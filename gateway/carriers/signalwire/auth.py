@@ -17,7 +17,7 @@ HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
 def check_media(request: CarrierRequest, options: Mapping[str, Any],
                 secrets: Mapping[str, str]) -> Refusal | None:
     # SignalWire documents authBearerToken for streams (developer.signalwire.com cXML
-    # <Stream>); whether it also signs the upgrade is unverified (carriers.md §13.6),
+    # <Stream>); whether it also signs the upgrade is unverified (docs/protocols/carriers.md §13.6),
     # so the signature is the stream check only when no bearer token is configured.
     if "bearer_token" in secrets:
         if not check_bearer(secrets["bearer_token"], request.headers.get("Authorization")):

@@ -1,6 +1,6 @@
 """Fake SignalWire: Twilio's simulated call (SignalWire's cXML ``<Connect><Stream>`` speaks
-Twilio's wire protocol, carriers.md §6.1), at ``/v1/media/signalwire``, with SignalWire's
-credentials."""
+Twilio's wire protocol, docs/protocols/carriers.md §6.1), at ``/v1/media/signalwire``, with
+SignalWire's credentials."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Telnyx's answer document: TeXML (carriers.md §2.2)."""
+"""Telnyx's answer document: TeXML (docs/protocols/carriers.md §2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fake Telnyx (carriers.md §2): bidirectional RTP-mode media streaming.
+"""Fake Telnyx (docs/protocols/carriers.md §2): bidirectional RTP-mode media streaming.
 
 Telnyx → gateway: ``connected``, ``start`` (``stream_id`` top level), ``media`` every
 20 ms, ``dtmf``, ``mark`` echoes, ``error``, ``stop``. Gateway → Telnyx: ``media`` (20 ms

@@ -1,4 +1,5 @@
-"""Twilio's answer document: TwiML (carriers.md §1.2); SignalWire's cXML is the same."""
+"""Twilio's answer document: TwiML (docs/protocols/carriers.md §1.2); SignalWire's cXML is the
+same."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Like every simulated carrier, two layers on the shared base:
   every 20 ms, feeds the gateway's messages into the model and sends the mark echoes on
   time. :class:`TwilioCall` and :class:`SignalWireCall` are the same call behind
   :func:`~gateway.sim.carriers.make_call` (SignalWire's cXML ``<Connect><Stream>`` speaks
-  Twilio's wire protocol, carriers.md §6.1).
+  Twilio's wire protocol, docs/protocols/carriers.md §6.1).
 
 All times are ``time.monotonic()`` seconds. :mod:`gateway.carriers.twilio.sim` re-exports the
 public names under their original import path.

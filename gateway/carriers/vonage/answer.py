@@ -1,4 +1,4 @@
-"""Vonage's answer document: an NCCO (carriers.md §4.1)."""
+"""Vonage's answer document: an NCCO (docs/protocols/carriers.md §4.1)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Vonage opens a WebSocket to the gateway for each call leg and mixes frame types:
 
 Audio both ways is 16-bit signed little-endian mono PCM at the rate of the NCCO's
 ``content-type`` (8, 16 or 24 kHz), in frames of exactly 20 ms. There is no ``stop``
-event: the leg ends when the socket closes. See carriers.md §4.
+event: the leg ends when the socket closes. See docs/protocols/carriers.md §4.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class VonageProtocol(JsonStreamProtocol):
     carrier = "vonage"
     display_name = "Vonage"
     #: Whether Vonage echoes (or drops) pending notifies on ``clear`` is undocumented
-    #: (carriers.md §13.4); False makes the gateway forget the marks it cut, so an echo
-    #: that does arrive for one is for a mark it no longer waits on, and a missing echo
+    #: (docs/protocols/carriers.md §13.4); False makes the gateway forget the marks it cut, so an
+    #: echo that does arrive for one is for a mark it no longer waits on, and a missing echo
     #: never stalls it.
     marks_cleared_on_clear = False
     frames_per_message = 1
@@ -126,7 +126,8 @@ class VonageProtocol(JsonStreamProtocol):
 
     def _on_dtmf(self, message: dict[str, Any]) -> CarrierEvent | None:
         self._require_started("websocket:dtmf")
-        # Integrations disagree on the shape (carriers.md §4.2): digit, dtmf, dtmf.digit.
+        # Integrations disagree on the shape (docs/protocols/carriers.md §4.2): digit, dtmf,
+        # dtmf.digit.
         digit = message.get("digit")
         if digit is None:
             digit = message.get("dtmf")

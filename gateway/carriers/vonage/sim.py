@@ -1,4 +1,4 @@
-"""Fake Vonage (carriers.md §4): the Voice API WebSocket endpoint.
+"""Fake Vonage (docs/protocols/carriers.md §4): the Voice API WebSocket endpoint.
 
 Vonage → gateway: a text ``websocket:connected`` (``content-type`` and the NCCO headers,
 flattened), then binary 16-bit little-endian PCM, one 20 ms frame per message, every

@@ -1,5 +1,5 @@
-"""Credentials carriers present on the WebSocket upgrade (carriers.md §1.3, §3.5, §4.5,
-§5.1, §6.1, §6.3): what every simulated carrier shares; each one's signature or token is
+"""Credentials carriers present on the WebSocket upgrade (docs/protocols/carriers.md §1.3, §3.5,
+§4.5, §5.1, §6.1, §6.3): what every simulated carrier shares; each one's signature or token is
 built by its own ``gateway/carriers/<carrier>/sim.py``."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def auth_headers(carrier: str, url: str, auth: dict[str, str] | None) -> dict[st
     """The upgrade headers that carry ``auth`` the way ``carrier`` presents credentials.
 
     The simulated carrier's ``accepted_auth`` says which credential sets it can present
-    (carriers.md §0.3) and its ``signed_headers`` builds what it signs (``auth_token`` →
-    ``X-Twilio-Signature`` over the ``wss://`` URL for Twilio and SignalWire, or
+    (docs/protocols/carriers.md §0.3) and its ``signed_headers`` builds what it signs
+    (``auth_token`` → ``X-Twilio-Signature`` over the ``wss://`` URL for Twilio and SignalWire, or
     ``X-Plivo-Signature-V3`` + nonce for Plivo; ``signature_secret`` → ``Authorization:
     Bearer <JWT>`` for Vonage). The others are the same everywhere: ``bearer_token`` →
     ``Authorization: Bearer`` (SignalWire ``authBearerToken``); ``custom`` →

@@ -59,7 +59,7 @@ class CarrierCall:
     l16_byteorder: str = "little"
     has_marks: ClassVar[bool] = True
     has_clear: ClassVar[bool] = True
-    #: the credential sets the carrier can present on the upgrade (carriers.md §0.3)
+    #: the credential sets the carrier can present on the upgrade (docs/protocols/carriers.md §0.3)
     accepted_auth: ClassVar[tuple[frozenset[str], ...]] = ()
 
     @classmethod

@@ -28,8 +28,8 @@ def preview(text: str, limit: int = 80) -> str:
 def choose_g711_or_pcm(carrier_encoding: str, carrier_rate: int, rates: tuple[int, ...], *,
                        pcm: str, mulaw: str, alaw: str) -> tuple[str, int]:
     """``(encoding, sample_rate)``: the provider's ``mulaw``/``alaw`` at 8 kHz for G.711
-    carriers, passed through untouched (§9.1), else ``pcm`` at the carrier's rate if one of
-    ``rates`` (ascending), else the next higher one, else the highest."""
+    carriers, passed through untouched (docs/protocols/tts-providers.md §9.1), else ``pcm`` at the
+    carrier's rate if one of ``rates`` (ascending), else the next higher one, else the highest."""
     if carrier_rate == 8000 and carrier_encoding == "mulaw":
         return mulaw, 8000
     if carrier_rate == 8000 and carrier_encoding == "alaw":

@@ -199,7 +199,7 @@ class ProviderConnection:
         reason = "closed by the provider"
         close_text = ""
         # Binary frames go to the protocol's ``receive_binary`` where it has one (a provider
-        # sends its audio as raw binary frames, tts-providers.md §8).
+        # sends its audio as raw binary frames, docs/protocols/tts-providers.md §8).
         receive_binary = getattr(self.proto, "receive_binary", None)
         try:
             while True:  # not ``async for``: it hides the close frame's reason

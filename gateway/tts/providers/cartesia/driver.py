@@ -11,9 +11,10 @@ from gateway.tts.providers.driver import Driver
 
 
 class CartesiaDriver(Driver):
-    """§7: a context per turn; a sentence is an input (``continue: true``) plus a manual
-    flush, the end is ``continue: false`` (then ``done``), barge-in is ``cancel``. The
-    audio format travels in every input, so one socket serves every carrier format."""
+    """docs/protocols/tts-providers.md §7: a context per turn; a sentence is an input (``continue:
+    true``) plus a manual flush, the end is ``continue: false`` (then ``done``), barge-in is
+    ``cancel``. The audio format travels in every input, so one socket serves every carrier
+    format."""
 
     tracks_segments = True  # flush_done answers the manual flush after each segment
     splits_whole_text = True

@@ -1,4 +1,4 @@
-"""A faithful fake of Cartesia's TTS WebSocket (tts-providers.md §7).
+"""A faithful fake of Cartesia's TTS WebSocket (docs/protocols/tts-providers.md §7).
 
 ``make_app(**profile)`` returns an aiohttp app serving ``/tts/websocket`` (:data:`PATH`).
 Documented behaviour [C] (§7, the Cartesia docs pages "Contexts", "Context flushing and

@@ -1,6 +1,6 @@
 """Cartesia TTS WebSocket (``/tts/websocket``), client side, as a sans-I/O protocol.
 
-Spec: /work/shared/protocols/tts-providers.md §7 and §9 (tags: [C] the provider's docs or
+Spec: docs/protocols/tts-providers.md §7 and §9 (tags: [C] the provider's docs or
 official SDK, [T] third-party code, [O] observed in issues, [I] inferred here). Also used:
 the Cartesia docs pages "Contexts" (``/use-the-api/tts-websocket/contexts``), "Context
 flushing and flush IDs", "Output format" and the WebSocket reference; the official Python

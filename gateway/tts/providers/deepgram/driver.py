@@ -11,9 +11,9 @@ from gateway.tts.providers.driver import Driver, RemoteSettings, configured_form
 
 
 class DeepgramDriver(Driver):
-    """§8: the socket is one stream (one turn at a time, no ids; binary audio). A turn is
-    Speak (+Flush) per sentence and a final Flush; ``Flushed`` ends it; barge-in is
-    ``Clear``. The voice is the model, in the URL with the audio format."""
+    """docs/protocols/tts-providers.md §8: the socket is one stream (one turn at a time, no ids;
+    binary audio). A turn is Speak (+Flush) per sentence and a final Flush; ``Flushed`` ends it;
+    barge-in is ``Clear``. The voice is the model, in the URL with the audio format."""
 
     tracks_segments = True  # Flushed answers the Flush after each sentence (budget allowing)
     # No idle limit is documented (§8, §10); set pool.idle_timeout_s if one shows up.

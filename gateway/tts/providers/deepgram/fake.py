@@ -1,4 +1,4 @@
-"""A faithful fake of Deepgram Aura's streaming TTS WebSocket (tts-providers.md §8).
+"""A faithful fake of Deepgram Aura's streaming TTS WebSocket (docs/protocols/tts-providers.md §8).
 
 ``make_app(**profile)`` returns an aiohttp app serving ``/v1/speak`` (:data:`PATH`).
 Documented behaviour [C] (§8; Deepgram's "Flush", "Clear" and "Close" pages; the official

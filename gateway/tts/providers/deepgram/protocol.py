@@ -1,6 +1,6 @@
 """Deepgram Aura streaming TTS (``/v1/speak`` WebSocket), client side, as a sans-I/O protocol.
 
-Spec: /work/shared/protocols/tts-providers.md §8 and §9 (tags: [C] the provider's docs or
+Spec: docs/protocols/tts-providers.md §8 and §9 (tags: [C] the provider's docs or
 official SDK, [T] third-party code, [O] observed in issues, [I] inferred here). Also used:
 Deepgram's docs pages "Flush" (``/docs/tts-ws-flush``), "Clear" (``/docs/tts-ws-clear``),
 "Close" (``/reference/tts-ws-close``); the official ``deepgram-python-sdk``

@@ -11,9 +11,9 @@ from gateway.tts.providers.driver import Driver, RemoteSettings, one_voice
 
 
 class ElevenLabsDriver(Driver):
-    """§6: multi-context stream-input. A context per turn (≤5 per socket): init, text
-    flushed per sentence, ``close_context``; ``isFinal`` ends it. Voice, model and audio
-    format are fixed per socket by the URL."""
+    """docs/protocols/tts-providers.md §6: multi-context stream-input. A context per turn (≤5 per
+    socket): init, text flushed per sentence, ``close_context``; ``isFinal`` ends it. Voice, model
+    and audio format are fixed per socket by the URL."""
 
     VOICE_SETTINGS = frozenset({"stability", "similarity_boost", "style", "use_speaker_boost",
                                  "speed"})

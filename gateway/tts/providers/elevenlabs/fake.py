@@ -1,4 +1,5 @@
-"""A faithful fake of ElevenLabs' multi-context stream-input WebSocket (tts-providers.md §6).
+"""A faithful fake of ElevenLabs' multi-context stream-input WebSocket
+(docs/protocols/tts-providers.md §6).
 
 ``make_app(**profile)`` returns an aiohttp app serving
 ``/v1/text-to-speech/{voice_id}/multi-stream-input`` (:data:`PATH`). Documented behaviour

@@ -1,6 +1,6 @@
 """ElevenLabs multi-context stream-input WebSocket, client side, as a sans-I/O protocol.
 
-Spec: /work/shared/protocols/tts-providers.md §6 and §9 (tags: [C] the provider's docs or
+Spec: docs/protocols/tts-providers.md §6 and §9 (tags: [C] the provider's docs or
 official SDK, [T] third-party code, [O] observed in issues, [I] inferred here). The
 multi-context AsyncAPI (``v1/text-to-speech/{voice_id}/multi-stream-input``, copy in the
 ElevenLabs docs) is cited as "asyncapi"; pipecat ``services/elevenlabs/tts.py`` as "pipecat".

@@ -17,7 +17,8 @@ SPEC = ProviderSpec(
     # Five contexts per socket (protocol.MAX_CONTEXTS) and a call holds two briefly (a cut
     # turn closing, the next one): four calls share a socket at most.
     share_limit=4,
-    options=ANY_OPTION,  # extra ``create`` fields (temperature, autoMode, ...) [§1.2]
+    # extra ``create`` fields (temperature, autoMode, ...): docs/protocols/tts-providers.md §1.2
+    options=ANY_OPTION,
     encodings=frozenset(e for e, _ in protocol._ENCODINGS.values()),
     fake=FakeProfile(voice="Ashley", pool_bench=True),
     pcm_format="PCM",

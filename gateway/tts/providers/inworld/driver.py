@@ -10,7 +10,8 @@ from gateway.tts.providers.driver import Driver, configured_format
 
 
 class InworldDriver(Driver):
-    """§1: contexts (≤5 per socket); create, send_text (+flush per segment), close."""
+    """docs/protocols/tts-providers.md §1: contexts (≤5 per socket); create, send_text (+flush per
+    segment), close."""
 
     tracks_segments = True  # flushCompleted answers the flush after each segment
     splits_whole_text = True

@@ -1,4 +1,4 @@
-"""A faithful fake of Inworld's TTS WebSocket (spec: tts-providers.md §1, esp. §1.6).
+"""A faithful fake of Inworld's TTS WebSocket (spec: docs/protocols/tts-providers.md §1, esp. §1.6).
 
 ``make_app(**profile)`` returns an aiohttp app serving
 ``/tts/v1/voice:streamBidirectional``. It checks ``Authorization: Basic <api_key>`` (401

@@ -1,6 +1,6 @@
 """Inworld TTS, "Synthesize speech (WebSocket)", client side, as a sans-I/O protocol.
 
-Spec: /work/shared/protocols/tts-providers.md §1 (cited below as "§1.x") and §9.
+Spec: docs/protocols/tts-providers.md §1 (cited below as "§1.x") and §9.
 One WebSocket carries up to 5 *contexts*; each context has its own voice, model and
 audio format. Every client frame is one JSON object with exactly one operation key
 (``create``, ``send_text``, ``flush_context``, ``update_config``, ``close_context``)

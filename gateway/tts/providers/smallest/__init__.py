@@ -14,7 +14,7 @@ SPEC = ProviderSpec(
     type="smallest",
     driver=SmallestDriver,
     endpoint=protocol.DEFAULT_ENDPOINT,
-    # One active request per socket (§2.5): never shared.
+    # One active request per socket (docs/protocols/tts-providers.md §2.5): never shared.
     share_limit=1,
     options=frozenset({"timeout_s", "language", "speed", "complete_backoff_ms",
                        "max_buffer_flush_ms", "word_timestamps"}),

@@ -11,7 +11,8 @@ from gateway.tts.providers.driver import Driver, RemoteSettings
 
 
 class SmallestDriver(Driver):
-    """§2: one request per synthesis, one at a time, no cancel (replace the socket)."""
+    """docs/protocols/tts-providers.md §2: one request per synthesis, one at a time, no cancel
+    (replace the socket)."""
 
     turn_per_segment = True
 

@@ -1,4 +1,5 @@
-"""A faithful fake of Smallest.ai's Waves TTS WebSocket (tts-providers.md §2.7), for tests.
+"""A faithful fake of Smallest.ai's Waves TTS WebSocket (docs/protocols/tts-providers.md §2.7), for
+tests.
 
 ``make_app(**profile)`` returns an aiohttp app serving ``/waves/v1/tts/live`` (and the
 legacy ``/waves/v1/lightning-v2/get_speech/stream``). Behaviour, with the spec's tags:

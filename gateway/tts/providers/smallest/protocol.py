@@ -1,6 +1,6 @@
 """Smallest.ai Waves (Lightning TTS) streaming WebSocket, client side, as a sans-I/O protocol.
 
-Spec: /work/shared/protocols/tts-providers.md §2 (seed 001) and §9. Tags in comments:
+Spec: docs/protocols/tts-providers.md §2 (seed 001) and §9. Tags in comments:
 [C] confirmed by the provider's docs/SDK, [T] third-party code (pipecat), [I] inferred here.
 
 The wire model (§2.2, §2.3)::

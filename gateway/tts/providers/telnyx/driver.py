@@ -11,10 +11,10 @@ from gateway.tts.providers.driver import Driver, RemoteSettings, configured_form
 
 
 class TelnyxDriver(Driver):
-    """§5: one utterance per socket. The handshake frame goes out when the socket opens;
-    a turn is a text frame (``flush: true``) per segment, then ``{"text": ""}``; the final
-    frame ends it and the server closes the socket; barge-in is ``{"force": true}``. Voice
-    and audio format are fixed per socket by the URL."""
+    """docs/protocols/tts-providers.md §5: one utterance per socket. The handshake frame goes out
+    when the socket opens; a turn is a text frame (``flush: true``) per segment, then ``{"text":
+    ""}``; the final frame ends it and the server closes the socket; barge-in is ``{"force":
+    true}``. Voice and audio format are fixed per socket by the URL."""
 
     tracks_segments = True  # the segment's text follows (or comes with) its last audio
     splits_whole_text = True

@@ -1,4 +1,5 @@
-"""A faithful fake of Telnyx's TTS streaming WebSocket (tts-providers.md §5, fake: §5.5).
+"""A faithful fake of Telnyx's TTS streaming WebSocket (docs/protocols/tts-providers.md §5, fake:
+§5.5).
 
 ``make_app(**profile)`` returns an aiohttp app serving :data:`PATH`. Behaviour, with the
 spec's tags:
@@ -15,7 +16,7 @@ spec's tags:
 * text frames are buffered; ``flush: true`` synthesizes the buffer at once [C]. Plain text
   is held until a flush or the end, as integrators observed (no audio for 12 s) [O]; with
   ``sentence_flush=True`` a sentence end triggers synthesis, as the docs say [C];
-* markdown in the text is stripped before synthesis [C sources/004];
+* markdown in the text is stripped before synthesis [C seed 004];
 * audio in the streamed providers' shape (Telnyx, ElevenLabs, Inworld, Rime...): chunks of
   ``chunk_ms`` with ``text: null`` (the first with ``timeToFirstAudioFrameMs``), then
   ``{"audio": null, "text": <sentence>}``; concatenated providers (aws, azure): one chunk

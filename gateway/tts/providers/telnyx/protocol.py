@@ -1,7 +1,7 @@
 """Telnyx TTS streaming WebSocket, client side, as a sans-I/O protocol.
 
-Spec: /work/shared/protocols/tts-providers.md §5 (seed 004) and §9; Telnyx's docs
-(sources/004 "Text-to-Speech WebSocket streaming examples"; developers.telnyx.com pages
+Spec: docs/protocols/tts-providers.md §5 (seed 004) and §9; Telnyx's docs
+(seed 004 "Text-to-Speech WebSocket streaming examples"; developers.telnyx.com pages
 websocket-streaming/configuration, .../parameters, providers/telnyx/naturalhd,
 providers/azure). Tags: [C] Telnyx docs, [T] third-party code, [O] observed by others,
 [I] inferred here.
@@ -41,7 +41,7 @@ What the caller must know:
   ignore ``audio_format`` and send MP3 anyway (Telnyx.KokoroTTS [T vision-agents docs]):
   audio starting with an ID3 tag fails the turn with ``unsupported_format`` instead of
   playing noise.
-* Markdown: Telnyx strips it server-side [C sources/004], but ``*``, ``#`` or a URL that
+* Markdown: Telnyx strips it server-side [C seed 004], but ``*``, ``#`` or a URL that
   reaches a voice that does not (BYOK relays) is read out, so :func:`strip_markdown` cleans
   LLM text before it is sent.
 

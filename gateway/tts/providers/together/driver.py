@@ -10,7 +10,8 @@ from gateway.tts.providers.driver import Driver
 
 
 class TogetherDriver(Driver):
-    """§3: realtime-style events, contexts (≤100), 24 kHz PCM, ``session.created`` first."""
+    """docs/protocols/tts-providers.md §3: realtime-style events, contexts (≤100), 24 kHz PCM,
+    ``session.created`` first."""
 
     tracks_segments = True  # a segment's commits (a sentence each) are done item by item
     splits_whole_text = True

@@ -1,4 +1,4 @@
-"""A faithful fake of Together AI's TTS WebSocket (tts-providers.md §3, fake: §3.6).
+"""A faithful fake of Together AI's TTS WebSocket (docs/protocols/tts-providers.md §3, fake: §3.6).
 
 ``make_app(**profile)`` returns an aiohttp app serving ``/v1/audio/speech/websocket``.
 Documented behaviour [C] plus quirks, and inferred defaults marked [I]:

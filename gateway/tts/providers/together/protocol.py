@@ -1,7 +1,7 @@
 """Together AI realtime TTS WebSocket, client side, as a sans-I/O protocol.
 
-Spec: /work/shared/protocols/tts-providers.md §3 (tags [C] confirmed, [T] third-party,
-[O] observed, [I] inferred) and the Together docs copy (source 002)::
+Spec: docs/protocols/tts-providers.md §3 (tags [C] confirmed, [T] third-party,
+[O] observed, [I] inferred) and the Together docs copy (seed 002)::
 
     gateway -> Together   input_text_buffer.append {text, context_id}
                           input_text_buffer.commit / .clear {context_id}

@@ -14,10 +14,10 @@ CONTEXTS_PER_CALL = 2
 
 
 class UpliftDriver(Driver):
-    """§4: Socket.IO multi-stream. A turn is one or more one-shot requests (one per text
-    segment, pipelined); their interleaved chunks are demultiplexed by request id and
-    played in submission order; barge-in cancels each request in flight. The audio format
-    is chosen per request, so one socket serves every carrier format."""
+    """docs/protocols/tts-providers.md §4: Socket.IO multi-stream. A turn is one or more one-shot
+    requests (one per text segment, pipelined); their interleaved chunks are demultiplexed by
+    request id and played in submission order; barge-in cancels each request in flight. The audio
+    format is chosen per request, so one socket serves every carrier format."""
 
     tracks_segments = True  # a request per segment; audio_end ends each
     transport = "socketio"

@@ -1,5 +1,5 @@
-"""A faithful fake of Uplift AI's multi-stream TTS over Socket.IO (tts-providers.md §4,
-fake: §4.5), built on python-socketio's ``AsyncServer`` attached to an aiohttp app.
+"""A faithful fake of Uplift AI's multi-stream TTS over Socket.IO (docs/protocols/tts-providers.md
+§4, fake: §4.5), built on python-socketio's ``AsyncServer`` attached to an aiohttp app.
 
 ``make_app(**profile)`` returns an aiohttp app serving Socket.IO at ``/socket.io/`` with the
 namespace ``/text-to-speech/multi-stream`` (point a client at ``ws://host:port`` + :data:`PATH`,
@@ -13,7 +13,7 @@ the way Uplift's docs write the endpoint). Behaviour, with the spec's tags:
 * ``synthesize`` (event name [T livekit]) validated: ``requestId`` required and unique on the
   connection (``duplicate_request``), ``text`` of at most ``max_text_chars``
   (``text_too_long``), at most ``requests_per_minute`` per connection over a sliding minute
-  (``rate_limit_exceeded``) [C sources/003]; an unknown voice or output format is
+  (``rate_limit_exceeded``) [C seed 003]; an unknown voice or output format is
   ``synthesis_failed`` [I];
 * each request runs **concurrently** with the others on the connection, so the chunks of
   overlapping requests **interleave** on the wire [T]: ``audio_start``, then after

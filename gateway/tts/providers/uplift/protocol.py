@@ -1,7 +1,7 @@
 """Uplift AI streaming TTS ("multi-stream"), client side, as a sans-I/O protocol.
 
-Spec: /work/shared/protocols/tts-providers.md §4 (seed 003) and §9, and Uplift's own page
-(sources/003: "WebSocket TTS", error codes and rate limits). Tags in comments: [C] the
+Spec: docs/protocols/tts-providers.md §4 (seed 003) and §9, and Uplift's own page
+(seed 003: "WebSocket TTS", error codes and rate limits). Tags in comments: [C] the
 provider's docs, [T] third-party code (livekit-plugins-upliftai, which uses python-socketio;
 pipecat-upliftai, written by UpliftAI, on the plain-WebSocket variant), [I] inferred here.
 
@@ -36,7 +36,7 @@ What the caller must know:
 * ``cancel`` stops a request; the server sends no ``audio_end`` for it [I §4.5] and may
   still send chunks already under way: they come back with the turn's id and
   :meth:`UpliftProtocol.is_cancelled` says to drop them.
-* Limits [C sources/003]: 10,000 characters per request (longer text is split at sentence
+* Limits [C seed 003]: 10,000 characters per request (longer text is split at sentence
   boundaries), 60 ``synthesize`` and 100 ``cancel`` per minute **per connection**. The
   protocol counts both over a sliding minute; when the synthesize budget is spent, further
   segments of a turn are held and merged into one request sent at :meth:`finish` (no text
@@ -91,9 +91,9 @@ DEFAULT_ENDPOINT = "wss://api.upliftai.org/text-to-speech/multi-stream"
 NAMESPACE = "/text-to-speech/multi-stream"
 SOCKETIO_PATH = "socket.io"  # Engine.IO default path [C §4.1]
 DEFAULT_VOICE = "v_meklc281"  # Urdu female, the default of the SDK and livekit [C/T]
-#: Characters per ``synthesize`` [C sources/003 "max 10,000 characters"].
+#: Characters per ``synthesize`` [C seed 003 "max 10,000 characters"].
 MAX_TEXT_CHARS = 10_000
-#: Per connection, per minute [C sources/003 "Rate Limits"].
+#: Per connection, per minute [C seed 003 "Rate Limits"].
 REQUESTS_PER_MINUTE = 60
 CANCELS_PER_MINUTE = 100
 #: A connection with fewer requests left than this in its minute is not given a new turn.
