@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from gateway.carriers.registry import CARRIERS, DEFAULT_CARRIER
+from gateway.flow.steps import FlowConfig, check_flows, parse_flow
 from gateway.schema import Problems, computed, read, secret, setting
 from gateway.tts.providers.registry import PROVIDERS
 
@@ -158,6 +159,7 @@ class RouteConfig:
     token: str | None = secret()
     bot: BotConfig | None = None
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
+    flow: FlowConfig | None = computed(None)  # an IVR flow (gateway/flow/), read by parse_config
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -357,11 +359,16 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
                             f"(configured: {', '.join(providers) or 'none'})")
         fallback = _fallback(r, rt, key, provider, providers)
         route = read(problems, RouteConfig, {k: v for k, v in rt.items()
-                                             if k not in ("provider", "fallback")},
-                     key, environ, name=str(name), provider=str(provider), fallback=fallback)
+                                             if k not in ("provider", "fallback", "flow")},
+                     key, environ, name=str(name), provider=str(provider), fallback=fallback,
+                     flow=parse_flow(problems, rt.get("flow"), f"{key}.flow"))
         if route.first_audio_timeout_ms is None and fallback:
             route = replace(route, first_audio_timeout_ms=DEFAULT_FIRST_AUDIO_TIMEOUT_MS)
         routes[str(name)] = route
+
+    check_flows(problems, {n: rt.flow for n, rt in routes.items() if rt.flow is not None},
+                bots=frozenset(n for n, rt in routes.items() if rt.bot is not None),
+                providers=frozenset(providers))
 
     default_route = r.get(top, "default_route", "", str, None)
     if default_route is not None and default_route not in routes:
