@@ -21,6 +21,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.carriers.events import CarrierErrorKind, StartRefusalKind
 from gateway.carriers.registry import CARRIERS as CARRIER_SPECS
+from gateway.flow.steps import VERBS as FLOW_VERBS
+from gateway.flow.webhook import WEBHOOK_FAILURES
 
 # Latency buckets from 1 ms to 10 s: first audio lives between tens and hundreds of ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
@@ -99,6 +101,8 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "failovers": {"reason": {"connect", "error", "closed", "timeout"}},
     "control_errors": {"kind": CONTROL_ERROR_KINDS},
     "prompt_cache": {"result": {"hit", "miss"}},
+    "flow_steps": {"verb": FLOW_VERBS},
+    "flow_webhooks": {"outcome": {"ok", *WEBHOOK_FAILURES}},
     # caller audio a bot did not get: its socket read too slowly (gateway/bot/audio.py), or
     # the gateway was redialing it (gateway/bot/dialer.py)
     "bot_audio_dropped": {"reason": {"slow_reader", "disconnected"}},
@@ -226,6 +230,13 @@ class Metrics:
         self.prompt_cache = Counter(
             "prompt_cache_total", "Route prompt cache look-ups, by result (hit, miss).",
             ["result"], namespace=ns, registry=r)
+        self.flow_steps = Counter(
+            "flow_steps_total", "IVR flow steps started, by verb.", ["verb"], namespace=ns,
+            registry=r)
+        self.flow_webhooks = Counter(
+            "flow_webhooks_total", "IVR flow webhook calls, by outcome (ok, or why it failed "
+            "and the flow went on at the fallback step).", ["outcome"], namespace=ns,
+            registry=r)
         self.bot_audio_dropped = Counter(
             "bot_audio_dropped_seconds_total",
             "Seconds of caller audio a bot's socket did not get, by reason (slow_reader, "

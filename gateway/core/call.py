@@ -119,6 +119,7 @@ class Call:
         self.dtmf: list[str] = []
         self._hangup_task: asyncio.Task | None = None
         self.bot = None  # gateway.bot.dialer.BotDialer when the route has a bot
+        self.flow = None  # gateway.flow.runtime.FlowRunner when the route has a flow
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -147,7 +148,12 @@ class Call:
         self._session(self.route.provider)
         if self.route.greeting:
             self.speak(Utterance.whole(self.route.greeting, source="greeting"))
-        if self.route.bot is not None:  # the gateway dials the route's bot
+        if self.route.flow is not None:  # an IVR flow; its bot step dials the bot
+            from gateway.flow.runtime import FlowRunner  # imports this module
+
+            self.flow = FlowRunner(self)
+            self.flow.start()
+        elif self.route.bot is not None:  # the gateway dials the route's bot
             from gateway.bot.dialer import BotDialer  # imports this module
 
             self.bot = BotDialer(self, self.route.bot)
@@ -158,6 +164,8 @@ class Call:
         if self.state == "ended":
             return
         self.state = "ended"
+        if self.flow is not None:
+            await self.flow.close()
         self.caller_speech.close()
         self._count_vad_frames()
         self.playout.close()
@@ -665,6 +673,8 @@ class Call:
         self.dtmf.append(digit)
         self.events.emit("dtmf", digit=digit)
         self.caller_speech.on_dtmf(digit)
+        if self.flow is not None:
+            self.flow.on_dtmf(digit)
 
     def on_mark(self, name: str) -> None:
         if name in self._cleared_marks:
