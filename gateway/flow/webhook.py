@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -59,8 +60,8 @@ async def _post(http: aiohttp.ClientSession, url: str, payload: dict, limit: int
 
 def answer_steps(body: bytes, step: Step, flows: dict[str, FlowConfig], route: str,
                  providers: frozenset[str]) -> list[Step]:
-    """The answer's steps, each named ``<step>.<index>``; WebhookFailed("invalid") says
-    what is wrong with it."""
+    """The answer's steps, each named ``<step>#<index>`` (no configured step can be);
+    WebhookFailed("invalid") says what is wrong with it."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -76,13 +77,13 @@ def answer_steps(body: bytes, step: Step, flows: dict[str, FlowConfig], route: s
         if isinstance(item, dict) and not any(v in item for v in ANSWER_VERBS):
             problems.append(f"{key}: needs one of {', '.join(ANSWER_VERBS)}")
             continue
-        parsed = parse_step(problems, item, key, f"{step.name}.{index}")
+        parsed = parse_step(problems, item, key, f"{step.name}#{index}")
         if parsed is not None:
             steps.append(parsed)
     if not problems:  # its targets name steps of the flow as configured
         flow = flows[route]
         probe = dict(flows)
-        probe[route] = FlowConfig({**flow.steps, **{s.name: s for s in steps}}, flow.start)
+        probe[route] = replace(flow, steps={**flow.steps, **{s.name: s for s in steps}})
         # configured steps passed check-config already (bot steps included): what this
         # finds is about the answer's steps
         check_flows(problems, probe, "answer", bots=frozenset(flows), providers=providers)
