@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="what the caller says: a mono 16-bit WAV file (default: silence)")
     dial.add_argument("--caller-audio-at", metavar="SECONDS", type=float, default=0.0,
                       help="start the caller's audio this many seconds into the call")
+    dial.add_argument("--digits", metavar="KEYS@SECONDS,...",
+                      help='keys the caller presses, each at its second of the call, e.g. '
+                           '"2@3.5,1@8" (an IVR menu: press 2, then 1)')
     dial.add_argument("--quiet-seconds", type=float, default=1.5,
                       help="hang up after the gateway has been silent this long")
     dial.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long at most")
@@ -184,7 +187,8 @@ async def _dial(args) -> int:
             route_in_path=args.route_in_path, texts=args.text, token=args.token, out=args.out,
             quiet_seconds=args.quiet_seconds, max_seconds=args.max_seconds,
             media_format=args.media_format, api_url=args.api_url,
-            caller_audio=args.caller_audio, caller_audio_at=args.caller_audio_at)
+            caller_audio=args.caller_audio, caller_audio_at=args.caller_audio_at,
+            digits=args.digits)
     except aiohttp.WSServerHandshakeError as exc:
         print(f"the gateway refused the media stream: HTTP {exc.status} {exc.message}",
               file=sys.stderr)

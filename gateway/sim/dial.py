@@ -31,6 +31,38 @@ def read_caller_audio(path: str) -> tuple[bytes, int]:
     return pcm, rate
 
 
+#: the most key presses ``--digits`` takes
+MAX_DIGIT_PRESSES = 100
+
+
+def parse_digits(spec: str, max_seconds: float) -> list[tuple[float, str]]:
+    """``"2@3.5,1@8"`` -> ``[(3.5, "2"), (8.0, "1")]``: keys and the second of the call
+    they are pressed at, in time order; ValueError says what is wrong."""
+    presses = []
+    for part in spec.split(","):
+        keys, at, seconds = part.strip().partition("@")
+        try:
+            when = float(seconds)
+        except ValueError:
+            when = -1.0
+        if not at or not keys or not 0 <= when <= max_seconds:
+            raise ValueError(f"--digits: {part.strip()!r} is not KEYS@SECONDS with SECONDS "
+                             f"within the call (0 to {max_seconds}), e.g. 2@3.5")
+        presses.append((when, keys))
+    if len(presses) > MAX_DIGIT_PRESSES:
+        raise ValueError(f"--digits: {len(presses)} presses, at most {MAX_DIGIT_PRESSES}")
+    return sorted(presses)
+
+
+async def _press(call, presses: list[tuple[float, str]]) -> None:
+    """Send each press at its time, counted from now (the call's start)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for when, keys in presses:
+        await asyncio.sleep(max(0.0, start + when - loop.time()))
+        await call.send_dtmf(keys)
+
+
 def _http_url(base_url: str) -> str:
     """The control API's base URL from the media URL (AudioSocket's TCP port is not HTTP:
     assume the gateway's default HTTP port on the same host)."""
@@ -72,12 +104,13 @@ async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
                           quiet_seconds: float = 1.5, max_seconds: float = 60.0,
                           media_format: str | None = None, api_url: str | None = None,
                           caller_audio: str | None = None,
-                          caller_audio_at: float = 0.0) -> dict:
+                          caller_audio_at: float = 0.0, digits: str | None = None) -> dict:
     """Call the gateway at ``base_url`` as ``carrier``, say ``texts`` through the control API
     (at ``api_url``, by default derived from ``base_url``), hang up after ``quiet_seconds``
     of silence, and report. The control API's call id is the carrier's call id.
     ``caller_audio`` (a WAV file) is what the caller says, ``caller_audio_at`` seconds after
-    the call starts (silence before and after)."""
+    the call starts (silence before and after). ``digits`` (``"2@3.5,1@8"``) are keys the
+    caller presses at those seconds; the call is not hung up for silence before the last."""
     if carrier not in CARRIERS:
         raise ValueError(f"unknown carrier {carrier!r}; choose one of {', '.join(CARRIERS)}")
     options = {}
@@ -90,16 +123,27 @@ async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
     if caller_audio is not None:
         options["caller_audio"] = read_caller_audio(caller_audio)
         options["caller_audio_at"] = caller_audio_at
+    presses = parse_digits(digits, max_seconds) if digits else []
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     call = make_call(carrier, base_url, route=route, media_format=media_format, **options)
+    for _, keys in presses:
+        if set(keys) - set(call.dtmf_digits):
+            raise ValueError(f"--digits: {carrier} sends the keys {call.dtmf_digits} only, "
+                             f"not {keys!r}")
     speech_ids: list[str] = []
     async with aiohttp.ClientSession() as http, call:
         try:
             if texts:
                 api = (api_url or _http_url(base_url)).rstrip("/")
                 speech_ids = await _speak_when_up(http, api, call.call_id, list(texts), headers)
-            await call.wait_for_media(frames=1, timeout=min(max_seconds, 15.0))
-            await call.wait_idle(quiet=quiet_seconds, timeout=max_seconds)
+            pressing = asyncio.ensure_future(_press(call, presses))
+            pressing.add_done_callback(lambda t: t.cancelled() or t.exception())
+            try:
+                await call.wait_for_media(frames=1, timeout=min(max_seconds, 15.0))
+                await asyncio.wait_for(asyncio.shield(pressing), max_seconds)
+                await call.wait_idle(quiet=quiet_seconds, timeout=max_seconds)
+            finally:
+                pressing.cancel()
         except (CallClosedError, TimeoutError, asyncio.TimeoutError):
             pass  # the report says what was heard until then
         await call.hangup()
@@ -123,6 +167,7 @@ async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
         "carrier_bursts": len(result.bursts),
         "marks_echoed": len(result.marks_sent_back),
         "speech_ids": speech_ids,
+        "digits_sent": [f"{keys}@{when:g}" for when, keys in presses],
         "violations": [f"{code}: {detail}" for code, detail in result.violations],
         "closed_by_gateway": result.closed_by_gateway,
         "carrier_hangup": result.carrier_hangup,

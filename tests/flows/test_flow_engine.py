@@ -193,3 +193,11 @@ def test_keys_outside_a_gather_are_ignored(digit):
     e = engine({"steps": {"hi": {"say": "Hello."}}})
     e.start(0.0)
     assert e.on_digit(digit, 0.5) == []
+
+
+@pytest.mark.parametrize("spec", ["2", "2@", "@3", "2@x", "2@99", "2@-1"])
+def test_dial_digits_that_are_not_keys_at_seconds_are_refused(spec):
+    from gateway.sim.dial import parse_digits
+
+    with pytest.raises(ValueError, match="--digits"):
+        parse_digits(spec, max_seconds=60)

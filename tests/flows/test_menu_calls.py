@@ -161,3 +161,22 @@ async def test_digits_split_by_a_long_pause_end_the_gather(gw):
         gathered = await control.next_event("flow.gather", step="pin")
         assert gathered["outcome"] == "digits" and gathered["digits"] == "12"
         await control.next_event("flow.step", step="thanks")
+
+
+async def test_dial_presses_digits_at_their_seconds(gw):
+    from gateway.sim.dial import dial_and_report
+
+    def steps(text: str, verb: str) -> float:
+        return metric_value(text, "tts_gateway_flow_steps_total", verb=verb)
+
+    before = await gw.metrics_text()
+    report = await dial_and_report(base_url=gw.ws_url, route="ivr", digits="2@0.9,1@1.5",
+                                   quiet_seconds=1.0, max_seconds=20)
+    after = await gw.metrics_text()
+    assert report["digits_sent"] == ["2@0.9", "1@1.5"]
+    assert report["closed_by_gateway"] and report["heard_seconds"] > 1.0
+    # main, two (menus); more, goodbye (says); bye: the keys took the call down branch two
+    assert steps(after, "menu") - steps(before, "menu") == 2
+    assert steps(after, "say") - steps(before, "say") == 2
+    assert steps(after, "hangup") - steps(before, "hangup") == 1
+
