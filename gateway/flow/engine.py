@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
-from gateway.flow.steps import FlowConfig, Prompt, Step, resolve
+from gateway.flow.steps import FlowConfig, GatherSpec, Prompt, Step, resolve
 
 #: steps run in a row with no input before the flow is stopped (configured flows cannot
 #: loop, a webhook's answer is finite: this is a guard, not a rule anyone should meet)
@@ -88,6 +88,7 @@ Action = Say | Play | Interrupt | Hangup | Bot | Webhook | StepStarted | Gathere
 @dataclass
 class _Gathering:
     step: Step
+    spec: GatherSpec
     attempt: int = 0
     digits: str = ""
     prompt_id: int | None = None  # the last speech of this attempt, not yet played out
@@ -123,46 +124,47 @@ class FlowEngine:
         if g is None or self.state != "gathering":
             return []
         self._run_without_input = 0
-        spec = g.step.gather
+        spec = g.spec
         actions: list[Action] = []
         if g.prompt_id is not None:  # the prompt still plays
             if spec.barge_in:
                 actions.append(Interrupt())
             g.prompt_id = None
         if spec.finish_on_key and digit == spec.finish_on_key:
-            return actions + self._end_gather(now)
+            return actions + self._end_gather(g, now)
         g.digits += digit
         if len(g.digits) >= spec.max_digits:
-            return actions + self._end_gather(now)
+            return actions + self._end_gather(g, now)
         self.deadline = now + spec.inter_digit_timeout_s
         return actions
 
     def on_playback_done(self, speech_id: int, now: float) -> list[Action]:
-        if self.state == "playing" and speech_id == self._playing:
+        step = self._step
+        if self.state == "playing" and speech_id == self._playing and step is not None:
             self._playing = None
-            return self._go(self._step.next, now)
+            return self._go(step.next, now)
         g = self._gathering
         if self.state == "gathering" and g is not None and speech_id == g.prompt_id:
             g.prompt_id = None
             if not g.digits:
-                self.deadline = now + g.step.gather.timeout_s
+                self.deadline = now + g.spec.timeout_s
         return []
 
     def on_timeout(self, now: float) -> list[Action]:
         if self.deadline is None or now < self.deadline:
             return []
         self.deadline = None
-        if self.state == "gathering":
-            return self._end_gather(now)
+        if self.state == "gathering" and self._gathering is not None:
+            return self._end_gather(self._gathering, now)
         return []
 
     def on_webhook_answer(self, steps: list[Step] | None, now: float) -> list[Action]:
         """The answer's steps (already read and checked), run in order; None: the webhook
         failed and the flow goes on at the fallback step."""
-        if self.state != "webhook":
+        step = self._step
+        if self.state != "webhook" or step is None:
             return []
         self._run_without_input = 0
-        step = self._step
         if steps is None:
             return self._go(step.fallback or self.flows[self.route].fallback, now)
         if not steps:
@@ -189,7 +191,7 @@ class FlowEngine:
         while True:
             self._run_without_input += 1
             if self._run_without_input > MAX_STEPS_WITHOUT_INPUT:
-                return actions + [Hangup()] + self._end("loop")
+                return [*actions, Hangup(), *self._end("loop")]
             step = self._answer.get(name) or self.flows[self.route].steps[name]
             self._step = step
             self._gathering = None
@@ -197,22 +199,24 @@ class FlowEngine:
             actions.append(StepStarted(self.route, step.name, step.verb))
             if step.verb in ("say", "play"):
                 self.state = "playing"
+                assert step.prompt is not None  # read so by parse_step
                 speech = self._speech(step.prompt)
                 self._playing = speech.id
-                return actions + [speech]
+                return [*actions, speech]
             if step.verb in ("gather", "menu"):
                 self.state = "gathering"
-                self._gathering = _Gathering(step)
-                return actions + self._prompt_attempt(None, now)
+                assert step.gather is not None  # read so by parse_step
+                g = self._gathering = _Gathering(step, step.gather)
+                return actions + self._prompt_attempt(g, None, now)
             if step.verb == "webhook":
                 self.state = "webhook"
-                return actions + [Webhook(step, self.digits)]
+                return [*actions, Webhook(step, self.digits)]
             if step.verb == "hangup":
-                return actions + [Hangup()] + self._end("hangup")
+                return [*actions, Hangup(), *self._end("hangup")]
             if step.verb == "bot":
-                return actions + [Bot()] + self._end("bot")
-            # goto
-            target = step.target
+                return [*actions, Bot(), *self._end("bot")]
+            target = step.target  # goto
+            assert target is not None  # read so by parse_step
             if target in self._answer:
                 name = target
                 continue
@@ -222,41 +226,40 @@ class FlowEngine:
         kind = Say if prompt.kind == "say" else Play
         return kind(next(self._ids), prompt)
 
-    def _prompt_attempt(self, before: Prompt | None, now: float) -> list[Action]:
+    def _prompt_attempt(self, g: _Gathering, before: Prompt | None, now: float
+                        ) -> list[Action]:
         """A gather's attempt: ``before`` (the no-input or invalid prompt), then its
         prompt; its timeout starts when the last of them has played (at once if none)."""
-        g = self._gathering
         g.digits = ""
         speeches = [self._speech(p) for p in (before, g.step.prompt) if p is not None]
         if speeches:
             g.prompt_id = speeches[-1].id
         else:
             g.prompt_id = None
-            self.deadline = now + g.step.gather.timeout_s
+            self.deadline = now + g.spec.timeout_s
         return list(speeches)
 
-    def _end_gather(self, now: float) -> list[Action]:
-        g = self._gathering
+    def _end_gather(self, g: _Gathering, now: float) -> list[Action]:
         step, digits = g.step, g.digits
         self.deadline = None
         if not digits:
             outcome, again = "no_input", step.no_input
-        elif len(digits) < step.gather.min_digits or step.verb == "menu" and (
-                digits not in step.options):
+        elif len(digits) < g.spec.min_digits or (step.verb == "menu" and (
+                digits not in step.options)):
             outcome, again = "invalid", step.invalid
         else:
             self.digits = digits
             self._gathering = None
             target = step.options[digits] if step.verb == "menu" else step.next
-            return [Gathered(step.name, "digits", digits)] + self._go(target, now)
-        done = [Gathered(step.name, outcome, digits)]
+            return [Gathered(step.name, "digits", digits), *self._go(target, now)]
+        done: list[Action] = [Gathered(step.name, outcome, digits)]
         g.attempt += 1
-        if g.attempt > step.gather.retries:
+        if g.attempt > g.spec.retries:
             self._gathering = None
             if step.fail is None:
-                return done + [Hangup()] + self._end("hangup")
+                return [*done, Hangup(), *self._end("hangup")]
             return done + self._go(step.fail, now)
-        return done + self._prompt_attempt(again, now)
+        return done + self._prompt_attempt(g, again, now)
 
     def _end(self, reason: str) -> list[Action]:
         self.state = "ended"

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.core.bargein import DTMF_MODES
 from gateway.core.call import CallEnded
 from gateway.core.speech import SpeechRefused, Utterance
 from gateway.flow.engine import (Action, Bot, Ended, FlowEngine, Gathered, Hangup, Interrupt,
                                  Play, Say, StepStarted, Webhook)
-from gateway.flow.steps import Prompt
+from gateway.flow.steps import Prompt, Step
 from gateway.flow.webhook import WebhookFailed, answer_steps, call_webhook
 from gateway.logs import RateLimitedLog
 
@@ -77,16 +77,16 @@ class FlowRunner:
                 try:
                     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                     kind, value = await asyncio.wait_for(self._inputs.get(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     actions = engine.on_timeout(time.monotonic())
                 else:
                     now = time.monotonic()
                     if kind == "digit":
-                        actions = engine.on_digit(value, now)
+                        actions = engine.on_digit(cast(str, value), now)
                     elif kind == "played":
-                        actions = engine.on_playback_done(value, now)
+                        actions = engine.on_playback_done(cast(int, value), now)
                     else:
-                        actions = engine.on_webhook_answer(value, now)
+                        actions = engine.on_webhook_answer(cast("list[Step] | None", value), now)
                 await self._apply(actions)
         except CallEnded:
             pass
@@ -153,8 +153,9 @@ class FlowRunner:
         if call.bot is None and bot is not None:
             from gateway.bot.dialer import BotDialer  # imports gateway.core.call
 
-            call.bot = BotDialer(call, bot)
-            call.bot.start()
+            dialer: Any = BotDialer(call, bot)
+            call.bot = dialer
+            dialer.start()
 
     async def _webhook(self, action: Webhook) -> None:
         call, step = self.call, action.step
@@ -162,19 +163,20 @@ class FlowRunner:
                    "digits": action.digits, "carrier": call.carrier,
                    "caller": call.protocol.caller, "called": call.protocol.called}
         steps = None
+        url = step.webhook.url.split("?")[0] if step.webhook else ""  # a query may hold a token
         try:
-            if call.services.http is None:
+            http: Any = call.services.http
+            if http is None:
                 raise WebhookFailed("unreachable", "no HTTP client (the app is not running)")
-            body = await call_webhook(call.services.http, step, payload)
+            body = await call_webhook(http, step, payload)
             steps = answer_steps(body, step, self.flows, self.engine.route,
                                  frozenset(call.services.config.providers))
             outcome = "ok"
         except WebhookFailed as exc:
             outcome = exc.reason
-            _log.warning(f"webhook {exc.reason}", "call %s: flow webhook %s (step %s) failed: "
-                         "%s; going on at the fallback step", call.id,
-                         step.webhook.url.split("?")[0],
-                         step.name, exc)
+            _log.warning(f"webhook {exc.reason}", "call %s: flow webhook %s (step %s) failed "
+                         "(%s): %s; going on at the fallback step", call.id, url, step.name,
+                         exc.reason, exc)
             call.events.emit("flow.webhook_failed", step=step.name, reason=exc.reason)
         call.metrics.flow_webhooks.labels(outcome).inc()
         self._put(("answer", steps))

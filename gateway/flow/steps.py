@@ -311,20 +311,21 @@ def _cycles_without_input(flows: dict[str, FlowConfig]) -> list[list[tuple[str, 
                 if node is not None:
                     edges.append(node)
             graph[(route, step.name)] = edges
-    cycles, done = [], set()
+    cycles: list[list[tuple[str, str]]] = []
+    done: set[tuple[str, str]] = set()
     for root in graph:
         if root in done:
             continue
         stack, on_path = [(root, iter(graph[root]))], [root]
         while stack:
-            node, edges = stack[-1]
-            nxt = next(edges, None)
+            node, pending = stack[-1]
+            nxt = next(pending, None)
             if nxt is None:
                 stack.pop()
                 on_path.pop()
                 done.add(node)
             elif nxt in on_path:
-                cycles.append(on_path[on_path.index(nxt):] + [nxt])
+                cycles.append([*on_path[on_path.index(nxt):], nxt])
             elif nxt in graph and nxt not in done:
                 stack.append((nxt, iter(graph[nxt])))
                 on_path.append(nxt)
@@ -332,9 +333,7 @@ def _cycles_without_input(flows: dict[str, FlowConfig]) -> list[list[tuple[str, 
 
 
 def _resolved(flows: dict[str, FlowConfig], route: str, target: str) -> tuple[str, str] | None:
-    route, name = resolve(flows, route, target) if (
-        not target.startswith(ROUTE_PREFIX) or target[len(ROUTE_PREFIX):] in flows
-    ) else (None, None)
-    if route is None or name not in flows[route].steps:
+    if target.startswith(ROUTE_PREFIX) and target[len(ROUTE_PREFIX):] not in flows:
         return None
-    return route, name
+    route, name = resolve(flows, route, target)
+    return (route, name) if name in flows[route].steps else None

@@ -35,10 +35,11 @@ async def call_webhook(http: aiohttp.ClientSession, step: Step, payload: dict[st
     """POST ``payload``; the answer's body (at most ``max_response_bytes``), within
     ``timeout_s`` for the whole exchange."""
     spec = step.webhook
+    assert spec is not None  # a webhook step
     try:
         return await asyncio.wait_for(_post(http, spec.url, payload, spec.max_response_bytes),
                                       spec.timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise WebhookFailed("timeout", f"no answer within {spec.timeout_s} s") from None
     except aiohttp.ClientError as exc:
         raise WebhookFailed("unreachable", f"{type(exc).__name__}: {exc}"[:200]) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 
 import pytest
 import pytest_asyncio
@@ -86,6 +87,10 @@ async def setup():
     data["providers"]["fast"] = FAST
     data["routes"] = {path: {"provider": "fast", "flow": flow(f"http://127.0.0.1:{port}/{path}")}
                       for path in ("ok", "slow", "error", "garbage", "huge", "forbidden")}
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        down = closed.getsockname()[1]
+    data["routes"]["down"] = {"provider": "fast", "flow": flow(f"http://127.0.0.1:{down}/x")}
     data["default_route"] = "ok"
     gateway = await start_gateway(data)
     try:
@@ -117,7 +122,7 @@ async def test_the_server_gets_the_digits_and_its_steps_play_next(setup):
 
 @pytest.mark.parametrize("route,reason", [("slow", "timeout"), ("error", "status"),
                                           ("garbage", "invalid"), ("huge", "too_large"),
-                                          ("forbidden", "invalid")])
+                                          ("forbidden", "invalid"), ("down", "unreachable")])
 async def test_a_failed_webhook_goes_on_at_the_fallback_logged_and_counted(setup, caplog,
                                                                           route, reason):
     gw, business = setup
@@ -134,11 +139,12 @@ async def test_a_failed_webhook_goes_on_at_the_fallback_logged_and_counted(setup
             assert done["interrupted"] is False
             await control.next_event("flow.step", step="wait")
             assert not sim.result.closed_by_gateway
-    assert business.requests[-1]["digits"] == "7"
+    if route != "down":
+        assert business.requests[-1]["digits"] == "7"
     after = metric_value(await gw.metrics_text(), "tts_gateway_flow_webhooks_total",
                          outcome=reason)
     assert after == before + 1
-    assert any(f"flow webhook http://127.0.0.1" in r.getMessage() and reason != "ok"
+    assert any("flow webhook http://127.0.0.1" in r.getMessage() and reason in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
