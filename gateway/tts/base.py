@@ -82,7 +82,7 @@ class TtsSession(abc.ABC):
             if on_segments_done is not None:
                 on_segments_done(done)
 
-    async def release(self) -> None:
+    async def release(self) -> None:  # noqa: B027 (a hook: by default nothing to give back)
         """Give the session back at the end of the call."""
 
     async def discard(self) -> None:
@@ -108,10 +108,11 @@ class TtsProvider(abc.ABC):
 
     @abc.abstractmethod
     async def open_session(self, output: MediaFormat) -> TtsSession:
-        """A session for one call whose carrier wants ``output`` (to ask for it directly where possible)."""
+        """A session for one call whose carrier wants ``output`` (to ask for it directly
+        where possible)."""
 
-    def use_metrics(self, metrics) -> None:
+    def use_metrics(self, metrics) -> None:  # noqa: B027 (a hook: most report none)
         """The application's metrics, for providers that report their own (pools)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (a hook: most hold nothing)
         """Release everything at shutdown."""

@@ -45,6 +45,6 @@ def test_spec_facts(name):
     # every protocol speaks the one vocabulary the drivers' base runs it by
     assert isinstance(driver.new_protocol(key), ProviderProtocol)
     if spec.options is not ANY_OPTION:
-        with pytest.raises(ValueError, match="unknown .* options"):
+        with pytest.raises(ValueError, match=r"unknown .* options"):
             spec.new_driver(RemoteSettings(name, name, "key", spec.fake.voice, spec.endpoint,
                                            options={"no_such_option": 1}))

@@ -184,7 +184,7 @@ class IdleReceiver:
         while True:
             try:
                 msg = await self.ws.receive(timeout=self.POLL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if self.tick is not None:
                     self.tick()
                 if self.busy():

@@ -230,7 +230,7 @@ class ConnectionPool:
         s = self.settings
         ceiling = min(s.backoff_max_s, s.backoff_base_s * 2 ** (self.failures_in_a_row - 1))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # "equal jitter"
-        self.backoff_delays = (self.backoff_delays + [delay])[-20:]
+        self.backoff_delays = [*self.backoff_delays, delay][-20:]
         self._next_open_at = time.monotonic() + delay
         if self._metrics is not None:
             self._metrics.pool_failures.labels(self.name, failed.kind).inc()

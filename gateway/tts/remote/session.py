@@ -6,10 +6,11 @@ streaming in, sentence by sentence, while the first audio plays. If the connecti
 lost or fails before the turn's first audio, the turn is replayed once on a fresh
 connection, so a socket the provider dropped while idle costs the bot nothing. After a
 barge-in the turn is cancelled upstream and its late audio is dropped by the connection.
-A ``single_use`` provider (one utterance per socket) gets a warm connection leased per utterance instead,
-given back as soon as the utterance's turn ends. For failover, a session can also report
-when each text segment's audio is all in (``stream(..., on_segments_done=...)``): from the
-provider's own per-segment signal (``Driver.segments_done``), else with a turn per segment.
+A ``single_use`` provider (one utterance per socket) gets a warm connection leased per
+utterance instead, given back as soon as the utterance's turn ends. For failover, a session
+can also report when each text segment's audio is all in (``stream(...,
+on_segments_done=...)``): from the provider's own per-segment signal
+(``Driver.segments_done``), else with a turn per segment.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ import aiohttp
 from gateway.carriers.events import MediaFormat
 from gateway.config import LimitsConfig
 from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession, WordTiming
-from gateway.tts.providers.events import (ProviderAudio, ProviderDone, ProviderError,
-                                          ProviderWords)
+from gateway.tts.providers.events import (ProviderAudio, ProviderDone, ProviderWords)
 from gateway.tts.remote.connection import (ConnectionLost, ProviderConnection, SegmentsDone,
                                            TurnOverflow)
 from gateway.tts.providers.driver import RemoteSettings
@@ -254,7 +254,8 @@ class RemoteSession(TtsSession):
             self._turns += 1
             cid = f"{self._tag}-{self._turns}"
             queue = conn.register(cid, segments=on_segments_done is not None)
-            sender = asyncio.get_running_loop().create_task(self._send(conn, cid, voice, feed, queue))
+            sender = asyncio.get_running_loop().create_task(
+                self._send(conn, cid, voice, feed, queue))
             heard = finished = False
             audio_format = ("pcm_s16le", 8000)  # words before any audio: a chunk of nothing
             try:
@@ -286,8 +287,9 @@ class RemoteSession(TtsSession):
                         raise TtsError("internal", f"{self.provider.name}: cannot send the text: "
                                        f"{event.error}") from event.error
                     if kind is ConnectionLost:
-                        error, whole_socket = TtsError("connection_closed",
-                                                       f"{self.provider.name}: {event.reason}"), True
+                        error = TtsError("connection_closed",
+                                         f"{self.provider.name}: {event.reason}")
+                        whole_socket = True
                     else:
                         error = TtsError(event.kind, event.message)
                         whole_socket = event.fatal or event.context_id is None
@@ -325,7 +327,7 @@ class RemoteSession(TtsSession):
                 if segment is None:
                     break
                 index += 1
-                await conn.send(driver.send(proto, cid, segment, voice))
+                await conn.send(driver.send(proto, cid, segment))
             await conn.send(driver.end(proto, cid))
             if driver.is_done(proto, cid):
                 queue.put_nowait(ProviderDone(cid))

@@ -37,10 +37,11 @@ Error injection: with ``fail_on="..."``, generating text that contains it sends 
 (``done: true``); the socket stays open. With ``cut_after_bytes=N`` the server closes a
 socket (1011) once it has sent N bytes of audio on it, in the middle of whatever it was
 saying; with ``never_answer=True`` it takes text and never sends audio (nor ``done``).
-A runaway provider (:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): text containing ``flood_on`` gets
-audio without end at ``flood_factor`` (20) times real time, until cancelled; text
+A runaway provider (:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): text containing
+``flood_on`` gets audio without end at ``flood_factor`` (20) times real time, until cancelled; text
 containing ``oversize_on`` one chunk of ``oversize_bytes`` (8 MiB) of audio.
-``tag_words=True`` voices each word as a tone that names it (:mod:`gateway.tts.providers.fake_voice`).
+``tag_words=True`` voices each word as a tone that names it
+(:mod:`gateway.tts.providers.fake_voice`).
 
 ``app["log"]``: what was synthesized, dicts ``{"context_id","text","bytes","encoding",
 "sample_rate","audio"}`` (``audio``: the exact bytes sent); ``app["received"]``: client

@@ -158,7 +158,7 @@ class CartesiaProtocol(ProtocolDefaults):
     """One Cartesia TTS socket, seen from the gateway (the client).
 
     Turn life: :meth:`begin` (no message: a context is created by its first input), then
-    :meth:`send_text` per sentence, then :meth:`finish`; the turn is over at its
+    :meth:`send` per sentence, then :meth:`finish`; the turn is over at its
     :class:`ProviderDone` (or at once, when :meth:`state` says ``None`` after
     :meth:`finish`). :meth:`cancel` for barge-in. ``clock`` is injectable for tests.
     """
@@ -203,7 +203,7 @@ class CartesiaProtocol(ProtocolDefaults):
 
     def segments_done(self, context_id: str) -> int | None:
         """Manual flushes of the turn answered by ``flush_done`` so far (one per
-        :meth:`send_text`: the audio of that many sentences is out); None when the turn is
+        :meth:`send`: the audio of that many sentences is out); None when the turn is
         unknown or over."""
         turn = self._turns.get(context_id)
         return turn.flushes_done if turn is not None else None
@@ -228,9 +228,13 @@ class CartesiaProtocol(ProtocolDefaults):
 
     # ---- outbound --------------------------------------------------------------
 
-    def begin(self, context_id: str, *, voice: str | None = None, encoding: str = "pcm_mulaw",
-              sample_rate: int = 8000) -> None:
-        """Register a turn (contexts need no open message, §7 [C])."""
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """Register a turn (contexts need no open message, §7 [C]), in ``encoding`` and
+        ``sample_rate`` (default ``pcm_mulaw`` 8 kHz): every input carries them."""
+        context_id = turn_id
+        encoding = encoding or "pcm_mulaw"
+        sample_rate = sample_rate or 8000
         if self.failed:
             raise RuntimeError("the Cartesia socket had a fatal error: replace it")
         if context_id in self._turns or context_id in self._cancelled \
@@ -254,6 +258,7 @@ class CartesiaProtocol(ProtocolDefaults):
         turn.server_ids.append(context_id)
         self._turns[context_id] = turn
         self._server[context_id] = context_id
+        return []
 
     def _live(self, context_id: str, action: str) -> _Turn:
         turn = self._turns.get(context_id)
@@ -289,16 +294,16 @@ class CartesiaProtocol(ProtocolDefaults):
         turn.words_base_s = turn.audio_s  # the new context's timestamps start at 0 [I]
         self._server[turn.server_id] = turn_id
 
-    def send_text(self, context_id: str, text: str) -> list[str]:
+    def send(self, turn_id: str, text: str) -> list[str]:
         """Inputs for one sentence (``continue: true``) and a manual flush after it
         (``continue: true, flush: true``, empty transcript; flush IDs page [C]). Moves the
         turn to a fresh server context first when the current one may have expired."""
-        turn = self._live(context_id, "text")
+        turn = self._live(turn_id, "text")
         pieces = split_text(text, self.max_text_chars)
         if not pieces:
             return []
         if self._maybe_expired(turn):
-            self._rollover(turn, context_id)
+            self._rollover(turn, turn_id)
         out = [self._input(turn, piece, cont=True) for piece in pieces]
         out.append(self._input(turn, "", cont=True, flush=True))
         turn.sent = True

@@ -196,7 +196,7 @@ class DeepgramProtocol(ProtocolDefaults):
         return turn.state if turn is not None else None
 
     def segments_done(self, context_id: str) -> int | None:
-        """Sentences (:meth:`speak` calls) of the turn whose audio is out: those sent
+        """Sentences (:meth:`send` calls) of the turn whose audio is out: those sent
         before the last ``Flush`` that was answered; None when the turn is over."""
         turn = self._turns.get(context_id)
         return turn.segments_done if turn is not None else None
@@ -225,8 +225,12 @@ class DeepgramProtocol(ProtocolDefaults):
 
     # ---- outbound --------------------------------------------------------------
 
-    def begin(self, context_id: str) -> None:
-        """Register a turn. One live turn at a time: the socket is one stream (§0)."""
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """Register a turn (no message). One live turn at a time: the socket is one stream
+        (§0). Voice and audio format are the socket's (its URL)."""
+        self.fixed_per_socket(voice, encoding, sample_rate)
+        context_id = turn_id
         if self.failed:
             raise RuntimeError("the Deepgram socket must be replaced (fatal error or lost flush)")
         if (context_id in self._turns or context_id in self._finished
@@ -236,6 +240,7 @@ class DeepgramProtocol(ProtocolDefaults):
             raise RuntimeError(f"turn {self.live_turns[0]!r} is still live on this Deepgram "
                                "socket: the socket is one stream, one turn at a time")
         self._turns[context_id] = _Turn()
+        return []
 
     def _live(self, context_id: str, action: str) -> _Turn:
         turn = self._turns.get(context_id)
@@ -252,9 +257,10 @@ class DeepgramProtocol(ProtocolDefaults):
         self._flush_times.append(self.clock())
         return '{"type": "Flush"}'
 
-    def speak(self, context_id: str, text: str) -> list[str]:
+    def send(self, turn_id: str, text: str) -> list[str]:
         """``Speak`` for one sentence (split at :data:`MAX_TEXT_CHARS`), then a ``Flush``
         while the flush budget allows (module doc)."""
+        context_id = turn_id
         turn = self._live(context_id, "Speak")
         pieces = split_text(text, self.max_text_chars)
         if not pieces:
@@ -384,7 +390,7 @@ class DeepgramProtocol(ProtocolDefaults):
         # §8 [T pipecat] reads ``description``; the SDK has ``warn_code``/``warn_msg`` [C].
         text = str(message.get("description") or message.get("warn_msg") or "")
         code = str(message.get("code") or message.get("warn_code") or "")
-        self.warnings = (self.warnings + [f"{code}: {text}"])[-10:]
+        self.warnings = [*self.warnings, f"{code}: {text}"][-10:]
         if "flush" not in (text + " " + code).lower():
             return []  # informational
         # The flush was not processed: the turn waiting for it would never end, and its
