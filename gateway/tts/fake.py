@@ -12,7 +12,7 @@ network; remote providers and their faithful fakes come with the provider pool.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import numpy as np
 from telcodecs import ulaw_encode
@@ -73,7 +73,8 @@ class FakeSession(TtsSession):
     def __init__(self, provider: FakeProvider):
         self._p = provider
 
-    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+    async def synthesize(self, text: str, voice: str | None = None
+                         ) -> AsyncGenerator[AudioChunk, None]:
         p = self._p
         width = p.bytes_per_sample
         total = int(len(text) / p.chars_per_second * p.sample_rate) * width

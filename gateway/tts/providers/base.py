@@ -93,7 +93,7 @@ class ProtocolDefaults:
         return []
 
     def reusable(self) -> bool:
-        return self.is_clean()
+        return self.is_clean() and not self.failed
 
     def is_clean(self) -> bool:
         raise NotImplementedError

@@ -7,7 +7,7 @@ import bisect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from gateway.tts.base import MAX_WORD_CHARS, WordTiming
 from gateway.tts.providers.events import ProviderProtocolError
@@ -103,7 +103,7 @@ def remember(table: dict[str, Any], key: str, value: Any = None, limit: int = 25
 MAX_WORDS_PER_MESSAGE = 1000
 
 
-def is_seconds(value: Any) -> bool:
+def is_seconds(value: Any) -> TypeGuard[float]:
     """A time a provider sent: a number of seconds, finite, not negative, under a day."""
     return type(value) in (int, float) and 0 <= value < 86400
 

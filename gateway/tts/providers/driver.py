@@ -86,6 +86,23 @@ class Driver(Generic[P]):
         return {k: v for k, v in self.settings.options.items()
                 if k not in own and k != "word_timestamps"}
 
+    def configured_format(self, chosen: tuple[str, int]) -> tuple[str, int]:
+        """The provider's audio format: ``chosen`` for the call's carrier, unless the
+        options name one, where the spec offers that (``pcm_format``): ``audio_format`` in
+        the provider's own words, ``sample_rate`` for its PCM (G.711 is 8 kHz). The operator
+        knows better what a voice streams, and the benchmark asks for 24 kHz PCM on a μ-law
+        carrier to measure the resampled path."""
+        pcm, options = self.spec.pcm_format, self.settings.options
+        if pcm is None:
+            return chosen
+        fmt, rate = chosen
+        if "audio_format" in options:
+            fmt = options["audio_format"]
+            rate = options.get("sample_rate", 8000 if fmt != pcm else rate)
+        elif "sample_rate" in options and fmt == pcm:
+            rate = options["sample_rate"]
+        return fmt, rate
+
     def pool_key(self, output: MediaFormat) -> Hashable:
         """Connections are interchangeable between calls with the same key."""
         return None
@@ -173,21 +190,6 @@ class Driver(Generic[P]):
         """The provider closes the socket now as its protocol says it does (e.g. after
         the final frame): the pool does not count that close as a reconnect."""
         return False
-
-
-def configured_format(options: dict[str, Any], chosen: tuple[str, int], *, pcm: str,
-                      g711_rate: int = 8000) -> tuple[str, int]:
-    """The provider's audio format: ``chosen`` for the call's carrier, unless the options
-    name one (``audio_format`` in the provider's own words, ``sample_rate`` for its ``pcm``
-    format): the operator knows better what a voice streams, and the benchmark asks for
-    24 kHz PCM on a μ-law carrier to measure the resampled path."""
-    fmt, rate = chosen
-    if "audio_format" in options:
-        fmt = options["audio_format"]
-        rate = options.get("sample_rate", g711_rate if fmt != pcm else rate)
-    elif "sample_rate" in options and fmt == pcm:
-        rate = options["sample_rate"]
-    return fmt, rate
 
 
 def one_voice(driver: Driver, voice: str | None) -> None:

@@ -301,7 +301,8 @@ class ProviderConnection:
                 if event.fatal:
                     asyncio.get_running_loop().create_task(self.close(f"fatal error: {event.kind}"))
             else:
-                queue = self.turns.get(getattr(event, "context_id", None))
+                cid = getattr(event, "context_id", None)
+                queue = self.turns.get(cid) if cid is not None else None
                 if queue is not None:
                     queue.put_nowait(event)
 
@@ -496,6 +497,7 @@ class SocketIOWebSocket:
         self.closed = True
         if reason == "transport error":
             ws = getattr(self._sio.eio, "ws", None)  # Engine.IO's aiohttp socket
+            error: Exception
             if getattr(ws, "close_code", None) == WSCloseCode.MESSAGE_TOO_BIG:
                 error = WebSocketError(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
             else:

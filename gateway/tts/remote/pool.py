@@ -223,7 +223,7 @@ class ConnectionPool:
         if failed is None:
             self.failures_in_a_row = 0
             self._next_open_at = 0.0
-            if self._metrics is not None:
+            if self._opens is not None:
                 self._opens.inc()
             return
         self.failures_in_a_row += 1
@@ -327,6 +327,6 @@ class ConnectionPool:
             pass
 
     def _count(self, counter, started: float) -> None:
-        if self._metrics is not None:
+        if counter is not None and self._acquire is not None:
             counter.inc()
             self._acquire.observe(time.monotonic() - started)

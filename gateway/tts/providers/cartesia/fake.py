@@ -59,8 +59,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.tts.providers.fakes import (RUNAWAY_PROFILE, IdleReceiver, audio_pieces,
-                                          fake_app, serve_socket)
+from gateway.tts.providers.fakes import (COMMON_PROFILE, RUNAWAY_PROFILE, IdleReceiver,
+                                         audio_pieces, fake_app, send_json, serve_socket)
 from gateway.tts.providers.fake_voice import voice_pcm, word_spans
 
 PATH = "/tts/websocket"
@@ -74,12 +74,7 @@ _FIELDS = {"model_id", "transcript", "voice", "output_format", "language", "cont
 _PER_INPUT = {"transcript", "continue", "duration", "flush"}
 
 DEFAULTS: dict[str, Any] = {
-    "api_key": "test-key",
-    "handshake_ms": 0.0,
-    "first_audio_ms": 30.0,
-    "chunk_ms": 100.0,
-    "burst_factor": 10.0,
-    "chars_per_second": 15.0,
+    **COMMON_PROFILE,
     "context_expiry_s": 1.0,  # [C] contexts expire 1 s after their last audio
     "late_chunks": 2,  # chunks of the generation in flight still sent after a cancel
     "idle_timeout_s": 300.0,  # [O] 5 min
@@ -156,12 +151,7 @@ class _Session:
         self.audio_sent = 0  # bytes of audio sent on this socket (cut_after_bytes)
 
     async def send(self, obj: dict) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                try:
-                    await self.ws.send_str(json.dumps(obj))
-                except ConnectionError:
-                    pass
+        await send_json(self.ws, self.lock, obj)
 
     def stop(self) -> None:
         for ctx in self.contexts.values():

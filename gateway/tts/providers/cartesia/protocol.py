@@ -141,6 +141,7 @@ class _Turn:
     base: dict[str, Any]  # the fields every input of the context repeats
     encoding: str  # ProviderAudio.encoding
     sample_rate: int
+    id: str  # the turn's (the caller's) id
     server_id: str  # the current server context
     serial: int = 0  # rollovers so far
     state: str = "open"  # open -> ending (continue:false sent) -> forgotten at done
@@ -214,9 +215,6 @@ class CartesiaProtocol(ProtocolDefaults):
     def is_clean(self) -> bool:
         return not self._turns
 
-    def reusable(self) -> bool:
-        return self.is_clean() and not self.failed
-
     @property
     def live_turns(self) -> list[str]:
         return list(self._turns)
@@ -254,7 +252,7 @@ class CartesiaProtocol(ProtocolDefaults):
         if self.word_timestamps:
             base["add_timestamps"] = True
         base.update(self.extra)
-        turn = _Turn(base, ENCODINGS[encoding], sample_rate, context_id)
+        turn = _Turn(base, ENCODINGS[encoding], sample_rate, context_id, context_id)
         turn.server_ids.append(context_id)
         self._turns[context_id] = turn
         self._server[context_id] = context_id
@@ -374,14 +372,14 @@ class CartesiaProtocol(ProtocolDefaults):
             return []
         if kind == "done":
             if turn is not None and sid == turn.server_id and turn.state == "ending":
-                self._retire(turn_id, cancelled=False)
-                return [ProviderDone(turn_id)]
+                self._retire(turn.id, cancelled=False)
+                return [ProviderDone(turn.id)]
             return []  # an old (rolled over) or cancelled context: nothing to do
         if kind == "timestamps":
             if turn is None or sid != turn.server_id:
                 return []  # of a cut or rolled-over context: its audio is gone too
             words = _word_timings(message.get("word_timestamps"), turn.words_base_s)
-            return [ProviderWords(turn_id, words)] if words else []
+            return [ProviderWords(turn.id, words)] if words else []
         if kind == "phoneme_timestamps":
             return []
         return []  # [I] new event types are ignored, not fatal

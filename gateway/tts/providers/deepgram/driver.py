@@ -7,7 +7,7 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.deepgram import protocol as deepgram
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, RemoteSettings, configured_format
+from gateway.tts.providers.driver import Driver, RemoteSettings
 
 
 class DeepgramDriver(Driver[deepgram.DeepgramProtocol]):
@@ -28,7 +28,7 @@ class DeepgramDriver(Driver[deepgram.DeepgramProtocol]):
 
     def pool_key(self, output: MediaFormat) -> Hashable:
         chosen = deepgram.choose_format(output.encoding, output.sample_rate)
-        return configured_format(self.settings.options, chosen, pcm=self.spec.pcm_format)
+        return self.configured_format(chosen)
 
     def connect(self, key):
         s, o = self.settings, self.settings.options

@@ -210,9 +210,6 @@ class DeepgramProtocol(ProtocolDefaults):
     def is_clean(self) -> bool:
         return not self._turns
 
-    def reusable(self) -> bool:
-        return self.is_clean() and not self.failed
-
     @property
     def live_turns(self) -> list[str]:
         return [cid for cid, t in self._turns.items() if t.state != "cancelling"]

@@ -273,9 +273,6 @@ class ElevenLabsProtocol(ProtocolDefaults):
         contexts that already had their ``isFinal`` cannot come either)."""
         return not self._contexts
 
-    def reusable(self) -> bool:
-        return self.is_clean() and not self.failed
-
     def is_cancelled(self, context_id: str) -> bool:
         ctx = self._contexts.get(context_id)
         if ctx is not None:
@@ -432,10 +429,10 @@ class ElevenLabsProtocol(ProtocolDefaults):
                 if words:
                     events.append(ProviderWords(cid, words))
         if message.get("isFinal") is True:
-            cid = context_id if context_id is not None else self._only_context()
-            if cid is not None and cid in self._contexts:
-                self._finish(cid)
-                events.append(ProviderDone(cid))
+            final = context_id if context_id is not None else self._only_context()
+            if final is not None and final in self._contexts:
+                self._finish(final)
+                events.append(ProviderDone(final))
             return events
         if not audio and "isFinal" not in message and "alignment" not in message \
                 and "normalizedAlignment" not in message:

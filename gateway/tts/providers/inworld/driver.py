@@ -6,7 +6,7 @@ from collections.abc import Hashable
 
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.inworld import protocol as inworld
-from gateway.tts.providers.driver import Driver, configured_format
+from gateway.tts.providers.driver import Driver
 
 
 class InworldDriver(Driver[inworld.InworldProtocol]):
@@ -25,7 +25,7 @@ class InworldDriver(Driver[inworld.InworldProtocol]):
 
     def turn_format(self, output: MediaFormat) -> tuple[str, int]:
         chosen = inworld.choose_audio_format(output.encoding, output.sample_rate)
-        return configured_format(self.settings.options, chosen, pcm=self.spec.pcm_format)
+        return self.configured_format(chosen)
 
     def connect(self, key):
         s = self.settings

@@ -33,8 +33,8 @@ from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode, wav_bytes
 
 from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
-from gateway.tts.providers.fakes import (BENCH_PROFILE, Pacer, fake_app, looped_speech,
-                                         run_after, serve_socket)
+from gateway.tts.providers.fakes import (BENCH_PROFILE, COMMON_PROFILE, Pacer, fake_app,
+                                         looped_speech, run_after, send_json, serve_socket)
 
 PATH = "/tts/v1/voice:streamBidirectional"
 OPS = ("create", "send_text", "flush_context", "update_config", "close_context")
@@ -42,12 +42,7 @@ _TIMESTAMP_TYPES = ("TIMESTAMP_TYPE_UNSPECIFIED", "WORD", "CHARACTER")  # §1.2 
 ENCODINGS = ("LINEAR16", "MP3", "OGG_OPUS", "ALAW", "MULAW", "FLAC", "PCM", "WAV")
 
 DEFAULTS: dict[str, Any] = {
-    "api_key": "test-key",
-    "handshake_ms": 0.0,  # before the upgrade completes
-    "first_audio_ms": 30.0,  # per generation, before its first chunk
-    "chunk_ms": 100.0,  # audio per chunk
-    "burst_factor": 10.0,  # chunks arrive this much faster than real time
-    "chars_per_second": 15.0,
+    **COMMON_PROFILE,
     "idle_timeout_s": 600.0,  # §1.4 [C] 10 min
     "context_idle_s": None,  # §1.4 [O] ~60 s; None: contexts never expire
     "close_delay_ms": 0.0,  # late completion: contextClosed this long after the audio
@@ -124,9 +119,7 @@ class _Session:
         self.auto_id = 0
 
     async def send(self, obj: dict) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                await self.ws.send_str(json.dumps(obj))
+        await send_json(self.ws, self.lock, obj)
 
     async def result(self, context_id: str | None, **payload: Any) -> None:
         body: dict[str, Any] = {"contextId": context_id} if context_id else {}

@@ -425,8 +425,7 @@ class InworldProtocol(ProtocolDefaults):
         if chunk is not None:
             return self._audio(context_id, chunk, text)
         if "flushCompleted" in result:
-            ctx = self._contexts.get(context_id) if context_id else None
-            if ctx is None:
+            if not context_id or (ctx := self._contexts.get(context_id)) is None:
                 return []
             ctx.chunks_since_flush = 0
             ctx.generation_s = ctx.audio_s  # the next generation's timestamps start at 0
@@ -440,8 +439,7 @@ class InworldProtocol(ProtocolDefaults):
                 return [ProviderDone(context_id)]
             return []
         if "contextClosed" in result:
-            ctx = self._contexts.get(context_id) if context_id else None
-            if ctx is None:
+            if not context_id or (ctx := self._contexts.get(context_id)) is None:
                 return []
             if ctx.flushes_pending and ctx.chunks_since_flush == 0:
                 # §1.4 race [O pipecat #5110]: the ack beat the audio. Keep the context

@@ -51,10 +51,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.tts.providers.fakes import fake_app, serve_socket
+from gateway.tts.providers.fakes import COMMON_PROFILE, fake_app, send_json, serve_socket
 from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
 
-CHARS_PER_SECOND = 15.0
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
 _FIELDS = {
     "voice_id", "text", "model", "language", "sample_rate", "speed", "output_format",
@@ -69,11 +68,7 @@ PATH = "/waves/v1/tts/live"
 
 
 DEFAULTS: dict[str, Any] = {
-    "api_key": "test-key",
-    "handshake_ms": 0,
-    "first_audio_ms": 30,
-    "burst_factor": 10.0,
-    "chunk_ms": 100,
+    **COMMON_PROFILE,
     "default_timeout_s": 60,
     "close_after_complete": False,
     "max_text_chars": 500,
@@ -82,7 +77,6 @@ DEFAULTS: dict[str, Any] = {
     "cut_after_bytes": None,
     "never_answer": False,
     "tag_words": False,
-    "chars_per_second": CHARS_PER_SECOND,
 }
 
 
@@ -174,9 +168,7 @@ class _Session:
         self.words_sent = 0  # word_timestamp frames sent (their ``id``)
 
     async def send(self, obj: dict) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                await self.ws.send_str(json.dumps(obj))
+        await send_json(self.ws, self.lock, obj)
 
     async def error(self, code: str, message: str, external: str | None = None) -> None:
         frame: dict = {"session_id": self.session_id, "status": "error",

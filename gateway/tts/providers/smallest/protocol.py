@@ -496,8 +496,7 @@ class SmallestProtocol(ProtocolDefaults):
             return []
         word = word.strip()[:MAX_WORD_CHARS]
         cid = self._context_of(message)
-        ctx = self._contexts.get(cid) if cid is not None else None
-        if not word or ctx is None or ctx.cancelled:
+        if not word or cid is None or (ctx := self._contexts.get(cid)) is None or ctx.cancelled:
             return []
         return [ProviderWords(cid, (WordTiming(word, float(start), float(end)),))]
 

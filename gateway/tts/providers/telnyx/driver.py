@@ -7,7 +7,7 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.telnyx import protocol as telnyx
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, RemoteSettings, configured_format
+from gateway.tts.providers.driver import Driver, RemoteSettings
 
 
 class TelnyxDriver(Driver[telnyx.TelnyxProtocol]):
@@ -44,7 +44,7 @@ class TelnyxDriver(Driver[telnyx.TelnyxProtocol]):
 
     def pool_key(self, output: MediaFormat) -> Hashable:
         chosen = telnyx.choose_format(self.settings.voice, output.encoding, output.sample_rate)
-        return configured_format(self.settings.options, chosen, pcm=self.spec.pcm_format)
+        return self.configured_format(chosen)
 
     def connect(self, key):
         s, o = self.settings, self.settings.options

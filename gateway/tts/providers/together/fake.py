@@ -56,8 +56,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import wav_bytes
 
-from gateway.tts.providers.fakes import (RUNAWAY_PROFILE, IdleReceiver, audio_pieces, fake_app,
-                                          track_socket)
+from gateway.tts.providers.fakes import (COMMON_PROFILE, RUNAWAY_PROFILE, IdleReceiver,
+                                         audio_pieces, fake_app, track_socket)
 from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
 
 PATH = "/v1/audio/speech/websocket"
@@ -68,12 +68,9 @@ VOICES = {
 }
 
 DEFAULT_PROFILE: dict[str, Any] = {
-    "api_key": "test-key",
+    **COMMON_PROFILE,
     "handshake_ms": 20.0,
-    "first_audio_ms": 30.0,
     "burst_factor": 8.0,  # audio sent 8x faster than real time
-    "chunk_ms": 100.0,
-    "chars_per_second": 15.0,
     "done_delay_ms": 0.0,
     "late_chunks": 2,  # deltas still sent for a cancelled item after context.cancelled
     "idle_timeout_s": 60.0,
@@ -107,7 +104,7 @@ class _Ctx:
     def __init__(self, cid: str) -> None:
         self.id = cid
         self.buffer = ""
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.cancelled = False
         self.task: asyncio.Task | None = None
 

@@ -546,7 +546,7 @@ class TogetherProtocol(ProtocolDefaults):
         detail = f"Together: {text}" + (f" ({code})" if code else "")
         return [ProviderError(cid, kind, detail, fatal)]
 
-    def _retire(self, ctx: _Context, final: str) -> None:
+    def _retire(self, ctx: _Context, final: ContextState) -> None:
         ctx.state = final
         del self._contexts[ctx.id]
         if final == "cancelled":

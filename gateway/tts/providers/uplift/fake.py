@@ -60,7 +60,7 @@ import socketio
 from aiohttp import web
 from telcodecs import ulaw_encode, wav_bytes
 
-from gateway.tts.providers.fakes import RUNAWAY_PROFILE, add_stats, audio_pieces
+from gateway.tts.providers.fakes import COMMON_PROFILE, RUNAWAY_PROFILE, add_stats, audio_pieces
 
 NAMESPACE = "/text-to-speech/multi-stream"
 PATH = NAMESPACE  # the endpoint path a client is given: the namespace
@@ -69,14 +69,11 @@ FORMATS = ("PCM_22050_16", "WAV_22050_16", "WAV_22050_32", "MP3_22050_32", "MP3_
            "MP3_22050_128", "OGG_22050_16", "ULAW_8000_8")
 
 DEFAULT_PROFILE: dict[str, Any] = {
-    "api_key": "test-key",
+    **COMMON_PROFILE,  # handshake_ms: until the namespace connection is accepted;
+    # first_audio_ms: per request (the docs say ~300 ms)
     "auth_error": "connect_error",  # or "message"
-    "handshake_ms": 0.0,  # before the namespace connection is accepted
     "ready_ms": 5.0,  # connect -> ready
-    "first_audio_ms": 30.0,  # per request (the docs say ~300 ms)
     "burst_factor": 8.0,
-    "chunk_ms": 100.0,
-    "chars_per_second": 15.0,
     "late_chunks": 2,
     "requests_per_minute": 60,
     "cancels_per_minute": 100,

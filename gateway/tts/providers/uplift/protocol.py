@@ -426,7 +426,7 @@ class UpliftProtocol(ProtocolDefaults):
             "unknown_type", f"Uplift message of type {kind!r}; expected ready, audio_start, "
             f"audio, audio_end or error: {_preview(message)}")
 
-    def _request_of(self, message: dict, what: str) -> tuple[str | None, _Request | None]:
+    def _request_of(self, message: dict, what: str) -> tuple[str, _Request | None]:
         rid = message.get("requestId")
         if type(rid) is not str or not rid:
             raise ProviderProtocolError(
@@ -512,15 +512,16 @@ class UpliftProtocol(ProtocolDefaults):
         text = text if type(text) is str and text else "error without a message"
         kind = code if code in ERROR_KINDS else "server_error"
         detail = f"Uplift: {text} (code {code})"
-        rid = message.get("requestId")
-        req = self._requests.get(rid) if type(rid) is str else None
+        raw_id = message.get("requestId")
+        rid = raw_id if type(raw_id) is str else None
+        req = self._requests.get(rid) if rid is not None else None
         if kind == "rate_limit_exceeded":
             self.throttled_until = self._clock() + WINDOW_S  # this connection is spent [I]
         if kind == "auth_failed":
             self.failed = True
             return [ProviderError(None, kind, detail, True)]
-        if req is None:
-            if type(rid) is str and (rid in self._cancelled or rid in self._finished):
+        if req is None or rid is None:
+            if rid is not None and (rid in self._cancelled or rid in self._finished):
                 return []  # about a request we gave up on already
             # naming no live request: it concerns the connection [I]
             return [ProviderError(None, kind, detail, False)]
