@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
+from urllib.parse import urlencode
 
 from gateway.tts.base import MAX_WORD_CHARS, WordTiming
 from gateway.tts.providers.events import ProviderProtocolError
@@ -28,6 +29,14 @@ class SocketIOParams:
     auth: dict[str, str] = field(repr=False)
     socketio_path: str = "socket.io"  # Engine.IO's default path
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def with_query(endpoint: str, **params: Any) -> str:
+    """``endpoint`` with ``params`` added to its query string, in order: None values left
+    out, booleans written ``true``/``false`` (as the providers' query parameters take them)."""
+    query = urlencode({name: ("true" if value else "false") if type(value) is bool else value
+                       for name, value in params.items() if value is not None})
+    return endpoint + ("&" if "?" in endpoint else "?") + query
 
 
 def decode_base64(value: Any, what: str, kind: str = "bad_audio") -> bytes:

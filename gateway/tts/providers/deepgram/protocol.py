@@ -50,11 +50,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import choose_g711_or_pcm, parse_typed_frame, remember
+from gateway.tts.providers.common import choose_g711_or_pcm, parse_typed_frame, remember, with_query
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -124,14 +123,10 @@ def connect_params(api_key: str, *, endpoint: str = DEFAULT_ENDPOINT, model: str
     if not model:
         raise ValueError("Deepgram model is required (the Aura voice, e.g. aura-2-thalia-en)")
     _check_format(encoding, sample_rate)
-    params: dict[str, object] = {"model": model, "encoding": encoding, "sample_rate": sample_rate}
-    if speed is not None:
-        if not 0.7 <= float(speed) <= 1.5:
-            raise ValueError(f"Deepgram speed must be 0.7-1.5, got {speed}")  # §8 [C]
-        params["speed"] = float(speed)
-    if mip_opt_out is not None:
-        params["mip_opt_out"] = "true" if mip_opt_out else "false"
-    url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+    if speed is not None and not 0.7 <= float(speed) <= 1.5:
+        raise ValueError(f"Deepgram speed must be 0.7-1.5, got {speed}")  # §8 [C]
+    url = with_query(endpoint, model=model, encoding=encoding, sample_rate=sample_rate,
+                     speed=None if speed is None else float(speed), mip_opt_out=mip_opt_out)
     return url, {"Authorization": f"Token {api_key}"}
 
 

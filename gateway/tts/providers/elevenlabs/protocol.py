@@ -53,13 +53,13 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.base import MAX_WORD_CHARS, WordTiming
-from gateway.tts.providers.common import (MAX_WORDS_PER_MESSAGE, decode_base64, is_seconds,
-                                          choose_g711_or_pcm, parse_object, remember)
+from gateway.tts.providers.common import (MAX_WORDS_PER_MESSAGE, choose_g711_or_pcm, decode_base64,
+                                          is_seconds, parse_object, remember, with_query)
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
@@ -183,20 +183,12 @@ def connect_params(
                          f"got {inactivity_timeout!r}")
     if apply_text_normalization is not None and apply_text_normalization not in _NORMALIZATION:
         raise ValueError(f"apply_text_normalization must be one of {_NORMALIZATION}")
-    params: dict[str, Any] = {"model_id": model, "output_format": output_format,
-                              "inactivity_timeout": inactivity_timeout}
-    if auto_mode is not None:
-        params["auto_mode"] = "true" if auto_mode else "false"
-    if language_code:
-        params["language_code"] = language_code
-    if apply_text_normalization:
-        params["apply_text_normalization"] = apply_text_normalization
-    if enable_logging is not None:
-        params["enable_logging"] = "true" if enable_logging else "false"
-    if sync_alignment is not None:
-        params["sync_alignment"] = "true" if sync_alignment else "false"
-    url = endpoint.replace("{voice_id}", quote(voice, safe=""))
-    url += ("&" if "?" in url else "?") + urlencode(params)
+    url = with_query(endpoint.replace("{voice_id}", quote(voice, safe="")),
+                     model_id=model, output_format=output_format,
+                     inactivity_timeout=inactivity_timeout, auto_mode=auto_mode,
+                     language_code=language_code or None,
+                     apply_text_normalization=apply_text_normalization or None,
+                     enable_logging=enable_logging, sync_alignment=sync_alignment)
     return url, {"xi-api-key": api_key}
 
 

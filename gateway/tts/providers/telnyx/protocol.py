@@ -53,11 +53,11 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64, parse_object
+from gateway.tts.providers.common import decode_base64, parse_object, with_query
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
@@ -147,19 +147,13 @@ def connect_params(api_key: str, *, endpoint: str = DEFAULT_ENDPOINT, voice: str
         raise ValueError(f"Telnyx endpoint must be a ws:// or wss:// URL, got {endpoint!r}")
     if text_type not in (None, "text", "ssml"):
         raise ValueError(f"text_type {text_type!r}: text or ssml")
-    params: dict[str, Any] = {"voice": voice, "audio_format": audio_format,
-                              "sample_rate": int(sample_rate)}
-    if language:
-        params["language"] = language
-    if text_type:
-        params["text_type"] = text_type
-    if disable_cache is not None:
-        params["disable_cache"] = "true" if disable_cache else "false"
-    if inactivity_timeout_s is not None:
-        if type(inactivity_timeout_s) is not int or inactivity_timeout_s < 1:
-            raise ValueError("inactivity_timeout_s must be a positive integer of seconds")
-        params["inactivity_timeout"] = inactivity_timeout_s
-    url = endpoint + ("&" if parts.query else "?") + urlencode(params)
+    if inactivity_timeout_s is not None and (type(inactivity_timeout_s) is not int
+                                             or inactivity_timeout_s < 1):
+        raise ValueError("inactivity_timeout_s must be a positive integer of seconds")
+    url = with_query(endpoint, voice=voice, audio_format=audio_format,
+                     sample_rate=int(sample_rate), language=language or None,
+                     text_type=text_type or None, disable_cache=disable_cache,
+                     inactivity_timeout=inactivity_timeout_s)
     return url, {"Authorization": f"Bearer {api_key}"}
 
 

@@ -51,12 +51,11 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from typing import Any, Literal
-from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import (decode_base64, parallel_word_timings,
-                                          parse_typed_frame, remember)
+from gateway.tts.providers.common import (decode_base64, parallel_word_timings, parse_typed_frame,
+                                          remember, with_query)
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
@@ -132,24 +131,16 @@ def connect_params(
         )
     if segment not in ("never", "sentence", "immediate"):
         raise ValueError(f"segment {segment!r}: expected never, sentence or immediate")
-    params: dict[str, Any] = {
-        "model": model,
-        "voice": voice,
-        "response_format": response_format,
-        "sample_rate": int(sample_rate),
-        "segment": segment,
-    }
-    if speed is not None:
-        params["speed"] = float(speed)
-    if language is not None:
-        params["language"] = language.lower()  # §3.1 [C]: locales must be lowercase
-    if max_partial_length is not None:
-        params["max_partial_length"] = int(max_partial_length)
-    if alignment is not None:
-        if alignment not in ("word", "none"):
-            raise ValueError(f"alignment {alignment!r}: expected word or none")
-        params["alignment"] = alignment  # word: conversation.item.word_timestamps [C]
-    url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+    if alignment not in (None, "word", "none"):
+        raise ValueError(f"alignment {alignment!r}: expected word or none")
+    url = with_query(endpoint, model=model, voice=voice, response_format=response_format,
+                     sample_rate=int(sample_rate), segment=segment,
+                     speed=None if speed is None else float(speed),
+                     # §3.1 [C]: locales must be lowercase
+                     language=None if language is None else language.lower(),
+                     max_partial_length=(None if max_partial_length is None
+                                         else int(max_partial_length)),
+                     alignment=alignment)  # word: conversation.item.word_timestamps [C]
     return url, {"Authorization": f"Bearer {api_key}"}
 
 
