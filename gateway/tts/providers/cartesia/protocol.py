@@ -283,7 +283,7 @@ class CartesiaProtocol(ProtocolDefaults):
     def _rollover(self, turn: _Turn, turn_id: str) -> None:
         old = turn.server_id
         self._server.pop(old, None)
-        self._remember(self._finished, old, (turn_id, turn.encoding, turn.sample_rate))
+        remember(self._finished, old, (turn_id, turn.encoding, turn.sample_rate))
         turn.serial += 1
         turn.server_id = f"{turn_id}~{turn.serial}"
         turn.server_ids.append(turn.server_id)
@@ -327,7 +327,7 @@ class CartesiaProtocol(ProtocolDefaults):
         turn = self._turns.get(context_id)
         if turn is None:
             if context_id in self._cancelled or context_id in self._finished:
-                self._remember(self._cancelled, context_id)
+                remember(self._cancelled, context_id)
                 return []
             raise RuntimeError(f"cancel of unknown turn {context_id!r}")
         out = []
@@ -340,13 +340,11 @@ class CartesiaProtocol(ProtocolDefaults):
         turn = self._turns.pop(context_id)
         for sid in turn.server_ids:
             self._server.pop(sid, None)
-            self._remember(self._finished, sid, (context_id, turn.encoding, turn.sample_rate))
+            remember(self._finished, sid, (context_id, turn.encoding, turn.sample_rate))
             if cancelled:
-                self._remember(self._cancelled, sid)
+                remember(self._cancelled, sid)
         if cancelled:
-            self._remember(self._cancelled, context_id)
-
-    _remember = staticmethod(remember)
+            remember(self._cancelled, context_id)
 
     # ---- inbound ---------------------------------------------------------------
 

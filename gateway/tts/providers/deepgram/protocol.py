@@ -282,7 +282,7 @@ class DeepgramProtocol(ProtocolDefaults):
         turn = self._turns.get(context_id)
         if turn is None:
             if context_id in self._finished or context_id in self._cancelled:
-                self._remember(self._cancelled, context_id)
+                remember(self._cancelled, context_id)
                 return []
             raise RuntimeError(f"cancel of unknown turn {context_id!r}")
         if turn.state == "cancelling":
@@ -301,10 +301,8 @@ class DeepgramProtocol(ProtocolDefaults):
 
     def _retire(self, context_id: str, *, cancelled: bool) -> None:
         self._turns.pop(context_id, None)
-        self._remember(self._cancelled if cancelled else self._finished, context_id)
+        remember(self._cancelled if cancelled else self._finished, context_id)
         self._carry = b""
-
-    _remember = staticmethod(remember)
 
     # ---- inbound ---------------------------------------------------------------
 
