@@ -84,7 +84,7 @@ def test_choose_audio_format():
 # ---- outbound messages --------------------------------------------------------------------
 
 
-def test_create_message_shape():
+def test_begin_create_message_shape():
     p = proto(model="inworld-tts-1.5-mini", create_options={"autoMode": True})
     cid, text = begun(p, "ctx-1")
     assert cid == "ctx-1"
