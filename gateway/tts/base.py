@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from contextlib import aclosing
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 from gateway.carriers.events import MediaFormat
@@ -47,13 +47,15 @@ class TtsError(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
+        #: The configured provider that failed, where the call that caught it says so.
+        self.provider: str | None = None
 
 
 class TtsSession(abc.ABC):
     """One call's channel to a provider."""
 
     @abc.abstractmethod
-    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncGenerator[AudioChunk, None]:
         """Stream the audio for ``text``.
 
         Closing the iterator early (``aclose()``, or cancelling the task consuming it)
@@ -62,7 +64,7 @@ class TtsSession(abc.ABC):
 
     async def stream(self, segments: AsyncIterator[str], voice: str | None = None, *,
                      on_segments_done: Callable[[int], None] | None = None
-                     ) -> AsyncIterator[AudioChunk]:
+                     ) -> AsyncGenerator[AudioChunk, None]:
         """Stream the audio of one utterance whose text arrives segment by segment.
 
         Providers with contexts override this to send every segment into one turn as it
@@ -82,7 +84,7 @@ class TtsSession(abc.ABC):
             if on_segments_done is not None:
                 on_segments_done(done)
 
-    async def release(self) -> None:
+    async def release(self) -> None:  # noqa: B027 (a hook: by default nothing to give back)
         """Give the session back at the end of the call."""
 
     async def discard(self) -> None:
@@ -93,10 +95,13 @@ class TtsSession(abc.ABC):
 class TtsProvider(abc.ABC):
     name: str
     voice: str
-    #: A whole text may be handed to its sessions sentence by sentence, in one turn, and
-    #: they say when each sentence's audio is all in (``stream(on_segments_done=...)``)
-    #: at no cost: the call then knows which sentences a caller heard out.
-    tracks_sentences = False
+
+    @property
+    def tracks_sentences(self) -> bool:
+        """A whole text may be handed to its sessions sentence by sentence, in one turn, and
+        they say when each sentence's audio is all in (``stream(on_segments_done=...)``) at
+        no cost: the call then knows which sentences a caller heard out."""
+        return False
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -108,10 +113,11 @@ class TtsProvider(abc.ABC):
 
     @abc.abstractmethod
     async def open_session(self, output: MediaFormat) -> TtsSession:
-        """A session for one call whose carrier wants ``output`` (to ask for it directly where possible)."""
+        """A session for one call whose carrier wants ``output`` (to ask for it directly
+        where possible)."""
 
-    def use_metrics(self, metrics) -> None:
+    def use_metrics(self, metrics) -> None:  # noqa: B027 (a hook: most report none)
         """The application's metrics, for providers that report their own (pools)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (a hook: most hold nothing)
         """Release everything at shutdown."""

@@ -3,16 +3,16 @@
 It behaves like a remote streaming TTS seen from the gateway: a session costs a
 handshake, each text waits ``first_audio_ms`` before its first chunk, then audio comes in
 bursts faster than real time (``burst_factor``) until it is ``max_ahead_s`` ahead of real
-time, as a provider fed by a streaming LLM is; after that it keeps pace. The audio is a voiced, syllable-like
-signal at ``sample_rate`` (24 kHz by default, like Cartesia or Together), long in
-proportion to the text, so the resampler and framer do real work. It never touches the
+time, as a provider fed by a streaming LLM is; after that it keeps pace. The audio is a
+voiced, syllable-like signal at ``sample_rate`` (24 kHz by default, like Cartesia or Together),
+long in proportion to the text, so the resampler and framer do real work. It never touches the
 network; remote providers and their faithful fakes come with the provider pool.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import numpy as np
 from telcodecs import ulaw_encode
@@ -55,7 +55,8 @@ class FakeProvider(TtsProvider):
 
     async def start(self) -> None:
         audio = speechlike_pcm(10.0, self.sample_rate)  # looped for longer texts
-        # like the providers that send the carrier's own format (Inworld MULAW, ElevenLabs ulaw_8000)
+        # like the providers that send the carrier's own format (Inworld MULAW, ElevenLabs
+        # ulaw_8000)
         self._audio = ulaw_encode(audio) if self.encoding == "mulaw" else audio
         self._ready = True
 
@@ -72,7 +73,8 @@ class FakeSession(TtsSession):
     def __init__(self, provider: FakeProvider):
         self._p = provider
 
-    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+    async def synthesize(self, text: str, voice: str | None = None
+                         ) -> AsyncGenerator[AudioChunk, None]:
         p = self._p
         width = p.bytes_per_sample
         total = int(len(text) / p.chars_per_second * p.sample_rate) * width

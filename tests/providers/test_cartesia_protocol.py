@@ -100,7 +100,7 @@ def test_split_text_keeps_separators():
 def test_message_shapes_for_a_turn():
     p, _ = proto(extra={"generation_config": {"speed": 1.1}})
     p.begin("turn-7")
-    [text, flush] = [json.loads(m) for m in p.send_text("turn-7", "Hello, world!")]
+    [text, flush] = [json.loads(m) for m in p.send("turn-7", "Hello, world!")]
     base = {"model_id": "sonic-3.5", "voice": {"mode": "id", "id": VOICE},
             "output_format": {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 8000},
             "language": "en", "max_buffer_delay_ms": 0, "generation_config": {"speed": 1.1},
@@ -115,7 +115,7 @@ def test_message_shapes_for_a_turn():
 def test_per_turn_voice_and_format():
     p, _ = proto(language=None, max_buffer_delay_ms=None)
     p.begin("t", voice="other-voice", encoding="pcm_s16le", sample_rate=24000)
-    body = json.loads(p.send_text("t", "Hi.")[0])
+    body = json.loads(p.send("t", "Hi.")[0])
     assert body["voice"] == {"mode": "id", "id": "other-voice"}
     assert body["output_format"]["sample_rate"] == 24000
     assert "language" not in body and "max_buffer_delay_ms" not in body
@@ -126,7 +126,7 @@ def test_cancel_message_and_state_errors():
     p.begin("t")
     assert p.cancel("t") == []  # nothing sent yet: nothing to stop upstream
     p.begin("u")
-    p.send_text("u", "Hi.")
+    p.send("u", "Hi.")
     assert [json.loads(m) for m in p.cancel("u")] == [{"context_id": "u", "cancel": True}]
     assert p.is_cancelled("u") and p.state("u") is None and p.is_clean()
     assert p.cancel("u") == []
@@ -135,12 +135,12 @@ def test_cancel_message_and_state_errors():
     with pytest.raises(RuntimeError, match="already used"):
         p.begin("u")
     with pytest.raises(RuntimeError, match="not open"):
-        p.send_text("ghost", "x")
+        p.send("ghost", "x")
     p.begin("v")
-    p.send_text("v", "Hi.")
+    p.send("v", "Hi.")
     p.finish("v")
     with pytest.raises(RuntimeError, match="ending"):
-        p.send_text("v", "more")
+        p.send("v", "more")
 
 
 def test_finish_with_nothing_sent_is_done_at_once():
@@ -153,9 +153,9 @@ def test_finish_with_nothing_sent_is_done_at_once():
 
 
 def test_full_turn_chunks_flush_done_then_done():
-    p, clock = proto()
+    p, _clock = proto()
     p.begin("t")
-    p.send_text("t", "Hi there.")
+    p.send("t", "Hi there.")
     assert p.receive(chunk("t", b"\x7f" * 80)) == [ProviderAudio("t", b"\x7f" * 80, "mulaw", 8000)]
     assert p.receive(frame("timestamps", "t", word_timestamps={"words": ["Hi"], "start": [0],
                                                                "end": [0.2]})) == [
@@ -169,7 +169,7 @@ def test_full_turn_chunks_flush_done_then_done():
 def test_pcm_odd_byte_carried_and_wav_header_stripped():
     p, _ = proto()
     p.begin("t", encoding="pcm_s16le", sample_rate=16000)
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     [a] = p.receive(chunk("t", b"\x01\x02\x03"))
     assert (a.data, a.encoding, a.sample_rate) == (b"\x01\x02", "pcm_s16le", 16000)
     [b] = p.receive(chunk("t", b"\x04"))
@@ -181,15 +181,15 @@ def test_pcm_odd_byte_carried_and_wav_header_stripped():
 def test_a_quiet_context_rolls_over_to_a_fresh_one():
     p, clock = proto()
     p.begin("t")
-    p.send_text("t", "First sentence.")
+    p.send("t", "First sentence.")
     p.receive(chunk("t", b"\x01"))
     p.receive(frame("flush_done", "t", flush_id=1))
     clock.now += 0.2  # the next sentence comes quickly: same context
-    assert json.loads(p.send_text("t", "Second.")[0])["context_id"] == "t"
+    assert json.loads(p.send("t", "Second.")[0])["context_id"] == "t"
     p.receive(chunk("t", b"\x02"))
     p.receive(frame("flush_done", "t", flush_id=2))
     clock.now += 0.6  # quiet for longer than the guard: the context may have expired (1 s [C])
-    msgs = [json.loads(m) for m in p.send_text("t", "Third.")]
+    msgs = [json.loads(m) for m in p.send("t", "Third.")]
     assert {m["context_id"] for m in msgs} == {"t~1"}
     assert p.server_contexts("t") == ["t", "t~1"]
     # audio of the new context is the turn's; late audio of the old one too
@@ -204,15 +204,15 @@ def test_a_quiet_context_rolls_over_to_a_fresh_one():
 def test_no_rollover_while_a_flush_is_outstanding():
     p, clock = proto()
     p.begin("t")
-    p.send_text("t", "A very long sentence that takes a while.")
+    p.send("t", "A very long sentence that takes a while.")
     clock.now += 5  # still generating (no flush_done yet): the context cannot expire
-    assert json.loads(p.send_text("t", "More.")[0])["context_id"] == "t"
+    assert json.loads(p.send("t", "More.")[0])["context_id"] == "t"
 
 
 def test_finish_after_a_long_pause_needs_no_message():
     p, clock = proto()
     p.begin("t")
-    p.send_text("t", "Only sentence.")
+    p.send("t", "Only sentence.")
     p.receive(frame("flush_done", "t", flush_id=1))
     clock.now += 2  # every audio came, and the context expired meanwhile
     assert p.finish("t") == [] and p.state("t") is None
@@ -221,10 +221,10 @@ def test_finish_after_a_long_pause_needs_no_message():
 def test_cancel_after_rollover_cancels_the_live_context_and_flags_all():
     p, clock = proto()
     p.begin("t")
-    p.send_text("t", "One.")
+    p.send("t", "One.")
     p.receive(frame("flush_done", "t", flush_id=1))
     clock.now += 1
-    p.send_text("t", "Two.")
+    p.send("t", "Two.")
     assert [json.loads(m) for m in p.cancel("t")] == [{"context_id": "t~1", "cancel": True}]
     [late] = p.receive(chunk("t~1", b"\x01"))
     assert late.context_id == "t" and p.is_cancelled("t")
@@ -235,7 +235,7 @@ def test_cancel_after_rollover_cancels_the_live_context_and_flags_all():
 def test_cancelled_turn_late_audio_keeps_its_format():
     p, _ = proto()
     p.begin("t", encoding="pcm_s16le", sample_rate=24000)
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     p.cancel("t")
     [a] = p.receive(chunk("t", b"\x01\x02"))
     assert (a.context_id, a.encoding, a.sample_rate) == ("t", "pcm_s16le", 24000)
@@ -251,7 +251,7 @@ def test_cancelled_turn_late_audio_keeps_its_format():
 def test_error_for_a_context_ends_that_turn(status, message, kind):
     p, _ = proto()
     p.begin("t")
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     [ev] = p.receive(json.dumps({"type": "error", "done": True, "error": message,
                                  "status_code": status, "context_id": "t"}))
     assert ev == ProviderError("t", kind, f"Cartesia {status}: {message}")
@@ -261,7 +261,7 @@ def test_error_for_a_context_ends_that_turn(status, message, kind):
 def test_auth_error_is_fatal_and_contextless_error_names_no_turn():
     p, _ = proto()
     p.begin("t")
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     [ev] = p.receive(json.dumps({"type": "error", "done": True, "error": "Invalid JSON",
                                  "status_code": 400}))
     assert ev.context_id is None and not ev.fatal and p.state("t") == "open"
@@ -275,10 +275,10 @@ def test_auth_error_is_fatal_and_contextless_error_names_no_turn():
 def test_error_for_an_old_context_of_a_live_turn_ends_the_turn():
     p, clock = proto()
     p.begin("t")
-    p.send_text("t", "One.")
+    p.send("t", "One.")
     p.receive(frame("flush_done", "t", flush_id=1))
     clock.now += 1
-    p.send_text("t", "Two.")
+    p.send("t", "Two.")
     [ev] = p.receive(json.dumps({"type": "error", "done": True, "error": "Context has expired",
                                  "status_code": 400, "context_id": "t"}))
     assert ev.context_id == "t" and ev.kind == "context_expired" and p.state("t") is None
@@ -295,7 +295,7 @@ def test_error_for_an_old_context_of_a_live_turn_ends_the_turn():
 def test_garbage_raises(text, kind):
     p, _ = proto()
     p.begin("t")
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     with pytest.raises(ProviderProtocolError) as err:
         p.receive(text)
     assert err.value.kind == kind
@@ -304,7 +304,7 @@ def test_garbage_raises(text, kind):
 def test_chunk_without_context_id_goes_to_the_only_turn_and_unknown_types_are_ignored():
     p, _ = proto()
     p.begin("t")
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     [a] = p.receive(json.dumps({"type": "chunk", "data": base64.b64encode(b"\x01").decode()}))
     assert a.context_id == "t"
     assert p.receive(json.dumps({"type": "phoneme_timestamps", "context_id": "t"})) == []
@@ -361,7 +361,7 @@ async def test_loopback_full_turn_in_ulaw():
         p = CartesiaProtocol(voice=VOICE)
         p.begin("t1")
         text = "Your order has shipped. It arrives on Monday."
-        await send_all(ws, p.send_text("t1", text))
+        await send_all(ws, p.send("t1", text))
         await send_all(ws, p.finish("t1"))
         events = await collect(ws, p, done_for("t1"))
         chunks = [e for e in events if isinstance(e, ProviderAudio)]
@@ -378,14 +378,14 @@ async def test_loopback_two_turns_interleave_on_one_socket():
         p = CartesiaProtocol(voice=VOICE)
         p.begin("a")
         p.begin("b", encoding="pcm_s16le", sample_rate=16000)
-        await send_all(ws, p.send_text("a", "Hello from turn A."))
-        await send_all(ws, p.send_text("b", "Hello from turn B."))
+        await send_all(ws, p.send("a", "Hello from turn A."))
+        await send_all(ws, p.send("b", "Hello from turn B."))
         await send_all(ws, p.finish("a") + p.finish("b"))
         events = await collect(ws, p, lambda evs: done_for("a")(evs) and done_for("b")(evs))
-        for cid, entry in (("a", 0), ("b", 1)):
+        for cid in ("a", "b"):
             data = b"".join(e.data for e in events if isinstance(e, ProviderAudio)
                             and e.context_id == cid)
-            log = [e for e in fake.app["log"] if e["context_id"] == cid][0]
+            log = next(e for e in fake.app["log"] if e["context_id"] == cid)
             assert data == log["audio"]
         await ws.close()
 
@@ -395,13 +395,13 @@ async def test_loopback_context_expiry_and_rollover():
         ws = await fake.connect()
         p = CartesiaProtocol(voice=VOICE)
         p.begin("t")
-        await send_all(ws, p.send_text("t", "Thanks for waiting."))
+        await send_all(ws, p.send("t", "Thanks for waiting."))
         # wait for all of the first sentence (its flush_done), then stay quiet > 1 s
         await collect(ws, p, lambda evs: p._turns["t"].flushes == 0)
         async with asyncio.timeout(10):  # the fake expires it 1 s after its last audio
             while fake.app["expired"] != ["t"]:
                 await asyncio.sleep(0.05)
-        await send_all(ws, p.send_text("t", "Your order has shipped."))  # to t~1
+        await send_all(ws, p.send("t", "Your order has shipped."))  # to t~1
         await send_all(ws, p.finish("t"))
         events = await collect(ws, p, done_for("t"))
         assert not any(isinstance(e, ProviderError) for e in events)
@@ -414,10 +414,10 @@ async def test_loopback_input_on_an_expired_context_is_an_error():
         ws = await fake.connect()
         p = CartesiaProtocol(voice=VOICE, expiry_guard_s=10)  # never rolls over
         p.begin("t")
-        await send_all(ws, p.send_text("t", "One."))
+        await send_all(ws, p.send("t", "One."))
         await collect(ws, p, lambda evs: p._turns["t"].flushes == 0)
         await asyncio.sleep(0.4)
-        await send_all(ws, p.send_text("t", "Two."))
+        await send_all(ws, p.send("t", "Two."))
         events = await collect(ws, p, lambda evs: any(isinstance(e, ProviderError) for e in evs))
         [err] = [e for e in events if isinstance(e, ProviderError)]
         assert err.context_id == "t" and err.kind == "context_expired" and p.state("t") is None
@@ -429,11 +429,11 @@ async def test_loopback_cancel_mid_utterance():
         ws = await fake.connect()
         p = CartesiaProtocol(voice=VOICE)
         p.begin("cut")
-        await send_all(ws, p.send_text("cut", "This is a long answer that is interrupted. " * 3))
+        await send_all(ws, p.send("cut", "This is a long answer that is interrupted. " * 3))
         first = await collect(ws, p, lambda evs: any(isinstance(e, ProviderAudio) for e in evs))
         await send_all(ws, p.cancel("cut"))
         p.begin("next")
-        await send_all(ws, p.send_text("next", "Sorry."))
+        await send_all(ws, p.send("next", "Sorry."))
         await send_all(ws, p.finish("next"))
         after = await collect(ws, p, done_for("next"))
         late = [e for e in after if isinstance(e, ProviderAudio) and e.context_id == "cut"]
@@ -447,7 +447,7 @@ async def test_loopback_cancel_mid_utterance():
 
 async def next_error(ws, p) -> ProviderError:
     events = await collect(ws, p, lambda evs: any(isinstance(e, ProviderError) for e in evs))
-    return [e for e in events if isinstance(e, ProviderError)][0]
+    return next(e for e in events if isinstance(e, ProviderError))
 
 
 async def test_loopback_error_frames():
@@ -455,9 +455,9 @@ async def test_loopback_error_frames():
         ws = await fake.connect()
         p = CartesiaProtocol(voice=VOICE)
         p.begin("t")
-        await send_all(ws, p.send_text("t", "Hi."))
+        await send_all(ws, p.send("t", "Hi."))
         # a field that changes within the context [C]: an error that ends the context
-        body = json.loads(p.send_text("t", "Hello.")[0])
+        body = json.loads(p.send("t", "Hello.")[0])
         body["voice"]["id"] = "another"
         await ws.send_str(json.dumps(body))
         ev = await next_error(ws, p)
@@ -466,8 +466,8 @@ async def test_loopback_error_frames():
         # over the concurrency limit (one live context allowed here)
         p.begin("u")
         p.begin("w")
-        await send_all(ws, p.send_text("u", "Hi."))
-        await send_all(ws, p.send_text("w", "Hi."))
+        await send_all(ws, p.send("u", "Hi."))
+        await send_all(ws, p.send("w", "Hi."))
         ev = await next_error(ws, p)
         assert ev.kind == "rate_limited" and ev.context_id == "w" and "429" in ev.message
         await ws.close()
@@ -488,12 +488,12 @@ async def test_loopback_injected_failure_ends_the_context_only():
         ws = await fake.connect()
         p = CartesiaProtocol(voice=VOICE)
         p.begin("bad")
-        await send_all(ws, p.send_text("bad", "Please FAILME now."))
+        await send_all(ws, p.send("bad", "Please FAILME now."))
         await send_all(ws, p.finish("bad"))
         events = await collect(ws, p, lambda evs: any(isinstance(e, ProviderError) for e in evs))
         assert events[-1] == ProviderError("bad", "server_error", "Cartesia 500: synthesis failed")
         p.begin("good")
-        await send_all(ws, p.send_text("good", "All good."))
+        await send_all(ws, p.send("good", "All good."))
         await send_all(ws, p.finish("good"))
         events = await collect(ws, p, done_for("good"))
         assert b"".join(e.data for e in events if isinstance(e, ProviderAudio)) == \

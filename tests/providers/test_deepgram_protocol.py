@@ -90,7 +90,7 @@ def test_split_text():
 def test_message_shapes_for_a_turn():
     p, _ = proto()
     p.begin("t1")
-    assert [json.loads(m) for m in p.speak("t1", "Hello there.")] == [
+    assert [json.loads(m) for m in p.send("t1", "Hello there.")] == [
         {"type": "Speak", "text": "Hello there. "}, {"type": "Flush"}]
     assert p.finish("t1") == []  # everything was flushed already
     assert p.state("t1") == "ending"
@@ -102,7 +102,7 @@ def test_one_live_turn_per_socket():
     p.begin("a")
     with pytest.raises(RuntimeError, match="one turn at a time"):
         p.begin("b")
-    p.speak("a", "Hi.")
+    p.send("a", "Hi.")
     assert [json.loads(m) for m in p.cancel("a")] == [{"type": "Clear"}]
     p.begin("b")  # a cancelling turn does not block the next one
     with pytest.raises(RuntimeError, match="already used"):
@@ -112,14 +112,14 @@ def test_one_live_turn_per_socket():
 def test_state_errors():
     p, _ = proto()
     with pytest.raises(RuntimeError, match="not live"):
-        p.speak("ghost", "x")
+        p.send("ghost", "x")
     with pytest.raises(RuntimeError, match="unknown"):
         p.cancel("ghost")
     p.begin("t")
-    p.speak("t", "Hi.")
+    p.send("t", "Hi.")
     p.finish("t")
     with pytest.raises(RuntimeError, match="ending"):
-        p.speak("t", "more")
+        p.send("t", "more")
 
 
 def test_finish_without_text_is_done_at_once_and_cancel_without_text_sends_nothing():
@@ -136,9 +136,9 @@ def test_flush_budget_keeps_a_reserve_for_the_ends_of_turns():
     budget = FLUSH_LIMIT - FLUSH_RESERVE
     p.begin("t")
     for i in range(budget):
-        assert p.speak("t", f"Sentence {i}.")[-1] == '{"type": "Flush"}'
+        assert p.send("t", f"Sentence {i}.")[-1] == '{"type": "Flush"}'
     # the budget for sentence flushes is spent: text waits for the end of the turn
-    assert [json.loads(m)["type"] for m in p.speak("t", "One more.")] == ["Speak"]
+    assert [json.loads(m)["type"] for m in p.send("t", "One more.")] == ["Speak"]
     assert p.finish("t") == ['{"type": "Flush"}']  # the end of a turn always flushes
     assert p.flushes_in_window() == budget + 1
     clock.now += 61  # the window slides
@@ -154,8 +154,8 @@ def test_binary_audio_belongs_to_the_waiting_turn_and_flushed_ends_it():
                           "model_version": "v", "model_uuid": "u"}))
     assert p.metadata["model_name"] == "aura-2-thalia-en"
     p.begin("t")
-    p.speak("t", "One.")
-    p.speak("t", "Two.")
+    p.send("t", "One.")
+    p.send("t", "Two.")
     p.finish("t")
     assert p.receive_binary(b"\xff" * 160) == [ProviderAudio("t", b"\xff" * 160, "mulaw", 8000)]
     assert p.receive(FLUSHED) == []  # the first of two flushes
@@ -167,7 +167,7 @@ def test_binary_audio_belongs_to_the_waiting_turn_and_flushed_ends_it():
 def test_linear16_odd_byte_carried_and_wav_header_stripped():
     p, _ = proto(encoding="linear16", sample_rate=24000)
     p.begin("t")
-    p.speak("t", "Hi.")
+    p.send("t", "Hi.")
     [a] = p.receive_binary(b"\x01\x02\x03")
     assert (a.data, a.encoding, a.sample_rate) == (b"\x01\x02", "pcm_s16le", 24000)
     [b] = p.receive_binary(b"\x04")
@@ -179,12 +179,12 @@ def test_linear16_odd_byte_carried_and_wav_header_stripped():
 def test_clear_flags_audio_until_cleared_then_the_next_turn_owns_the_stream():
     p, _ = proto()
     p.begin("cut")
-    p.speak("cut", "A long answer.")
+    p.send("cut", "A long answer.")
     p.finish("cut")
     p.cancel("cut")
     assert p.state("cut") == "cancelling" and p.cancel("cut") == []
     p.begin("next")
-    p.speak("next", "Sorry.")
+    p.send("next", "Sorry.")
     [late] = p.receive_binary(b"\x01")
     assert late.context_id == "cut" and p.is_cancelled("cut")
     assert p.receive(CLEARED) == []  # the Clear dropped cut's unanswered flush
@@ -197,10 +197,10 @@ def test_clear_flags_audio_until_cleared_then_the_next_turn_owns_the_stream():
 def test_flushed_before_cleared_is_counted_for_the_cut_turn():
     p, _ = proto()
     p.begin("cut")
-    p.speak("cut", "Short.")
+    p.send("cut", "Short.")
     p.cancel("cut")
     p.begin("next")
-    p.speak("next", "Hi.")
+    p.send("next", "Hi.")
     assert p.receive(FLUSHED) == []  # cut's flush finished before the Clear arrived
     assert p.receive(CLEARED) == []
     p.finish("next")
@@ -223,7 +223,7 @@ def test_audio_with_no_turn_waiting_is_a_protocol_error():
 def test_a_flush_limit_warning_fails_the_turn_and_the_socket(warning):
     p, _ = proto()
     p.begin("t")
-    p.speak("t", "Hi.")
+    p.send("t", "Hi.")
     [ev] = p.receive(json.dumps(warning))
     assert ev.context_id == "t" and ev.kind == "flush_limit" and ev.fatal
     assert p.failed and not p.reusable()
@@ -260,7 +260,7 @@ def test_unknown_types_are_ignored_and_connection_lost_forgets_everything():
     p, _ = proto()
     assert p.receive(json.dumps({"type": "SomethingNew"})) == []
     p.begin("t")
-    p.speak("t", "Hi.")
+    p.send("t", "Hi.")
     assert p.connection_lost() == []
     assert p.is_clean() and p.failed and not p.reusable()
 
@@ -317,7 +317,7 @@ async def test_loopback_full_turn_in_mulaw():
         p = DeepgramProtocol()
         p.begin("t")
         text = "Your order has shipped. It arrives on Monday."
-        await send_all(ws, p.speak("t", text) + p.finish("t"))
+        await send_all(ws, p.send("t", text) + p.finish("t"))
         events = await collect(ws, p, done_for("t"))
         chunks = [e for e in events if isinstance(e, ProviderAudio)]
         assert chunks and events[-1] == ProviderDone("t") and p.is_clean()
@@ -333,8 +333,8 @@ async def test_loopback_sentences_of_one_turn_and_linear16():
         ws = await fake.connect(encoding="linear16", sample_rate=16000)
         p = DeepgramProtocol(encoding="linear16", sample_rate=16000)
         p.begin("t")
-        await send_all(ws, p.speak("t", "First sentence."))
-        await send_all(ws, p.speak("t", "Second one."))
+        await send_all(ws, p.send("t", "First sentence."))
+        await send_all(ws, p.send("t", "Second one."))
         await send_all(ws, p.finish("t"))
         events = await collect(ws, p, done_for("t"))
         data = b"".join(e.data for e in events if isinstance(e, ProviderAudio))
@@ -359,12 +359,12 @@ async def test_loopback_clear_mid_utterance():
         ws = await fake.connect()
         p = DeepgramProtocol()
         p.begin("cut")
-        await send_all(ws, p.speak("cut", "This is a long answer that is interrupted. " * 3)
+        await send_all(ws, p.send("cut", "This is a long answer that is interrupted. " * 3)
                        + p.finish("cut"))
         first = await collect(ws, p, lambda evs: any(isinstance(e, ProviderAudio) for e in evs))
         await send_all(ws, p.cancel("cut"))
         p.begin("next")
-        await send_all(ws, p.speak("next", "Sorry.") + p.finish("next"))
+        await send_all(ws, p.send("next", "Sorry.") + p.finish("next"))
         after = await collect(ws, p, done_for("next"))
         late = [e for e in after if isinstance(e, ProviderAudio) and e.context_id == "cut"]
         assert late and all(p.is_cancelled(e.context_id) for e in late)  # audio after Clear
@@ -383,7 +383,7 @@ async def test_loopback_flush_limit_warning():
         ws = await fake.connect()
         p = DeepgramProtocol(flush_limit=3, flush_reserve=0)  # more than the server allows
         p.begin("t")
-        await send_all(ws, p.speak("t", "One.") + p.speak("t", "Two.") + p.speak("t", "Three."))
+        await send_all(ws, p.send("t", "One.") + p.send("t", "Two.") + p.send("t", "Three."))
         events = await collect(ws, p, lambda evs: any(isinstance(e, ProviderError) for e in evs))
         [ev] = [e for e in events if isinstance(e, ProviderError)]
         assert ev.kind == "flush_limit" and ev.fatal and p.failed
@@ -396,7 +396,7 @@ async def test_loopback_injected_failure_is_a_close_frame_with_a_reason():
         ws = await fake.connect()
         p = DeepgramProtocol()
         p.begin("t")
-        await send_all(ws, p.speak("t", "Please FAILME now.") + p.finish("t"))
+        await send_all(ws, p.send("t", "Please FAILME now.") + p.finish("t"))
         msg = await ws.receive(timeout=5)
         while msg.type == aiohttp.WSMsgType.TEXT:  # the Metadata
             msg = await ws.receive(timeout=5)

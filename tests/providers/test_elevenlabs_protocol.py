@@ -29,6 +29,12 @@ from gateway.tts.providers.events import (
 VOICE = "21m00Tcm4TlvDq8ikWAM"
 
 
+def begun(p: ElevenLabsProtocol, cid: str) -> tuple[str, str]:
+    """Begin turn ``cid``: its id and its init message."""
+    [message] = p.begin(cid)
+    return cid, message
+
+
 def audio(cid, data: bytes, **extra) -> str:
     return json.dumps({"audio": base64.b64encode(data).decode(), "isFinal": False,
                        "normalizedAlignment": None, "alignment": None, "contextId": cid, **extra})
@@ -112,14 +118,14 @@ def test_split_text_ends_every_piece_with_a_space():
 def test_message_shapes():
     p = ElevenLabsProtocol(voice_settings={"stability": 0.5, "speed": 1.1},
                            generation_config={"chunk_length_schedule": [50, 120]})
-    cid, init = p.init_message("turn-1")
+    cid, init = begun(p, "turn-1")
     assert cid == "turn-1"
     assert json.loads(init) == {"text": " ", "context_id": "turn-1",
                                 "voice_settings": {"stability": 0.5, "speed": 1.1},
                                 "generation_config": {"chunk_length_schedule": [50, 120]}}
-    [text] = p.text_messages(cid, "Hello there.")
+    [text] = p.send(cid, "Hello there.")
     assert json.loads(text) == {"text": "Hello there. ", "context_id": "turn-1", "flush": True}
-    [unflushed] = p.text_messages(cid, "More.", flush=False)
+    [unflushed] = p.send(cid, "More.", flush=False)
     assert json.loads(unflushed) == {"text": "More. ", "context_id": "turn-1"}
     assert json.loads(p.flush_message(cid)) == {"context_id": "turn-1", "flush": True}
     assert json.loads(p.keepalive_message(cid)) == {"text": "", "context_id": "turn-1"}
@@ -129,17 +135,17 @@ def test_message_shapes():
     assert p.state(cid) == "closing" and not p.is_clean()
 
 
-def test_init_without_settings_and_generated_ids():
+def test_init_without_settings():
     p = ElevenLabsProtocol()
-    a, init = p.init_message()
-    b, _ = p.init_message()
+    a, init = begun(p, "ctx-1")
+    b, _ = begun(p, "ctx-2")
     assert a != b and json.loads(init) == {"text": " ", "context_id": a}
 
 
 def test_long_text_is_split_and_only_the_last_piece_flushes():
     p = ElevenLabsProtocol()
-    cid, _ = p.init_message()
-    messages = [json.loads(m) for m in p.text_messages(cid, "A sentence that repeats. " * 80)]
+    cid, _ = begun(p, "ctx-1")
+    messages = [json.loads(m) for m in p.send(cid, "A sentence that repeats. " * 80)]
     assert len(messages) > 1
     assert [m.get("flush") for m in messages] == [None] * (len(messages) - 1) + [True]
 
@@ -147,13 +153,13 @@ def test_long_text_is_split_and_only_the_last_piece_flushes():
 def test_outbound_state_errors():
     p = ElevenLabsProtocol()
     with pytest.raises(RuntimeError, match="not open"):
-        p.text_messages("ghost", "hi")
-    cid, _ = p.init_message("x")
+        p.send("ghost", "hi")
+    cid, _ = begun(p, "x")
     with pytest.raises(RuntimeError, match="already open"):
-        p.init_message("x")
+        begun(p, "x")
     p.close_message(cid)
     with pytest.raises(RuntimeError, match="after close_context"):
-        p.text_messages(cid, "late")
+        p.send(cid, "late")
     with pytest.raises(RuntimeError, match="after close_context"):
         p.flush_message(cid)
     with pytest.raises(RuntimeError, match="twice"):
@@ -164,11 +170,11 @@ def test_outbound_state_errors():
 
 def test_five_contexts_per_socket():
     p = ElevenLabsProtocol()
-    for _ in range(5):
-        p.init_message()
+    for i in range(5):
+        begun(p, f"ctx-{i}")
     assert not p.can_open()
     with pytest.raises(RuntimeError, match="5 contexts"):
-        p.init_message()
+        begun(p, "ctx-5")
 
 
 # ---- server messages ------------------------------------------------------------------------
@@ -176,8 +182,8 @@ def test_five_contexts_per_socket():
 
 def test_full_turn_audio_then_final():
     p = ElevenLabsProtocol()
-    cid, _ = p.init_message("c1")
-    p.text_messages(cid, "Hi.")
+    cid, _ = begun(p, "c1")
+    p.send(cid, "Hi.")
     p.close_message(cid)
     assert p.receive(audio("c1", b"\x7f" * 160)) == [
         ProviderAudio("c1", b"\x7f" * 160, "mulaw", 8000)]
@@ -190,7 +196,7 @@ def test_full_turn_audio_then_final():
 
 def test_final_frame_may_carry_audio_and_snake_case_id_is_accepted():
     p = ElevenLabsProtocol()
-    p.init_message("c1")
+    begun(p, "c1")
     p.close_message("c1")
     events = p.receive(json.dumps({"audio": base64.b64encode(b"\x01").decode(), "isFinal": True,
                                    "context_id": "c1"}))
@@ -199,7 +205,7 @@ def test_final_frame_may_carry_audio_and_snake_case_id_is_accepted():
 
 def test_pcm_odd_byte_carried_and_wav_header_stripped():
     p = ElevenLabsProtocol(output_format="pcm_16000")
-    p.init_message("c1")
+    begun(p, "c1")
     [a] = p.receive(audio("c1", b"\x01\x02\x03"))
     assert (a.data, a.encoding, a.sample_rate) == (b"\x01\x02", "pcm_s16le", 16000)
     [b] = p.receive(audio("c1", b"\x04"))
@@ -210,10 +216,10 @@ def test_pcm_odd_byte_carried_and_wav_header_stripped():
 
 def test_audio_without_context_id_goes_to_the_only_context():
     p = ElevenLabsProtocol()
-    p.init_message("only")
+    begun(p, "only")
     [a] = p.receive(json.dumps({"audio": base64.b64encode(b"\x01").decode()}))
     assert a.context_id == "only"
-    p.init_message("second")
+    begun(p, "second")
     with pytest.raises(ProviderProtocolError) as err:
         p.receive(json.dumps({"audio": base64.b64encode(b"\x01").decode()}))
     assert err.value.kind == "missing_field"
@@ -221,11 +227,11 @@ def test_audio_without_context_id_goes_to_the_only_context():
 
 def test_cancel_closes_the_context_and_flags_its_late_audio():
     p = ElevenLabsProtocol()
-    cid, _ = p.init_message("cut")
-    p.text_messages(cid, "A long answer.")
+    cid, _ = begun(p, "cut")
+    p.send(cid, "A long answer.")
     assert json.loads(p.cancel_message(cid)) == {"context_id": "cut", "close_context": True}
     assert p.is_cancelled(cid) and p.cancel_message(cid) is None
-    nxt, _ = p.init_message("next")  # the next turn starts at once
+    nxt, _ = begun(p, "next")  # the next turn starts at once
     [late] = p.receive(audio("cut", b"\x7f"))
     assert late.context_id == "cut" and p.is_cancelled("cut") and not p.is_cancelled(nxt)
     assert p.receive(final("cut")) == [ProviderDone("cut")]
@@ -253,18 +259,18 @@ def test_cancel_closes_the_context_and_flags_its_late_audio():
 ])
 def test_error_frames_are_fatal(frame, kind):
     p = ElevenLabsProtocol()
-    p.init_message("c1")
+    begun(p, "c1")
     [ev] = p.receive(json.dumps(frame))
     assert isinstance(ev, ProviderError) and ev.kind == kind and ev.fatal
     assert ev.context_id is None and p.failed and not p.reusable()
     assert frame.get("message", frame["error"]) in ev.message
     with pytest.raises(RuntimeError, match="fatal"):
-        p.init_message()
+        begun(p, "ctx-1")
 
 
 def test_error_naming_a_context_reports_it():
     p = ElevenLabsProtocol()
-    p.init_message("c1")
+    begun(p, "c1")
     [ev] = p.receive(json.dumps({"message": "boom", "error": "x", "contextId": "c1"}))
     assert ev.context_id == "c1" and ev.fatal
 
@@ -280,7 +286,7 @@ def test_error_naming_a_context_reports_it():
 ])
 def test_malformed_frames_raise(frame, kind):
     p = ElevenLabsProtocol()
-    p.init_message("c1")
+    begun(p, "c1")
     with pytest.raises(ProviderProtocolError) as err:
         p.receive(frame)
     assert err.value.kind == kind
@@ -290,9 +296,9 @@ def test_malformed_frames_raise(frame, kind):
 def test_unknown_final_is_ignored_and_drain_and_reset():
     p = ElevenLabsProtocol()
     assert p.receive(final("ghost")) == []
-    p.init_message("c1")
+    begun(p, "c1")
     assert p.drain("c1") == [ProviderDone("c1")] and p.drain("c1") == []
-    p.init_message("c2")
+    begun(p, "c2")
     p.reset()
     assert p.is_clean()
 
@@ -340,10 +346,10 @@ async def test_loopback_full_turn_in_ulaw():
     async with Fake() as fake:
         ws = await fake.connect()
         p = ElevenLabsProtocol(voice_settings={"stability": 0.5})
-        cid, init = p.init_message()
+        cid, init = begun(p, "ctx-1")
         await ws.send_str(init)
         text = "Your order has shipped. It arrives on Monday."
-        for m in p.text_messages(cid, text):
+        for m in p.send(cid, text):
             await ws.send_str(m)
         await ws.send_str(p.close_message(cid))
         events = await collect(ws, p, done_for(cid))
@@ -361,12 +367,12 @@ async def test_loopback_pcm_and_keepalive():
     async with Fake() as fake:
         ws = await fake.connect(output_format="pcm_16000", inactivity_timeout=2)
         p = ElevenLabsProtocol(output_format="pcm_16000")
-        cid, init = p.init_message()
+        cid, init = begun(p, "ctx-1")
         await ws.send_str(init)
         for _ in range(6):  # 3 s without text, but the keepalive holds the socket
             await asyncio.sleep(0.5)
             await ws.send_str(p.keepalive_message(cid))
-        for m in p.text_messages(cid, "Still here."):
+        for m in p.send(cid, "Still here."):
             await ws.send_str(m)
         await ws.send_str(p.close_message(cid))
         events = await collect(ws, p, done_for(cid))
@@ -379,13 +385,13 @@ async def test_loopback_cancel_mid_utterance_audio_keeps_coming():
     async with Fake() as fake:
         ws = await fake.connect()
         p = ElevenLabsProtocol()
-        cid, init = p.init_message()
+        cid, init = begun(p, "ctx-1")
         await ws.send_str(init)
-        for m in p.text_messages(cid, "This is a long answer that the caller interrupts. " * 3):
+        for m in p.send(cid, "This is a long answer that the caller interrupts. " * 3):
             await ws.send_str(m)
         first = await collect(ws, p, lambda evs: any(isinstance(e, ProviderAudio) for e in evs))
         await ws.send_str(p.cancel_message(cid))  # barge-in
-        nxt, init2 = p.init_message()
+        nxt, init2 = begun(p, "ctx-2")
         await ws.send_str(init2)
         after = await collect(ws, p, done_for(cid))
         late = [e for e in after if isinstance(e, ProviderAudio) and e.context_id == cid]
@@ -403,9 +409,9 @@ async def test_loopback_unflushed_text_is_dropped_by_close_context():
     async with Fake() as fake:
         ws = await fake.connect()
         p = ElevenLabsProtocol()
-        cid, init = p.init_message()
+        cid, init = begun(p, "ctx-1")
         await ws.send_str(init)
-        for m in p.text_messages(cid, "Never said", flush=False):
+        for m in p.send(cid, "Never said", flush=False):
             await ws.send_str(m)
         await ws.send_str(p.close_message(cid))
         events = await collect(ws, p, done_for(cid))
@@ -417,8 +423,8 @@ async def test_loopback_sixth_context_closes_the_socket():
     async with Fake() as fake:
         ws = await fake.connect()
         p = ElevenLabsProtocol(max_contexts=6)  # let the server enforce its limit
-        for _ in range(6):
-            await ws.send_str(p.init_message()[1])
+        for i in range(6):
+            await ws.send_str(begun(p, f"ctx-{i}")[1])
         events = await collect(ws, p, lambda evs: False)
         assert events[0].kind == "too_many_contexts" and events[0].fatal
         assert events[-1] in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
@@ -432,7 +438,7 @@ async def test_loopback_voice_settings_after_the_first_message_is_a_policy_viola
         await ws.send_str(json.dumps({"text": "", "context_id": "k"}))  # keepalive first
         await ws.send_str(json.dumps({"text": " ", "context_id": "k",
                                       "voice_settings": {"stability": 0.5}}))
-        [ev, closed] = await collect(ws, p, lambda evs: False)
+        [ev, _closed] = await collect(ws, p, lambda evs: False)
         assert ev.kind == "policy" and ws.close_code == 1008
 
 
@@ -449,9 +455,9 @@ async def test_loopback_injected_failure_closes_the_socket():
     async with Fake(fail_on="FAILME") as fake:
         ws = await fake.connect()
         p = ElevenLabsProtocol()
-        cid, init = p.init_message()
+        cid, init = begun(p, "ctx-1")
         await ws.send_str(init)
-        for m in p.text_messages(cid, "Please FAILME now."):
+        for m in p.send(cid, "Please FAILME now."):
             await ws.send_str(m)
         events = await collect(ws, p, lambda evs: False)
         assert isinstance(events[0], ProviderError) and events[0].kind == "synthesis_failed"
@@ -463,9 +469,9 @@ async def test_loopback_close_socket_finishes_flushed_contexts():
     async with Fake() as fake:
         ws = await fake.connect()
         p = ElevenLabsProtocol()
-        cid, init = p.init_message()
+        cid, init = begun(p, "ctx-1")
         await ws.send_str(init)
-        for m in p.text_messages(cid, "Goodbye now."):
+        for m in p.send(cid, "Goodbye now."):
             await ws.send_str(m)
         await ws.send_str(p.close_socket_message())
         events = await collect(ws, p, lambda evs: False)
@@ -580,7 +586,7 @@ def test_driver_room_for_sharing_within_five_contexts():
     d = driver()
     p = d.new_protocol("ulaw_8000")
     for i in range(3):
-        p.init_message(f"c{i}")
+        begun(p, f"c{i}")
     assert d.has_room(p)
-    p.init_message("c3")
+    begun(p, "c3")
     assert not d.has_room(p)

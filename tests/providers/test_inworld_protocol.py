@@ -42,6 +42,12 @@ def status_error(context_id, code, message):
                                   "status": {"code": code, "message": message, "details": []}}})
 
 
+def begun(p: InworldProtocol, cid: str) -> tuple[str, str]:
+    """Begin turn ``cid``: its id and its ``create`` message."""
+    [message] = p.begin(cid)
+    return cid, message
+
+
 def proto(**kw) -> InworldProtocol:
     return InworldProtocol(voice="Ashley", **kw)
 
@@ -78,9 +84,9 @@ def test_choose_audio_format():
 # ---- outbound messages --------------------------------------------------------------------
 
 
-def test_create_message_shape():
+def test_begin_create_message_shape():
     p = proto(model="inworld-tts-1.5-mini", create_options={"autoMode": True})
-    cid, text = p.create_message()
+    cid, text = begun(p, "ctx-1")
     assert cid == "ctx-1"
     assert json.loads(text) == {"create": {
         "autoMode": True, "voiceId": "Ashley", "modelId": "inworld-tts-1.5-mini",
@@ -91,11 +97,14 @@ def test_create_message_shape():
 
 def test_send_flush_close_keepalive_shapes():
     p = proto()
-    cid, _ = p.create_message("a")
-    assert [json.loads(m) for m in p.keepalive(cid)] == [{"send_text": {"text": ""}, "contextId": "a"}]
-    assert json.loads(p.send_text_message(cid, "Hello. ")) == {
+    cid, _ = begun(p, "a")
+    assert [json.loads(m) for m in p.keepalive(cid)] == [
+        {"send_text": {"text": ""}, "contextId": "a"}]
+    [hello] = p.send(cid, "Hello. ", flush=False)
+    assert json.loads(hello) == {
         "send_text": {"text": "Hello. "}, "contextId": "a"}
-    assert json.loads(p.send_text_message(cid, "Bye. ", flush=True)) == {
+    [bye] = p.send(cid, "Bye. ")
+    assert json.loads(bye) == {
         "send_text": {"text": "Bye. ", "flush_context": {}}, "contextId": "a"}
     assert p.state(cid) == "flushed"
     assert json.loads(p.flush_message(cid)) == {"flush_context": {}, "contextId": "a"}
@@ -107,24 +116,24 @@ def test_send_flush_close_keepalive_shapes():
 def test_outbound_state_errors():
     p = proto()
     with pytest.raises(RuntimeError, match="not open"):
-        p.send_text_message("nope", "hi")
-    cid, _ = p.create_message()
-    with pytest.raises(ValueError, match="split_text"):
-        p.send_text_message(cid, "x" * (MAX_TEXT_CHARS + 1))
+        p.send("nope", "hi")
+    cid, _ = begun(p, "ctx-1")
+    pieces = [json.loads(m)["send_text"]["text"] for m in p.send(cid, "x" * (MAX_TEXT_CHARS + 1))]
+    assert len(pieces) == 2 and all(len(piece) <= MAX_TEXT_CHARS for piece in pieces)
     p.close_message(cid)
     with pytest.raises(RuntimeError, match="after close_context"):
-        p.send_text_message(cid, "hi")
+        p.send(cid, "hi", flush=False)
     with pytest.raises(RuntimeError, match="twice"):
         p.close_message(cid)
 
 
 def test_context_limit_is_enforced_locally():
     p = proto()
-    for _ in range(5):
-        p.create_message()
+    for i in range(5):
+        begun(p, f"ctx-{i}")
     assert not p.can_create()
     with pytest.raises(RuntimeError, match="5 contexts"):
-        p.create_message()
+        begun(p, "ctx-5")
 
 
 def test_split_text_respects_limit_and_sentences():
@@ -145,11 +154,12 @@ def test_split_text_respects_limit_and_sentences():
 
 def test_full_turn_parses_to_audio_then_done():
     p = proto()
-    cid, _ = p.create_message()
-    p.send_text_message(cid, "Hello there. ", flush=True)
+    cid, _ = begun(p, "ctx-1")
+    p.send(cid, "Hello there. ")
     p.close_message(cid)
     assert p.receive(result(cid, contextCreated={"voiceId": "Ashley"})) == []
-    assert p.receive(chunk(cid, b"\x7f" * 160)) == [ProviderAudio(cid, b"\x7f" * 160, "mulaw", 8000)]
+    assert p.receive(chunk(cid, b"\x7f" * 160)) == [
+        ProviderAudio(cid, b"\x7f" * 160, "mulaw", 8000)]
     assert p.receive(result(cid, flushCompleted={})) == []
     assert not p.is_clean()
     assert p.receive(result(cid, contextClosed={})) == [ProviderDone(cid)]
@@ -160,14 +170,14 @@ def test_full_turn_parses_to_audio_then_done():
 
 def test_timestamp_only_chunk_is_ignored():
     p = proto()
-    cid, _ = p.create_message()
+    cid, _ = begun(p, "ctx-1")
     frame = result(cid, audioChunk={"timestampInfo": {"wordAlignment": {"words": ["hi"]}}})
     assert p.receive(frame) == []
 
 
 def test_linear16_wav_header_stripped_and_odd_byte_carried():
     p = proto(encoding="LINEAR16", sample_rate=16000)
-    cid, _ = p.create_message()
+    cid, _ = begun(p, "ctx-1")
     pcm = bytes(range(10))
     [ev] = p.receive(chunk(cid, wav_bytes(pcm, 16000)))
     assert ev == ProviderAudio(cid, pcm, "pcm_s16le", 16000)
@@ -179,7 +189,7 @@ def test_linear16_wav_header_stripped_and_odd_byte_carried():
 
 def test_context_created_echo_updates_format():
     p = proto(encoding="PCM", sample_rate=8000)
-    cid, _ = p.create_message()
+    cid, _ = begun(p, "ctx-1")
     p.receive(result(cid, contextCreated={"audioConfig": {"audioEncoding": "PCM",
                                                           "sampleRateHertz": 24000}}))
     [ev] = p.receive(chunk(cid, b"\0\0"))
@@ -188,8 +198,8 @@ def test_context_created_echo_updates_format():
 
 def test_cancel_marks_context_and_late_audio_is_flagged():
     p = proto()
-    cid, _ = p.create_message()
-    p.send_text_message(cid, "A long answer. ", flush=True)
+    cid, _ = begun(p, "ctx-1")
+    p.send(cid, "A long answer. ")
     p.receive(chunk(cid, b"\x01" * 160))
     assert json.loads(p.cancel_message(cid)) == {"close_context": {}, "contextId": cid}
     assert p.is_cancelled(cid) and p.cancel_message(cid) is None
@@ -200,7 +210,7 @@ def test_cancel_marks_context_and_late_audio_is_flagged():
     assert p.is_clean() and p.is_cancelled(cid)
     [ev] = p.receive(chunk(cid, b"\x03" * 10))  # even after done
     assert p.is_cancelled(ev.context_id)
-    other, _ = p.create_message()
+    other, _ = begun(p, "ctx-2")
     assert not p.is_cancelled(other)
 
 
@@ -208,8 +218,8 @@ def test_early_close_ack_defers_done_until_audio():
     # docs/protocols/tts-providers.md §1.4 race (#5110): contextClosed before any audio of the final
     # flush.
     p = proto()
-    cid, _ = p.create_message()
-    p.send_text_message(cid, "Hi. ")
+    cid, _ = begun(p, "ctx-1")
+    p.send(cid, "Hi. ", flush=False)
     p.close_message(cid)
     assert p.receive(result(cid, contextClosed={})) == []
     assert p.state(cid) == "closed_early" and not p.is_clean()
@@ -221,8 +231,8 @@ def test_early_close_ack_defers_done_until_audio():
 
 def test_drain_forces_done():
     p = proto()
-    cid, _ = p.create_message()
-    p.send_text_message(cid, "Hi. ")
+    cid, _ = begun(p, "ctx-1")
+    p.send(cid, "Hi. ", flush=False)
     p.close_message(cid)
     p.receive(result(cid, contextClosed={}))
     assert p.drain(cid) == [ProviderDone(cid)] and p.is_clean()
@@ -240,7 +250,7 @@ def test_drain_forces_done():
 ])
 def test_status_errors(code, message, kind, fatal, gone):
     p = proto()
-    cid, _ = p.create_message()
+    cid, _ = begun(p, "ctx-1")
     p.receive(result(cid, contextCreated={}))
     [ev] = p.receive(status_error(cid, code, message))
     assert ev == ProviderError(cid, kind, f"Inworld status {code}: {message}", fatal=fatal)
@@ -249,7 +259,7 @@ def test_status_errors(code, message, kind, fatal, gone):
 
 def test_error_before_context_created_means_create_failed():
     p = proto()
-    cid, _ = p.create_message()
+    cid, _ = begun(p, "ctx-1")
     [ev] = p.receive(status_error(cid, 3, "voiceId is required"))
     assert ev.kind == "invalid_argument" and p.is_clean()
 
@@ -274,7 +284,7 @@ def test_top_level_errors_are_fatal():
 ])
 def test_malformed_frames_raise(frame, kind):
     p = proto()
-    p.create_message()
+    begun(p, "ctx-1")
     with pytest.raises(ProviderProtocolError) as info:
         p.receive(frame)
     assert info.value.kind == kind
@@ -282,7 +292,7 @@ def test_malformed_frames_raise(frame, kind):
 
 def test_reset_forgets_contexts():
     p = proto()
-    p.create_message()
+    begun(p, "ctx-1")
     p.reset()
     assert p.is_clean()
 
@@ -330,11 +340,12 @@ async def test_loopback_full_utterance():
     async with Fake() as fake:
         ws = await fake.connect()
         p = proto()
-        cid, create = p.create_message()
-        await ws.send_str(create)  # pipelined: no wait for contextCreated
+        cid, opening = begun(p, "ctx-1")
+        await ws.send_str(opening)  # pipelined: no wait for contextCreated
         text = "Your order has shipped. It arrives on Monday."
         for piece in split_text(text):
-            await ws.send_str(p.send_text_message(cid, piece, flush=True))
+            for message in p.send(cid, piece):
+                await ws.send_str(message)
         await ws.send_str(p.close_message(cid))
         events = await collect(ws, p, done_for(cid))
         audio = [e for e in events if isinstance(e, ProviderAudio)]
@@ -351,9 +362,10 @@ async def test_loopback_pcm_and_linear16_header_stripped():
     async with Fake() as fake:
         ws = await fake.connect()
         p = proto(encoding="LINEAR16", sample_rate=16000)
-        cid, create = p.create_message()
-        await ws.send_str(create)
-        await ws.send_str(p.send_text_message(cid, "Hello there. ", flush=True))
+        cid, opening = begun(p, "ctx-1")
+        await ws.send_str(opening)
+        for message in p.send(cid, "Hello there. "):
+            await ws.send_str(message)
         await ws.send_str(p.close_message(cid))
         events = await collect(ws, p, done_for(cid))
         data = b"".join(e.data for e in events if isinstance(e, ProviderAudio))
@@ -365,14 +377,14 @@ async def test_loopback_cancel_mid_utterance():
     async with Fake() as fake:
         ws = await fake.connect()
         p = proto()
-        cid, create = p.create_message()
-        await ws.send_str(create)
-        await ws.send_str(p.send_text_message(
-            cid, "This is a long answer that the caller interrupts. " * 2, flush=True))
+        cid, opening = begun(p, "ctx-1")
+        await ws.send_str(opening)
+        for message in p.send(cid, "This is a long answer that the caller interrupts. " * 2):
+            await ws.send_str(message)
         first = await collect(ws, p, lambda evs: any(isinstance(e, ProviderAudio) for e in evs))
         await ws.send_str(p.cancel_message(cid))  # barge-in
         assert p.is_cancelled(cid)
-        nxt, create2 = p.create_message()  # the next turn starts on a fresh context at once
+        nxt, create2 = begun(p, "ctx-2")  # the next turn starts on a fresh context at once
         await ws.send_str(create2)
         after = await collect(ws, p, done_for(cid))
         late = [e for e in after if isinstance(e, ProviderAudio) and e.context_id == cid]
@@ -391,9 +403,10 @@ async def test_loopback_early_close_ack():
     async with Fake(early_close_ack=True) as fake:
         ws = await fake.connect()
         p = proto()
-        cid, create = p.create_message()
-        await ws.send_str(create)
-        await ws.send_str(p.send_text_message(cid, "Short one. "))
+        cid, opening = begun(p, "ctx-1")
+        await ws.send_str(opening)
+        for message in p.send(cid, "Short one. ", flush=False):
+            await ws.send_str(message)
         await ws.send_str(p.close_message(cid))
         events = await collect(ws, p, done_for(cid))
         assert any(isinstance(e, ProviderAudio) for e in events)  # not lost to the race
@@ -410,8 +423,8 @@ async def test_loopback_error_frames():
         [ev] = await collect(ws, p, lambda evs: evs)
         assert ev.kind == "context_not_found" and ev.context_id == "ghost"
         # text too long
-        cid, create = p.create_message()
-        await ws.send_str(create)
+        cid, opening = begun(p, "ctx-1")
+        await ws.send_str(opening)
         await ws.send_str(json.dumps({"send_text": {"text": "x" * 1001}, "contextId": cid}))
         [ev] = await collect(ws, p, lambda evs: evs)
         assert ev == ProviderError(cid, "invalid_argument",
@@ -467,11 +480,12 @@ async def test_loopback_context_expiry():
     async with Fake(context_idle_s=0.1) as fake:
         ws = await fake.connect()
         p = proto()
-        cid, create = p.create_message()
-        await ws.send_str(create)
+        cid, opening = begun(p, "ctx-1")
+        await ws.send_str(opening)
         assert p.receive((await ws.receive()).data) == []  # contextCreated
         await asyncio.sleep(0.3)
-        await ws.send_str(p.send_text_message(cid, "Anyone there? "))
+        for message in p.send(cid, "Anyone there? ", flush=False):
+            await ws.send_str(message)
         [ev] = await collect(ws, p, lambda evs: evs)
         assert ev.kind == "context_not_found" and p.is_clean()
         await ws.close()
@@ -481,9 +495,10 @@ async def test_loopback_injected_failure_drops_the_context_and_socket_goes_on():
     async with Fake(fail_on="FAILME") as fake:
         ws = await fake.connect()
         p = proto()
-        bad, create = p.create_message()
-        await ws.send_str(create)
-        await ws.send_str(p.send_text_message(bad, "Please FAILME now. ", flush=True))
+        bad, opening = begun(p, "ctx-1")
+        await ws.send_str(opening)
+        for message in p.send(bad, "Please FAILME now. "):
+            await ws.send_str(message)
         await ws.send_str(p.close_message(bad))
         events = await collect(ws, p, lambda evs: p.is_clean())
         errors = [e for e in events if isinstance(e, ProviderError)]
@@ -494,9 +509,10 @@ async def test_loopback_injected_failure_drops_the_context_and_socket_goes_on():
         assert [(e.context_id, e.kind, e.fatal) for e in errors[1:]] == [
             (bad, "context_not_found", False)]
         assert fake.app["log"] == []
-        good, create = p.create_message()  # the same socket still works
-        await ws.send_str(create)
-        await ws.send_str(p.send_text_message(good, "All good. ", flush=True))
+        good, opening = begun(p, "ctx-2")  # the same socket still works
+        await ws.send_str(opening)
+        for message in p.send(good, "All good. "):
+            await ws.send_str(message)
         await ws.send_str(p.close_message(good))
         events = await collect(ws, p, done_for(good))
         audio = [e for e in events if isinstance(e, ProviderAudio)]

@@ -17,12 +17,12 @@ FLUSHED = json.dumps({"type": "Flushed", "sequence_id": 0})
 def test_deepgram_counts_the_sentences_each_answered_flush_covers():
     p = DeepgramProtocol(flush_limit=2, flush_reserve=0)  # two flushes, then none
     p.begin("t")
-    assert any("Flush" in m for m in p.speak("t", "One."))
+    assert any("Flush" in m for m in p.send("t", "One."))
     assert p.segments_done("t") == 0
     assert p.receive(FLUSHED) == []
     assert p.segments_done("t") == 1
-    assert any("Flush" in m for m in p.speak("t", "Two."))
-    assert not any("Flush" in m for m in p.speak("t", "Three."))  # the budget is spent
+    assert any("Flush" in m for m in p.send("t", "Two."))
+    assert not any("Flush" in m for m in p.send("t", "Three."))  # the budget is spent
     assert p.receive(FLUSHED) == []
     assert p.segments_done("t") == 2  # "Three." has no flush of its own yet
     assert p.finish("t") == ['{"type": "Flush"}']  # the end is always flushed
@@ -40,10 +40,10 @@ def _ready_uplift(**kw) -> UpliftProtocol:
 def test_uplift_counts_segments_merged_into_one_request_together():
     now = [1000.0]
     p = _ready_uplift(requests_per_minute=2, clock=lambda: now[0])
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "One.")
-    p.synthesize("t", "Two.")
-    assert p.synthesize("t", "Three.") == [] and p.synthesize("t", "Four.") == []
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "One.")
+    p.send("t", "Two.")
+    assert p.send("t", "Three.") == [] and p.send("t", "Four.") == []
     [merged] = p.finish("t")
     assert json.loads(merged)["text"] == "Three. Four."
     assert p.segments_done("t") == 0

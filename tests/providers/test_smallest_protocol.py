@@ -86,7 +86,7 @@ def test_constructor_validates():
 
 def test_speak_message_shape():
     p = SmallestProtocol("meher", session_id="call-1", speed=1.1, max_buffer_flush_ms=0)
-    [msg] = p.speak("c1", "Hello there.")
+    [msg] = p.send("c1", "Hello there.")
     body = json.loads(msg)
     assert body == {"voice_id": "meher", "model": "lightning_v3.1", "language": "en",
                     "sample_rate": 8000, "speed": 1.1, "output_format": "ulaw",
@@ -100,7 +100,7 @@ def test_speak_message_shape():
 def test_speak_splits_long_text():
     p = SmallestProtocol("meher", max_text_chars=40)
     text = "First sentence is here. Second one follows it. Third and last one."
-    msgs = [json.loads(m) for m in p.speak("c1", text)]
+    msgs = [json.loads(m) for m in p.send("c1", text)]
     assert len(msgs) > 1
     assert all(len(m["text"]) <= 40 for m in msgs)
     assert all(m["continue"] and not m["flush"] for m in msgs[:-1])
@@ -134,10 +134,10 @@ def test_send_guards():
     with pytest.raises(ValueError):
         p.send_text("x", " ")
     with pytest.raises(ValueError):
-        p.speak("x", "   ")
-    p.speak("one", "Hi.")
+        p.send("x", "   ")
+    p.send("one", "Hi.")
     with pytest.raises(RuntimeError, match="one active request"):
-        p.speak("two", "Hi.")
+        p.send("two", "Hi.")
 
 
 def test_split_text():
@@ -156,7 +156,7 @@ def test_split_text():
 
 def test_chunk_and_complete():
     p = SmallestProtocol("meher")
-    p.speak("c1", "Hi there.")
+    p.send("c1", "Hi there.")
     [audio] = p.receive(chunk(b"\x01\x02\x03"))
     assert audio == ProviderAudio("c1", b"\x01\x02\x03", "mulaw", 8000)
     assert p.receive(json.dumps({"status": "word_timestamp", "request_id": "task_1",
@@ -167,14 +167,14 @@ def test_chunk_and_complete():
     assert p.is_clean() and p.reusable()
     assert p.connection_made() == [ProviderReady()]
     # a stale second complete for the finished request must not finish the next one
-    p.speak("c2", "Next.")
+    p.send("c2", "Next.")
     assert p.receive(complete("task_1")) == []
     assert p.state("c2") == "flushed"
 
 
 def test_chunk_without_external_id_and_unknown_complete():
     p = SmallestProtocol("meher", output_format="pcm", sample_rate=16000)
-    p.speak("c1", "Hi.")
+    p.send("c1", "Hi.")
     [a] = p.receive(chunk(b"\x01\x02\x03", ext=None, rid="task_9"))
     assert a.context_id == "c1" and a.data == b"\x01\x02" and a.encoding == "pcm_s16le"
     [b] = p.receive(chunk(b"\x04", ext=None, rid="task_9"))  # odd byte carried over
@@ -188,7 +188,7 @@ def test_chunk_wav_header_stripped():
               + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16) + b"data"
               + struct.pack("<I", 4))
     p = SmallestProtocol("meher", output_format="pcm")
-    p.speak("c1", "Hi.")
+    p.send("c1", "Hi.")
     [a] = p.receive(chunk(header + b"\x01\x02\x03\x04"))
     assert a.data == b"\x01\x02\x03\x04"
 
@@ -204,7 +204,7 @@ def test_chunk_wav_header_stripped():
 ])
 def test_bad_frames(frame, kind):
     p = SmallestProtocol("meher")
-    p.speak("c1", "Hi.")
+    p.send("c1", "Hi.")
     with pytest.raises(ProviderProtocolError) as info:
         p.receive(frame)
     assert info.value.kind == kind
@@ -218,7 +218,8 @@ def test_bad_frames(frame, kind):
       "error": {"message": "Another request is already being processed", "code": "x"}},
      "concurrency", False, "c1"),
     ({"status": "error", "external_request_id": "c1",
-      "error": {"message": "text too long", "code": "text_too_long"}}, "text_too_long", False, "c1"),
+      "error": {"message": "text too long", "code": "text_too_long"}},
+     "text_too_long", False, "c1"),
     ({"status": "error", "error": {"message": "voice_id is required", "code": "invalid_request"}},
      "invalid_request", False, None),
     ({"status": "error", "error": "Invalid API key"}, "auth", True, None),
@@ -228,7 +229,7 @@ def test_bad_frames(frame, kind):
 ])
 def test_error_mapping(frame, kind, fatal, ctx):
     p = SmallestProtocol("meher")
-    p.speak("c1", "Hi.")
+    p.send("c1", "Hi.")
     [err] = p.receive(json.dumps(frame))
     assert isinstance(err, ProviderError)
     assert (err.kind, err.fatal, err.context_id) == (kind, fatal, ctx)
@@ -241,7 +242,7 @@ def test_error_mapping(frame, kind, fatal, ctx):
 
 def test_cancel_marks_late_audio():
     p = SmallestProtocol("meher")
-    p.speak("c1", "A long sentence.")
+    p.send("c1", "A long sentence.")
     assert p.cancel("c1") == []  # nothing to send: Smallest has no cancel
     assert p.is_cancelled("c1") and p.state("c1") == "cancelled"
     assert p.needs_replacement and not p.is_clean()
@@ -249,11 +250,11 @@ def test_cancel_marks_late_audio():
     assert late.context_id == "c1" and p.is_cancelled(late.context_id)
     assert p.late_audio_bytes == 10
     with pytest.raises(RuntimeError, match="one active request"):
-        p.speak("c2", "Next.")
+        p.send("c2", "Next.")
     assert p.receive(complete()) == [ProviderDone("c1")]
     assert p.is_clean() and not p.reusable()
     with pytest.raises(RuntimeError, match="cancelled"):
-        p.speak("c1", "Again.")
+        p.send("c1", "Again.")
     # audio for a cancelled, finished context is still attributed, never an error
     [again] = p.receive(chunk(b"\x00" * 4))
     assert p.is_cancelled(again.context_id)
@@ -261,12 +262,12 @@ def test_cancel_marks_late_audio():
 
 def test_connection_lost():
     p = SmallestProtocol("meher")
-    p.speak("c1", "Hi.")
+    p.send("c1", "Hi.")
     [err] = p.connection_lost()
     assert err == ProviderError("c1", "connection_closed", err.message, True)
     assert p.closed and not p.is_clean()
     with pytest.raises(RuntimeError, match="closed"):
-        p.speak("c2", "Hi.")
+        p.send("c2", "Hi.")
 
 
 # ---- loopback against the fake ---------------------------------------------------------
@@ -313,7 +314,7 @@ async def test_loopback_full_utterance(fake):
     text = "Your order has shipped. It will arrive on Tuesday."
     async with aiohttp.ClientSession() as s, s.ws_connect(url, headers=headers) as ws:
         assert proto.connection_made() == [ProviderReady()]
-        for m in proto.speak("turn-1", text):
+        for m in proto.send("turn-1", text):
             await ws.send_str(m)
         events = await _collect(ws, proto, _done)
     audio = [e for e in events if isinstance(e, ProviderAudio)]
@@ -336,7 +337,7 @@ async def test_loopback_streamed_then_second_turn(fake):
         await ws.send_str(proto.send_text("t1", "world."))
         await ws.send_str(proto.flush("t1"))
         ev1 = await _collect(ws, proto, _done)
-        for m in proto.speak("t2", "Second turn."):
+        for m in proto.send("t2", "Second turn."):
             await ws.send_str(m)
         ev2 = await _collect(ws, proto, _done)
     assert [e.context_id for e in ev1 if isinstance(e, ProviderDone)] == ["t1"]
@@ -347,11 +348,11 @@ async def test_loopback_streamed_then_second_turn(fake):
 
 
 async def test_loopback_cancel_mid_utterance(fake):
-    app, endpoint = await fake(burst_factor=4)
+    _app, endpoint = await fake(burst_factor=4)
     url, headers = connect_params(endpoint, KEY)
     proto = SmallestProtocol("meher", complete_backoff_ms=50)
     async with aiohttp.ClientSession() as s, s.ws_connect(url, headers=headers) as ws:
-        for m in proto.speak("c1", "This is a rather long answer that the caller interrupts."):
+        for m in proto.send("c1", "This is a rather long answer that the caller interrupts."):
             await ws.send_str(m)
         before = await _collect(ws, proto, lambda ev: len(ev) >= 1)
         assert isinstance(before[0], ProviderAudio) and not proto.is_cancelled("c1")
@@ -380,10 +381,10 @@ async def test_loopback_error_frames(fake):
         [err] = await _collect(ws, lax, lambda ev: len(ev) >= 1)
         assert (err.kind, err.context_id) == ("text_too_long", "big") and lax.is_clean()
         # a second concurrent request is rejected
-        for m in proto.speak("c1", "First request is being processed now."):
+        for m in proto.send("c1", "First request is being processed now."):
             await ws.send_str(m)
         other = SmallestProtocol("meher", complete_backoff_ms=0)
-        await ws.send_str(other.speak("c2", "Second.")[0])
+        await ws.send_str(other.send("c2", "Second.")[0])
         events = await _collect(ws, proto, _done)
     errors = [e for e in events if isinstance(e, ProviderError)]
     assert [e.kind for e in errors] == ["concurrency"] and errors[0].context_id is None
@@ -412,12 +413,12 @@ async def test_loopback_idle_timeout_closes(fake):
 
 async def test_loopback_close_after_complete_and_no_echo(fake):
     # Docs: the server closes after complete [C]; older frames may not echo our id.
-    app, endpoint = await fake(close_after_complete=True, echo_external_id=False,
-                               handshake_ms=50)
+    _app, endpoint = await fake(close_after_complete=True, echo_external_id=False,
+                                handshake_ms=50)
     url, headers = connect_params(endpoint, KEY)
     proto = SmallestProtocol("meher", complete_backoff_ms=0)
     async with aiohttp.ClientSession() as s, s.ws_connect(url, headers=headers) as ws:
-        for m in proto.speak("c1", "Short one."):
+        for m in proto.send("c1", "Short one."):
             await ws.send_str(m)
         events = await _collect(ws, proto, lambda ev: False)
     assert any(isinstance(e, ProviderAudio) and e.context_id == "c1" for e in events)
@@ -456,7 +457,7 @@ async def test_loopback_injected_failure_finishes_the_request(fake):
     url, headers = connect_params(endpoint, KEY)
     proto = SmallestProtocol("meher", complete_backoff_ms=0)
     async with aiohttp.ClientSession() as s, s.ws_connect(url, headers=headers) as ws:
-        for m in proto.speak("bad", "Please FAILME now."):
+        for m in proto.send("bad", "Please FAILME now."):
             await ws.send_str(m)
         async with asyncio.timeout(5):
             raw = await ws.receive_str()
@@ -471,7 +472,7 @@ async def test_loopback_injected_failure_finishes_the_request(fake):
         # forgotten and the same protocol object takes the next one on the same socket.
         assert (err.kind, err.fatal) == ("server_error", False) and proto.reusable()
         nxt = proto
-        for m in nxt.speak("good", "All good."):
+        for m in nxt.send("good", "All good."):
             await ws.send_str(m)
         events = await _collect(ws, nxt, _done)
     assert not any(isinstance(e, ProviderError) for e in events)

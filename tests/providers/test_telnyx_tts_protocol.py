@@ -54,7 +54,7 @@ def speaking(**kw) -> TelnyxProtocol:
     p = TelnyxProtocol(**kw)
     assert p.connection_made() == [ProviderReady()]
     p.handshake()
-    p.start("t")
+    p.begin("t")
     return p
 
 
@@ -117,7 +117,7 @@ def test_driver_options_pool_key_and_voice_lock():
                 {"colour": "red"}):
         with pytest.raises(ValueError):
             driver(**bad)
-    with pytest.raises(ValueError, match="Provider.Model.VoiceId"):
+    with pytest.raises(ValueError, match=r"Provider\.Model\.VoiceId"):
         driver(voice="astra")
     d = driver()
     p = d.new_protocol(("linear16", 8000))
@@ -155,7 +155,7 @@ def test_strip_markdown(text, expected):
 def test_handshake_frame_first_and_once():
     p = TelnyxProtocol(voice_settings={"voice_speed": 1.1})
     with pytest.raises(RuntimeError, match="handshake"):
-        p.start("t")
+        p.begin("t")
     assert json.loads(p.handshake()) == {"text": " ", "voice_settings": {"voice_speed": 1.1}}
     assert p.is_clean()
     with pytest.raises(RuntimeError):
@@ -166,20 +166,20 @@ def test_handshake_frame_first_and_once():
 def test_text_frames_flush_and_the_end_frame():
     p = speaking()
     assert not p.is_clean() and p.spent
-    assert [json.loads(m) for m in p.send_text("t", "Hello **there**.")] == [
+    assert [json.loads(m) for m in p.send("t", "Hello **there**.")] == [
         {"text": "Hello there. ", "flush": True}]
-    assert p.send_text("t", "** **") == []  # nothing left to say: no empty text (= the end)
+    assert p.send("t", "** **") == []  # nothing left to say: no empty text (= the end)
     assert p.finish("t") == ['{"text": ""}'] and p.state("t") == "ending"
     with pytest.raises(RuntimeError):
-        p.send_text("t", "too late")
+        p.send("t", "too late")
 
 
 def test_one_turn_per_socket():
     p = speaking()
     with pytest.raises(RuntimeError, match="one turn"):
-        p.start("u")
+        p.begin("u")
     with pytest.raises(RuntimeError):
-        p.send_text("u", "other turn")
+        p.send("u", "other turn")
 
 
 def test_a_turn_without_text_ends_at_once_and_sends_nothing():
@@ -189,7 +189,7 @@ def test_a_turn_without_text_ends_at_once_and_sends_nothing():
 
 def test_markdown_stripping_can_be_turned_off():
     p = speaking(markdown=False)
-    assert json.loads(p.send_text("t", " *Hi* ")[0])["text"] == "*Hi* "
+    assert json.loads(p.send("t", " *Hi* ")[0])["text"] == "*Hi* "
 
 
 # ---- server frames ---------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def test_markdown_stripping_can_be_turned_off():
 
 def test_streamed_provider_chunks_then_text_then_final():
     p = speaking()
-    p.send_text("t", "Hello.")
+    p.send("t", "Hello.")
     p.finish("t")
     a = p.receive(chunk(b"\x01\x00" * 400, cached=False, timeToFirstAudioFrameMs=245))
     b = p.receive(chunk(b"\x02\x00" * 200, cached=False))
@@ -212,7 +212,7 @@ def test_streamed_provider_chunks_then_text_then_final():
 
 def test_concatenated_provider_chunk_and_type_discriminator():
     p = speaking(audio_format="mulaw")
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     [a] = p.receive(json.dumps({"type": "audio_chunk", "audio": base64.b64encode(
         b"\xff" * 800).decode(), "text": "Hi.", "isFinal": False, "cached": True}))
     assert (a.encoding, a.sample_rate, len(a.data), p.cached) == ("mulaw", 8000, 800, True)
@@ -221,7 +221,7 @@ def test_concatenated_provider_chunk_and_type_discriminator():
 
 def test_odd_byte_carried_and_wav_header_stripped():
     p = speaking()
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     [a] = p.receive(chunk(wav_bytes(b"\x01\x00\x02", 8000)))
     [b] = p.receive(chunk(b"\x00\x03\x00"))
     assert (a.data, b.data) == (b"\x01\x00", b"\x02\x00\x03\x00")
@@ -229,7 +229,7 @@ def test_odd_byte_carried_and_wav_header_stripped():
 
 def test_mp3_instead_of_pcm_fails_the_turn_instead_of_playing_noise():
     p = speaking(voice="Telnyx.KokoroTTS.af_heart")
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     [err] = p.receive(chunk(b"ID3\x04\x00\x00\x00\x00\x00\x00\xff\xfb"))
     assert (err.context_id, err.kind, err.fatal) == ("t", "unsupported_format", False)
     assert "KokoroTTS" in err.message and "linear16" in err.message
@@ -239,7 +239,7 @@ def test_mp3_instead_of_pcm_fails_the_turn_instead_of_playing_noise():
 
 def test_force_on_barge_in_and_late_audio_is_flagged():
     p = speaking()
-    p.send_text("t", "A long answer.")
+    p.send("t", "A long answer.")
     p.receive(chunk(b"\x00\x00" * 100))
     assert p.cancel("t") == ['{"force": true}'] and p.is_cancelled("t")
     [late] = p.receive(chunk(b"\x00\x00" * 100))
@@ -257,7 +257,7 @@ def test_force_on_barge_in_and_late_audio_is_flagged():
 ])
 def test_error_frame_fails_the_turn(message, kind):
     p = speaking()
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     [err] = p.receive(json.dumps({"error": message}))
     assert err == ProviderError("t", kind, f"Telnyx: {message}", False)
     assert p.state("t") == "failed" and p.spent
@@ -274,7 +274,7 @@ def test_error_on_an_idle_socket_concerns_the_connection():
 
 def test_connection_lost_before_the_final_frame_is_fatal_for_the_turn():
     p = speaking()
-    p.send_text("t", "Hi.")
+    p.send("t", "Hi.")
     p.finish("t")
     [err] = p.connection_lost()
     assert (err.context_id, err.kind, err.fatal) == ("t", "connection_closed", True)
@@ -347,8 +347,8 @@ async def test_loopback_one_utterance_then_final_then_the_server_closes():
         ws = await fake.connect()
         p = TelnyxProtocol()
         await ws.send_str(p.handshake())
-        p.start("t")
-        for m in p.send_text("t", "Your order has shipped.") + p.send_text(
+        p.begin("t")
+        for m in p.send("t", "Your order has shipped.") + p.send(
                 "t", "It arrives *Tuesday*.") + p.finish("t"):
             await ws.send_str(m)
         events = await collect(ws, p)
@@ -369,8 +369,8 @@ async def test_loopback_text_without_handshake_is_an_invalid_message():
         ws = await fake.connect()
         p = TelnyxProtocol()
         p.handshake()  # but not sent
-        p.start("t")
-        await ws.send_str(p.send_text("t", "Hello.")[0])
+        p.begin("t")
+        await ws.send_str(p.send("t", "Hello.")[0])
         events = await collect(ws, p)
     assert events[0] == ProviderError("t", "invalid_message", "Telnyx: Invalid message", False)
     assert events[-1] == aiohttp.WSMsgType.CLOSE
@@ -387,7 +387,7 @@ async def test_loopback_plain_text_waits_for_a_flush_or_the_end():
         await ws.send_str('{"text": ""}')
         p = TelnyxProtocol()
         p.handshake()
-        p.start("t")
+        p.begin("t")
         p.sent_text, p.phase = True, "ending"
         events = await collect(ws, p)
     assert ProviderDone("t") in events and any(isinstance(e, ProviderAudio) for e in events)
@@ -411,8 +411,8 @@ async def test_loopback_force_stops_the_synthesis_and_late_chunks_are_flagged():
         ws = await fake.connect()
         p = TelnyxProtocol()
         await ws.send_str(p.handshake())
-        p.start("t")
-        await ws.send_str(p.send_text("t", "A long answer that the caller interrupts. " * 3)[0])
+        p.begin("t")
+        await ws.send_str(p.send("t", "A long answer that the caller interrupts. " * 3)[0])
         first = await collect(ws, p, lambda evs: evs)
         await ws.send_str(p.cancel("t")[0])
         late = []
@@ -430,8 +430,8 @@ async def test_loopback_injected_failure_is_an_error_frame_then_a_close():
         ws = await fake.connect()
         p = TelnyxProtocol()
         await ws.send_str(p.handshake())
-        p.start("t")
-        await ws.send_str(p.send_text("t", "Please FAILME now.")[0])
+        p.begin("t")
+        await ws.send_str(p.send("t", "Please FAILME now.")[0])
         events = await collect(ws, p)
     assert events[0] == ProviderError("t", "synthesis_failed", "Telnyx: Error in audio response",
                                       False)
@@ -456,8 +456,8 @@ async def test_loopback_voice_that_ignores_audio_format_sends_mp3():
         ws = await fake.connect(voice="Telnyx.KokoroTTS.af_heart")
         p = TelnyxProtocol(voice="Telnyx.KokoroTTS.af_heart")
         await ws.send_str(p.handshake())
-        p.start("t")
-        await ws.send_str(p.send_text("t", "Hi there.")[0])
+        p.begin("t")
+        await ws.send_str(p.send("t", "Hi there.")[0])
         [err] = await collect(ws, p, lambda evs: evs)
         await ws.close()
     assert err.kind == "unsupported_format"
@@ -468,8 +468,8 @@ async def test_loopback_azure_mulaw_arrives_in_one_concatenated_chunk():
         ws = await fake.connect(voice="azure.en-US-AvaMultilingualNeural", audio_format="mulaw")
         p = TelnyxProtocol(audio_format="mulaw")
         await ws.send_str(p.handshake())
-        p.start("t")
-        for m in p.send_text("t", "Hello from Azure.") + p.finish("t"):
+        p.begin("t")
+        for m in p.send("t", "Hello from Azure.") + p.finish("t"):
             await ws.send_str(m)
         events = await collect(ws, p)
     audio = [e for e in events if isinstance(e, ProviderAudio)]
@@ -484,8 +484,8 @@ async def test_loopback_cache_and_inactivity_timeout():
             ws = await fake.connect()
             p = TelnyxProtocol()
             await ws.send_str(p.handshake())
-            p.start("t")
-            for m in p.send_text("t", "Same words.") + p.finish("t"):
+            p.begin("t")
+            for m in p.send("t", "Same words.") + p.finish("t"):
                 await ws.send_str(m)
             await collect(ws, p)
         assert [e["cached"] for e in fake.app["log"]] == [False, True]

@@ -46,6 +46,12 @@ def done(item: str, context_id: str | None = None) -> str:
     return json.dumps(body)
 
 
+def begun(p: TogetherProtocol, cid: str) -> str:
+    """Begin turn ``cid`` (no message: Together creates a context at its first append)."""
+    assert p.begin(cid) == []
+    return cid
+
+
 def ready_protocol() -> TogetherProtocol:
     p = TogetherProtocol()
     assert p.receive(frame(type="session.created", session={"id": "s"})) == [ProviderReady()]
@@ -84,7 +90,7 @@ def test_connect_params_refuses_empty_key_and_bad_segment():
 
 def test_message_shapes():
     p = ready_protocol()
-    cid = p.open_context("turn-7")
+    cid = begun(p, "turn-7")
     assert cid == "turn-7"
     assert [json.loads(m) for m in p.append(cid, "Hello.")] == [
         {"type": "input_text_buffer.append", "text": "Hello.", "context_id": "turn-7"}]
@@ -106,28 +112,27 @@ def test_message_shapes():
         p.update_session(sample_rate=8000)
 
 
-def test_open_context_generates_ids_and_refuses_reuse():
+def test_begin_refuses_reuse():
     p = ready_protocol()
-    a, b = p.open_context(), p.open_context()
-    assert a != b
+    a = begun(p, "ctx-1")
     with pytest.raises(ValueError, match="fresh id"):
-        p.open_context(a)
-    with pytest.raises(RuntimeError, match="open_context"):
+        begun(p, a)
+    with pytest.raises(RuntimeError, match="begin it first"):
         p.append("nope", "hi")
 
 
 def test_context_limit_per_connection():
     p = TogetherProtocol(max_contexts=3)
-    for _ in range(3):
-        p.open_context()
+    for i in range(3):
+        begun(p, f"ctx-{i}")
     assert p.contexts_left == 0
     with pytest.raises(RuntimeError, match="3 contexts"):
-        p.open_context()
+        begun(p, "ctx-3")
 
 
 def test_long_text_append_is_split_within_limit():
     p = TogetherProtocol(max_text_chars=50)
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     text = "This is the first sentence. " * 6
     messages = [json.loads(m) for m in p.append(cid, text)]
     assert len(messages) > 1
@@ -163,7 +168,7 @@ def test_session_created_then_updated_is_ready_once():
 
 def test_full_context_lifecycle_audio_then_done():
     p = ready_protocol()
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     p.append(cid, "Hello there.")
     p.finish(cid)
     assert p.state(cid) == "closing" and not p.is_clean()
@@ -179,7 +184,7 @@ def test_full_context_lifecycle_audio_then_done():
 
 def test_done_waits_for_every_commit():
     p = ready_protocol()
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     p.append(cid, "One.")
     p.commit(cid)
     p.append(cid, "Two.")
@@ -190,12 +195,12 @@ def test_done_waits_for_every_commit():
 
 def test_a_segment_goes_out_one_sentence_per_commit_and_completes_with_its_last_item():
     p = ready_protocol()
-    cid = p.open_context()
-    messages = [json.loads(m) for m in p.send_segment(cid, "One here. Two here! Three?")]
+    cid = begun(p, "ctx-1")
+    messages = [json.loads(m) for m in p.send(cid, "One here. Two here! Three?")]
     assert [(m["type"].rsplit(".", 1)[-1], m.get("text")) for m in messages] == [
         ("append", "One here."), ("commit", None), ("append", "Two here!"), ("commit", None),
         ("append", "Three?"), ("commit", None)]
-    p.send_segment(cid, "Four.")
+    p.send(cid, "Four.")
     p.finish(cid)
     for n in range(1, 4):
         assert p.segments_done(cid) == 0
@@ -207,9 +212,9 @@ def test_a_segment_goes_out_one_sentence_per_commit_and_completes_with_its_last_
 def test_a_sentence_longer_than_the_partial_length_is_committed_in_pieces():
     p = TogetherProtocol(max_text_chars=40)
     p.receive(frame(type="session.created", session={}))
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     long = "This sentence goes on and on well past the limit of forty characters."
-    commits = [json.loads(m)["text"] for m in p.send_segment(cid, "Short. " + long)
+    commits = [json.loads(m)["text"] for m in p.send(cid, "Short. " + long)
                if "text" in json.loads(m)]
     assert commits[0] == "Short." and all(len(c) <= 40 for c in commits)
     assert " ".join(commits[1:]) == long
@@ -220,8 +225,8 @@ def test_a_new_item_for_a_finished_context_is_refused_not_dropped_in_silence():
     item's audio comes after the context is over. Its first delta is a protocol error
     (counted by the connection); the rest of it is late audio of a finished turn."""
     p = ready_protocol()
-    cid = p.open_context()
-    p.send_segment(cid, "Yes; it ships today")  # one sentence to the gateway, two to it
+    cid = begun(p, "ctx-1")
+    p.send(cid, "Yes; it ships today")  # one sentence to the gateway, two to it
     p.finish(cid)
     assert p.receive(delta("tts_1", b"\x01\x00", cid)) == [
         ProviderAudio(cid, b"\x01\x00", "pcm_s16le", 24000)]
@@ -233,25 +238,25 @@ def test_a_new_item_for_a_finished_context_is_refused_not_dropped_in_silence():
         ProviderAudio(cid, b"\x03\x00", "pcm_s16le", 24000)]  # dropped: the turn is over
     assert p.receive(done("tts_2", cid)) == []
     # a cancelled context's late items are expected (barge-in), not an error
-    cut = p.open_context()
-    p.send_segment(cut, "Hello.")
+    cut = begun(p, "ctx-2")
+    p.send(cut, "Hello.")
     p.cancel(cut)
     assert p.receive(delta("tts_3", b"\x04\x00", cut))[0].context_id == cut
 
 
 def test_finish_without_text_is_done_at_once():
     p = ready_protocol()
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     assert p.finish(cid) == []
     assert p.state(cid) == "done" and p.is_clean()
 
 
 def test_events_without_context_id_go_to_oldest_pending_context():
     p = ready_protocol()
-    a = p.open_context()
+    a = begun(p, "ctx-1")
     p.append(a, "A.")
     p.finish(a)
-    b = p.open_context()
+    b = begun(p, "ctx-2")
     p.append(b, "B.")
     p.finish(b)
     [audio] = p.receive(delta("tts_1", b"\x00\x00"))
@@ -263,7 +268,7 @@ def test_events_without_context_id_go_to_oldest_pending_context():
 
 def test_odd_byte_carried_and_wav_header_stripped():
     p = ready_protocol()
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     p.append(cid, "x")
     [a] = p.receive(delta("tts_1", b"\x01\x02\x03", cid))
     assert a.data == b"\x01\x02"
@@ -275,7 +280,7 @@ def test_odd_byte_carried_and_wav_header_stripped():
 
 def test_cancel_marks_late_audio():
     p = ready_protocol()
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     p.append(cid, "Long text.")
     p.finish(cid)
     p.receive(delta("tts_1", b"\x00\x00", cid))
@@ -294,7 +299,7 @@ def test_cancel_marks_late_audio():
 
 def test_cancel_before_anything_sent_needs_no_message():
     p = ready_protocol()
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     assert p.cancel(cid) == []
     assert p.is_cancelled(cid) and p.is_clean()
 
@@ -331,12 +336,12 @@ def test_tts_failed_first_is_fatal():
                             error={"message": "bad", "code": "invalid_request"}))
     assert err.fatal and p.failed and not p.is_clean()
     with pytest.raises(RuntimeError, match="replace"):
-        p.open_context()
+        begun(p, "ctx-1")
 
 
 def test_bare_error_is_fatal_and_context_error_ends_context():
     p = ready_protocol()
-    cid = p.open_context()
+    cid = begun(p, "ctx-1")
     p.append(cid, "x")
     [err] = p.receive(frame(type="conversation.item.tts.failed", context_id=cid,
                             error={"message": "Text too long", "code": "invalid_text"}))
@@ -411,7 +416,7 @@ async def test_loopback_full_utterance():
         p = TogetherProtocol()
         events = await pump(ws, p, lambda ev: p.ready)
         assert events == [ProviderReady()]
-        cid = p.open_context()
+        cid = begun(p, "ctx-1")
         for m in p.append(cid, "Hello there, this is a test. And a second sentence."):
             await ws.send_str(m)
         for m in p.finish(cid):
@@ -434,7 +439,7 @@ async def test_loopback_sentence_segmentation_and_sample_rate():
         ws = await lb.connect(segment="sentence", sample_rate=16000)
         p = TogetherProtocol(sample_rate=16000)
         await pump(ws, p, lambda ev: p.ready)
-        cid = p.open_context()
+        cid = begun(p, "ctx-1")
         for m in p.append(cid, "One sentence here. Another one there. "):
             await ws.send_str(m)
         # with segment=sentence the server makes several items; finish counts only commits,
@@ -450,7 +455,7 @@ async def test_loopback_cancel_mid_utterance():
         ws = await lb.connect()
         p = TogetherProtocol()
         await pump(ws, p, lambda ev: p.ready)
-        cid = p.open_context()
+        cid = begun(p, "ctx-1")
         for m in p.append(cid, "This is a rather long utterance that will be interrupted. " * 2):
             await ws.send_str(m)
         for m in p.finish(cid):
@@ -460,7 +465,7 @@ async def test_loopback_cancel_mid_utterance():
             await ws.send_str(m)
         assert p.is_cancelled(cid)
         # next turn on a fresh id while late audio of the old one may still arrive
-        nxt = p.open_context()
+        nxt = begun(p, "ctx-2")
         for m in p.append(nxt, "Next."):
             await ws.send_str(m)
         for m in p.finish(nxt):
@@ -483,7 +488,7 @@ async def test_loopback_without_context_echo():
         ws = await lb.connect()
         p = TogetherProtocol()
         await pump(ws, p, lambda ev: p.ready)
-        cid = p.open_context()
+        cid = begun(p, "ctx-1")
         for m in p.append(cid, "No echo."):
             await ws.send_str(m)
         for m in p.finish(cid):
@@ -499,7 +504,7 @@ async def test_loopback_error_frames():
         ws = await lb.connect()
         p = TogetherProtocol(max_text_chars=1000)  # deliberately above the fake's limit
         await pump(ws, p, lambda ev: p.ready)
-        cid = p.open_context()
+        cid = begun(p, "ctx-1")
         for m in p.append(cid, "This text is longer than twenty characters"):
             await ws.send_str(m)
         [err] = await pump(ws, p, lambda ev: bool(ev))
@@ -569,15 +574,16 @@ async def test_loopback_injected_failure_ends_the_context_only():
         ws = await lb.connect()
         p = TogetherProtocol()
         await pump(ws, p, lambda ev: p.ready)
-        bad = p.open_context()
+        bad = begun(p, "ctx-1")
         for m in p.append(bad, "Please FAILME now."):
             await ws.send_str(m)
         for m in p.finish(bad):
             await ws.send_str(m)
         [err] = await pump(ws, p, lambda ev: bool(ev))
-        assert err == ProviderError(bad, "provider", "Together: synthesis failed (synthesis_failed)")
+        assert err == ProviderError(bad, "provider",
+                                    "Together: synthesis failed (synthesis_failed)")
         assert p.state(bad) == "done" and p.is_clean() and not p.failed
-        good = p.open_context()  # the same socket goes on
+        good = begun(p, "ctx-2")  # the same socket goes on
         for m in p.append(good, "All good."):
             await ws.send_str(m)
         for m in p.finish(good):
@@ -598,7 +604,7 @@ async def test_loopback_failure_drops_work_in_flight():
         ws = await lb.connect(segment="sentence")
         p = TogetherProtocol()
         await pump(ws, p, lambda ev: p.ready)
-        cid = p.open_context()
+        cid = begun(p, "ctx-1")
         for m in p.append(cid, "A first sentence that takes a while to say. "):
             await ws.send_str(m)
         await pump(ws, p, lambda ev: any(isinstance(e, ProviderAudio) for e in ev))

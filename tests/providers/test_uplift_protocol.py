@@ -129,28 +129,28 @@ def test_split_text_respects_the_10000_character_limit():
 
 def test_synthesize_message_shape_with_options_and_unique_request_ids():
     p = ready_proto(speed=1.2, phrase_replacement_config_id="prc_1")
-    p.open_turn("t1", "ULAW_8000_8")
-    first = sent(p.synthesize("t1", "سلام، آپ کیسے ہیں؟"))
-    second = sent(p.synthesize("t1", "Second."))
+    p.begin("t1", encoding="ULAW_8000_8")
+    first = sent(p.send("t1", "سلام، آپ کیسے ہیں؟"))
+    second = sent(p.send("t1", "Second."))
     assert first == [{"type": "synthesize", "requestId": "t1.1", "text": "سلام، آپ کیسے ہیں؟",
                       "voiceId": "v_meklc281", "outputFormat": "ULAW_8000_8",
                       "phraseReplacementConfigId": "prc_1", "speed": 1.2}]
     assert second[0]["requestId"] == "t1.2"
-    assert "سلام" in p.synthesize("t1", "سلام")[0]  # not \\u-escaped
+    assert "سلام" in p.send("t1", "سلام")[0]  # not \\u-escaped
     # another turn in another voice and format
-    p.open_turn("t2", "PCM_22050_16", voice="v_30s70t3a")
-    [m] = sent(p.synthesize("t2", "Hi."))
+    p.begin("t2", "v_30s70t3a", encoding="PCM_22050_16")
+    [m] = sent(p.send("t2", "Hi."))
     assert (m["voiceId"], m["outputFormat"], m["requestId"]) == ("v_30s70t3a", "PCM_22050_16",
                                                                  "t2.1")
-    assert p.synthesize("t2", "   ") == []  # nothing to say is no request
+    assert p.send("t2", "   ") == []  # nothing to say is no request
     assert set(p.live_requests) == {"t1.1", "t1.2", "t1.3", "t2.1"}
 
 
 def test_long_segment_is_split_into_requests_within_the_limit():
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
+    p.begin("t", encoding="ULAW_8000_8")
     text = ("Word " * 1500 + "end. ") * 4  # four sentences of 7,505 characters
-    messages = sent(p.synthesize("t", text))
+    messages = sent(p.send("t", text))
     assert len(messages) == 4 and all(len(m["text"]) <= MAX_TEXT_CHARS for m in messages)
     assert " ".join(m["text"] for m in messages) == text.strip()
 
@@ -158,26 +158,26 @@ def test_long_segment_is_split_into_requests_within_the_limit():
 def test_outbound_state_errors():
     p = ready_proto()
     with pytest.raises(ValueError, match="MP3"):
-        p.open_turn("t", "MP3_22050_32")
-    p.open_turn("t", "ULAW_8000_8")
+        p.begin("t", encoding="MP3_22050_32")
+    p.begin("t", encoding="ULAW_8000_8")
     with pytest.raises(ValueError, match="already used"):
-        p.open_turn("t", "ULAW_8000_8")
+        p.begin("t", encoding="ULAW_8000_8")
     with pytest.raises(RuntimeError, match="not open"):
-        p.synthesize("nope", "Hi.")
+        p.send("nope", "Hi.")
     assert p.finish("t") == [] and p.state("t") is None  # no text: over at once
     with pytest.raises(RuntimeError):
-        p.synthesize("t", "late")
-    p.open_turn("u")
+        p.send("t", "late")
+    p.begin("u")
     with pytest.raises(TypeError):
-        p.synthesize("u", b"bytes")
+        p.send("u", b"bytes")
 
 
 def test_cancel_sends_cancel_for_each_request_in_flight_only():
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "One.")
-    p.synthesize("t", "Two.")
-    p.synthesize("t", "Three.")
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "One.")
+    p.send("t", "Two.")
+    p.send("t", "Three.")
     p.receive(end("t.1"))  # the first is complete already
     assert sent(p.cancel("t")) == [{"type": "cancel", "requestId": "t.2"},
                                    {"type": "cancel", "requestId": "t.3"}]
@@ -193,9 +193,9 @@ def test_cancel_sends_cancel_for_each_request_in_flight_only():
 def test_cancel_limit_per_minute_is_respected():
     clock = Clock()
     p = ready_proto(cancels_per_minute=2, clock=clock)
-    p.open_turn("t", "ULAW_8000_8")
+    p.begin("t", encoding="ULAW_8000_8")
     for i in range(3):
-        p.synthesize("t", f"Sentence {i}.")
+        p.send("t", f"Sentence {i}.")
     assert len(p.cancel("t")) == 2  # the third request's late audio is dropped all the same
     assert p.receive(audio("t.3", b"\x7f")) and p.is_cancelled("t")
 
@@ -213,8 +213,8 @@ def test_ready_once_and_unknown_types_raise():
 
 def test_full_request_audio_then_done():
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "Hello.")
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "Hello.")
     assert p.receive({"type": "audio_start", "requestId": "t.1", "timestamp": 1}) == []
     events = p.receive(audio("t.1", b"\x01" * 800, 0)) + p.receive(audio("t.1", b"\x02" * 400, 1))
     assert [(e.context_id, e.encoding, e.sample_rate, len(e.data)) for e in events] == [
@@ -225,8 +225,8 @@ def test_full_request_audio_then_done():
 
 def test_done_comes_with_the_last_audio_end_after_finish():
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "Hello.")
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "Hello.")
     p.finish("t")
     assert p.state("t") == "finishing" and not p.is_clean()
     assert p.receive(end("t.1")) == [ProviderDone("t")] and p.is_clean()
@@ -234,10 +234,10 @@ def test_done_comes_with_the_last_audio_end_after_finish():
 
 def test_interleaved_requests_of_two_turns_are_demultiplexed():
     p = ready_proto()
-    p.open_turn("a", "ULAW_8000_8")
-    p.open_turn("b", "PCM_22050_16")
-    p.synthesize("a", "For call A.")
-    p.synthesize("b", "For call B.")
+    p.begin("a", encoding="ULAW_8000_8")
+    p.begin("b", encoding="PCM_22050_16")
+    p.send("a", "For call A.")
+    p.send("b", "For call B.")
     p.finish("a")
     p.finish("b")
     frames = [audio("a.1", b"A1"), audio("b.1", b"B1"), audio("a.1", b"A2"),
@@ -254,10 +254,10 @@ def test_interleaved_requests_of_two_turns_are_demultiplexed():
 
 def test_pipelined_requests_of_one_turn_play_in_submission_order():
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "First sentence.")
-    p.synthesize("t", "Second sentence.")
-    p.synthesize("t", "Third.")
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "First sentence.")
+    p.send("t", "Second sentence.")
+    p.send("t", "Third.")
     p.finish("t")
     out = []
     out += p.receive(audio("t.2", b"22"))  # the second request is faster: held
@@ -276,8 +276,8 @@ def test_pipelined_requests_of_one_turn_play_in_submission_order():
 
 def test_pcm_odd_byte_is_carried_per_request_and_wav_header_stripped():
     p = ready_proto()
-    p.open_turn("t", "PCM_22050_16")
-    p.synthesize("t", "Hi.")
+    p.begin("t", encoding="PCM_22050_16")
+    p.send("t", "Hi.")
     [a] = p.receive(audio("t.1", b"\x01\x02\x03"))
     [b] = p.receive(audio("t.1", b"\x04\x05\x06"))
     assert (a.data, b.data) == (b"\x01\x02", b"\x03\x04\x05\x06")
@@ -287,8 +287,8 @@ def test_pcm_odd_byte_is_carried_per_request_and_wav_header_stripped():
 
 def test_sequence_gaps_are_counted_and_audio_kept():
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "Hi.")
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "Hi.")
     p.receive(audio("t.1", b"\x01", 0))
     assert p.receive(audio("t.1", b"\x02", 2))  # sequence 1 missing: kept, counted
     assert p.sequence_gaps == 1
@@ -303,11 +303,11 @@ def test_sequence_gaps_are_counted_and_audio_kept():
 ])
 def test_error_for_a_request_fails_its_turn_only(code, kind):
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
-    p.open_turn("other", "ULAW_8000_8")
-    p.synthesize("t", "One.")
-    p.synthesize("t", "Two.")
-    p.synthesize("other", "Fine.")
+    p.begin("t", encoding="ULAW_8000_8")
+    p.begin("other", encoding="ULAW_8000_8")
+    p.send("t", "One.")
+    p.send("t", "Two.")
+    p.send("other", "Fine.")
     [err] = p.receive(error(code, "it broke", rid="t.1"))
     assert err == ProviderError("t", kind, f"Uplift: it broke (code {code})", False)
     assert p.state("t") == "failed" and p.state("other") == "open"
@@ -323,7 +323,7 @@ def test_auth_failed_is_fatal_for_the_connection():
                                 True)
     assert p.failed and not p.is_clean()
     with pytest.raises(RuntimeError):
-        p.open_turn("t")
+        p.begin("t")
 
 
 def test_error_naming_no_live_request_concerns_the_connection():
@@ -338,28 +338,28 @@ def test_error_naming_no_live_request_concerns_the_connection():
 def test_rate_budget_holds_segments_back_and_merges_them_at_finish():
     clock = Clock()
     p = ready_proto(requests_per_minute=2, clock=clock)
-    p.open_turn("t", "ULAW_8000_8")
-    assert len(p.synthesize("t", "One.")) == 1
-    assert len(p.synthesize("t", "Two.")) == 1
+    p.begin("t", encoding="ULAW_8000_8")
+    assert len(p.send("t", "One.")) == 1
+    assert len(p.send("t", "Two.")) == 1
     assert p.requests_left() == 0 and p.budget_low()
-    assert p.synthesize("t", "Three.") == [] and p.synthesize("t", "Four.") == []
+    assert p.send("t", "Three.") == [] and p.send("t", "Four.") == []
     assert p.merged_segments == 2
     [last] = sent(p.finish("t"))  # sent whatever the budget: no text is lost
     assert last["text"] == "Three. Four." and last["requestId"] == "t.3"
     clock.now += 61  # a minute later the window is free again
     assert p.requests_left() == 2 and not p.budget_low()
-    p.open_turn("u", "ULAW_8000_8")
-    assert len(p.synthesize("u", "Five.")) == 1
+    p.begin("u", encoding="ULAW_8000_8")
+    assert len(p.send("u", "Five.")) == 1
 
 
 def test_held_text_goes_out_with_the_next_segment_once_the_budget_frees():
     clock = Clock()
     p = ready_proto(requests_per_minute=1, clock=clock)
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "One.")
-    assert p.synthesize("t", "Two.") == []
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "One.")
+    assert p.send("t", "Two.") == []
     clock.now += 60
-    [m] = sent(p.synthesize("t", "Three."))
+    [m] = sent(p.send("t", "Three."))
     assert m["text"] == "Two. Three."
 
 
@@ -374,8 +374,8 @@ def test_held_text_goes_out_with_the_next_segment_once_the_budget_frees():
 ])
 def test_malformed_messages_raise(message, kind):
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "Hi.")
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "Hi.")
     with pytest.raises(ProviderProtocolError) as info:
         p.receive(message)
     assert info.value.kind == kind
@@ -384,8 +384,8 @@ def test_malformed_messages_raise(message, kind):
 
 def test_connection_lost_fails_live_turns():
     p = ready_proto()
-    p.open_turn("t", "ULAW_8000_8")
-    p.synthesize("t", "Hi.")
+    p.begin("t", encoding="ULAW_8000_8")
+    p.send("t", "Hi.")
     [err] = p.connection_lost()
     assert (err.context_id, err.kind, err.fatal) == ("t", "connection_closed", True)
     assert p.closed and not p.is_clean() and p.live_requests == []
@@ -444,9 +444,9 @@ async def ready_socket(fake):
 async def test_socketio_full_utterance_through_the_fake():
     async with Fake() as fake:
         ws, p = await ready_socket(fake)
-        p.open_turn("t", "ULAW_8000_8")
+        p.begin("t", encoding="ULAW_8000_8")
         text = "Your order has shipped. It arrives on Tuesday."
-        await send(ws, p.synthesize("t", text) + p.finish("t"))
+        await send(ws, p.send("t", text) + p.finish("t"))
         events = await collect(ws, p, done("t"))
         await ws.close()
     data = b"".join(e.data for e in events if isinstance(e, ProviderAudio))
@@ -462,10 +462,10 @@ async def test_socketio_full_utterance_through_the_fake():
 async def test_socketio_two_overlapping_requests_interleave_and_are_demultiplexed():
     async with Fake(burst_factor=4) as fake:
         ws, p = await ready_socket(fake)
-        p.open_turn("a", "ULAW_8000_8")
-        p.open_turn("b", "PCM_22050_16")
-        await send(ws, p.synthesize("a", "The first caller hears this sentence."))
-        await send(ws, p.synthesize("b", "The second caller hears another one."))
+        p.begin("a", encoding="ULAW_8000_8")
+        p.begin("b", encoding="PCM_22050_16")
+        await send(ws, p.send("a", "The first caller hears this sentence."))
+        await send(ws, p.send("b", "The second caller hears another one."))
         await send(ws, p.finish("a") + p.finish("b"))
         events = await collect(ws, p, done("a", "b"))
         await ws.close()
@@ -482,9 +482,9 @@ async def test_socketio_two_overlapping_requests_interleave_and_are_demultiplexe
 async def test_socketio_pipelined_requests_of_one_turn_come_out_in_order():
     async with Fake(burst_factor=3) as fake:
         ws, p = await ready_socket(fake)
-        p.open_turn("t", "ULAW_8000_8")
-        await send(ws, p.synthesize("t", "A rather long first sentence, to be slow.")
-                   + p.synthesize("t", "Short second.") + p.finish("t"))
+        p.begin("t", encoding="ULAW_8000_8")
+        await send(ws, p.send("t", "A rather long first sentence, to be slow.")
+                   + p.send("t", "Short second.") + p.finish("t"))
         events = await collect(ws, p, done("t"))
         await ws.close()
     wire = [rid for _, rid in fake.app["wire"]]
@@ -497,15 +497,15 @@ async def test_socketio_pipelined_requests_of_one_turn_come_out_in_order():
 async def test_socketio_cancel_mid_utterance_flags_late_audio():
     async with Fake(burst_factor=2, late_chunks=2) as fake:
         ws, p = await ready_socket(fake)
-        p.open_turn("t", "ULAW_8000_8")
-        await send(ws, p.synthesize("t", "This is a long answer the caller interrupts. " * 3))
+        p.begin("t", encoding="ULAW_8000_8")
+        await send(ws, p.send("t", "This is a long answer the caller interrupts. " * 3))
         first = await collect(ws, p, lambda evs: evs)
         assert isinstance(first[0], ProviderAudio)
         await send(ws, p.cancel("t"))
         await asyncio.sleep(0.6)
         # the next turn on the same socket is unaffected
-        p.open_turn("u", "ULAW_8000_8")
-        await send(ws, p.synthesize("u", "Sorry, go ahead.") + p.finish("u"))
+        p.begin("u", encoding="ULAW_8000_8")
+        await send(ws, p.send("u", "Sorry, go ahead.") + p.finish("u"))
         after = await collect(ws, p, done("u"))
         await ws.close()
     late = [e for e in after if isinstance(e, ProviderAudio) and e.context_id == "t"]
@@ -518,8 +518,8 @@ async def test_socketio_cancel_mid_utterance_flags_late_audio():
 async def test_socketio_error_messages_from_the_fake():
     async with Fake(requests_per_minute=3, fail_on="FAILME") as fake:
         ws, p = await ready_socket(fake)
-        p.open_turn("t", "ULAW_8000_8")
-        await send(ws, p.synthesize("t", "Please FAILME now."))
+        p.begin("t", encoding="ULAW_8000_8")
+        await send(ws, p.send("t", "Please FAILME now."))
         [err] = await collect(ws, p, lambda evs: evs)
         assert (err.context_id, err.kind, err.fatal) == ("t", "synthesis_failed", False)
         p.cancel("t")
@@ -563,13 +563,13 @@ async def test_socketio_bad_token_as_an_error_message():
 
 async def test_socketio_idle_timeout_and_close_all_end_the_connection():
     async with Fake(idle_timeout_s=0.3) as fake:
-        ws, p = await ready_socket(fake)
+        ws, _p = await ready_socket(fake)
         assert (fake.app["stats"].connections, fake.app["stats"].open) == (1, 1)
         msg = await asyncio.wait_for(ws.receive(), 5)
         assert msg.type == aiohttp.WSMsgType.CLOSE and "server disconnect" in msg.extra
         assert fake.app["closed"] == [(1, "idle timeout")]
     async with Fake() as fake:
-        ws, p = await ready_socket(fake)
+        ws, _p = await ready_socket(fake)
         assert await close_all(fake.app) == 1
         msg = await asyncio.wait_for(ws.receive(), 5)
         assert msg.type == aiohttp.WSMsgType.CLOSE and ws.closed

@@ -35,7 +35,7 @@ def timestamps(sid, words, start, end) -> str:
 def test_cartesia_asks_for_timestamps_and_reads_them_from_the_turns_start():
     proto = CartesiaProtocol(voice=VOICE, word_timestamps=True)
     proto.begin("t1")
-    first = json.loads(proto.send_text("t1", "Hello there.")[0])
+    first = json.loads(proto.send("t1", "Hello there.")[0])
     assert first["add_timestamps"] is True
     [event] = proto.receive(timestamps("t1", ["Hello", "there."], [0.0, 0.4], [0.35, 0.8]))
     assert type(event) is ProviderWords and event.context_id == "t1"
@@ -46,13 +46,13 @@ def test_cartesia_asks_for_timestamps_and_reads_them_from_the_turns_start():
 def test_cartesia_timestamps_that_do_not_make_sense_are_skipped_not_fatal():
     proto = CartesiaProtocol(voice=VOICE, word_timestamps=True)
     proto.begin("t1")
-    proto.send_text("t1", "Hello there.")
+    proto.send("t1", "Hello there.")
     assert proto.receive(timestamps("t1", "Hello", [0], [1])) == []
     [event] = proto.receive(timestamps("t1", ["a", 5, "b" * 500, "c"],
                                        [0, 0, 0, -1], [1, 1, float("nan"), 2]))
     assert [w.text for w in event.words] == ["a"]
     assert proto.receive(timestamps("elsewhere", ["a"], [0], [1])) == []  # no such turn
-    assert CartesiaProtocol(voice=VOICE).begin("t2") is None  # off: not asked for
+    assert CartesiaProtocol(voice=VOICE).begin("t2") == []  # off: not asked for
 
 
 def heard(ends, texts, words=(), marked=None):
@@ -72,7 +72,8 @@ def test_heard_text_is_the_sentences_heard_out_then_the_words_that_played():
     words = [(0.5, "Your"), (0.9, "order"), (1.4, "shipped."), (2.0, "It"), (2.4, "comes"),
              (3.0, "Friday."), (3.4, "The"), (3.9, "driver"), (4.3, "calls"), (5.0, "first.")]
     log = heard([1.5, 3.1, 5.2], texts, words)
-    assert log.result(4.0, by_marks=False) == (4.0, "Your order shipped. It comes Friday. The driver")
+    assert log.result(4.0, by_marks=False) == (
+        4.0, "Your order shipped. It comes Friday. The driver")
     assert log.result(1.0, by_marks=False)[1] == "Your order"
     assert log.result(0.1, by_marks=False)[1] == ""
     # with marks, the marks say which sentences were heard; the clock is held between them
@@ -108,7 +109,7 @@ def words_of(events):
 
 def test_elevenlabs_joins_characters_into_words_timed_from_the_contexts_start():
     proto = ElevenLabsProtocol(output_format="ulaw_8000", word_timestamps=True)
-    proto.init_message("c1")
+    proto.begin("c1")
     # 0.5 s of μ-law per chunk; each chunk's times count from its own start
     first = proto.receive(eleven_chunk("c1", b"\xff" * 4000, list("Hi there"),
                                        [0, 100, 200, 250, 300, 350, 400, 450],
@@ -122,7 +123,7 @@ def test_elevenlabs_joins_characters_into_words_timed_from_the_contexts_start():
 
 def test_elevenlabs_alignment_that_does_not_make_sense_is_skipped_and_bounded():
     proto = ElevenLabsProtocol(output_format="ulaw_8000", word_timestamps=True)
-    proto.init_message("c1")
+    proto.begin("c1")
     audio = b"\xff" * 800
     assert words_of(proto.receive(eleven_chunk("c1", audio, "abc", [0], [1]))) == []
     events = proto.receive(eleven_chunk("c1", audio, ["a", 5, "bb" * 9, "c", " ", "d"],
@@ -134,7 +135,7 @@ def test_elevenlabs_alignment_that_does_not_make_sense_is_skipped_and_bounded():
     assert [len(w) for w, _, _ in words_of(long)] == [64]
     # off: the alignment is not read; a cancelled context's words are dropped with its audio
     quiet = ElevenLabsProtocol(output_format="ulaw_8000")
-    quiet.init_message("c1")
+    quiet.begin("c1")
     assert words_of(quiet.receive(eleven_chunk("c1", audio, ["a"], [0], [1]))) == []
     proto.cancel_message("c1")
     assert words_of(proto.receive(eleven_chunk("c1", audio, ["a"], [0], [1]))) == []
@@ -167,14 +168,14 @@ def inworld_flushed(cid):
 
 def test_inworld_asks_for_word_timestamps_and_counts_each_generation_from_its_start():
     proto = InworldProtocol(voice="Ashley", word_timestamps=True)
-    _, create = proto.create_message("c1", encoding="MULAW", sample_rate=8000)
+    [create] = proto.begin("c1", encoding="MULAW", sample_rate=8000)
     assert json.loads(create)["create"]["timestampType"] == "WORD"
-    proto.send_text_message("c1", "Hi there. ", flush=True)
+    proto.send("c1", "Hi there. ")
     first = proto.receive(inworld_chunk("c1", b"\xff" * 8000, ["Hi", " ", "there."],
                                         [0.0, 0.3, 0.35], [0.3, 0.35, 0.9]))
     assert words_of(first) == [("Hi", 0.0, 0.3), ("there.", 0.35, 0.9)]
     assert proto.receive(inworld_flushed("c1")) == []
-    proto.send_text_message("c1", "Bye now. ", flush=True)
+    proto.send("c1", "Bye now. ")
     # the next generation's timestamps start at 0 again: after the first one's 1 s of audio
     # (ASYNC transport: a chunk of timestamps only)
     proto.receive(inworld_chunk("c1", b"\xff" * 4000))
@@ -184,7 +185,7 @@ def test_inworld_asks_for_word_timestamps_and_counts_each_generation_from_its_st
 
 def test_inworld_timestamps_that_do_not_make_sense_are_skipped_not_fatal():
     proto = InworldProtocol(voice="Ashley", word_timestamps=True)
-    proto.create_message("c1", encoding="MULAW", sample_rate=8000)
+    proto.begin("c1", encoding="MULAW", sample_rate=8000)
     assert words_of(proto.receive(inworld_chunk("c1", b"\xff", "Hi", [0], [1]))) == []
     events = proto.receive(inworld_chunk("c1", b"\xff", ["a", None, "b", "c", "d"],
                                          [0, 0, "1", 0.5, 2], [1, 1, 2, 0.4, 1e9]))
@@ -194,7 +195,7 @@ def test_inworld_timestamps_that_do_not_make_sense_are_skipped_not_fatal():
     assert words_of(proto.receive(inworld_chunk("elsewhere", None, ["a"], [0], [1]))) == []
     # off: not asked for, not read
     quiet = InworldProtocol(voice="Ashley")
-    _, create = quiet.create_message("c1", encoding="MULAW", sample_rate=8000)
+    [create] = quiet.begin("c1", encoding="MULAW", sample_rate=8000)
     assert "timestampType" not in json.loads(create)["create"]
     assert words_of(quiet.receive(inworld_chunk("c1", b"\xff", ["a"], [0], [1]))) == []
 
@@ -210,7 +211,7 @@ def smallest_word(rid, word, start, end, **data):
 
 def test_smallest_asks_for_word_timestamps_and_reads_them_from_the_requests_start():
     proto = SmallestProtocol("meher", word_timestamps=True)
-    [request] = proto.speak("r1", "Hello there.")
+    [request] = proto.send("r1", "Hello there.")
     assert json.loads(request)["word_timestamps"] is True
     assert words_of(proto.receive(smallest_word("r1", "Hello", 0.0, 0.4))) == [
         ("Hello", 0.0, 0.4)]
@@ -220,7 +221,7 @@ def test_smallest_asks_for_word_timestamps_and_reads_them_from_the_requests_star
 
 def test_smallest_word_frames_that_do_not_make_sense_are_skipped_not_fatal():
     proto = SmallestProtocol("meher", word_timestamps=True)
-    proto.speak("r1", "Hello there.")
+    proto.send("r1", "Hello there.")
     for frame in (smallest_word("r1", 5, 0, 1), smallest_word("r1", "a", -1, 1),
                   smallest_word("r1", "a", 2, 1), smallest_word("r1", "a", 0, float("inf")),
                   smallest_word("r1", " ", 0, 1), smallest_word("other", "a", 0, 1),
@@ -230,7 +231,7 @@ def test_smallest_word_frames_that_do_not_make_sense_are_skipped_not_fatal():
     assert event.words[0].text == "w" * 64
     proto.cancel("r1")
     assert proto.receive(smallest_word("r1", "late", 0, 1)) == []  # cut with its audio
-    assert "word_timestamps" not in json.loads(SmallestProtocol("meher").speak("r2", "Hi.")[0])
+    assert "word_timestamps" not in json.loads(SmallestProtocol("meher").send("r2", "Hi.")[0])
 
 
 async def test_an_utterance_of_several_requests_times_each_ones_words_after_the_ones_before():
@@ -285,8 +286,8 @@ def test_together_asks_for_word_alignment_and_times_each_item_from_its_start():
     url, _ = together_connect("k", alignment="word")
     assert "alignment=word" in url and "alignment" not in together_connect("k")[0]
     proto = TogetherProtocol(sample_rate=8000, word_timestamps=True)
-    proto.open_context("c1")
-    proto.send_segment("c1", "Hi there. Bye now.")
+    proto.begin("c1")
+    proto.send("c1", "Hi there. Bye now.")
     proto.receive(together_delta("c1", "tts_1", bytes(16000)))  # 1 s
     assert words_of(proto.receive(together_words("c1", "tts_1", ["Hi", "there."],
                                                  [0.0, 0.3], [0.25, 0.9]))) == [
@@ -301,8 +302,8 @@ def test_together_asks_for_word_alignment_and_times_each_item_from_its_start():
 
 def test_together_word_timestamps_that_do_not_make_sense_are_skipped_not_fatal():
     proto = TogetherProtocol(sample_rate=8000, word_timestamps=True)
-    proto.open_context("c1")
-    proto.send_segment("c1", "Hi there.")
+    proto.begin("c1")
+    proto.send("c1", "Hi there.")
     proto.receive(together_delta("c1", "tts_1", bytes(800)))
     assert proto.receive(together_words("c1", "tts_1", "Hi", [0], [1])) == []
     assert proto.receive(json.dumps({"type": "conversation.item.word_timestamps"})) == []
@@ -312,8 +313,8 @@ def test_together_word_timestamps_that_do_not_make_sense_are_skipped_not_fatal()
     many = proto.receive(together_words("c1", "tts_1", ["x"] * 5000, [0] * 5000, [1] * 5000))
     assert len(words_of(many)) == 1000
     quiet = TogetherProtocol(sample_rate=8000)
-    quiet.open_context("c1")
-    quiet.send_segment("c1", "Hi.")
+    quiet.begin("c1")
+    quiet.send("c1", "Hi.")
     assert quiet.receive(together_words("c1", "tts_1", ["a"], [0], [1])) == []
     proto.cancel("c1")  # cut: its words go with its audio
     assert proto.receive(together_words("c1", "tts_1", ["a"], [0], [1])) == []

@@ -2,8 +2,9 @@
 
 A *turn* is what one utterance is on the wire: a context of a multiplexed socket, a set of
 requests, a request per segment, a stretch of a one-stream socket, or a single-use
-socket's one utterance. How a turn begins and how its text goes out differ too much to
-share a signature; they stay in each driver.
+socket's one utterance. Every protocol opens one with :meth:`~ProviderProtocol.begin` and
+sends its text segment by segment with :meth:`~ProviderProtocol.send`, whatever that takes
+on its wire (a create message, a request per piece, nothing until the first text).
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ class ProviderProtocol(Protocol):
 
     #: The socket is of no more use (a fatal error): a call on it moves to a fresh one.
     failed: bool
+
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """Messages that open a turn (often none: the first text opens it), in ``voice``
+        (None: the protocol's) and, where the format is chosen per turn, ``encoding`` and
+        ``sample_rate`` in the provider's own words (None: its default). A protocol whose
+        format (or voice) is fixed per socket refuses one here
+        (:meth:`ProtocolDefaults.fixed_per_socket`)."""
+
+    def send(self, turn_id: str, text: str) -> list[str]:
+        """Messages for one segment of the turn's text (split within the provider's limits;
+        a flush after it where the provider tells when each segment's audio is out)."""
 
     def state(self, turn_id: str) -> str | None:
         """The turn's state in the provider's own words; None once it is over (or for an
@@ -58,6 +71,17 @@ class ProtocolDefaults:
     """What most protocols answer alike; a protocol overrides what it does differently."""
 
     failed: bool = False
+    provider: str = ""
+
+    def fixed_per_socket(self, voice: str | None = None, encoding: str | None = None,
+                         sample_rate: int | None = None) -> None:
+        """For :meth:`ProviderProtocol.begin` of a protocol whose socket fixes the voice or
+        the audio format (in its URL): a turn that asks for its own is a bug."""
+        asked = [name for name, value in (("voice", voice), ("encoding", encoding),
+                                          ("sample_rate", sample_rate)) if value is not None]
+        if asked:
+            raise ValueError(f"{self.provider} fixes the {' and '.join(asked)} per socket: a "
+                             "turn cannot ask for its own")
 
     def segments_done(self, turn_id: str) -> int | None:
         return None  # no per-segment signal
@@ -69,7 +93,7 @@ class ProtocolDefaults:
         return []
 
     def reusable(self) -> bool:
-        return self.is_clean()
+        return self.is_clean() and not self.failed
 
     def is_clean(self) -> bool:
         raise NotImplementedError

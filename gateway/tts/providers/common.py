@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import binascii
+import bisect
 import json
-from collections import OrderedDict
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+from urllib.parse import urlencode
 
 from gateway.tts.base import MAX_WORD_CHARS, WordTiming
 from gateway.tts.providers.events import ProviderProtocolError
+
+
+#: Where a WebSocket provider's socket opens: its URL and the handshake's headers (which
+#: hold the key: never log them).
+WebSocketParams = tuple[str, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SocketIOParams:
+    """Where and how a Socket.IO provider's connection opens (what ``Driver.connect``
+    gives for a provider spoken to over Socket.IO). ``auth`` holds the key: never log it."""
+
+    url: str  # scheme://host[:port], the Engine.IO server
+    namespace: str
+    auth: dict[str, str] = field(repr=False)
+    socketio_path: str = "socket.io"  # Engine.IO's default path
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def with_query(endpoint: str, **params: Any) -> str:
+    """``endpoint`` with ``params`` added to its query string, in order: None values left
+    out, booleans written ``true``/``false`` (as the providers' query parameters take them)."""
+    query = urlencode({name: ("true" if value else "false") if type(value) is bool else value
+                       for name, value in params.items() if value is not None})
+    return endpoint + ("&" if "?" in endpoint else "?") + query
 
 
 def decode_base64(value: Any, what: str, kind: str = "bad_audio") -> bytes:
@@ -20,53 +48,71 @@ def decode_base64(value: Any, what: str, kind: str = "bad_audio") -> bytes:
         raise ProviderProtocolError(kind, f"{what} is not valid base64 ({exc})") from None
 
 
-def preview(text: str, limit: int = 80) -> str:
-    """A frame, shortened for an error message."""
+def preview(text: Any, limit: int = 80) -> str:
+    """A frame (or a message already decoded), shortened for an error message."""
+    text = text if isinstance(text, str) else repr(text)
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def choose_g711_or_pcm(carrier_encoding: str, carrier_rate: int, rates: tuple[int, ...], *,
+def choose_g711_or_pcm(carrier_encoding: str, carrier_rate: int, rates: Sequence[int], *,
                        pcm: str, mulaw: str, alaw: str) -> tuple[str, int]:
     """``(encoding, sample_rate)``: the provider's ``mulaw``/``alaw`` at 8 kHz for G.711
-    carriers, passed through untouched (docs/protocols/tts-providers.md §9.1), else ``pcm`` at the
-    carrier's rate if one of ``rates`` (ascending), else the next higher one, else the highest."""
+    carriers, passed through untouched (docs/protocols/tts-providers.md §9.1), else ``pcm``
+    at the carrier's rate if one of ``rates`` (ascending; a ``range`` for any rate within
+    bounds), else the next higher one, else the highest."""
     if carrier_rate == 8000 and carrier_encoding == "mulaw":
         return mulaw, 8000
     if carrier_rate == 8000 and carrier_encoding == "alaw":
         return alaw, 8000
-    for rate in rates:
-        if rate >= carrier_rate:
-            return pcm, rate
-    return pcm, rates[-1]
+    index = bisect.bisect_left(rates, carrier_rate)
+    return pcm, rates[min(index, len(rates) - 1)]
 
 
-def parse_typed_frame(text: str, provider: str) -> dict[str, Any]:
+def parse_object(raw: Any, what: str, *, kind: str = "bad_frame",
+                 expected: str = "an object") -> dict[str, Any]:
+    """A server message that must be a JSON object: ``raw`` is its text (or an object
+    already decoded, e.g. by Socket.IO); ``what`` names it in errors (``"Inworld frame"``).
+    Not JSON is a ``not_json`` ProviderProtocolError, JSON of another type one of ``kind``
+    (each provider keeps its own metric label)."""
+    message = raw
+    if isinstance(raw, (str, bytes)):
+        try:
+            message = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise ProviderProtocolError(
+                "not_json", f"{what} is not JSON ({exc}): {preview(raw)}") from None
+    if type(message) is not dict:
+        raise ProviderProtocolError(
+            kind, f"{what} is a JSON {type(message).__name__}, expected {expected}: "
+            f"{preview(raw)}")
+    return message
+
+
+def parse_typed_frame(text: str, provider: str, *, kind: str = "bad_frame") -> dict[str, Any]:
     """A server text frame that must be a JSON object with a string ``type``."""
-    try:
-        message = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+    message = parse_object(text, f"{provider} frame", kind=kind,
+                           expected="an object with a string \"type\"")
+    if type(message.get("type")) is not str:
         raise ProviderProtocolError(
-            "not_json", f"{provider} frame is not JSON ({exc}): {preview(text)}") from None
-    if type(message) is not dict or type(message.get("type")) is not str:
-        raise ProviderProtocolError(
-            "bad_frame", f"{provider} frame is not an object with a string \"type\": "
+            kind, f"{provider} frame is not an object with a string \"type\": "
             f"{preview(text)}")
     return message
 
 
-def remember(table: OrderedDict, key: str, value: Any = None, limit: int = 256) -> None:
-    """Put ``key`` last in a bounded table of past ids, dropping the oldest beyond ``limit``."""
+def remember(table: dict[str, Any], key: str, value: Any = None, limit: int = 256) -> None:
+    """Put ``key`` last in a bounded table of past ids (a dict: insertion-ordered), dropping
+    the oldest beyond ``limit``."""
+    table.pop(key, None)
     table[key] = value
-    table.move_to_end(key)
     while len(table) > limit:
-        table.popitem(last=False)
+        del table[next(iter(table))]
 
 
 #: Word timings read from one provider message at most (a longer list is cut).
 MAX_WORDS_PER_MESSAGE = 1000
 
 
-def is_seconds(value: Any) -> bool:
+def is_seconds(value: Any) -> TypeGuard[float]:
     """A time a provider sent: a number of seconds, finite, not negative, under a day."""
     return type(value) in (int, float) and 0 <= value < 86400
 

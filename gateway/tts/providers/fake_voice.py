@@ -134,7 +134,7 @@ def heard_tones(pcm16le: bytes, rate: int = 8000) -> list[int]:
             labels.append(tone)
     runs: list[int] = []  # tones held for at least 3 hops (30 ms): not a transition
     previous, length = -1, 0
-    for label in labels + [-1]:
+    for label in [*labels, -1]:
         if label == previous:
             length += 1
             continue

@@ -12,6 +12,7 @@ a load-balancer drain), for tests that check the client heals. What each provide
 from __future__ import annotations
 
 import asyncio
+import json
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from functools import lru_cache
@@ -24,12 +25,25 @@ from aiohttp import WSMessage, web
 
 from gateway.tts.fake import speechlike_pcm
 
-__all__ = ["BENCH_PROFILE", "RUNAWAY_PROFILE", "STATS", "FakeStats", "IdleReceiver",
-           "Pacer", "add_stats", "audio_pieces", "check_profile", "close_all", "fake_app",
-           "looped_speech", "run_after", "serve_socket", "set_keys", "track_socket"]
+__all__ = ["BENCH_PROFILE", "COMMON_PROFILE", "RUNAWAY_PROFILE", "STATS", "FakeStats",
+           "IdleReceiver", "Pacer", "add_stats", "audio_pieces", "check_profile", "close_all",
+           "fake_app", "looped_speech", "run_after", "send_json", "serve_socket", "set_keys",
+           "track_socket"]
 
 #: The app key of the :class:`FakeStats` (a plain string on purpose).
 STATS = "stats"
+#: The profile knobs every fake takes, with the defaults most keep: the key it accepts,
+#: the delay before the upgrade completes (the handshake), the delay before each
+#: generation's first audio, the audio per chunk, how much faster than real time the
+#: chunks come, and the speaking rate (a text's audio lasts ``len(text) / rate`` s).
+COMMON_PROFILE: dict[str, Any] = {
+    "api_key": "test-key",
+    "handshake_ms": 0.0,
+    "first_audio_ms": 30.0,
+    "chunk_ms": 100.0,
+    "burst_factor": 10.0,
+    "chars_per_second": 15.0,
+}
 #: The profile knobs of a runaway provider, for the fakes that take them
 #: (:func:`audio_pieces`): text containing ``flood_on`` is answered with audio without
 #: end, ``flood_factor`` times faster than real time; text containing ``oversize_on`` with
@@ -163,6 +177,17 @@ async def serve_socket(request: web.Request,
     return ws
 
 
+async def send_json(ws: web.WebSocketResponse, lock: asyncio.Lock, message: Any) -> None:
+    """Send ``message`` as a JSON text frame, one writer at a time (``lock``); nothing to a
+    socket that closed, or closes meanwhile (the client left: there is no one to tell)."""
+    async with lock:
+        if not ws.closed:
+            try:
+                await ws.send_str(json.dumps(message))
+            except ConnectionError:
+                pass
+
+
 class IdleReceiver:
     """The client's frames, polled every 50 ms, with the server's idle timeout: idle is
     no frame for ``timeout_s`` while ``busy()`` is false (a socket generating audio is not
@@ -184,7 +209,7 @@ class IdleReceiver:
         while True:
             try:
                 msg = await self.ws.receive(timeout=self.POLL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if self.tick is not None:
                     self.tick()
                 if self.busy():

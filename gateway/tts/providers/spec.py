@@ -7,6 +7,7 @@ of naming providers.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
@@ -39,7 +40,7 @@ class ProviderSpec:
     #: The ``type`` of a provider in ``gateway.yaml``, a metric label, the folder name.
     type: str
     #: The driver class: how the pool and the session run a turn on the protocol.
-    driver: type[Driver]
+    driver: builtins.type[Driver]  # ``type`` is the field above
     #: The provider's streaming endpoint (``endpoint`` in ``gateway.yaml`` overrides it).
     endpoint: str
     #: Calls that may share one socket: the upper bound of ``pool.calls_per_connection``.

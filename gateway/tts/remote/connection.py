@@ -32,6 +32,8 @@ from gateway.tts.providers.events import (
     ProviderProtocolError,
     ProviderReady,
 )
+from gateway.tts.providers.base import ProviderProtocol
+from gateway.tts.providers.common import SocketIOParams, WebSocketParams
 from gateway.tts.providers.driver import Driver
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,8 @@ class SegmentsDone:
 
 
 class ProviderConnection:
-    def __init__(self, driver: Driver, key: Hashable, proto, ws: aiohttp.ClientWebSocketResponse,
+    def __init__(self, driver: Driver, key: Hashable, proto: ProviderProtocol,
+                 ws: aiohttp.ClientWebSocketResponse | SocketIOWebSocket,
                  *, on_closed: Callable[[ProviderConnection], None] | None = None,
                  on_protocol_error: Callable[[str], None] | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
@@ -136,7 +139,8 @@ class ProviderConnection:
         """Connect and handshake; raise :class:`TtsError` (kind ``connect`` or ``handshake``)."""
         params = driver.connect(key)
         proto = driver.new_protocol(key)
-        if driver.transport == "socketio":
+        ws: aiohttp.ClientWebSocketResponse | SocketIOWebSocket
+        if isinstance(params, SocketIOParams):
             ws = await SocketIOWebSocket.connect(driver.settings.name, params, http,
                                                  timeout_s=timeout_s,
                                                  max_message_bytes=max_message_bytes)
@@ -149,7 +153,7 @@ class ProviderConnection:
             await conn.send(hello)
         try:
             await asyncio.wait_for(conn._ready.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await conn.close("handshake timeout")
             raise TtsError("handshake", f"{driver.settings.name}: no session set-up message "
                            f"within {timeout_s:.1f} s") from None
@@ -157,7 +161,8 @@ class ProviderConnection:
             err = conn._handshake_error
             await conn.close("handshake failed")
             raise TtsError("handshake", f"{driver.settings.name}: "
-                           + (err.message if err else f"closed during set-up ({conn.close_reason})"))
+                           + (err.message if err
+                              else f"closed during set-up ({conn.close_reason})"))
         return conn
 
     # -- turns ------------------------------------------------------------------------------
@@ -222,7 +227,8 @@ class ProviderConnection:
                 elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                                   aiohttp.WSMsgType.CLOSED):
                     if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra:
-                        close_text = str(msg.extra)[:200]  # the provider's reason (a close frame's text)
+                        # the provider's reason (a close frame's text)
+                        close_text = str(msg.extra)[:200]
                     if ws.close_code is not None:
                         reason = (f"closed by the provider (code {ws.close_code}"
                                   + (f": {close_text})" if close_text else ")"))
@@ -295,7 +301,8 @@ class ProviderConnection:
                 if event.fatal:
                     asyncio.get_running_loop().create_task(self.close(f"fatal error: {event.kind}"))
             else:
-                queue = self.turns.get(getattr(event, "context_id", None))
+                cid = getattr(event, "context_id", None)
+                queue = self.turns.get(cid) if cid is not None else None
                 if queue is not None:
                     queue.put_nowait(event)
 
@@ -335,7 +342,7 @@ class ProviderConnection:
             self._reader.cancel()
 
 
-async def _connect_websocket(name: str, params: tuple[str, dict[str, str]],
+async def _connect_websocket(name: str, params: WebSocketParams,
                              http: aiohttp.ClientSession, timeout_s: float,
                              max_message_bytes: int) -> aiohttp.ClientWebSocketResponse:
     url, headers = params
@@ -349,7 +356,7 @@ async def _connect_websocket(name: str, params: tuple[str, dict[str, str]],
         raise TtsError("connect", f"{name}: the provider refused the WebSocket upgrade with "
                        f"HTTP {exc.status}"
                        + (" (check the API key)" if exc.status in (401, 403) else "")) from None
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise TtsError("connect", f"{name}: cannot connect to the provider "
                        f"({type(exc).__name__}: {exc})") from None
 
@@ -421,10 +428,10 @@ class SocketIOWebSocket:
         self.refusal: object = None  # the server's connect_error data
 
     @classmethod
-    async def connect(cls, name: str, params, http: aiohttp.ClientSession, *,
+    async def connect(cls, name: str, params: SocketIOParams, http: aiohttp.ClientSession, *,
                       timeout_s: float, max_message_bytes: int = MAX_MESSAGE_BYTES
                       ) -> SocketIOWebSocket:
-        """Connect to ``params`` (the Socket.IO provider's ``SocketIOParams``):
+        """Connect to ``params``:
         the WebSocket transport only, no polling, no automatic reconnection (the pool
         replaces lost connections); raise :class:`TtsError` (kind ``connect``)."""
         sio = _guarded_client_class()(
@@ -443,7 +450,7 @@ class SocketIOWebSocket:
                             transports=["websocket"], namespaces=[params.namespace],
                             socketio_path=params.socketio_path, wait_timeout=timeout_s),
                 timeout_s)
-        except Exception as exc:  # noqa: BLE001 - python-socketio and python-engineio
+        except Exception as exc:
             # raise what they meet in a malformed handshake (KeyError, TypeError, ...): all
             # of it is a provider that cannot be connected to, never a crash of the pool
             await sock._abort()
@@ -490,6 +497,7 @@ class SocketIOWebSocket:
         self.closed = True
         if reason == "transport error":
             ws = getattr(self._sio.eio, "ws", None)  # Engine.IO's aiohttp socket
+            error: Exception
             if getattr(ws, "close_code", None) == WSCloseCode.MESSAGE_TOO_BIG:
                 error = WebSocketError(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
             else:
@@ -497,7 +505,8 @@ class SocketIOWebSocket:
             msg = aiohttp.WSMessage(aiohttp.WSMsgType.ERROR, error, None)
         else:  # the server disconnected (or the client did, while we were not closing)
             self.close_code = 1000
-            msg = aiohttp.WSMessage(aiohttp.WSMsgType.CLOSE, 1000, f"Socket.IO {reason or 'disconnect'}")
+            msg = aiohttp.WSMessage(aiohttp.WSMsgType.CLOSE, 1000,
+                                    f"Socket.IO {reason or 'disconnect'}")
         asyncio.get_running_loop().call_soon(self._inbox.put_nowait, msg)
 
     # -- the ClientWebSocketResponse subset ----------------------------------------------

@@ -223,14 +223,14 @@ class ConnectionPool:
         if failed is None:
             self.failures_in_a_row = 0
             self._next_open_at = 0.0
-            if self._metrics is not None:
+            if self._opens is not None:
                 self._opens.inc()
             return
         self.failures_in_a_row += 1
         s = self.settings
         ceiling = min(s.backoff_max_s, s.backoff_base_s * 2 ** (self.failures_in_a_row - 1))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # "equal jitter"
-        self.backoff_delays = (self.backoff_delays + [delay])[-20:]
+        self.backoff_delays = [*self.backoff_delays, delay][-20:]
         self._next_open_at = time.monotonic() + delay
         if self._metrics is not None:
             self._metrics.pool_failures.labels(self.name, failed.kind).inc()
@@ -327,6 +327,6 @@ class ConnectionPool:
             pass
 
     def _count(self, counter, started: float) -> None:
-        if self._metrics is not None:
+        if counter is not None and self._acquire is not None:
             counter.inc()
             self._acquire.observe(time.monotonic() - started)

@@ -6,10 +6,11 @@ streaming in, sentence by sentence, while the first audio plays. If the connecti
 lost or fails before the turn's first audio, the turn is replayed once on a fresh
 connection, so a socket the provider dropped while idle costs the bot nothing. After a
 barge-in the turn is cancelled upstream and its late audio is dropped by the connection.
-A ``single_use`` provider (one utterance per socket) gets a warm connection leased per utterance instead,
-given back as soon as the utterance's turn ends. For failover, a session can also report
-when each text segment's audio is all in (``stream(..., on_segments_done=...)``): from the
-provider's own per-segment signal (``Driver.segments_done``), else with a turn per segment.
+A ``single_use`` provider (one utterance per socket) gets a warm connection leased per
+utterance instead, given back as soon as the utterance's turn ends. For failover, a session
+can also report when each text segment's audio is all in (``stream(...,
+on_segments_done=...)``): from the provider's own per-segment signal
+(``Driver.segments_done``), else with a turn per segment.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import asyncio
 import logging
 import secrets
 from dataclasses import replace
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 
 import aiohttp
 
 from gateway.carriers.events import MediaFormat
 from gateway.config import LimitsConfig
 from gateway.tts.base import AudioChunk, TtsError, TtsProvider, TtsSession, WordTiming
-from gateway.tts.providers.events import (ProviderAudio, ProviderDone, ProviderError,
-                                          ProviderWords)
+from gateway.tts.providers.events import (ProviderAudio, ProviderDone, ProviderWords)
 from gateway.tts.remote.connection import (ConnectionLost, ProviderConnection, SegmentsDone,
                                            TurnOverflow)
 from gateway.tts.providers.driver import RemoteSettings
@@ -146,17 +146,23 @@ class RemoteProvider(TtsProvider):
                                    metrics=self.metrics)
         await self.pool.start()
 
-    async def _open(self, key) -> ProviderConnection:
+    async def _open(self, key: Hashable) -> ProviderConnection:
+        if self._http is None:
+            raise TtsError("not_started", f"{self.name}: the provider has not started")
         on_error = None
         if self.metrics is not None:
             errors = self.metrics.tts_errors
             on_error = lambda kind: errors.labels(self.name, kind).inc()  # noqa: E731
         return await ProviderConnection.open(
             self.driver, key, self._http, timeout_s=self.pool_settings.connect_timeout_s,
-            on_closed=lambda conn: self.pool and self.pool.on_connection_closed(conn),
+            on_closed=self._connection_closed,
             on_protocol_error=on_error,
             max_message_bytes=self.limits.max_provider_message_bytes,
             max_turn_audio_s=self.limits.max_buffered_audio_s)
+
+    def _connection_closed(self, conn: ProviderConnection) -> None:
+        if self.pool is not None:
+            self.pool.on_connection_closed(conn)
 
     @property
     def ready(self) -> bool:
@@ -167,8 +173,8 @@ class RemoteProvider(TtsProvider):
             raise TtsError("not_started", f"{self.name}: the provider has not started")
         key = self.driver.pool_key(output)
         if self.driver.single_use:  # a socket per utterance, leased when it starts
-            return RemoteSession(self, output, key, None)
-        return RemoteSession(self, output, key, await self.pool.lease(key))
+            return RemoteSession(self, self.pool, output, key, None)
+        return RemoteSession(self, self.pool, output, key, await self.pool.lease(key))
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -178,9 +184,10 @@ class RemoteProvider(TtsProvider):
 
 
 class RemoteSession(TtsSession):
-    def __init__(self, provider: RemoteProvider, output: MediaFormat, key,
-                 conn: ProviderConnection | None):
+    def __init__(self, provider: RemoteProvider, pool: ConnectionPool, output: MediaFormat,
+                 key: Hashable, conn: ProviderConnection | None):
         self.provider = provider
+        self.pool = pool
         self.driver = provider.driver
         self.output = output
         self.key = key
@@ -194,15 +201,15 @@ class RemoteSession(TtsSession):
         if conn is None or not conn.usable or not self.driver.can_begin(conn.proto):
             if conn is not None:  # gone, retired, or full of draining turns (barge-ins)
                 self.connection = None
-                self.provider.pool.release(conn)
-            conn = self.connection = await self.provider.pool.lease(self.key)
+                self.pool.release(conn)
+            conn = self.connection = await self.pool.lease(self.key)
             self.connections_used += 1
         return conn
 
     async def release(self) -> None:
         if self.connection is not None:
             conn, self.connection = self.connection, None
-            self.provider.pool.release(conn)
+            self.pool.release(conn)
 
     async def discard(self) -> None:
         """After a failure (e.g. no audio in time): the connection is closed, not pooled."""
@@ -210,13 +217,14 @@ class RemoteSession(TtsSession):
             self.connection.retire = True
         await self.release()
 
-    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+    async def synthesize(self, text: str, voice: str | None = None
+                         ) -> AsyncGenerator[AudioChunk, None]:
         async for chunk in self.stream(_Feed.of([text]), voice):
             yield chunk
 
     async def stream(self, segments, voice: str | None = None, *,
                      on_segments_done: Callable[[int], None] | None = None
-                     ) -> AsyncIterator[AudioChunk]:
+                     ) -> AsyncGenerator[AudioChunk, None]:
         """One turn for the utterance (one per segment where the provider takes one request
         at a time). With ``on_segments_done``, a provider that cannot tell within a turn
         when each segment's audio is out (``Driver.tracks_segments``) gets a turn per
@@ -248,13 +256,14 @@ class RemoteSession(TtsSession):
 
     async def _turn(self, feed: _Feed, voice: str | None,
                     on_segments_done: Callable[[int], None] | None = None
-                    ) -> AsyncIterator[AudioChunk]:
+                    ) -> AsyncGenerator[AudioChunk, None]:
         for attempt in (0, 1):
             conn = await self._connection()
             self._turns += 1
             cid = f"{self._tag}-{self._turns}"
             queue = conn.register(cid, segments=on_segments_done is not None)
-            sender = asyncio.get_running_loop().create_task(self._send(conn, cid, voice, feed, queue))
+            sender = asyncio.get_running_loop().create_task(
+                self._send(conn, cid, voice, feed, queue))
             heard = finished = False
             audio_format = ("pcm_s16le", 8000)  # words before any audio: a chunk of nothing
             try:
@@ -269,8 +278,9 @@ class RemoteSession(TtsSession):
                     if kind is ProviderWords:  # no audio: the format of the audio before it
                         yield AudioChunk(b"", *audio_format, words=event.words)
                         continue
-                    if kind is SegmentsDone:
-                        on_segments_done(min(event.count, len(feed.pulled)))
+                    if kind is SegmentsDone:  # queued only where on_segments_done is given
+                        if on_segments_done is not None:
+                            on_segments_done(min(event.count, len(feed.pulled)))
                         continue
                     if kind is ProviderDone:
                         finished = True
@@ -286,8 +296,9 @@ class RemoteSession(TtsSession):
                         raise TtsError("internal", f"{self.provider.name}: cannot send the text: "
                                        f"{event.error}") from event.error
                     if kind is ConnectionLost:
-                        error, whole_socket = TtsError("connection_closed",
-                                                       f"{self.provider.name}: {event.reason}"), True
+                        error = TtsError("connection_closed",
+                                         f"{self.provider.name}: {event.reason}")
+                        whole_socket = True
                     else:
                         error = TtsError(event.kind, event.message)
                         whole_socket = event.fatal or event.context_id is None
@@ -309,7 +320,7 @@ class RemoteSession(TtsSession):
                     conn.retire = True
                     if self.connection is conn:
                         self.connection = None
-                        self.provider.pool.release(conn)
+                        self.pool.release(conn)
 
     async def _send(self, conn: ProviderConnection, cid: str, voice: str | None, feed: _Feed,
                     queue: asyncio.Queue) -> None:
@@ -325,7 +336,7 @@ class RemoteSession(TtsSession):
                 if segment is None:
                     break
                 index += 1
-                await conn.send(driver.send(proto, cid, segment, voice))
+                await conn.send(driver.send(proto, cid, segment))
             await conn.send(driver.end(proto, cid))
             if driver.is_done(proto, cid):
                 queue.put_nowait(ProviderDone(cid))

@@ -10,7 +10,7 @@ from gateway.tts.providers.cartesia import protocol as cartesia
 from gateway.tts.providers.driver import Driver
 
 
-class CartesiaDriver(Driver):
+class CartesiaDriver(Driver[cartesia.CartesiaProtocol]):
     """docs/protocols/tts-providers.md §7: a context per turn; a sentence is an input (``continue:
     true``) plus a manual flush, the end is ``continue: false`` (then ``done``), barge-in is
     ``cancel``. The audio format travels in every input, so one socket serves every carrier
@@ -41,13 +41,7 @@ class CartesiaDriver(Driver):
             voice=s.voice, model=s.model or cartesia.DEFAULT_MODEL,
             language=o.get("language", "en"),
             max_buffer_delay_ms=o.get("max_buffer_delay_ms", 0), extra=extra,
-            # what the caller heard, to the word, for speech.done after a barge-in
-            word_timestamps=o.get("word_timestamps", True) is True)
+            word_timestamps=self.word_timestamps)
 
-    def begin(self, proto, cid, voice, output):
-        encoding, rate = cartesia.choose_output_format(output.encoding, output.sample_rate)
-        proto.begin(cid, voice=voice, encoding=encoding, sample_rate=rate)
-        return []
-
-    def send(self, proto, cid, text, voice=None):
-        return proto.send_text(cid, text)
+    def turn_format(self, output: MediaFormat) -> tuple[str, int]:
+        return cartesia.choose_output_format(output.encoding, output.sample_rate)

@@ -37,10 +37,11 @@ Error injection: with ``fail_on="..."``, generating text that contains it sends 
 (``done: true``); the socket stays open. With ``cut_after_bytes=N`` the server closes a
 socket (1011) once it has sent N bytes of audio on it, in the middle of whatever it was
 saying; with ``never_answer=True`` it takes text and never sends audio (nor ``done``).
-A runaway provider (:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): text containing ``flood_on`` gets
-audio without end at ``flood_factor`` (20) times real time, until cancelled; text
+A runaway provider (:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): text containing
+``flood_on`` gets audio without end at ``flood_factor`` (20) times real time, until cancelled; text
 containing ``oversize_on`` one chunk of ``oversize_bytes`` (8 MiB) of audio.
-``tag_words=True`` voices each word as a tone that names it (:mod:`gateway.tts.providers.fake_voice`).
+``tag_words=True`` voices each word as a tone that names it
+(:mod:`gateway.tts.providers.fake_voice`).
 
 ``app["log"]``: what was synthesized, dicts ``{"context_id","text","bytes","encoding",
 "sample_rate","audio"}`` (``audio``: the exact bytes sent); ``app["received"]``: client
@@ -58,8 +59,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.tts.providers.fakes import (RUNAWAY_PROFILE, IdleReceiver, audio_pieces,
-                                          fake_app, serve_socket)
+from gateway.tts.providers.fakes import (COMMON_PROFILE, RUNAWAY_PROFILE, IdleReceiver,
+                                         audio_pieces, fake_app, send_json, serve_socket)
 from gateway.tts.providers.fake_voice import voice_pcm, word_spans
 
 PATH = "/tts/websocket"
@@ -73,12 +74,7 @@ _FIELDS = {"model_id", "transcript", "voice", "output_format", "language", "cont
 _PER_INPUT = {"transcript", "continue", "duration", "flush"}
 
 DEFAULTS: dict[str, Any] = {
-    "api_key": "test-key",
-    "handshake_ms": 0.0,
-    "first_audio_ms": 30.0,
-    "chunk_ms": 100.0,
-    "burst_factor": 10.0,
-    "chars_per_second": 15.0,
+    **COMMON_PROFILE,
     "context_expiry_s": 1.0,  # [C] contexts expire 1 s after their last audio
     "late_chunks": 2,  # chunks of the generation in flight still sent after a cancel
     "idle_timeout_s": 300.0,  # [O] 5 min
@@ -155,12 +151,7 @@ class _Session:
         self.audio_sent = 0  # bytes of audio sent on this socket (cut_after_bytes)
 
     async def send(self, obj: dict) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                try:
-                    await self.ws.send_str(json.dumps(obj))
-                except ConnectionError:
-                    pass
+        await send_json(self.ws, self.lock, obj)
 
     def stop(self) -> None:
         for ctx in self.contexts.values():

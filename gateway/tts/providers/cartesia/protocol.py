@@ -141,6 +141,7 @@ class _Turn:
     base: dict[str, Any]  # the fields every input of the context repeats
     encoding: str  # ProviderAudio.encoding
     sample_rate: int
+    id: str  # the turn's (the caller's) id
     server_id: str  # the current server context
     serial: int = 0  # rollovers so far
     state: str = "open"  # open -> ending (continue:false sent) -> forgotten at done
@@ -158,7 +159,7 @@ class CartesiaProtocol(ProtocolDefaults):
     """One Cartesia TTS socket, seen from the gateway (the client).
 
     Turn life: :meth:`begin` (no message: a context is created by its first input), then
-    :meth:`send_text` per sentence, then :meth:`finish`; the turn is over at its
+    :meth:`send` per sentence, then :meth:`finish`; the turn is over at its
     :class:`ProviderDone` (or at once, when :meth:`state` says ``None`` after
     :meth:`finish`). :meth:`cancel` for barge-in. ``clock`` is injectable for tests.
     """
@@ -203,7 +204,7 @@ class CartesiaProtocol(ProtocolDefaults):
 
     def segments_done(self, context_id: str) -> int | None:
         """Manual flushes of the turn answered by ``flush_done`` so far (one per
-        :meth:`send_text`: the audio of that many sentences is out); None when the turn is
+        :meth:`send`: the audio of that many sentences is out); None when the turn is
         unknown or over."""
         turn = self._turns.get(context_id)
         return turn.flushes_done if turn is not None else None
@@ -213,9 +214,6 @@ class CartesiaProtocol(ProtocolDefaults):
 
     def is_clean(self) -> bool:
         return not self._turns
-
-    def reusable(self) -> bool:
-        return self.is_clean() and not self.failed
 
     @property
     def live_turns(self) -> list[str]:
@@ -228,9 +226,13 @@ class CartesiaProtocol(ProtocolDefaults):
 
     # ---- outbound --------------------------------------------------------------
 
-    def begin(self, context_id: str, *, voice: str | None = None, encoding: str = "pcm_mulaw",
-              sample_rate: int = 8000) -> None:
-        """Register a turn (contexts need no open message, §7 [C])."""
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """Register a turn (contexts need no open message, §7 [C]), in ``encoding`` and
+        ``sample_rate`` (default ``pcm_mulaw`` 8 kHz): every input carries them."""
+        context_id = turn_id
+        encoding = encoding or "pcm_mulaw"
+        sample_rate = sample_rate or 8000
         if self.failed:
             raise RuntimeError("the Cartesia socket had a fatal error: replace it")
         if context_id in self._turns or context_id in self._cancelled \
@@ -250,10 +252,11 @@ class CartesiaProtocol(ProtocolDefaults):
         if self.word_timestamps:
             base["add_timestamps"] = True
         base.update(self.extra)
-        turn = _Turn(base, ENCODINGS[encoding], sample_rate, context_id)
+        turn = _Turn(base, ENCODINGS[encoding], sample_rate, context_id, context_id)
         turn.server_ids.append(context_id)
         self._turns[context_id] = turn
         self._server[context_id] = context_id
+        return []
 
     def _live(self, context_id: str, action: str) -> _Turn:
         turn = self._turns.get(context_id)
@@ -280,7 +283,7 @@ class CartesiaProtocol(ProtocolDefaults):
     def _rollover(self, turn: _Turn, turn_id: str) -> None:
         old = turn.server_id
         self._server.pop(old, None)
-        self._remember(self._finished, old, (turn_id, turn.encoding, turn.sample_rate))
+        remember(self._finished, old, (turn_id, turn.encoding, turn.sample_rate))
         turn.serial += 1
         turn.server_id = f"{turn_id}~{turn.serial}"
         turn.server_ids.append(turn.server_id)
@@ -289,16 +292,16 @@ class CartesiaProtocol(ProtocolDefaults):
         turn.words_base_s = turn.audio_s  # the new context's timestamps start at 0 [I]
         self._server[turn.server_id] = turn_id
 
-    def send_text(self, context_id: str, text: str) -> list[str]:
+    def send(self, turn_id: str, text: str) -> list[str]:
         """Inputs for one sentence (``continue: true``) and a manual flush after it
         (``continue: true, flush: true``, empty transcript; flush IDs page [C]). Moves the
         turn to a fresh server context first when the current one may have expired."""
-        turn = self._live(context_id, "text")
+        turn = self._live(turn_id, "text")
         pieces = split_text(text, self.max_text_chars)
         if not pieces:
             return []
         if self._maybe_expired(turn):
-            self._rollover(turn, context_id)
+            self._rollover(turn, turn_id)
         out = [self._input(turn, piece, cont=True) for piece in pieces]
         out.append(self._input(turn, "", cont=True, flush=True))
         turn.sent = True
@@ -324,7 +327,7 @@ class CartesiaProtocol(ProtocolDefaults):
         turn = self._turns.get(context_id)
         if turn is None:
             if context_id in self._cancelled or context_id in self._finished:
-                self._remember(self._cancelled, context_id)
+                remember(self._cancelled, context_id)
                 return []
             raise RuntimeError(f"cancel of unknown turn {context_id!r}")
         out = []
@@ -337,13 +340,11 @@ class CartesiaProtocol(ProtocolDefaults):
         turn = self._turns.pop(context_id)
         for sid in turn.server_ids:
             self._server.pop(sid, None)
-            self._remember(self._finished, sid, (context_id, turn.encoding, turn.sample_rate))
+            remember(self._finished, sid, (context_id, turn.encoding, turn.sample_rate))
             if cancelled:
-                self._remember(self._cancelled, sid)
+                remember(self._cancelled, sid)
         if cancelled:
-            self._remember(self._cancelled, context_id)
-
-    _remember = staticmethod(remember)
+            remember(self._cancelled, context_id)
 
     # ---- inbound ---------------------------------------------------------------
 
@@ -369,14 +370,14 @@ class CartesiaProtocol(ProtocolDefaults):
             return []
         if kind == "done":
             if turn is not None and sid == turn.server_id and turn.state == "ending":
-                self._retire(turn_id, cancelled=False)
-                return [ProviderDone(turn_id)]
+                self._retire(turn.id, cancelled=False)
+                return [ProviderDone(turn.id)]
             return []  # an old (rolled over) or cancelled context: nothing to do
         if kind == "timestamps":
             if turn is None or sid != turn.server_id:
                 return []  # of a cut or rolled-over context: its audio is gone too
             words = _word_timings(message.get("word_timestamps"), turn.words_base_s)
-            return [ProviderWords(turn_id, words)] if words else []
+            return [ProviderWords(turn.id, words)] if words else []
         if kind == "phoneme_timestamps":
             return []
         return []  # [I] new event types are ignored, not fatal

@@ -7,10 +7,10 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.deepgram import protocol as deepgram
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, RemoteSettings, configured_format, one_voice
+from gateway.tts.providers.driver import Driver, RemoteSettings
 
 
-class DeepgramDriver(Driver):
+class DeepgramDriver(Driver[deepgram.DeepgramProtocol]):
     """docs/protocols/tts-providers.md §8: the socket is one stream (one turn at a time, no ids;
     binary audio). A turn is Speak (+Flush) per sentence and a final Flush; ``Flushed`` ends it;
     barge-in is ``Clear``. The voice is the model, in the URL with the audio format."""
@@ -18,6 +18,7 @@ class DeepgramDriver(Driver):
     tracks_segments = True  # Flushed answers the Flush after each sentence (budget allowing)
     # No idle limit is documented (§8, §10); set pool.idle_timeout_s if one shows up.
     default_idle_timeout_s = None
+    voice_in_url = True
 
     def __init__(self, settings: RemoteSettings, spec: ProviderSpec):
         super().__init__(settings, spec)
@@ -27,7 +28,7 @@ class DeepgramDriver(Driver):
 
     def pool_key(self, output: MediaFormat) -> Hashable:
         chosen = deepgram.choose_format(output.encoding, output.sample_rate)
-        return configured_format(self.settings.options, chosen, pcm=self.spec.pcm_format)
+        return self.configured_format(chosen)
 
     def connect(self, key):
         s, o = self.settings, self.settings.options
@@ -39,14 +40,6 @@ class DeepgramDriver(Driver):
     def new_protocol(self, key):
         encoding, rate = key
         return deepgram.DeepgramProtocol(encoding=encoding, sample_rate=rate)
-
-    def begin(self, proto, cid, voice, output):
-        one_voice(self, voice)
-        proto.begin(cid)
-        return []
-
-    def send(self, proto, cid, text, voice=None):
-        return proto.speak(cid, text)
 
     def has_room(self, proto):
         return False

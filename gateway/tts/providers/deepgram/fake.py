@@ -50,8 +50,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.tts.providers.fakes import (BENCH_PROFILE, IdleReceiver, Pacer, fake_app,
-                                         looped_speech, serve_socket)
+from gateway.tts.providers.fakes import (BENCH_PROFILE, COMMON_PROFILE, IdleReceiver, Pacer,
+                                         fake_app, looped_speech, serve_socket)
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v1/speak"
@@ -59,12 +59,7 @@ ENCODINGS = {"linear16", "mulaw", "alaw"}
 RATES = {8000, 16000, 24000, 44100, 48000}
 
 DEFAULTS: dict[str, Any] = {
-    "api_key": "test-key",
-    "handshake_ms": 0.0,
-    "first_audio_ms": 30.0,
-    "chunk_ms": 100.0,
-    "burst_factor": 10.0,
-    "chars_per_second": 15.0,
+    **COMMON_PROFILE,
     "flush_limit": 20,  # [C] 20 Flush per 60 s
     "flush_window_s": 60.0,
     "late_chunks": 2,  # frames of the generation in flight still sent after a Clear

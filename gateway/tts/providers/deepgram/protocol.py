@@ -50,11 +50,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import choose_g711_or_pcm, parse_typed_frame, remember
+from gateway.tts.providers.common import choose_g711_or_pcm, parse_typed_frame, remember, with_query
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -124,14 +123,10 @@ def connect_params(api_key: str, *, endpoint: str = DEFAULT_ENDPOINT, model: str
     if not model:
         raise ValueError("Deepgram model is required (the Aura voice, e.g. aura-2-thalia-en)")
     _check_format(encoding, sample_rate)
-    params: dict[str, object] = {"model": model, "encoding": encoding, "sample_rate": sample_rate}
-    if speed is not None:
-        if not 0.7 <= float(speed) <= 1.5:
-            raise ValueError(f"Deepgram speed must be 0.7-1.5, got {speed}")  # §8 [C]
-        params["speed"] = float(speed)
-    if mip_opt_out is not None:
-        params["mip_opt_out"] = "true" if mip_opt_out else "false"
-    url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+    if speed is not None and not 0.7 <= float(speed) <= 1.5:
+        raise ValueError(f"Deepgram speed must be 0.7-1.5, got {speed}")  # §8 [C]
+    url = with_query(endpoint, model=model, encoding=encoding, sample_rate=sample_rate,
+                     speed=None if speed is None else float(speed), mip_opt_out=mip_opt_out)
     return url, {"Authorization": f"Token {api_key}"}
 
 
@@ -196,7 +191,7 @@ class DeepgramProtocol(ProtocolDefaults):
         return turn.state if turn is not None else None
 
     def segments_done(self, context_id: str) -> int | None:
-        """Sentences (:meth:`speak` calls) of the turn whose audio is out: those sent
+        """Sentences (:meth:`send` calls) of the turn whose audio is out: those sent
         before the last ``Flush`` that was answered; None when the turn is over."""
         turn = self._turns.get(context_id)
         return turn.segments_done if turn is not None else None
@@ -210,9 +205,6 @@ class DeepgramProtocol(ProtocolDefaults):
     def is_clean(self) -> bool:
         return not self._turns
 
-    def reusable(self) -> bool:
-        return self.is_clean() and not self.failed
-
     @property
     def live_turns(self) -> list[str]:
         return [cid for cid, t in self._turns.items() if t.state != "cancelling"]
@@ -225,8 +217,12 @@ class DeepgramProtocol(ProtocolDefaults):
 
     # ---- outbound --------------------------------------------------------------
 
-    def begin(self, context_id: str) -> None:
-        """Register a turn. One live turn at a time: the socket is one stream (§0)."""
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """Register a turn (no message). One live turn at a time: the socket is one stream
+        (§0). Voice and audio format are the socket's (its URL)."""
+        self.fixed_per_socket(voice, encoding, sample_rate)
+        context_id = turn_id
         if self.failed:
             raise RuntimeError("the Deepgram socket must be replaced (fatal error or lost flush)")
         if (context_id in self._turns or context_id in self._finished
@@ -236,6 +232,7 @@ class DeepgramProtocol(ProtocolDefaults):
             raise RuntimeError(f"turn {self.live_turns[0]!r} is still live on this Deepgram "
                                "socket: the socket is one stream, one turn at a time")
         self._turns[context_id] = _Turn()
+        return []
 
     def _live(self, context_id: str, action: str) -> _Turn:
         turn = self._turns.get(context_id)
@@ -252,9 +249,10 @@ class DeepgramProtocol(ProtocolDefaults):
         self._flush_times.append(self.clock())
         return '{"type": "Flush"}'
 
-    def speak(self, context_id: str, text: str) -> list[str]:
+    def send(self, turn_id: str, text: str) -> list[str]:
         """``Speak`` for one sentence (split at :data:`MAX_TEXT_CHARS`), then a ``Flush``
         while the flush budget allows (module doc)."""
+        context_id = turn_id
         turn = self._live(context_id, "Speak")
         pieces = split_text(text, self.max_text_chars)
         if not pieces:
@@ -284,7 +282,7 @@ class DeepgramProtocol(ProtocolDefaults):
         turn = self._turns.get(context_id)
         if turn is None:
             if context_id in self._finished or context_id in self._cancelled:
-                self._remember(self._cancelled, context_id)
+                remember(self._cancelled, context_id)
                 return []
             raise RuntimeError(f"cancel of unknown turn {context_id!r}")
         if turn.state == "cancelling":
@@ -303,10 +301,8 @@ class DeepgramProtocol(ProtocolDefaults):
 
     def _retire(self, context_id: str, *, cancelled: bool) -> None:
         self._turns.pop(context_id, None)
-        self._remember(self._cancelled if cancelled else self._finished, context_id)
+        remember(self._cancelled if cancelled else self._finished, context_id)
         self._carry = b""
-
-    _remember = staticmethod(remember)
 
     # ---- inbound ---------------------------------------------------------------
 
@@ -384,7 +380,7 @@ class DeepgramProtocol(ProtocolDefaults):
         # §8 [T pipecat] reads ``description``; the SDK has ``warn_code``/``warn_msg`` [C].
         text = str(message.get("description") or message.get("warn_msg") or "")
         code = str(message.get("code") or message.get("warn_code") or "")
-        self.warnings = (self.warnings + [f"{code}: {text}"])[-10:]
+        self.warnings = [*self.warnings, f"{code}: {text}"][-10:]
         if "flush" not in (text + " " + code).lower():
             return []  # informational
         # The flush was not processed: the turn waiting for it would never end, and its

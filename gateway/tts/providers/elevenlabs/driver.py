@@ -7,10 +7,10 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.elevenlabs import protocol as elevenlabs
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, RemoteSettings, one_voice
+from gateway.tts.providers.driver import Driver, RemoteSettings
 
 
-class ElevenLabsDriver(Driver):
+class ElevenLabsDriver(Driver[elevenlabs.ElevenLabsProtocol]):
     """docs/protocols/tts-providers.md §6: multi-context stream-input. A context per turn (≤5 per
     socket): init, text flushed per sentence, ``close_context``; ``isFinal`` ends it. Voice, model
     and audio format are fixed per socket by the URL."""
@@ -19,6 +19,7 @@ class ElevenLabsDriver(Driver):
                                  "speed"})
     QUERY = frozenset({"auto_mode", "language_code", "apply_text_normalization",
                         "enable_logging"})
+    voice_in_url = True
 
     def __init__(self, settings: RemoteSettings, spec: ProviderSpec):
         super().__init__(settings, spec)
@@ -31,8 +32,6 @@ class ElevenLabsDriver(Driver):
         # an open turn waiting for streamed text sends KeepContextAlive well before.
         self.default_idle_timeout_s = float(timeout)
         self.keepalive_s = timeout / 3
-        # what the caller heard, to the word (speech.done): the chunks' character alignment
-        self.word_timestamps = settings.options.get("word_timestamps", True) is True
 
     def pool_key(self, output: MediaFormat) -> Hashable:
         return elevenlabs.choose_output_format(output.encoding, output.sample_rate)
@@ -52,13 +51,6 @@ class ElevenLabsDriver(Driver):
         return elevenlabs.ElevenLabsProtocol(
             output_format=key, voice_settings={k: o[k] for k in self.VOICE_SETTINGS if k in o},
             generation_config=generation, word_timestamps=self.word_timestamps)
-
-    def begin(self, proto, cid, voice, output):
-        one_voice(self, voice)
-        return [proto.init_message(cid)[1]]
-
-    def send(self, proto, cid, text, voice=None):
-        return proto.text_messages(cid, text, flush=True)
 
     def has_room(self, proto):
         return proto.open_contexts <= elevenlabs.MAX_CONTEXTS - 2

@@ -57,7 +57,8 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.tts.providers.fakes import IdleReceiver, fake_app, run_after, serve_socket
+from gateway.tts.providers.fakes import (COMMON_PROFILE, IdleReceiver, fake_app, run_after,
+                                         send_json, serve_socket)
 from gateway.tts.providers.fake_voice import char_spans, voice_pcm
 
 PATH = "/v1/text-to-speech/{voice_id}/multi-stream-input"
@@ -73,12 +74,7 @@ _FIELDS = {"text", "context_id", "voice_settings", "generation_config", "flush",
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+$")
 
 DEFAULTS: dict[str, Any] = {
-    "api_key": "test-key",
-    "handshake_ms": 0.0,  # before the upgrade completes
-    "first_audio_ms": 30.0,  # per generation, before its first chunk
-    "chunk_ms": 100.0,
-    "burst_factor": 10.0,  # audio arrives this much faster than real time
-    "chars_per_second": 15.0,
+    **COMMON_PROFILE,
     "max_contexts": 5,  # §6 [C]
     "close_delay_ms": 0.0,  # late isFinal
     "fail_on": None,
@@ -163,12 +159,7 @@ class _Session:
         self.audio_sent = 0  # bytes of audio sent on this socket (cut_after_bytes)
 
     async def send(self, obj: dict) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                try:
-                    await self.ws.send_str(json.dumps(obj))
-                except ConnectionError:
-                    pass
+        await send_json(self.ws, self.lock, obj)
 
     async def close(self, code: int, error: str, message: str) -> None:
         await self.send({"message": message, "error": error, "code": code})
@@ -216,9 +207,9 @@ class _Session:
         if unknown:
             raise _Close(1008, "invalid_message", f"unknown fields {sorted(unknown)}")
         if message.get("close_socket") is True:
-            for ctx in list(self.contexts.values()):
-                ctx.buffer = ""
-                self._close_context(ctx)
+            for open_ctx in list(self.contexts.values()):
+                open_ctx.buffer = ""
+                self._close_context(open_ctx)
             await asyncio.gather(*[c.tail for c in self.contexts.values() if c.tail],
                                  return_exceptions=True)
             await self.ws.close(code=WSCloseCode.OK)

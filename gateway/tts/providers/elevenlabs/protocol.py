@@ -19,7 +19,7 @@ model_id=..&output_format=..``). Every message names its context::
                            {"isFinal":true,"contextId":c}                         context over
                            {"message":..,"error":"input_timeout_exceeded","code":1008}
 
-One turn is one context: :meth:`~ElevenLabsProtocol.init_message`, :meth:`text_messages`
+One turn is one context: :meth:`~ElevenLabsProtocol.begin`, :meth:`~ElevenLabsProtocol.send`
 per sentence (flushed, so generation starts at once), :meth:`close_message` at the end;
 the turn is over at the :class:`ProviderDone` that ``isFinal`` gives. ``close_context``
 keeps flushing what was already flushed ("If it has already been set to flush it will
@@ -53,12 +53,13 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.base import MAX_WORD_CHARS, WordTiming
-from gateway.tts.providers.common import MAX_WORDS_PER_MESSAGE, decode_base64, is_seconds
+from gateway.tts.providers.common import (MAX_WORDS_PER_MESSAGE, choose_g711_or_pcm, decode_base64,
+                                          is_seconds, parse_object, remember, with_query)
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
@@ -131,14 +132,9 @@ def choose_output_format(carrier_encoding: str, carrier_rate: int) -> str:
     """The ``output_format`` to ask for, given what the carrier plays (§9.1): μ-law (or
     A-law) 8 kHz passed through untouched for G.711 carriers, else raw PCM at the carrier's
     rate if offered, else the next higher offered rate (resampled locally)."""
-    if carrier_rate == 8000 and carrier_encoding == "mulaw":
-        return "ulaw_8000"
-    if carrier_rate == 8000 and carrier_encoding == "alaw":
-        return "alaw_8000"
-    for rate in _PCM_RATES:
-        if rate >= carrier_rate:
-            return f"pcm_{rate}"
-    return "pcm_44100"
+    encoding, rate = choose_g711_or_pcm(carrier_encoding, carrier_rate, _PCM_RATES, pcm="pcm",
+                                        mulaw="ulaw", alaw="alaw")
+    return f"{encoding}_{rate}"
 
 
 def _check_model(model: str) -> None:
@@ -187,20 +183,12 @@ def connect_params(
                          f"got {inactivity_timeout!r}")
     if apply_text_normalization is not None and apply_text_normalization not in _NORMALIZATION:
         raise ValueError(f"apply_text_normalization must be one of {_NORMALIZATION}")
-    params: dict[str, Any] = {"model_id": model, "output_format": output_format,
-                              "inactivity_timeout": inactivity_timeout}
-    if auto_mode is not None:
-        params["auto_mode"] = "true" if auto_mode else "false"
-    if language_code:
-        params["language_code"] = language_code
-    if apply_text_normalization:
-        params["apply_text_normalization"] = apply_text_normalization
-    if enable_logging is not None:
-        params["enable_logging"] = "true" if enable_logging else "false"
-    if sync_alignment is not None:
-        params["sync_alignment"] = "true" if sync_alignment else "false"
-    url = endpoint.replace("{voice_id}", quote(voice, safe=""))
-    url += ("&" if "?" in url else "?") + urlencode(params)
+    url = with_query(endpoint.replace("{voice_id}", quote(voice, safe="")),
+                     model_id=model, output_format=output_format,
+                     inactivity_timeout=inactivity_timeout, auto_mode=auto_mode,
+                     language_code=language_code or None,
+                     apply_text_normalization=apply_text_normalization or None,
+                     enable_logging=enable_logging, sync_alignment=sync_alignment)
     return url, {"xi-api-key": api_key}
 
 
@@ -269,7 +257,6 @@ class ElevenLabsProtocol(ProtocolDefaults):
         self.failed = False  # a fatal error frame: the server closes the socket (§6 [O])
         self._contexts: dict[str, _Context] = {}
         self._finished: OrderedDict[str, bool] = OrderedDict()  # id -> cancelled
-        self._counter = 0
 
     # ---- state -----------------------------------------------------------------
 
@@ -277,9 +264,6 @@ class ElevenLabsProtocol(ProtocolDefaults):
         """No context open or draining: no audio can still come (late audio of cancelled
         contexts that already had their ``isFinal`` cannot come either)."""
         return not self._contexts
-
-    def reusable(self) -> bool:
-        return self.is_clean() and not self.failed
 
     def is_cancelled(self, context_id: str) -> bool:
         ctx = self._contexts.get(context_id)
@@ -300,10 +284,6 @@ class ElevenLabsProtocol(ProtocolDefaults):
     def can_open(self) -> bool:
         return self.open_contexts < self.max_contexts
 
-    def new_context_id(self) -> str:
-        self._counter += 1
-        return f"ctx-{self._counter}"
-
     def _get(self, context_id: str, action: str) -> _Context:
         ctx = self._contexts.get(context_id)
         if ctx is None:
@@ -315,16 +295,16 @@ class ElevenLabsProtocol(ProtocolDefaults):
         ctx = self._contexts.pop(context_id, None)
         if ctx is None:
             return
-        self._finished[context_id] = ctx.cancelled
-        while len(self._finished) > 64:
-            self._finished.popitem(last=False)
+        remember(self._finished, context_id, ctx.cancelled, limit=64)
 
     # ---- outbound --------------------------------------------------------------
 
-    def init_message(self, context_id: str | None = None) -> tuple[str, str]:
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
         """Open a context: ``{"text":" ","context_id",voice_settings?,generation_config?}``
-        (asyncapi InitialiseContext [C]). Returns ``(context_id, text)``; text may follow at
-        once (messages are handled in order [I])."""
+        (asyncapi InitialiseContext [C]); text may follow at once (messages are handled in
+        order [I]). Voice and audio format are the socket's (its URL)."""
+        self.fixed_per_socket(voice, encoding, sample_rate)
         if self.failed:
             raise RuntimeError("the ElevenLabs socket had a fatal error: replace it")
         if not self.can_open():
@@ -332,28 +312,27 @@ class ElevenLabsProtocol(ProtocolDefaults):
                 f"ElevenLabs allows {self.max_contexts} contexts per connection and "
                 f"{self.open_contexts} are open: close finished turns (close_context) or use "
                 "another socket (§6: max_active_conversations closes the socket with 1008)")
-        context_id = context_id or self.new_context_id()
-        if context_id in self._contexts:
-            raise RuntimeError(f"context {context_id!r} is already open on this socket")
-        body: dict[str, Any] = {"text": " ", "context_id": context_id}
+        if turn_id in self._contexts:
+            raise RuntimeError(f"context {turn_id!r} is already open on this socket")
+        body: dict[str, Any] = {"text": " ", "context_id": turn_id}
         if self.voice_settings:
             body["voice_settings"] = self.voice_settings
         if self.generation_config:
             body["generation_config"] = self.generation_config
-        self._finished.pop(context_id, None)
-        self._contexts[context_id] = _Context()
-        return context_id, json.dumps(body)
+        self._finished.pop(turn_id, None)
+        self._contexts[turn_id] = _Context()
+        return [json.dumps(body)]
 
-    def text_messages(self, context_id: str, text: str, *, flush: bool = True) -> list[str]:
+    def send(self, turn_id: str, text: str, *, flush: bool = True) -> list[str]:
         """Text for the context, split by :func:`split_text`; the last piece carries
         ``flush: true`` when ``flush`` (SendTextMulti [C]) so generation starts now."""
-        ctx = self._get(context_id, "text")
+        ctx = self._get(turn_id, "text")
         if ctx.state != "open":
-            raise RuntimeError(f"text for context {context_id!r} after close_context")
+            raise RuntimeError(f"text for context {turn_id!r} after close_context")
         pieces = split_text(text, self.max_text_chars)
         if not pieces:
             return []
-        cid = json.dumps(context_id)
+        cid = json.dumps(turn_id)
         out = ['{"text": ' + json.dumps(p) + ', "context_id": ' + cid + "}" for p in pieces]
         if flush:
             out[-1] = out[-1][:-1] + ', "flush": true}'
@@ -421,15 +400,7 @@ class ElevenLabsProtocol(ProtocolDefaults):
 
     def receive(self, text: str) -> list[ProviderEvent]:
         """Parse one server text frame (AudioOutputMulti, FinalOutputMulti, error)."""
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ProviderProtocolError(
-                "not_json", f"ElevenLabs frame is not JSON ({exc}): {_preview(text)}") from None
-        if type(message) is not dict:
-            raise ProviderProtocolError(
-                "bad_frame", f"ElevenLabs frame is a JSON {type(message).__name__}, expected an "
-                f"object: {_preview(text)}")
+        message = parse_object(text, "ElevenLabs frame")
         context_id = message.get("contextId", message.get("context_id"))
         if context_id is not None and type(context_id) is not str:
             raise ProviderProtocolError("bad_frame", f"contextId is not a string: {_preview(text)}")
@@ -450,10 +421,10 @@ class ElevenLabsProtocol(ProtocolDefaults):
                 if words:
                     events.append(ProviderWords(cid, words))
         if message.get("isFinal") is True:
-            cid = context_id if context_id is not None else self._only_context()
-            if cid is not None and cid in self._contexts:
-                self._finish(cid)
-                events.append(ProviderDone(cid))
+            final = context_id if context_id is not None else self._only_context()
+            if final is not None and final in self._contexts:
+                self._finish(final)
+                events.append(ProviderDone(final))
             return events
         if not audio and "isFinal" not in message and "alignment" not in message \
                 and "normalizedAlignment" not in message:

@@ -6,10 +6,10 @@ from collections.abc import Hashable
 
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.inworld import protocol as inworld
-from gateway.tts.providers.driver import Driver, configured_format
+from gateway.tts.providers.driver import Driver
 
 
-class InworldDriver(Driver):
+class InworldDriver(Driver[inworld.InworldProtocol]):
     """docs/protocols/tts-providers.md §1: contexts (≤5 per socket); create, send_text (+flush per
     segment), close."""
 
@@ -23,38 +23,25 @@ class InworldDriver(Driver):
     def pool_key(self, output: MediaFormat) -> Hashable:
         return None  # the audio format is chosen per context (create)
 
-    #: options that are the gateway's, not fields of Inworld's ``create``
-    own_options = frozenset({"word_timestamps", "audio_format", "sample_rate"})
-
-    def _format(self, output: MediaFormat) -> tuple[str, int]:
+    def turn_format(self, output: MediaFormat) -> tuple[str, int]:
         chosen = inworld.choose_audio_format(output.encoding, output.sample_rate)
-        return configured_format(self.settings.options, chosen, pcm=self.spec.pcm_format)
+        return self.configured_format(chosen)
 
     def connect(self, key):
         s = self.settings
         # the format a μ-law call asks for, validated before a socket is opened
-        encoding, rate = self._format(MediaFormat("mulaw", 8000))
+        encoding, rate = self.turn_format(MediaFormat("mulaw", 8000))
         return inworld.connect_params(s.api_key, endpoint=s.endpoint,
                                       model=s.model or inworld.DEFAULT_MODEL, voice=s.voice,
                                       encoding=encoding, sample_rate=rate)
 
     def new_protocol(self, key):
         s = self.settings
-        options = {k: v for k, v in s.options.items() if k not in self.own_options}
+        # the options that are not the gateway's are fields of Inworld's ``create``
+        options = self.extra_options("audio_format", "sample_rate")
         return inworld.InworldProtocol(voice=s.voice, model=s.model or inworld.DEFAULT_MODEL,
                                        create_options=options,
-                                       # what the caller heard, to the word (speech.done)
-                                       word_timestamps=s.options.get("word_timestamps",
-                                                                     True) is True)
-
-    def begin(self, proto, cid, voice, output):
-        encoding, rate = self._format(output)
-        return [proto.create_message(cid, voice=voice, encoding=encoding, sample_rate=rate)[1]]
-
-    def send(self, proto, cid, text, voice=None):
-        pieces = inworld.split_text(text)
-        return [proto.send_text_message(cid, piece, flush=i == len(pieces) - 1)
-                for i, piece in enumerate(pieces)]
+                                       word_timestamps=self.word_timestamps)
 
     def has_room(self, proto):
         return proto.open_contexts <= inworld.MAX_CONTEXTS - 2

@@ -27,29 +27,22 @@ import asyncio
 import base64
 import json
 import time
-import warnings
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode, wav_bytes
 
 from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
-from gateway.tts.providers.fakes import (BENCH_PROFILE, Pacer, add_stats, check_profile,
-                                         looped_speech, run_after, track_socket)
+from gateway.tts.providers.fakes import (BENCH_PROFILE, COMMON_PROFILE, Pacer, fake_app,
+                                         looped_speech, run_after, send_json, serve_socket)
 
-PROFILE = web.AppKey("profile", dict)
 PATH = "/tts/v1/voice:streamBidirectional"
 OPS = ("create", "send_text", "flush_context", "update_config", "close_context")
 _TIMESTAMP_TYPES = ("TIMESTAMP_TYPE_UNSPECIFIED", "WORD", "CHARACTER")  # §1.2 [C]
 ENCODINGS = ("LINEAR16", "MP3", "OGG_OPUS", "ALAW", "MULAW", "FLAC", "PCM", "WAV")
 
 DEFAULTS: dict[str, Any] = {
-    "api_key": "test-key",
-    "handshake_ms": 0.0,  # before the upgrade completes
-    "first_audio_ms": 30.0,  # per generation, before its first chunk
-    "chunk_ms": 100.0,  # audio per chunk
-    "burst_factor": 10.0,  # chunks arrive this much faster than real time
-    "chars_per_second": 15.0,
+    **COMMON_PROFILE,
     "idle_timeout_s": 600.0,  # §1.4 [C] 10 min
     "context_idle_s": None,  # §1.4 [O] ~60 s; None: contexts never expire
     "close_delay_ms": 0.0,  # late completion: contextClosed this long after the audio
@@ -103,39 +96,21 @@ class _Ctx:
 
 
 def make_app(**profile: Any) -> web.Application:
-    app = web.Application()
-    app[PROFILE] = check_profile("inworld", DEFAULTS, profile)
-    with warnings.catch_warnings():  # the tests read app["log"]: a plain str key on purpose
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["log"] = []
-    add_stats(app)
-    app.router.add_get(PATH, _handle)
-    return app
+    return fake_app("inworld", DEFAULTS, profile, PATH, _handle, log=[])
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
     app = request.app
-    p = app[PROFILE]
-    if request.headers.get("Authorization") != f"Basic {p['api_key']}":
+    if request.headers.get("Authorization") != f"Basic {app['profile']['api_key']}":
         return web.json_response(
             {"error": {"code": 16, "message": "Unauthenticated: invalid credentials"}}, status=401)
-    if p["handshake_ms"]:
-        await asyncio.sleep(p["handshake_ms"] / 1000)
-    ws = web.WebSocketResponse(autoping=True)
-    await ws.prepare(request)
-    session = _Session(app, ws, request)
-    with track_socket(app, ws):
-        try:
-            await session.run()
-        finally:
-            await session.stop()
-    return ws
+    return await serve_socket(request, lambda ws: _Session(app, ws, request))
 
 
 class _Session:
     def __init__(self, app: web.Application, ws: web.WebSocketResponse, request: web.Request):
         self.app = app
-        self.p = app[PROFILE]
+        self.p = app["profile"]
         self.ws = ws
         self.request = request
         self.contexts: dict[str, _Ctx] = {}
@@ -144,9 +119,7 @@ class _Session:
         self.auto_id = 0
 
     async def send(self, obj: dict) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                await self.ws.send_str(json.dumps(obj))
+        await send_json(self.ws, self.lock, obj)
 
     async def result(self, context_id: str | None, **payload: Any) -> None:
         body: dict[str, Any] = {"contextId": context_id} if context_id else {}
@@ -163,7 +136,7 @@ class _Session:
         while True:
             try:
                 msg = await self.ws.receive(timeout=self.p["idle_timeout_s"])
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # §1.2 [O]: code 10, then the socket closes without a close frame.
                 await self.send({"error": {"code": 10, "message": "Paused due to inactivity",
                                            "details": [{"reason": "SESSION_PAUSED"}]}})
@@ -174,11 +147,12 @@ class _Session:
             if msg.type == WSMsgType.TEXT:
                 await self.on_text(msg.data)
             elif msg.type == WSMsgType.BINARY:
-                await self.send({"error": {"code": 3, "message": "binary frames are not supported"}})
+                await self.send({"error": {"code": 3,
+                                           "message": "binary frames are not supported"}})
             else:
                 return
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         for task in list(self.tasks):
             task.cancel()
         for ctx in self.contexts.values():
@@ -192,7 +166,8 @@ class _Session:
             await self.send({"error": {"code": 3, "message": "Invalid JSON payload received."}})
             return
         if type(message) is not dict:
-            await self.send({"error": {"code": 3, "message": "Invalid JSON payload: expected an object"}})
+            await self.send({"error": {"code": 3,
+                                       "message": "Invalid JSON payload: expected an object"}})
             return
         context_id = message.pop("contextId", None)
         if context_id is None:
@@ -384,7 +359,8 @@ class _Session:
         spans = word_spans(text.strip(), seconds) if config.get("timestampType") == "WORD" else []
         chunk_samples = max(1, int(rate * p["chunk_ms"] / 1000))
         self.app["log"].append({"contextId": context_id, "text": text, "encoding": encoding,
-                                "bytes": len(pcm) // 2 if encoding in ("MULAW", "ALAW") else len(pcm)})
+                                "bytes": (len(pcm) // 2 if encoding in ("MULAW", "ALAW")
+                                          else len(pcm))})
         await asyncio.sleep(p["first_audio_ms"] / 1000)
         step = chunk_samples * 2
         for i, start in enumerate(range(0, len(pcm), step)):

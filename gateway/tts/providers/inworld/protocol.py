@@ -12,7 +12,7 @@ or a top-level ``{"error": {...}}`` (§1.2)::
 
 :class:`InworldProtocol` builds the client frames and turns server frames into the events
 of :mod:`gateway.tts.providers.events`. It does no I/O. One turn is one context (§1.4):
-:meth:`create_message`, :meth:`send_text_message` (text split by :func:`split_text`),
+:meth:`begin` (``create``), :meth:`send` (``send_text``, split by :func:`split_text`),
 :meth:`close_message`; the turn is over at :class:`ProviderDone` for that context.
 Barge-in is :meth:`cancel_message`: Inworld has no cancel verb, ``close_context`` still
 synthesizes what was buffered (§1.4), so audio keeps arriving for a cancelled context;
@@ -28,7 +28,8 @@ from typing import Any
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64, parallel_word_timings
+from gateway.tts.providers.common import (choose_g711_or_pcm, decode_base64,
+                                          parallel_word_timings, parse_object, remember)
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
@@ -91,11 +92,8 @@ def choose_audio_format(carrier_encoding: str, carrier_rate: int) -> tuple[str, 
     """The Inworld ``(audioEncoding, sampleRateHertz)`` to ask for, given what the carrier
     plays: G.711 at 8 kHz natively when the carrier wants it (§1.3, §9.1), otherwise raw
     PCM (no header, "recommended for WS") at the carrier's rate clamped to 8–48 kHz."""
-    if carrier_rate == 8000 and carrier_encoding == "mulaw":
-        return "MULAW", 8000
-    if carrier_rate == 8000 and carrier_encoding == "alaw":
-        return "ALAW", 8000
-    return "PCM", min(max(int(carrier_rate), _MIN_RATE), _MAX_RATE)
+    return choose_g711_or_pcm(carrier_encoding, int(carrier_rate), range(_MIN_RATE, _MAX_RATE + 1),
+                              pcm="PCM", mulaw="MULAW", alaw="ALAW")
 
 
 def _check_format(encoding: str, sample_rate: int) -> None:
@@ -107,7 +105,8 @@ def _check_format(encoding: str, sample_rate: int) -> None:
         )
     fixed = spec[1]
     if fixed is not None and sample_rate != fixed:
-        raise ValueError(f"Inworld {encoding} is {fixed} Hz only, got sampleRateHertz={sample_rate}")
+        raise ValueError(f"Inworld {encoding} is {fixed} Hz only, got "
+                         f"sampleRateHertz={sample_rate}")
     if not _MIN_RATE <= sample_rate <= _MAX_RATE:
         raise ValueError(f"Inworld sampleRateHertz must be 8000–48000, got {sample_rate}")
 
@@ -225,7 +224,6 @@ class InworldProtocol(ProtocolDefaults):
         self._contexts: dict[str, _Context] = {}
         # id -> (cancelled, event encoding, rate), for late audio after a context is done
         self._finished: OrderedDict[str, tuple[bool, str, int]] = OrderedDict()
-        self._counter = 0
 
     # ---- state -----------------------------------------------------------------
 
@@ -261,10 +259,6 @@ class InworldProtocol(ProtocolDefaults):
     def can_create(self) -> bool:
         return self.open_contexts < MAX_CONTEXTS
 
-    def new_context_id(self) -> str:
-        self._counter += 1
-        return f"ctx-{self._counter}"
-
     def _get(self, context_id: str, action: str) -> _Context:
         ctx = self._contexts.get(context_id)
         if ctx is None or ctx.state not in _ACTIVE:
@@ -278,31 +272,23 @@ class InworldProtocol(ProtocolDefaults):
         ctx = self._contexts.pop(context_id, None)
         if ctx is None:
             return
-        self._finished[context_id] = (ctx.cancelled, ctx.event_encoding, ctx.sample_rate)
-        while len(self._finished) > 64:
-            self._finished.popitem(last=False)
+        remember(self._finished, context_id,
+                 (ctx.cancelled, ctx.event_encoding, ctx.sample_rate), limit=64)
 
     # ---- outbound --------------------------------------------------------------
 
-    def create_message(
-        self,
-        context_id: str | None = None,
-        *,
-        voice: str | None = None,
-        encoding: str | None = None,
-        sample_rate: int | None = None,
-    ) -> tuple[str, str]:
-        """``create`` a context (§1.2). Returns ``(context_id, text)``. ``send_text`` may
-        follow at once, without waiting for ``contextCreated`` (in-order handling, §1.2)."""
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """``create`` a context (§1.2). ``send_text`` may follow at once, without waiting
+        for ``contextCreated`` (in-order handling, §1.2)."""
         if not self.can_create():
             raise RuntimeError(
                 f"Inworld allows {MAX_CONTEXTS} contexts per connection and "
                 f"{self.open_contexts} are open: close finished turns (close_context) or "
                 "use another socket"
             )
-        context_id = context_id or self.new_context_id()
-        if context_id in self._contexts:
-            raise RuntimeError(f"context {context_id!r} already exists on this socket")
+        if turn_id in self._contexts:
+            raise RuntimeError(f"context {turn_id!r} already exists on this socket")
         encoding = encoding or self.encoding
         sample_rate = sample_rate or self.sample_rate
         _check_format(encoding, sample_rate)
@@ -312,18 +298,22 @@ class InworldProtocol(ProtocolDefaults):
             modelId=self.model,
             audioConfig={"audioEncoding": encoding, "sampleRateHertz": sample_rate},
         )
-        self._finished.pop(context_id, None)
-        self._contexts[context_id] = _Context(encoding, _ENCODINGS[encoding][0], sample_rate)
-        return context_id, json.dumps({"create": body, "contextId": context_id})
+        self._finished.pop(turn_id, None)
+        self._contexts[turn_id] = _Context(encoding, _ENCODINGS[encoding][0], sample_rate)
+        return [json.dumps({"create": body, "contextId": turn_id})]
 
-    def send_text_message(self, context_id: str, text: str, *, flush: bool = False) -> str:
-        """``send_text`` (≤1000 chars, §1.2), with the nested ``flush_context`` if ``flush``.
-        Longer text: send each piece of :func:`split_text`."""
-        if len(text) > MAX_TEXT_CHARS:
-            raise ValueError(
-                f"Inworld accepts at most {MAX_TEXT_CHARS} characters per send_text, got "
-                f"{len(text)}: split it with split_text()"
-            )
+    def send(self, turn_id: str, text: str, *, flush: bool = True) -> list[str]:
+        """``send_text`` per piece of :func:`split_text` (≤1000 chars, §1.2), the last one
+        with the nested ``flush_context`` if ``flush`` (``flushCompleted`` then tells that
+        the segment's audio is out)."""
+        pieces = split_text(text)
+        return [self._send_text(turn_id, piece, flush=flush and i == len(pieces) - 1)
+                for i, piece in enumerate(pieces)]
+
+    def _send_text(self, context_id: str, text: str, *, flush: bool) -> str:
+        if len(text) > MAX_TEXT_CHARS:  # split_text keeps within; a guard against a bug
+            raise ValueError(f"Inworld accepts at most {MAX_TEXT_CHARS} characters per "
+                             f"send_text, got {len(text)}")
         ctx = self._get(context_id, "send_text")
         if ctx.state == "closing":
             raise RuntimeError(f"send_text for context {context_id!r} after close_context")
@@ -396,17 +386,8 @@ class InworldProtocol(ProtocolDefaults):
 
     def receive(self, text: str) -> list[ProviderEvent]:
         """Parse one server text frame into events (§1.2 "Server → client")."""
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ProviderProtocolError(
-                "not_json", f"Inworld frame is not JSON ({exc}): {_preview(text)}"
-            ) from None
-        if type(message) is not dict:
-            raise ProviderProtocolError(
-                "bad_frame", f"Inworld frame is a JSON {type(message).__name__}, expected "
-                f"an object with \"result\" or \"error\": {_preview(text)}"
-            )
+        message = parse_object(text, "Inworld frame",
+                               expected="an object with \"result\" or \"error\"")
         result = message.get("result")
         if type(result) is dict:
             return self._result(result, text)
@@ -444,8 +425,7 @@ class InworldProtocol(ProtocolDefaults):
         if chunk is not None:
             return self._audio(context_id, chunk, text)
         if "flushCompleted" in result:
-            ctx = self._contexts.get(context_id) if context_id else None
-            if ctx is None:
+            if not context_id or (ctx := self._contexts.get(context_id)) is None:
                 return []
             ctx.chunks_since_flush = 0
             ctx.generation_s = ctx.audio_s  # the next generation's timestamps start at 0
@@ -459,8 +439,7 @@ class InworldProtocol(ProtocolDefaults):
                 return [ProviderDone(context_id)]
             return []
         if "contextClosed" in result:
-            ctx = self._contexts.get(context_id) if context_id else None
-            if ctx is None:
+            if not context_id or (ctx := self._contexts.get(context_id)) is None:
                 return []
             if ctx.flushes_pending and ctx.chunks_since_flush == 0:
                 # §1.4 race [O pipecat #5110]: the ack beat the audio. Keep the context
@@ -518,7 +497,8 @@ class InworldProtocol(ProtocolDefaults):
 
     def _audio(self, context_id: str | None, chunk: Any, text: str) -> list[ProviderEvent]:
         if type(chunk) is not dict:
-            raise ProviderProtocolError("bad_frame", f"audioChunk is not an object: {_preview(text)}")
+            raise ProviderProtocolError("bad_frame",
+                                        f"audioChunk is not an object: {_preview(text)}")
         words = self._words(context_id, chunk.get("timestampInfo"))
         content = chunk.get("audioContent")
         if not content:

@@ -10,7 +10,7 @@ from gateway.tts.providers.spec import ProviderSpec
 from gateway.tts.providers.driver import Driver, RemoteSettings
 
 
-class SmallestDriver(Driver):
+class SmallestDriver(Driver[smallest.SmallestProtocol]):
     """docs/protocols/tts-providers.md §2: one request per synthesis, one at a time, no cancel
     (replace the socket)."""
 
@@ -31,15 +31,10 @@ class SmallestDriver(Driver):
     def new_protocol(self, key):
         s = self.settings
         output_format, rate = key
-        extra = {k: v for k, v in s.options.items() if k not in ("timeout_s", "word_timestamps")}
+        extra = self.extra_options("timeout_s")
         return smallest.SmallestProtocol(s.voice, model=s.model or "lightning_v3.1",
                                          output_format=output_format, sample_rate=rate,
-                                         # what the caller heard, to the word (speech.done)
-                                         word_timestamps=s.options.get("word_timestamps",
-                                                                       True) is True, **extra)
-
-    def send(self, proto, cid, text, voice=None):
-        return proto.speak(cid, text, voice=voice)
+                                         word_timestamps=self.word_timestamps, **extra)
 
     def is_done(self, proto, cid):
         return proto.state(cid) == "done"

@@ -32,9 +32,10 @@ answered, when it is generated, by ``{"status":"error","request_id":<server id>,
 ``cut_after_bytes=N`` the server closes a socket (1011) once it has sent N bytes of audio
 on it, in the middle of whatever it was saying; with ``never_answer=True`` it takes
 requests and never sends audio. ``tag_words=True`` voices each word as a tone that names
-it (:mod:`gateway.tts.providers.fake_voice`). A request with ``word_timestamps: true`` gets a ``word_timestamp`` frame
-per word once its audio is out, ``{"status":"word_timestamp","data":{"id","word","start",
-"end"}}``, seconds from the start of that request's audio (§2.3 [C]).
+it (:mod:`gateway.tts.providers.fake_voice`). A request with ``word_timestamps: true`` gets a
+``word_timestamp`` frame per word once its audio is out,
+``{"status":"word_timestamp","data":{"id","word","start","end"}}``, seconds from the start
+of that request's audio (§2.3 [C]).
 """
 
 from __future__ import annotations
@@ -45,15 +46,14 @@ import json
 import re
 import struct
 import uuid
-import warnings
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.tts.providers.fakes import add_stats, track_socket
+from gateway.tts.providers.fakes import COMMON_PROFILE, fake_app, send_json, serve_socket
 from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
 
-CHARS_PER_SECOND = 15.0
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
 _FIELDS = {
     "voice_id", "text", "model", "language", "sample_rate", "speed", "output_format",
@@ -67,39 +67,21 @@ _FORMATS = {"pcm", "mp3", "wav", "ulaw", "alaw"}
 PATH = "/waves/v1/tts/live"
 
 
-def make_app(
-    *,
-    api_key: str = "test-key",
-    handshake_ms: float = 0,
-    first_audio_ms: float = 30,
-    burst_factor: float = 10.0,
-    chunk_ms: float = 100,
-    default_timeout_s: float = 60,
-    close_after_complete: bool = False,
-    max_text_chars: int = 500,
-    echo_external_id: bool = True,
-    fail_on: str | None = None,
-    cut_after_bytes: int | None = None,
-    never_answer: bool = False,
-    tag_words: bool = False,
-    chars_per_second: float = CHARS_PER_SECOND,
-) -> web.Application:
-    app = web.Application()
-    # Plain string keys on purpose: tests read app["log"] without importing keys.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["log"] = []
-        app["received"] = []
-        app["profile"] = dict(
-            api_key=api_key, handshake_ms=handshake_ms, first_audio_ms=first_audio_ms,
-            burst_factor=burst_factor, chunk_ms=chunk_ms, default_timeout_s=default_timeout_s,
-            close_after_complete=close_after_complete, max_text_chars=max_text_chars,
-            echo_external_id=echo_external_id, fail_on=fail_on,
-            cut_after_bytes=cut_after_bytes, never_answer=never_answer, tag_words=tag_words,
-            chars_per_second=chars_per_second,
-        )
-    add_stats(app)
-    app.router.add_get(PATH, _handler)
+DEFAULTS: dict[str, Any] = {
+    **COMMON_PROFILE,
+    "default_timeout_s": 60,
+    "close_after_complete": False,
+    "max_text_chars": 500,
+    "echo_external_id": True,
+    "fail_on": None,
+    "cut_after_bytes": None,
+    "never_answer": False,
+    "tag_words": False,
+}
+
+
+def make_app(**profile: Any) -> web.Application:
+    app = fake_app("smallest", DEFAULTS, profile, PATH, _handler, log=[], received=[])
     app.router.add_get("/waves/v1/lightning-v2/get_speech/stream", _handler)
     return app
 
@@ -165,14 +147,7 @@ async def _handler(request: web.Request) -> web.StreamResponse:
             return web.json_response({"error": {"message": "invalid timeout"}}, status=400)
         if "get_speech" in request.path and not 20 <= timeout_s <= 60:
             return web.json_response({"error": {"message": "timeout must be 20-60"}}, status=400)
-    if p["handshake_ms"]:
-        await asyncio.sleep(p["handshake_ms"] / 1000)
-    ws = web.WebSocketResponse()
-    await ws.prepare(request)
-    session = _Session(request.app, ws, timeout_s)
-    with track_socket(request.app, ws):
-        await session.run()
-    return ws
+    return await serve_socket(request, lambda ws: _Session(request.app, ws, timeout_s))
 
 
 class _Session:
@@ -193,9 +168,7 @@ class _Session:
         self.words_sent = 0  # word_timestamp frames sent (their ``id``)
 
     async def send(self, obj: dict) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                await self.ws.send_str(json.dumps(obj))
+        await send_json(self.ws, self.lock, obj)
 
     async def error(self, code: str, message: str, external: str | None = None) -> None:
         frame: dict = {"session_id": self.session_id, "status": "error",
@@ -210,7 +183,7 @@ class _Session:
             while True:
                 try:
                     msg = await asyncio.wait_for(self.ws.receive(), self.timeout_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self.send({"status": "error", "message": (
                         f"Connection timed out after {self.timeout_s} seconds of inactivity")})
                     await self.ws.close()
@@ -224,8 +197,10 @@ class _Session:
                 await self.on_text(msg.data)
         finally:
             worker.cancel()
-            if self.complete_task:
-                self.complete_task.cancel()
+
+    def stop(self) -> None:
+        if self.complete_task:
+            self.complete_task.cancel()
 
     async def on_text(self, data: str) -> None:
         try:
@@ -278,7 +253,8 @@ class _Session:
             seconds = max(len(text), 1) / p["chars_per_second"]
             pcm = voice_pcm(text, seconds, rate, tagged=p["tag_words"])
             spans = word_spans(text, seconds) if msg.get("word_timestamps") is True else []
-            audio = ulaw_encode(pcm) if fmt == "ulaw" else alaw_encode(pcm) if fmt == "alaw" else pcm
+            audio = (ulaw_encode(pcm) if fmt == "ulaw" else alaw_encode(pcm) if fmt == "alaw"
+                     else pcm)
             self.app["log"].append({"request_id": rid, "text": text, "bytes": len(audio),
                                     "format": fmt, "sample_rate": rate})
             width = 1 if fmt in ("ulaw", "alaw") else 2

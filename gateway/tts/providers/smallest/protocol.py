@@ -48,7 +48,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from telcodecs import strip_wav_header, whole_samples
 
 from gateway.tts.base import MAX_WORD_CHARS, WordTiming
-from gateway.tts.providers.common import decode_base64, is_seconds
+from gateway.tts.providers.common import decode_base64, is_seconds, parse_object, remember
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
@@ -170,8 +170,9 @@ class SmallestProtocol(ProtocolDefaults):
     A *context* here is one synthesis request: every message for it carries
     ``request_id = context_id``, echoed back as ``external_request_id`` [C §2.2].
 
-    Outbound: :meth:`speak` (whole text), or :meth:`send_text` then :meth:`flush`
-    (streamed text); :meth:`close` is :meth:`flush` (there is no close message) and
+    Outbound: :meth:`begin` (no message: it notes the turn's voice), then :meth:`send`
+    (the whole text, one request), or :meth:`send_text` then :meth:`flush` (streamed
+    text); :meth:`close` is :meth:`flush` (there is no close message) and
     :meth:`cancel` sends nothing. Builders return JSON strings to write as text frames.
 
     Inbound: :meth:`receive` for each text frame returns a list of events. A frame that
@@ -244,6 +245,7 @@ class SmallestProtocol(ProtocolDefaults):
         self._contexts: dict[str, _Context] = {}
         self._server_ids: dict[str, str] = {}  # server request_id -> context id
         self._cancelled: dict[str, None] = {}  # recent cancelled ids, bounded, ordered
+        self._turn_voice: tuple[str | None, str | None] = (None, None)  # begin's
         self.needs_replacement = False
         self.closed = False
         self.late_audio_bytes = 0
@@ -319,7 +321,7 @@ class SmallestProtocol(ProtocolDefaults):
         if len(text) > self.max_text_chars:
             raise ValueError(
                 f"text of {len(text)} chars exceeds {self.max_text_chars} per message; "
-                "split it with split_text() or use speak()"
+                "split it with split_text() or use send()"
             )
 
     def send_text(self, context_id: str, text: str) -> str:
@@ -344,10 +346,22 @@ class SmallestProtocol(ProtocolDefaults):
 
     close = flush  # no close message: the flush is the last message of a request
 
-    def speak(self, context_id: str, text: str, voice: str | None = None) -> list[str]:
-        """Messages for a whole text: pieces of at most ``max_text_chars`` at sentence
-        boundaries with ``continue: true``, the last one with ``flush: true``; in ``voice``
-        instead of the protocol's voice if given."""
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """Note the turn's voice (None: the protocol's); nothing to send, every message
+        repeats the whole request. The audio format is the socket's."""
+        self.fixed_per_socket(None, encoding, sample_rate)
+        self._turn_voice = (turn_id, voice)
+        return []
+
+    def send(self, turn_id: str, text: str) -> list[str]:
+        """Messages for a whole text, the turn's one request: pieces of at most
+        ``max_text_chars`` at sentence boundaries with ``continue: true``, the last one with
+        ``flush: true``; in the voice :meth:`begin` noted."""
+        context_id = turn_id
+        begun, voice = self._turn_voice
+        if begun != turn_id:
+            voice = None
         ctx = self._check_can_send(context_id)
         if ctx is not None:
             raise RuntimeError(f"context {context_id!r} is already open: use send_text/flush")
@@ -360,7 +374,7 @@ class SmallestProtocol(ProtocolDefaults):
         return messages
 
     def finish(self, context_id: str) -> list[str]:
-        """Nothing: :meth:`speak` already flushed the request (a turn is one request)."""
+        """Nothing: :meth:`send` already flushed the request (a turn is one request)."""
         return []
 
     def cancel(self, context_id: str) -> list[str]:
@@ -370,9 +384,7 @@ class SmallestProtocol(ProtocolDefaults):
         if ctx is not None:
             ctx.cancelled = True
             self.needs_replacement = True
-        self._cancelled[context_id] = None
-        if len(self._cancelled) > 64:
-            del self._cancelled[next(iter(self._cancelled))]
+        remember(self._cancelled, context_id, limit=64)
         return []
 
     def keepalive(self, context_id: str) -> list[str]:
@@ -399,18 +411,8 @@ class SmallestProtocol(ProtocolDefaults):
 
     def receive(self, text: str) -> list[ProviderEvent]:
         """Parse one server text frame into events."""
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ProviderProtocolError(
-                "not_json", f"Smallest frame is not JSON ({exc}): {_preview(text)}"
-            ) from None
-        if type(message) is not dict:
-            raise ProviderProtocolError(
-                "bad_message",
-                f"Smallest frame is a JSON {type(message).__name__}, expected an object "
-                f"with \"status\": {_preview(text)}",
-            )
+        message = parse_object(text, "Smallest frame", kind="bad_message",
+                               expected="an object with \"status\"")
         status = message.get("status")
         if status == "chunk":
             return self._on_chunk(message, text)
@@ -431,7 +433,7 @@ class SmallestProtocol(ProtocolDefaults):
         server_id = message.get("request_id")
         if type(ext) is str:
             if type(server_id) is str and ext in self._contexts:
-                self._remember(server_id, ext)
+                self._server_id(server_id, ext)
             return ext
         if type(server_id) is str:
             cid = self._server_ids.get(server_id)
@@ -440,17 +442,15 @@ class SmallestProtocol(ProtocolDefaults):
             # No echo of our id: with one request at a time it can only be that one [I].
             if len(self._contexts) == 1:
                 cid = next(iter(self._contexts))
-                self._remember(server_id, cid)
+                self._server_id(server_id, cid)
                 return cid
         elif len(self._contexts) == 1:
             return next(iter(self._contexts))
         return None
 
-    def _remember(self, server_id: str, cid: str) -> None:
-        if server_id not in self._server_ids:
-            self._server_ids[server_id] = cid
-            if len(self._server_ids) > 64:  # bounded: old ids only matter for stale frames
-                del self._server_ids[next(iter(self._server_ids))]
+    def _server_id(self, server_id: str, cid: str) -> None:
+        if server_id not in self._server_ids:  # bounded: old ids only matter for stale frames
+            remember(self._server_ids, server_id, cid, limit=64)
 
     def _on_chunk(self, message: dict[str, Any], text: str) -> list[ProviderEvent]:
         data = message.get("data")
@@ -496,8 +496,7 @@ class SmallestProtocol(ProtocolDefaults):
             return []
         word = word.strip()[:MAX_WORD_CHARS]
         cid = self._context_of(message)
-        ctx = self._contexts.get(cid) if cid is not None else None
-        if not word or ctx is None or ctx.cancelled:
+        if not word or cid is None or (ctx := self._contexts.get(cid)) is None or ctx.cancelled:
             return []
         return [ProviderWords(cid, (WordTiming(word, float(start), float(end)),))]
 

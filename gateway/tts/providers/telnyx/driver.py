@@ -7,10 +7,10 @@ from collections.abc import Hashable
 from gateway.carriers.events import MediaFormat
 from gateway.tts.providers.telnyx import protocol as telnyx
 from gateway.tts.providers.spec import ProviderSpec
-from gateway.tts.providers.driver import Driver, RemoteSettings, configured_format, one_voice
+from gateway.tts.providers.driver import Driver, RemoteSettings
 
 
-class TelnyxDriver(Driver):
+class TelnyxDriver(Driver[telnyx.TelnyxProtocol]):
     """docs/protocols/tts-providers.md §5: one utterance per socket. The handshake frame goes out
     when the socket opens; a turn is a text frame (``flush: true``) per segment, then ``{"text":
     ""}``; the final frame ends it and the server closes the socket; barge-in is ``{"force":
@@ -19,6 +19,7 @@ class TelnyxDriver(Driver):
     tracks_segments = True  # the segment's text follows (or comes with) its last audio
     splits_whole_text = True
     single_use = True
+    voice_in_url = True
     default_idle_timeout_s = float(telnyx.DEFAULT_INACTIVITY_S)  # older docs [C §5.1]
 
     def __init__(self, settings: RemoteSettings, spec: ProviderSpec):
@@ -43,7 +44,7 @@ class TelnyxDriver(Driver):
 
     def pool_key(self, output: MediaFormat) -> Hashable:
         chosen = telnyx.choose_format(self.settings.voice, output.encoding, output.sample_rate)
-        return configured_format(self.settings.options, chosen, pcm=self.spec.pcm_format)
+        return self.configured_format(chosen)
 
     def connect(self, key):
         s, o = self.settings, self.settings.options
@@ -63,14 +64,6 @@ class TelnyxDriver(Driver):
 
     def handshake(self, proto):
         return [proto.handshake()]
-
-    def begin(self, proto, cid, voice, output):
-        one_voice(self, voice)
-        proto.start(cid)
-        return []
-
-    def send(self, proto, cid, text, voice=None):
-        return proto.send_text(cid, text)
 
     nothing_to_cancel = ()  # a cancel always goes out (``{"force": true}``)
 

@@ -57,7 +57,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from telcodecs import alaw_encode, ulaw_encode
 
-from gateway.tts.providers.fakes import fake_app, track_socket
+from gateway.tts.providers.fakes import COMMON_PROFILE, IdleReceiver, fake_app, track_socket
 from gateway.tts.fake import speechlike_pcm
 
 PATH = "/v2/text-to-speech/speech"
@@ -80,12 +80,8 @@ ENGINES: dict[str, tuple[frozenset[str], tuple[int, ...], int, bool]] = {
 FORMATS = ("mp3", "linear16", "wav", "mulaw", "alaw", "ogg_vorbis")
 
 DEFAULT_PROFILE: dict[str, Any] = {
-    "api_key": "test-key",
-    "handshake_ms": 0.0,  # the upgrade's delay (auth, voice lookup, a synthesis worker)
-    "first_audio_ms": 30.0,
+    **COMMON_PROFILE,  # handshake_ms: auth, voice lookup, a synthesis worker
     "burst_factor": 2.4,
-    "chunk_ms": 100.0,
-    "chars_per_second": 15.0,
     "inactivity_timeout_s": 20.0,
     "late_chunks": 1,
     "sentence_flush": False,
@@ -298,21 +294,15 @@ class _Socket:
         self._segment(joined)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
+        frames = IdleReceiver(self.ws, self.idle_s,
+                              lambda: self.busy or not self.queue.empty())
         try:
             while True:
-                try:
-                    msg = await self.ws.receive(timeout=0.05)
-                except asyncio.TimeoutError:
-                    if self.busy or not self.queue.empty():
-                        last = loop.time()
-                    elif loop.time() - last >= self.idle_s:
-                        self.record["ended"] = "inactivity"
-                        await self.ws.close(code=1000, message=b"inactivity timeout")
-                        return
-                    continue
-                last = loop.time()
+                msg = await frames.receive()
+                if msg is None:
+                    self.record["ended"] = "inactivity"
+                    await self.ws.close(code=1000, message=b"inactivity timeout")
+                    return
                 if msg.type == WSMsgType.TEXT:
                     if not await self.on_text(msg.data):
                         return

@@ -53,11 +53,11 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64
+from gateway.tts.providers.common import decode_base64, parse_object, with_query
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
@@ -147,19 +147,13 @@ def connect_params(api_key: str, *, endpoint: str = DEFAULT_ENDPOINT, voice: str
         raise ValueError(f"Telnyx endpoint must be a ws:// or wss:// URL, got {endpoint!r}")
     if text_type not in (None, "text", "ssml"):
         raise ValueError(f"text_type {text_type!r}: text or ssml")
-    params: dict[str, Any] = {"voice": voice, "audio_format": audio_format,
-                              "sample_rate": int(sample_rate)}
-    if language:
-        params["language"] = language
-    if text_type:
-        params["text_type"] = text_type
-    if disable_cache is not None:
-        params["disable_cache"] = "true" if disable_cache else "false"
-    if inactivity_timeout_s is not None:
-        if type(inactivity_timeout_s) is not int or inactivity_timeout_s < 1:
-            raise ValueError("inactivity_timeout_s must be a positive integer of seconds")
-        params["inactivity_timeout"] = inactivity_timeout_s
-    url = endpoint + ("&" if parts.query else "?") + urlencode(params)
+    if inactivity_timeout_s is not None and (type(inactivity_timeout_s) is not int
+                                             or inactivity_timeout_s < 1):
+        raise ValueError("inactivity_timeout_s must be a positive integer of seconds")
+    url = with_query(endpoint, voice=voice, audio_format=audio_format,
+                     sample_rate=int(sample_rate), language=language or None,
+                     text_type=text_type or None, disable_cache=disable_cache,
+                     inactivity_timeout=inactivity_timeout_s)
     return url, {"Authorization": f"Bearer {api_key}"}
 
 
@@ -229,7 +223,7 @@ CLOSED = "closed"
 class TelnyxProtocol(ProtocolDefaults):
     """One Telnyx TTS socket: a handshake, then exactly one turn.
 
-    :meth:`handshake` gives the init frame; :meth:`start`, :meth:`send_text`,
+    :meth:`handshake` gives the init frame; :meth:`begin`, :meth:`send`,
     :meth:`finish` and :meth:`cancel` drive the turn; :meth:`receive` parses each text frame.
     """
 
@@ -304,21 +298,26 @@ class TelnyxProtocol(ProtocolDefaults):
             frame["voice_settings"] = self.voice_settings
         return json.dumps(frame)
 
-    def start(self, turn_id: str) -> None:
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """Bind the socket's one turn (no message: the handshake opened the stream). Voice
+        and audio format are the socket's (its URL)."""
+        self.fixed_per_socket(voice, encoding, sample_rate)
         if self.phase != READY:
             raise RuntimeError(f"this Telnyx socket is {self.phase}: it serves one turn after "
                                "its handshake; open a new one")
         self.turn = turn_id
         self.phase = SPEAKING
+        return []
 
     def _bound(self, turn_id: str, verb: str) -> None:
         if turn_id != self.turn or self.phase != SPEAKING:
             raise RuntimeError(f"{verb} for turn {turn_id!r} on a Telnyx socket that is "
                                f"{self.phase} with turn {self.turn!r}")
 
-    def send_text(self, turn_id: str, text: str) -> list[str]:
+    def send(self, turn_id: str, text: str) -> list[str]:
         """One segment (a sentence or more), markdown stripped, synthesized at once."""
-        self._bound(turn_id, "send_text")
+        self._bound(turn_id, "send")
         if type(text) is not str:
             raise TypeError(f"text must be str, got {type(text).__name__}")
         clean = strip_markdown(text) if self.strip else text.strip()
@@ -363,14 +362,7 @@ class TelnyxProtocol(ProtocolDefaults):
         return []  # after the final frame (by design), a cancel or an error
 
     def receive(self, text: str) -> list[ProviderEvent]:
-        try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ProviderProtocolError("not_json", f"Telnyx frame is not JSON ({exc}): "
-                                        f"{_preview(text)}") from None
-        if type(msg) is not dict:
-            raise ProviderProtocolError("bad_message", f"Telnyx frame is not an object: "
-                                        f"{_preview(text)}")
+        msg = parse_object(text, "Telnyx frame", kind="bad_message")
         kind = msg.get("type")
         if msg.get("error") is not None or kind == "error":
             return self._on_error(msg)

@@ -9,7 +9,7 @@ from gateway.tts.providers.together import protocol as together
 from gateway.tts.providers.driver import Driver
 
 
-class TogetherDriver(Driver):
+class TogetherDriver(Driver[together.TogetherProtocol]):
     """docs/protocols/tts-providers.md §3: realtime-style events, contexts (≤100), 24 kHz PCM,
     ``session.created`` first."""
 
@@ -21,30 +21,18 @@ class TogetherDriver(Driver):
     def pool_key(self, output: MediaFormat) -> Hashable:
         return int(self.settings.options.get("sample_rate", together.DEFAULT_SAMPLE_RATE))
 
-    @property
-    def _word_timestamps(self) -> bool:  # what the caller heard, to the word (speech.done)
-        return self.settings.options.get("word_timestamps", True) is True
-
     def connect(self, key):
         s = self.settings
-        extra = {k: v for k, v in s.options.items() if k not in ("sample_rate", "word_timestamps")}
+        extra = self.extra_options("sample_rate")
         return together.connect_params(s.api_key, endpoint=s.endpoint,
                                        model=s.model or together.DEFAULT_MODEL, voice=s.voice,
                                        sample_rate=key,
-                                       alignment="word" if self._word_timestamps else None,
+                                       alignment="word" if self.word_timestamps else None,
                                        **extra)
 
     def new_protocol(self, key):
-        return together.TogetherProtocol(sample_rate=key, word_timestamps=self._word_timestamps)
-
-    def begin(self, proto, cid, voice, output):
-        proto.open_context(cid)
-        if voice and voice != self.settings.voice:
-            return [proto.update_session(cid, voice=voice)]
-        return []
-
-    def send(self, proto, cid, text, voice=None):
-        return proto.send_segment(cid, text)
+        return together.TogetherProtocol(voice=self.settings.voice, sample_rate=key,
+                                         word_timestamps=self.word_timestamps)
 
     nothing_to_cancel = (None, "done", "cancelled")
 

@@ -15,7 +15,8 @@ Documented behaviour [C] plus quirks, and inferred defaults marked [I]:
 * ``alignment=word`` (query): after each delta, ``conversation.item.word_timestamps
   {item_id, words, start_seconds, end_seconds}`` for the words whose audio is out, in
   seconds from the start of the item's audio [C event, I what the times count from].
-  ``tag_words=True`` voices each word as a tone that names it (:mod:`gateway.tts.providers.fake_voice`).
+  ``tag_words=True`` voices each word as a tone that names it
+  (:mod:`gateway.tts.providers.fake_voice`).
 * ``context.cancel`` replies ``context.cancelled`` and still sends ``late_chunks`` deltas
   of the cancelled item afterwards (§3.5 [T/O]: audio after cancel).
 * limits [I]: ``max_contexts`` distinct context ids per connection (lifetime),
@@ -34,9 +35,9 @@ contain that string is answered (after its ``input_text.received``) by
 ``conversation.item.tts.failed`` with ``type: server_error, code: synthesis_failed`` for
 that context, and the context's pending work (buffer, queued and in-flight items) is
 dropped; the socket and the context id stay usable. A runaway provider
-(:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): an item whose text contains ``flood_on`` gets deltas
-without end at ``flood_factor`` (20) times real time, until cancelled; one containing
-``oversize_on`` a single delta of ``oversize_bytes`` (8 MiB) of audio.
+(:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): an item whose text contains
+``flood_on`` gets deltas without end at ``flood_factor`` (20) times real time, until cancelled; one
+containing ``oversize_on`` a single delta of ``oversize_bytes`` (8 MiB) of audio.
 
 The other reading of a commit: with ``item_per_sentence=True`` a commit's text is cut
 into sentences (and at ``max_partial_length``) as with ``segment=sentence``, each its own
@@ -48,13 +49,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from telcodecs import wav_bytes
 
-from gateway.tts.providers.fakes import RUNAWAY_PROFILE, audio_pieces, fake_app, track_socket
+from gateway.tts.providers.fakes import (COMMON_PROFILE, RUNAWAY_PROFILE, IdleReceiver,
+                                         audio_pieces, fake_app, track_socket)
 from gateway.tts.providers.fake_voice import voice_pcm, word_spans, words_out
 
 PATH = "/v1/audio/speech/websocket"
@@ -65,12 +68,9 @@ VOICES = {
 }
 
 DEFAULT_PROFILE: dict[str, Any] = {
-    "api_key": "test-key",
+    **COMMON_PROFILE,
     "handshake_ms": 20.0,
-    "first_audio_ms": 30.0,
     "burst_factor": 8.0,  # audio sent 8x faster than real time
-    "chunk_ms": 100.0,
-    "chars_per_second": 15.0,
     "done_delay_ms": 0.0,
     "late_chunks": 2,  # deltas still sent for a cancelled item after context.cancelled
     "idle_timeout_s": 60.0,
@@ -104,7 +104,7 @@ class _Ctx:
     def __init__(self, cid: str) -> None:
         self.id = cid
         self.buffer = ""
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.cancelled = False
         self.task: asyncio.Task | None = None
 
@@ -323,22 +323,15 @@ class _Connection:
         await asyncio.sleep(self.p["handshake_ms"] / 1000)
         await self.send(json.dumps({"event_id": "evt-0", "type": "session.created",
                                     "session": self._session()}))
-        idle = self.p["idle_timeout_s"]
-        loop = asyncio.get_running_loop()
-        last = loop.time()
+        # synthesizing is not idle; no idle_timeout_s: never idle
+        frames = IdleReceiver(self.ws, self.p["idle_timeout_s"] or math.inf,
+                              lambda: self.active)
         while True:
-            try:
-                msg = await self.ws.receive(timeout=min(idle, 0.05) if idle else None)
-            except asyncio.TimeoutError:
-                now = loop.time()
-                if self.active:
-                    last = now  # synthesizing is not idle
-                elif now - last >= idle:
-                    self.app["closed"].append("idle timeout")
-                    await self.ws.close(code=1000, message=b"idle timeout")
-                    return
-                continue
-            last = loop.time()
+            msg = await frames.receive()
+            if msg is None:
+                self.app["closed"].append("idle timeout")
+                await self.ws.close(code=1000, message=b"idle timeout")
+                return
             if msg.type == WSMsgType.TEXT:
                 await self.handle(msg.data)
             elif msg.type == WSMsgType.BINARY:

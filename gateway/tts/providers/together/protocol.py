@@ -21,7 +21,7 @@ Choices made where the docs are silent (all [I]):
 * How many items (``audio_output.done`` events) a commit makes is not documented: one,
   or one per sentence (§3.5: with ``segment=sentence`` a turn "probably" makes several;
   nothing says ``segment=never`` makes one). So a segment goes out one sentence per
-  commit (:meth:`TogetherProtocol.send_segment`; a sentence longer than
+  commit (:meth:`TogetherProtocol.send`; a sentence longer than
   ``max_partial_length``, which is asked for as :data:`MAX_TEXT_CHARS`, is cut at a
   space within it), and either reading answers each commit with exactly one item. Done
   tracking counts commits against ``done`` events per context. Should the server still
@@ -49,13 +49,13 @@ Choices made where the docs are silent (all [I]):
 from __future__ import annotations
 
 import json
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any, Literal
-from urllib.parse import urlencode
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64, parallel_word_timings, remember
+from gateway.tts.providers.common import (decode_base64, parallel_word_timings, parse_typed_frame,
+                                          remember, with_query)
 from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
@@ -71,9 +71,9 @@ from gateway.tts.text import pack_sentences, split_sentences
 
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "ERROR_KINDS",
     "MAX_CONTEXTS",
     "MAX_TEXT_CHARS",
-    "ERROR_KINDS",
     "TogetherProtocol",
     "connect_params",
     "split_text",
@@ -131,24 +131,16 @@ def connect_params(
         )
     if segment not in ("never", "sentence", "immediate"):
         raise ValueError(f"segment {segment!r}: expected never, sentence or immediate")
-    params: dict[str, Any] = {
-        "model": model,
-        "voice": voice,
-        "response_format": response_format,
-        "sample_rate": int(sample_rate),
-        "segment": segment,
-    }
-    if speed is not None:
-        params["speed"] = float(speed)
-    if language is not None:
-        params["language"] = language.lower()  # §3.1 [C]: locales must be lowercase
-    if max_partial_length is not None:
-        params["max_partial_length"] = int(max_partial_length)
-    if alignment is not None:
-        if alignment not in ("word", "none"):
-            raise ValueError(f"alignment {alignment!r}: expected word or none")
-        params["alignment"] = alignment  # word: conversation.item.word_timestamps [C]
-    url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+    if alignment not in (None, "word", "none"):
+        raise ValueError(f"alignment {alignment!r}: expected word or none")
+    url = with_query(endpoint, model=model, voice=voice, response_format=response_format,
+                     sample_rate=int(sample_rate), segment=segment,
+                     speed=None if speed is None else float(speed),
+                     # §3.1 [C]: locales must be lowercase
+                     language=None if language is None else language.lower(),
+                     max_partial_length=(None if max_partial_length is None
+                                         else int(max_partial_length)),
+                     alignment=alignment)  # word: conversation.item.word_timestamps [C]
     return url, {"Authorization": f"Bearer {api_key}"}
 
 
@@ -172,8 +164,17 @@ def commit_units(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
 
 
 class _Context:
-    __slots__ = ("id", "state", "uncommitted", "pending_items", "items_done", "odd", "sent",
-                 "segment_ends", "audio_s")
+    __slots__ = (
+        "audio_s",
+        "id",
+        "items_done",
+        "odd",
+        "pending_items",
+        "segment_ends",
+        "sent",
+        "state",
+        "uncommitted",
+    )
 
     def __init__(self, context_id: str) -> None:
         self.id = context_id
@@ -192,8 +193,8 @@ class TogetherProtocol(ProtocolDefaults):
 
     Context lifecycle (per ``context_id``)::
 
-        open_context -> append*/commit* -> finish  -> (done events) -> done
-                                        \\-> cancel -> context.cancelled -> cancelled
+        begin -> send* -> finish  -> (done events) -> done
+                       \\-> cancel -> context.cancelled -> cancelled
 
     * :meth:`receive` parses one text frame into a list of events. Audio for a cancelled
       context still arrives (§3.5 [T/O]); it is reported as :class:`ProviderAudio` with
@@ -212,9 +213,10 @@ class TogetherProtocol(ProtocolDefaults):
 
     provider = "together"
 
-    def __init__(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
+    def __init__(self, *, voice: str | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE,
                  max_contexts: int = MAX_CONTEXTS, max_text_chars: int = MAX_TEXT_CHARS,
                  word_timestamps: bool = False) -> None:
+        self.voice = voice  # the session's (in the socket URL); None: unknown
         self.sample_rate = sample_rate
         self.encoding = "pcm_s16le"
         self.max_contexts = max_contexts
@@ -224,14 +226,12 @@ class TogetherProtocol(ProtocolDefaults):
         self.failed = False
         self._contexts: OrderedDict[str, _Context] = OrderedDict()  # live ones, oldest first
         self._used = 0
-        self._cancelled: deque[str] = deque(maxlen=_REMEMBER_CANCELLED)
-        self._cancelled_set: set[str] = set()
-        self._finished: deque[str] = deque(maxlen=_REMEMBER_CANCELLED)
+        self._cancelled: dict[str, None] = {}  # recent ids, bounded, oldest first
+        self._finished: dict[str, None] = {}
         self._item_context: dict[str, str] = {}
         self.word_timestamps = word_timestamps  # read conversation.item.word_timestamps
         # item id -> where its audio starts in its context's audio (bounded, recent items)
         self._item_start: OrderedDict[str, float] = OrderedDict()
-        self._serial = 0
 
     # ---- state -------------------------------------------------------------------
 
@@ -245,7 +245,7 @@ class TogetherProtocol(ProtocolDefaults):
         ctx = self._contexts.get(context_id)
         if ctx is not None:
             return ctx.state
-        if context_id in self._cancelled_set:
+        if context_id in self._cancelled:
             return "cancelled"
         return "done" if context_id in self._finished else None
 
@@ -254,7 +254,7 @@ class TogetherProtocol(ProtocolDefaults):
         ctx = self._contexts.get(context_id)
         if ctx is not None:
             return ctx.state == "cancelling"
-        return context_id in self._cancelled_set
+        return context_id in self._cancelled
 
     def _items_completed(self, context_id: str) -> int | None:
         """Commits of the context whose item is done (one per sentence the gateway
@@ -263,7 +263,7 @@ class TogetherProtocol(ProtocolDefaults):
         return ctx.items_done if ctx is not None else None
 
     def segments_done(self, context_id: str) -> int | None:
-        """Segments (:meth:`send_segment` calls) of the context whose every commit's item
+        """Segments (:meth:`send` calls) of the context whose every commit's item
         is done; None when the context is not live."""
         ctx = self._contexts.get(context_id)
         if ctx is None:
@@ -285,9 +285,12 @@ class TogetherProtocol(ProtocolDefaults):
 
     # ---- client messages -----------------------------------------------------------
 
-    def open_context(self, context_id: str | None = None) -> str:
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
         """Register a new context (no message is needed: contexts are created by their
-        first append, §3.5 [C]). Returns its id; a fresh one if none is given."""
+        first append, §3.5 [C]); a ``tts_session.updated`` for the context if ``voice``
+        differs from the session's. The audio format is the socket's."""
+        self.fixed_per_socket(None, encoding, sample_rate)
         if self.failed:
             raise RuntimeError("the Together socket had a fatal error: replace it")
         if self._used >= self.max_contexts:
@@ -295,23 +298,22 @@ class TogetherProtocol(ProtocolDefaults):
                 f"this Together socket has used its {self.max_contexts} contexts "
                 "(§3.5 limit per connection): open a new socket"
             )
-        if context_id is None:
-            self._serial += 1
-            context_id = f"ctx-{self._serial}"
-        if context_id in self._contexts or context_id in self._cancelled_set \
-                or context_id in self._finished:
-            raise ValueError(f"context {context_id!r} was already used on this socket: "
+        if turn_id in self._contexts or turn_id in self._cancelled \
+                or turn_id in self._finished:
+            raise ValueError(f"context {turn_id!r} was already used on this socket: "
                              "start each turn on a fresh id (§9)")
-        self._contexts[context_id] = _Context(context_id)
+        self._contexts[turn_id] = _Context(turn_id)
         self._used += 1
-        return context_id
+        if voice and voice != self.voice:
+            return [self.update_session(turn_id, voice=voice)]
+        return []
 
     def _live(self, context_id: str, verb: str) -> _Context:
         ctx = self._contexts.get(context_id)
         if ctx is None or ctx.state != "open":
             state = ctx.state if ctx else self.state(context_id) or "unknown"
             raise RuntimeError(f"{verb} on context {context_id!r} which is {state}: "
-                               "open_context first, and do not reuse a finished one")
+                               "begin it first, and do not reuse a finished one")
         return ctx
 
     def append(self, context_id: str, text: str) -> list[str]:
@@ -340,14 +342,14 @@ class TogetherProtocol(ProtocolDefaults):
         ctx.pending_items += 1
         return ['{"type":"input_text_buffer.commit","context_id":' + json.dumps(context_id) + "}"]
 
-    def send_segment(self, context_id: str, text: str) -> list[str]:
+    def send(self, turn_id: str, text: str) -> list[str]:
         """Append and commit one text segment, one sentence per commit (see the module
         doc: each commit then makes one item whether the server makes an item per commit
         or per sentence)."""
-        ctx = self._live(context_id, "send")
+        ctx = self._live(turn_id, "send")
         out: list[str] = []
         for unit in commit_units(text, self.max_text_chars):
-            out += self.append(context_id, unit) + self.commit(context_id)
+            out += self.append(turn_id, unit) + self.commit(turn_id)
         ctx.segment_ends.append(ctx.items_done + ctx.pending_items)
         return out
 
@@ -380,7 +382,7 @@ class TogetherProtocol(ProtocolDefaults):
             self._retire(ctx, "cancelled")
             return []
         ctx.state = "cancelling"
-        self._remember_cancelled(context_id)
+        remember(self._cancelled, context_id, limit=_REMEMBER_CANCELLED)
         return ['{"type":"context.cancel","context_id":' + json.dumps(context_id) + "}"]
 
     def update_session(self, context_id: str | None = None, **session: Any) -> str:
@@ -399,15 +401,7 @@ class TogetherProtocol(ProtocolDefaults):
 
     def receive(self, text: str) -> list[ProviderEvent]:
         """Parse one server text frame. Raises ProviderProtocolError on garbage."""
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ProviderProtocolError(
-                "not_json", f"Together frame is not JSON ({exc}): {_preview(text)}") from None
-        if type(message) is not dict or type(message.get("type")) is not str:
-            raise ProviderProtocolError(
-                "unknown_event",
-                f"Together frame is not an object with a string \"type\": {_preview(text)}")
+        message = parse_typed_frame(text, "Together", kind="unknown_event")
         handler = self._HANDLERS.get(message["type"])
         if handler is None:
             # [I] forward compatibility: new event types are ignored, not fatal.
@@ -511,7 +505,8 @@ class TogetherProtocol(ProtocolDefaults):
     def _on_cancelled(self, message: dict[str, Any]) -> list[ProviderEvent]:
         cid = message.get("context_id", "default")
         if type(cid) is not str:
-            raise ProviderProtocolError("missing_field", "context.cancelled has no context_id string")
+            raise ProviderProtocolError("missing_field",
+                                        "context.cancelled has no context_id string")
         ctx = self._contexts.get(cid)
         if ctx is not None:
             self._retire(ctx, "cancelled")
@@ -539,26 +534,19 @@ class TogetherProtocol(ProtocolDefaults):
             # [I] a failed request produces no audio: the context is over.
             ctx = self._contexts[cid]
             self._retire(ctx, "cancelled" if ctx.state == "cancelling" else "done")
-        return [ProviderError(cid, kind, f"Together: {text}" + (f" ({code})" if code else ""), fatal)]
+        detail = f"Together: {text}" + (f" ({code})" if code else "")
+        return [ProviderError(cid, kind, detail, fatal)]
 
-    def _retire(self, ctx: _Context, final: str) -> None:
+    def _retire(self, ctx: _Context, final: ContextState) -> None:
         ctx.state = final
         del self._contexts[ctx.id]
         if final == "cancelled":
-            self._remember_cancelled(ctx.id)
+            remember(self._cancelled, ctx.id, limit=_REMEMBER_CANCELLED)
         else:
-            self._finished.append(ctx.id)
+            remember(self._finished, ctx.id, limit=_REMEMBER_CANCELLED)
         if final == "done":
             for item in [i for i, c in self._item_context.items() if c == ctx.id]:
                 del self._item_context[item]
-
-    def _remember_cancelled(self, context_id: str) -> None:
-        if context_id in self._cancelled_set:
-            return
-        if len(self._cancelled) == self._cancelled.maxlen:
-            self._cancelled_set.discard(self._cancelled[0])
-        self._cancelled.append(context_id)
-        self._cancelled_set.add(context_id)
 
     def _ignore(self, message: dict[str, Any]) -> list[ProviderEvent]:
         return []

@@ -13,14 +13,13 @@ from gateway.tts.providers.driver import Driver, RemoteSettings
 CONTEXTS_PER_CALL = 2
 
 
-class UpliftDriver(Driver):
+class UpliftDriver(Driver[uplift.UpliftProtocol]):
     """docs/protocols/tts-providers.md §4: Socket.IO multi-stream. A turn is one or more one-shot
     requests (one per text segment, pipelined); their interleaved chunks are demultiplexed by
     request id and played in submission order; barge-in cancels each request in flight. The audio
     format is chosen per request, so one socket serves every carrier format."""
 
     tracks_segments = True  # a request per segment; audio_end ends each
-    transport = "socketio"
     await_ready = True  # the server's "ready" message [C]
     default_idle_timeout_s = None  # undocumented; Socket.IO pings keep the socket alive
 
@@ -50,17 +49,14 @@ class UpliftDriver(Driver):
                                      phrase_replacement_config_id=o.get("phrase_replacement_config_id"),
                                      requests_per_minute=self.requests_per_minute)
 
-    def begin(self, proto, cid, voice, output):
-        proto.open_turn(cid, uplift.choose_format(output.encoding, output.sample_rate), voice)
-        return []
-
-    def send(self, proto, cid, text, voice=None):
-        return proto.synthesize(cid, text)
+    def turn_format(self, output: MediaFormat) -> tuple[str, None]:
+        return uplift.choose_format(output.encoding, output.sample_rate), None
 
     nothing_to_cancel = (None, "cancelled")
 
     def has_room(self, proto):
-        return len(proto.live_turns) <= CONTEXTS_PER_CALL * self.spec.share_limit - 2 and not proto.budget_low()
+        return (len(proto.live_turns) <= CONTEXTS_PER_CALL * self.spec.share_limit - 2
+                and not proto.budget_low())
 
     def reusable(self, proto):
         return proto.is_clean() and not proto.budget_low()

@@ -33,15 +33,15 @@ the way Uplift's docs write the endpoint). Behaviour, with the spec's tags:
 sent, the socket's serial number ``socket``), ``app["wire"]`` the ``(socket, requestId)`` of
 each audio chunk in the order sent, ``app["received"]`` every client event ``(event,
 payload)``, ``app["cancels"]`` the cancelled request ids; ``app["stats"]`` counts the
-connections (:mod:`gateway.tts.providers.fakes`; :func:`~gateway.tts.providers.fakes.close_all` disconnects
-them, as a server restart would).
+connections (:mod:`gateway.tts.providers.fakes`;
+:func:`~gateway.tts.providers.fakes.close_all` disconnects them, as a server restart would).
 
 Error injection: with ``fail_on="..."``, a request whose text contains it is answered, after
 ``first_audio_ms``, by ``{"type":"error","requestId",...,"code":"synthesis_failed"}``
 instead of audio; the connection goes on. A runaway provider
-(:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): a request whose text contains ``flood_on`` gets audio
-without end at ``flood_factor`` (20) times real time, until cancelled; one containing
-``oversize_on`` a single ``audio`` message of ``oversize_bytes`` (8 MiB).
+(:data:`~gateway.tts.providers.fakes.RUNAWAY_PROFILE`): a request whose text contains
+``flood_on`` gets audio without end at ``flood_factor`` (20) times real time, until cancelled; one
+containing ``oversize_on`` a single ``audio`` message of ``oversize_bytes`` (8 MiB).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ import socketio
 from aiohttp import web
 from telcodecs import ulaw_encode, wav_bytes
 
-from gateway.tts.providers.fakes import RUNAWAY_PROFILE, add_stats, audio_pieces
+from gateway.tts.providers.fakes import COMMON_PROFILE, RUNAWAY_PROFILE, add_stats, audio_pieces
 
 NAMESPACE = "/text-to-speech/multi-stream"
 PATH = NAMESPACE  # the endpoint path a client is given: the namespace
@@ -69,14 +69,11 @@ FORMATS = ("PCM_22050_16", "WAV_22050_16", "WAV_22050_32", "MP3_22050_32", "MP3_
            "MP3_22050_128", "OGG_22050_16", "ULAW_8000_8")
 
 DEFAULT_PROFILE: dict[str, Any] = {
-    "api_key": "test-key",
+    **COMMON_PROFILE,  # handshake_ms: until the namespace connection is accepted;
+    # first_audio_ms: per request (the docs say ~300 ms)
     "auth_error": "connect_error",  # or "message"
-    "handshake_ms": 0.0,  # before the namespace connection is accepted
     "ready_ms": 5.0,  # connect -> ready
-    "first_audio_ms": 30.0,  # per request (the docs say ~300 ms)
     "burst_factor": 8.0,
-    "chunk_ms": 100.0,
-    "chars_per_second": 15.0,
     "late_chunks": 2,
     "requests_per_minute": 60,
     "cancels_per_minute": 100,
@@ -104,7 +101,7 @@ def _encode(pcm8k: bytes, pcm: bytes, fmt: str, rate: int) -> tuple[bytes, int]:
     """(audio bytes, bytes per sample) in ``fmt``."""
     if fmt == "ULAW_8000_8":
         return ulaw_encode(pcm8k), 1
-    if fmt.startswith("MP3") or fmt.startswith("OGG"):
+    if fmt.startswith(("MP3", "OGG")):
         return b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" * (len(pcm) // 64), 2
     return pcm, 2
 

@@ -56,13 +56,14 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from telcodecs import strip_wav_header, whole_samples
 
-from gateway.tts.providers.common import decode_base64
+from gateway.tts.providers.common import SocketIOParams, decode_base64, parse_object, remember
+from gateway.tts.providers.common import preview as _preview
 from gateway.tts.providers.base import ProtocolDefaults
 from gateway.tts.providers.events import (
     ProviderAudio,
@@ -79,7 +80,6 @@ __all__ = [
     "ERROR_KINDS",
     "MAX_TEXT_CHARS",
     "NAMESPACE",
-    "SocketIOParams",
     "UpliftProtocol",
     "choose_format",
     "connect_params",
@@ -89,7 +89,6 @@ __all__ = [
 #: The documented Socket.IO endpoint; its path is the namespace [C §4.1, T livekit].
 DEFAULT_ENDPOINT = "wss://api.upliftai.org/text-to-speech/multi-stream"
 NAMESPACE = "/text-to-speech/multi-stream"
-SOCKETIO_PATH = "socket.io"  # Engine.IO default path [C §4.1]
 DEFAULT_VOICE = "v_meklc281"  # Urdu female, the default of the SDK and livekit [C/T]
 #: Characters per ``synthesize`` [C seed 003 "max 10,000 characters"].
 MAX_TEXT_CHARS = 10_000
@@ -110,22 +109,6 @@ ERROR_KINDS = frozenset({"auth_failed", "synthesis_failed", "duplicate_request",
                          "rate_limit_exceeded", "text_too_long", "server_error",
                          "connection_closed"})
 _REMEMBER = 256  # cancelled/finished ids kept to recognise late frames
-
-
-def _preview(text: Any, limit: int = 80) -> str:
-    text = text if isinstance(text, str) else repr(text)
-    return repr(text if len(text) <= limit else text[:limit] + "…")
-
-
-@dataclass(frozen=True)
-class SocketIOParams:
-    """Where and how to open the Socket.IO connection. ``auth`` holds the key: never log it."""
-
-    url: str  # scheme://host[:port], the Engine.IO server
-    namespace: str
-    auth: dict[str, str] = field(repr=False)
-    socketio_path: str = SOCKETIO_PATH
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def connect_params(api_key: str, endpoint: str = DEFAULT_ENDPOINT) -> SocketIOParams:
@@ -161,9 +144,22 @@ def split_text(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
 
 
 class _Turn:
-    __slots__ = ("id", "output_format", "encoding", "sample_rate", "voice", "requests",
-                 "buffered", "ended", "finished", "failed", "pending", "serial", "marks",
-                 "completed")
+    __slots__ = (
+        "buffered",
+        "completed",
+        "encoding",
+        "ended",
+        "failed",
+        "finished",
+        "id",
+        "marks",
+        "output_format",
+        "pending",
+        "requests",
+        "sample_rate",
+        "serial",
+        "voice",
+    )
 
     def __init__(self, turn_id: str, output_format: str, voice: str) -> None:
         self.id = turn_id
@@ -195,7 +191,7 @@ class UpliftProtocol(ProtocolDefaults):
 
     Turn lifecycle::
 
-        open_turn -> synthesize* -> finish -> (every request's audio_end) -> ProviderDone
+        begin -> send* -> finish -> (every request's audio_end) -> ProviderDone
                                 \\-> cancel (cancel per live request; late audio flagged)
 
     * :meth:`receive` turns one ``message`` payload into events; audio carries the turn id.
@@ -259,7 +255,7 @@ class UpliftProtocol(ProtocolDefaults):
         return "cancelled" if turn_id in self._cancelled else None
 
     def segments_done(self, turn_id: str) -> int | None:
-        """Text segments (:meth:`synthesize` calls) of the turn whose requests all ended
+        """Text segments (:meth:`send` calls) of the turn whose requests all ended
         (their audio is out); None when the turn is not live."""
         turn = self._turns.get(turn_id)
         if turn is None:
@@ -289,16 +285,23 @@ class UpliftProtocol(ProtocolDefaults):
 
     # ---- outbound ----------------------------------------------------------------------
 
-    def open_turn(self, turn_id: str, output_format: str = "ULAW_8000_8",
-                  voice: str | None = None) -> None:
+    def begin(self, turn_id: str, voice: str | None = None, *, encoding: str | None = None,
+              sample_rate: int | None = None) -> list[str]:
+        """Register a turn (no message: each ``synthesize`` request carries the voice and
+        the format). ``encoding`` is the ``outputFormat`` (default ``ULAW_8000_8``), whose
+        name carries the rate: ``sample_rate``, if given, must agree."""
+        output_format = encoding or "ULAW_8000_8"
         if self.closed or self.failed:
             raise RuntimeError("the Uplift connection is closed or failed: open a new one")
         if output_format not in LIVE_FORMATS:
             raise ValueError(f"outputFormat {output_format!r}: use ULAW_8000_8 or PCM_22050_16 "
                              "on the live path (MP3/OGG/WAV are whole files per request)")
+        if sample_rate is not None and sample_rate != LIVE_FORMATS[output_format][1]:
+            raise ValueError(f"outputFormat {output_format} is not {sample_rate} Hz")
         if turn_id in self._turns or turn_id in self._cancelled:
             raise ValueError(f"turn {turn_id!r} was already used on this connection")
         self._turns[turn_id] = _Turn(turn_id, output_format, voice or self.voice_id)
+        return []
 
     def _live(self, turn_id: str, verb: str) -> _Turn:
         turn = self._turns.get(turn_id)
@@ -321,11 +324,11 @@ class UpliftProtocol(ProtocolDefaults):
         self._sent.append(self._clock())
         return json.dumps(message, ensure_ascii=False)
 
-    def synthesize(self, turn_id: str, text: str) -> list[str]:
+    def send(self, turn_id: str, text: str) -> list[str]:
         """``synthesize`` messages for one text segment of the turn: one request per piece
         of at most ``max_text_chars``. Nothing is sent while the rate budget is spent: the
         text waits and goes out with the next segment, or at :meth:`finish`."""
-        turn = self._live(turn_id, "synthesize")
+        turn = self._live(turn_id, "send")
         if type(text) is not str:
             raise TypeError(f"text must be str, got {type(text).__name__}")
         if not text.strip():
@@ -364,7 +367,7 @@ class UpliftProtocol(ProtocolDefaults):
         """Barge-in: ``cancel`` for each of the turn's requests still in flight; the turn is
         forgotten and any audio still coming for it is flagged cancelled."""
         turn = self._turns.pop(turn_id, None)
-        self._remember(self._cancelled, turn_id)
+        remember(self._cancelled, turn_id, limit=_REMEMBER)
         if turn is None:
             return []
         out = []
@@ -373,7 +376,7 @@ class UpliftProtocol(ProtocolDefaults):
             self._cancels.popleft()
         for rid in turn.requests:
             self._requests.pop(rid, None)
-            self._remember(self._cancelled, rid)
+            remember(self._cancelled, rid, limit=_REMEMBER)
             if rid in turn.ended:
                 continue  # its audio_end came already: nothing to stop
             if len(self._cancels) >= self.cancels_per_minute:
@@ -401,17 +404,8 @@ class UpliftProtocol(ProtocolDefaults):
     def receive(self, message: str | dict) -> list[ProviderEvent]:
         """One server message: the ``message`` event's payload (a dict, from Socket.IO), or
         a JSON text frame (plain WebSocket)."""
-        if isinstance(message, (str, bytes)):
-            try:
-                message = json.loads(message)
-            except (ValueError, RecursionError) as exc:
-                raise ProviderProtocolError(
-                    "not_json", f"Uplift message is not JSON ({exc}): {_preview(message)}"
-                ) from None
-        if type(message) is not dict:
-            raise ProviderProtocolError(
-                "bad_message", f"Uplift message is a {type(message).__name__}, expected an "
-                f"object with a \"type\": {_preview(message)}")
+        message = parse_object(message, "Uplift message", kind="bad_message",
+                               expected="an object with a \"type\"")
         kind = message.get("type")
         if kind == "audio":
             return self._on_audio(message)
@@ -432,7 +426,7 @@ class UpliftProtocol(ProtocolDefaults):
             "unknown_type", f"Uplift message of type {kind!r}; expected ready, audio_start, "
             f"audio, audio_end or error: {_preview(message)}")
 
-    def _request_of(self, message: dict, what: str) -> tuple[str | None, _Request | None]:
+    def _request_of(self, message: dict, what: str) -> tuple[str, _Request | None]:
         rid = message.get("requestId")
         if type(rid) is not str or not rid:
             raise ProviderProtocolError(
@@ -492,7 +486,7 @@ class UpliftProtocol(ProtocolDefaults):
 
     def _end_request(self, rid: str) -> None:
         self._requests.pop(rid, None)
-        self._remember(self._finished, rid)
+        remember(self._finished, rid, limit=_REMEMBER)
 
     def _advance(self, turn: _Turn) -> list[ProviderEvent]:
         """Release audio held for requests that are now at the head of the turn."""
@@ -518,15 +512,16 @@ class UpliftProtocol(ProtocolDefaults):
         text = text if type(text) is str and text else "error without a message"
         kind = code if code in ERROR_KINDS else "server_error"
         detail = f"Uplift: {text} (code {code})"
-        rid = message.get("requestId")
-        req = self._requests.get(rid) if type(rid) is str else None
+        raw_id = message.get("requestId")
+        rid = raw_id if type(raw_id) is str else None
+        req = self._requests.get(rid) if rid is not None else None
         if kind == "rate_limit_exceeded":
             self.throttled_until = self._clock() + WINDOW_S  # this connection is spent [I]
         if kind == "auth_failed":
             self.failed = True
             return [ProviderError(None, kind, detail, True)]
-        if req is None:
-            if type(rid) is str and (rid in self._cancelled or rid in self._finished):
+        if req is None or rid is None:
+            if rid is not None and (rid in self._cancelled or rid in self._finished):
                 return []  # about a request we gave up on already
             # naming no live request: it concerns the connection [I]
             return [ProviderError(None, kind, detail, False)]
@@ -537,9 +532,3 @@ class UpliftProtocol(ProtocolDefaults):
         turn.buffered.pop(rid, None)
         turn.ended.discard(rid)
         return [ProviderError(turn.id, kind, detail, False), *self._advance(turn)]
-
-    @staticmethod
-    def _remember(store: dict[str, None], key: str) -> None:
-        store[key] = None
-        if len(store) > _REMEMBER:
-            del store[next(iter(store))]
