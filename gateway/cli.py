@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="start the caller's audio this many seconds into the call")
     dial.add_argument("--quiet-seconds", type=float, default=1.5,
                       help="hang up after the gateway has been silent this long")
-    dial.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long at most")
+    dial.add_argument("--max-seconds", type=float, default=60.0,
+                      help="hang up after this long at most")
     dial.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     sub.add_parser("bench", help="benchmark latency, calls per core and audio quality "

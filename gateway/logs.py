@@ -29,7 +29,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any, Protocol, TextIO
 
 MAX_VALUE_CHARS = 200  # one argument of a log record
@@ -60,7 +60,7 @@ def clip(text: str, limit: int = MAX_VALUE_CHARS, *, escape: bool = True) -> str
 class _Shown:
     """A log argument as ``%s`` and ``%r`` show it: clipped."""
 
-    __slots__ = ("value", "escape")
+    __slots__ = ("escape", "value")
 
     def __init__(self, value: object, escape: bool):
         self.value = value
@@ -110,7 +110,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc)
+            "time": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,

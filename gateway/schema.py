@@ -77,10 +77,10 @@ class Problems(list):
             return default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             self.append(f"{key}.{name}: expected {kind.__name__}, got {value!r}")
             return default
-        if minimum is not None and value < minimum or maximum is not None and value > maximum:
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             self.append(f"{key}.{name}: {value!r} is outside {minimum}..{maximum}")
             return default
         if choices is not None and value not in choices:
@@ -91,7 +91,8 @@ class Problems(list):
             return default
         return value
 
-    def secret(self, section: Mapping, name: str, key: str, environ: Mapping[str, str]) -> str | None:
+    def secret(self, section: Mapping, name: str, key: str,
+               environ: Mapping[str, str]) -> str | None:
         """Read ``name`` (e.g. ``token_env``): the name of an environment variable."""
         var = section.get(name)
         if var is None:

@@ -71,8 +71,9 @@ def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
         "providers": providers,
         "carriers": ["twilio"],
         # one long greeting keeps every call speaking for the whole measurement
-        "routes": {"bench": {"provider": next(iter(providers)), "cache_greeting": False,
-                             "greeting": "Thank you for calling. " * int(seconds_of_speech * 15 / 23 + 1)}},
+        "routes": {"bench": {
+            "provider": next(iter(providers)), "cache_greeting": False,
+            "greeting": "Thank you for calling. " * int(seconds_of_speech * 15 / 23 + 1)}},
         "playout": {"lead_ms": lead_ms},
         # every simulated call comes from 127.0.0.1
         "limits": {"max_calls": 100000, "max_text_chars": 1000000,
@@ -115,7 +116,8 @@ def proc_rss_bytes(pid: int) -> int:
 
 
 def histogram_quantiles(metrics: str, name: str, quantiles=(0.5, 0.99), **labels) -> dict:
-    """Quantiles from a Prometheus histogram, interpolated within buckets like histogram_quantile()."""
+    """Quantiles from a Prometheus histogram, interpolated within buckets like
+    histogram_quantile()."""
     want = "".join(f',{k}="{v}"' for k, v in labels.items())
     buckets = []
     for match in re.finditer(r'^' + re.escape(name) + r'_bucket\{(.*)\} (\S+)$', metrics, re.M):
@@ -138,7 +140,8 @@ def histogram_quantiles(metrics: str, name: str, quantiles=(0.5, 0.99), **labels
                 if bound == float("inf"):
                     out[q] = lower_bound
                 else:
-                    fraction = (rank - lower_count) / (count - lower_count) if count > lower_count else 1
+                    fraction = ((rank - lower_count) / (count - lower_count)
+                                if count > lower_count else 1)
                     out[q] = lower_bound + (bound - lower_bound) * fraction
                 break
             lower_bound, lower_count = bound, count
@@ -360,7 +363,7 @@ def load_side(run: dict) -> str | None:
     if cpu > LOAD_CPU_PERCENT:
         return "saturated"
     lag = run.get("provider_lag_p99_ms")
-    late = tick > LOAD_TICK_LATE_P99_MS or lag is not None and lag > PROVIDER_LAG_P99_MS
+    late = tick > LOAD_TICK_LATE_P99_MS or (lag is not None and lag > PROVIDER_LAG_P99_MS)
     return "starved" if late else "kept up"
 
 
@@ -368,7 +371,7 @@ def _quantile(values, q):
     values = sorted(v for v in values if v is not None)
     if not values:
         return None
-    return values[min(len(values) - 1, max(0, int(round(q * len(values) + 0.5)) - 1))]
+    return values[min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))]
 
 
 def passes(run: dict) -> bool:
@@ -485,13 +488,14 @@ def print_report(run: dict) -> None:
         ("load side ticker late p99", run["load_tick_late_p99_ms"], "ms",
          f"≤ {LOAD_TICK_LATE_P99_MS:.0f}"),
     ]
-    print(f"\n{run['calls']} calls ({run['calls_connected']} connected, {run['calls_failed']} failed), "
-          f"{run['duration_s']} s, provider {run['provider']}, audio {run['provider_audio']}, "
+    print(f"\n{run['calls']} calls ({run['calls_connected']} connected, "
+          f"{run['calls_failed']} failed), {run['duration_s']} s, provider {run['provider']}, "
+          f"audio {run['provider_audio']}, "
           f"gateway {'pinned to core 0' if run['pinned'] else 'not pinned'}"
           + (", every call a bot call (l16/16000 to a loopback bot, VAD on)" if run.get("bot")
              else ""))
     for label, value, unit, goal in rows:
-        print(f"  {label:<44} {str(value):>12} {unit:<12} {('goal ' + goal) if goal else ''}")
+        print(f"  {label:<44} {value!s:>12} {unit:<12} {('goal ' + goal) if goal else ''}")
 
 
 def plot(run: dict, path: str) -> None:
@@ -514,7 +518,8 @@ def plot(run: dict, path: str) -> None:
     latencies = sorted(run.get("first_media_latencies_ms", []))
     if latencies:
         right.plot(latencies, [(i + 1) / len(latencies) for i in range(len(latencies))])
-        right.set_xlabel("ms from start to first audio frame (incl. 250 ms handshake + 200 ms TTFA)")
+        right.set_xlabel(
+            "ms from start to first audio frame (incl. 250 ms handshake + 200 ms TTFA)")
         right.set_ylabel("fraction of calls")
         right.set_title("First-audio latency CDF")
     fig.tight_layout()
@@ -528,9 +533,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds measured after all calls are up")
     parser.add_argument("--lead-ms", type=int, default=100)
     parser.add_argument("--ramp", type=float, default=25.0,
-                        help="new calls per second while ramping up (a busy call centre sees a few)")
+                        help="new calls per second while ramping up "
+                             "(a busy call centre sees a few)")
     parser.add_argument("--audio", choices=sorted(AUDIO_FORMATS), default="pcm24k",
-                        help="what the fake provider sends (pcm24k is resampled, mulaw8k passes through)")
+                        help="what the fake provider sends "
+                             "(pcm24k is resampled, mulaw8k passes through)")
     parser.add_argument("--provider", default="inprocess",
                         help="where the provider runs, comma-separated to sweep several: "
                              "inprocess (a generator inside the gateway), or a fake in its own "
@@ -540,10 +547,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-audio", default="mulaw8k",
                         help="provider audio formats to sweep, comma-separated")
     parser.add_argument("--sweep", action="store_true",
-                        help="find the most calls one core carries (p99 lateness ≤ 10 ms, no underrun)")
+                        help="find the most calls one core carries "
+                             "(p99 lateness ≤ 10 ms, no underrun)")
     parser.add_argument("--sweep-start", type=int, default=125)
     parser.add_argument("--sweep-limit", type=int, default=2000)
-    parser.add_argument("--no-pin", action="store_true", help="do not pin gateway and generator to cores")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin gateway and generator to cores")
     parser.add_argument("--json", default="bench-out/bench.json")
     parser.add_argument("--plot", help="write a PNG (lateness over time, first-audio latency CDF)")
     parser.add_argument("--quality", action="store_true",

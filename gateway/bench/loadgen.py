@@ -412,10 +412,8 @@ class BufferModel:
     * :meth:`clear` empties the buffer and returns every pending mark, to echo at once.
     """
 
-    __slots__ = (
-        "run_start", "run_bytes", "anchor", "utterance_bytes", "boundary", "pending",
-        "underruns", "tolerance",
-    )
+    __slots__ = ("anchor", "boundary", "pending", "run_bytes", "run_start", "tolerance",
+                 "underruns", "utterance_bytes")
 
     def __init__(self, tolerance: float = 0.001) -> None:
         # The current run of playout: it started at run_start and holds run_bytes (whole
@@ -880,8 +878,8 @@ class LoadResult:
     #: Per window (1 s; the window where measuring starts is cut short): ``t`` (start, s
     #: from the run's start), ``seconds``, ``calls`` open at its end, ``frames``,
     #: ``p50_ms``/``p99_ms``/``max_ms`` lateness, ``lead_min_ms`` (see lead_min; ``None``
-    #: like the lateness figures in a window without frames), ``gen_late_ms`` (how late the generator's
-    #: own ticker woke, max), ``measured``.
+    #: like the lateness figures in a window without frames), ``gen_late_ms`` (how late the
+    #: generator's own ticker woke, max), ``measured``.
     timeline: list[dict[str, Any]]
     duration: float
     ramp_seconds: float | None
@@ -981,8 +979,9 @@ class LoadResult:
         lines.append(
             f"generator ({self.event_loop}): {self.generator_cpu_seconds:.2f} s CPU in "
             f"{self.duration:.1f} s; steady {per_msg} "
-            f"({self.steady_system_seconds / max(self.steady_cpu_seconds, 1e-9):.0%} kernel); ticker late p99 "
-            f"{ms(self.generator_tick_late_p99)} ms, max {ms(self.generator_tick_late_max)} ms"
+            f"({self.steady_system_seconds / max(self.steady_cpu_seconds, 1e-9):.0%} kernel); "
+            f"ticker late p99 {ms(self.generator_tick_late_p99)} ms, "
+            f"max {ms(self.generator_tick_late_max)} ms"
             f"; send skips {self.send_skips}"
         )
         return "\n".join(lines)
@@ -1354,7 +1353,8 @@ class _LoadRun:
             for call in self.calls:
                 if call.is_open:
                     call.hang_up()
-            pending = [c.closed for c in self.calls if c.transport is not None and not c.closed.done()]
+            pending = [c.closed for c in self.calls
+                       if c.transport is not None and not c.closed.done()]
             if pending:
                 await asyncio.wait(pending, timeout=3.0)
             for call in self.calls:

@@ -49,7 +49,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop  # Python < 3.13 ships it; 3.13+ gets it from audioop-lts
 
-__all__ = ["RATES", "GOALS", "run_pesq", "resampler_table", "main_quality"]
+__all__ = ["GOALS", "RATES", "main_quality", "resampler_table", "run_pesq"]
 
 OUT_RATE = 8000
 RATES = (16000, 22050, 24000, 44100, 48000)
@@ -149,7 +149,7 @@ def _samples(pcm: bytes) -> np.ndarray:
 
 
 def _sine(freq_hz: float, rate: int, seconds: float, amplitude: float = TONE_AMPLITUDE):
-    t = np.arange(int(round(rate * seconds))) / rate
+    t = np.arange(round(rate * seconds)) / rate
     return amplitude * np.sin(2 * np.pi * freq_hz * t)
 
 
@@ -170,7 +170,7 @@ def stream_through(factory: Callable[[int], object], in_rate: int, signal: np.nd
     """Feed ``signal`` (at ``in_rate``) to a fresh resampler in 20 ms chunks; 8 kHz out."""
     resampler = factory(in_rate)
     pcm = _pcm(signal)
-    step = 2 * int(round(in_rate * CHUNK_SECONDS))
+    step = 2 * round(in_rate * CHUNK_SECONDS)
     out = [resampler.process(pcm[i : i + step]) for i in range(0, len(pcm), step)]
     if flush:
         out.append(resampler.flush())
@@ -237,7 +237,7 @@ def chunk_latency(factory, in_rate: int, seconds: float = 1.0) -> dict:
     any chunk."""
     resampler = factory(in_rate)
     rng = np.random.default_rng(in_rate)
-    chunk_samples = int(round(in_rate * CHUNK_SECONDS))
+    chunk_samples = round(in_rate * CHUNK_SECONDS)
     fed = emitted = 0
     first_chunk_out = None
     first_output_after = None
@@ -263,7 +263,7 @@ def cpu_us_per_chunk(factory, in_rate: int, calls: int = 300, repeat: int = 5) -
     """Mean CPU per 20 ms chunk on a running stream (best of ``repeat`` runs); bytes in,
     bytes out, as the gateway uses it."""
     resampler = factory(in_rate)
-    chunk = _pcm(np.random.default_rng(1).normal(0, 5000, int(round(in_rate * CHUNK_SECONDS))))
+    chunk = _pcm(np.random.default_rng(1).normal(0, 5000, round(in_rate * CHUNK_SECONDS)))
     for _ in range(10):  # warm up (filter tables, first bursts)
         resampler.process(chunk)
     best = min(timeit.repeat(lambda: resampler.process(chunk), number=calls, repeat=repeat))
@@ -343,7 +343,7 @@ def ideal_reference(pcm: bytes, in_rate: int, out_rate: int = OUT_RATE) -> np.nd
 
 def _fractional_delay(x: np.ndarray, delay: float, length: int) -> np.ndarray:
     """``x`` delayed by ``delay`` samples (band-limited, via the FFT), ``length`` long."""
-    n = 1 << int(math.ceil(math.log2(max(length, len(x)) + abs(delay) + 1024)))
+    n = 1 << math.ceil(math.log2(max(length, len(x)) + abs(delay) + 1024))
     spectrum = np.fft.rfft(x, n) * np.exp(-2j * np.pi * np.fft.rfftfreq(n) * delay)
     return np.fft.irfft(spectrum, n)[:length]
 
@@ -352,7 +352,7 @@ def align(reference: np.ndarray, degraded: np.ndarray, max_lag: int = 800
           ) -> tuple[np.ndarray, float]:
     """Delay ``reference`` to line up with ``degraded`` (cross-correlation peak, parabolic
     refinement); returns (aligned reference as long as ``degraded``, offset in samples)."""
-    n = 1 << int(math.ceil(math.log2(len(reference) + len(degraded))))
+    n = 1 << math.ceil(math.log2(len(reference) + len(degraded)))
     corr = np.fft.irfft(np.fft.rfft(degraded, n) * np.conj(np.fft.rfft(reference, n)), n)
     window = np.concatenate((corr[-max_lag:], corr[: max_lag + 1]))  # lags -max..+max
     offset = _peak_lag(window, max_lag)
@@ -566,7 +566,7 @@ def format_pesq(report: dict) -> str:
         lines.append(f"{i:>2} {r['seconds']:5.1f} {r['rms_dbfs']:6.1f}/{r['peak_dbfs']:6.1f}"
                      f" {r['live']['offset_ms']:9.3f} "
                      + " ".join(f"{r[n]['pesq']:9.3f}" for n, _ in names)
-                     + f" {r['live_unaligned_pesq']:7.3f} {str(r['live_equals_offline']):>8}")
+                     + f" {r['live_unaligned_pesq']:7.3f} {r['live_equals_offline']!s:>8}")
     lines.append(f"{'mean':>8} {'':>23} " + " ".join(f"{report['mean'][n]:9.3f}" for n, _ in names))
     lines.append(f"{'overall':>8} {'':>23} "
                  + " ".join(f"{report['overall'][n]:9.3f}" for n, _ in names))

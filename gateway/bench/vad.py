@@ -115,7 +115,8 @@ def run_detector(make_classifier: Callable[[], object], wire: bytes,
     for index in range(frames):
         if playing is not None:  # what the gateway plays, told as bargein.py does
             cs.note_playback(detector, playing, index * FRAME_BYTES * 2, RATE)
-        for event in detector.feed(ulaw_decode(wire[index * FRAME_BYTES:(index + 1) * FRAME_BYTES])):
+        frame = wire[index * FRAME_BYTES:(index + 1) * FRAME_BYTES]
+        for event in detector.feed(ulaw_decode(frame)):
             if isinstance(event, SpeechStarted):
                 starts.append(detector.now_ms)
     cpu = time.process_time() - began
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         report[name] = {"delay_quiet_line": delays(make, audio["cases"], "quiet_wire"),
                         "delay": delays(make, audio["cases"]),
                         "false_starts": false_starts(make, args.minutes, audio["gateway"])}
-    print(f"\nmin_speech_ms {BargeInConfig.min_speech_ms}; {args.trials} trials; false starts per {args.minutes:g} min")
+    print(f"\nmin_speech_ms {BargeInConfig.min_speech_ms}; {args.trials} trials; "
+          f"false starts per {args.minutes:g} min")
     print("delay from the onset, ms: p50/p95/max (missed, early): on a quiet line | under "
           "the gateway's echo at -25 dB")
     print(f"{'classifier':12} {'quiet line':>24} {'under echo':>24} "

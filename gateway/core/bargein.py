@@ -150,7 +150,7 @@ class CallerSpeech:
         call = self._call
         if call.state != "active":
             return
-        playing = call._unfinished()  # noqa: SLF001 -- the first is playing or next
+        playing = call._unfinished()  # the first is playing or next
         if not playing or not playing[0].interruptible:
             return
         # interrupt() has no await before the carrier's clear: it runs on the next turn

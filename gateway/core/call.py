@@ -256,7 +256,7 @@ class Call:
         """The call's session with a provider, opened once (at call start for the route's
         provider: a pooled provider leases the call's connection then)."""
         future = self._sessions.get(provider_name)
-        if future is None or future.done() and (future.cancelled() or future.exception()):
+        if future is None or (future.done() and (future.cancelled() or future.exception())):
             provider = self.services.providers[provider_name]
             future = asyncio.ensure_future(provider.open_session(self.media_format))
             future.add_done_callback(_retrieve_exception)
@@ -622,11 +622,12 @@ class Call:
             since_activity = time.monotonic() - max(self.playout.last_activity_monotonic, asked_at)
             remaining = timeout - since_activity
             if remaining <= 0:
-                log.info("call %s: hang-up did not see the last mark within %.1f s", self.id, timeout)
+                log.info("call %s: hang-up did not see the last mark within %.1f s",
+                         self.id, timeout)
                 break
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=min(remaining, 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         goodbye = self.protocol.hangup_message()
         if goodbye is not None:

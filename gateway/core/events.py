@@ -118,5 +118,5 @@ class EventHub:
             self._webhook_queue.put_nowait(None)
             try:
                 await asyncio.wait_for(self._webhook_task, timeout=5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._webhook_task.cancel()

@@ -2,12 +2,12 @@
 
 A call's outbound audio waits in its ``Playout`` as raw frames in the carrier's format,
 each one carrier media message long (20 ms for most carriers, more where the carrier
-wants bigger chunks, e.g. Exotel's 3.2 KB minimum). Each frame has a play time on the carrier's timeline; the frame is sent once its
-play time is within ``lead`` of now. The ``MediaClock`` wakes every 20 ms on absolute
-deadlines (never ``sleep(0.02)`` in a loop, which drifts) and pumps every playout that has
-work, so a process with hundreds of calls runs one timer, not hundreds. New audio does
-not wait for the next tick: ``kick`` sends what is due at once, which keeps the gateway's
-own latency to first audio near zero.
+wants bigger chunks, e.g. Exotel's 3.2 KB minimum). Each frame has a play time on the
+carrier's timeline; the frame is sent once its play time is within ``lead`` of now. The
+``MediaClock`` wakes every 20 ms on absolute deadlines (never ``sleep(0.02)`` in a loop,
+which drifts) and pumps every playout that has work, so a process with hundreds of calls
+runs one timer, not hundreds. New audio does not wait for the next tick: ``kick`` sends
+what is due at once, which keeps the gateway's own latency to first audio near zero.
 
 Frames become carrier messages only when they leave (``build_media``), and everything a
 call sends in one tick goes to its socket in one write. Silence is never invented: when
@@ -47,7 +47,7 @@ class Cue:
     playout had sent up to it: where it falls on the call's media clock.
     """
 
-    __slots__ = ("message", "on_reached", "play_time", "frames")
+    __slots__ = ("frames", "message", "on_reached", "play_time")
 
     def __init__(self, message: bytes | None, on_reached: Callable[[float], None]):
         self.message = message

@@ -142,8 +142,8 @@ class HeardLog:
     frames went out (``start``/``end``: frames sent before, and the end's play time).
     """
 
-    __slots__ = ("texts", "ends", "marked", "words", "start_frames", "end_frames",
-                 "end_play_time")
+    __slots__ = ("end_frames", "end_play_time", "ends", "marked", "start_frames", "texts",
+                 "words")
 
     def __init__(self) -> None:
         self.texts: list[str] = []

@@ -37,7 +37,8 @@ def start(stream_sid: str = STREAM, **start_overrides) -> str:
     }
     body.update(start_overrides)
     body = {k: v for k, v in body.items() if v is not ...}
-    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": body})
+    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+                       "start": body})
 
 
 def media(payload: bytes = b"\x7f" * 160, track: str = "inbound", seq: int = 2) -> str:
@@ -274,8 +275,8 @@ def test_rejected_frame_leaves_state_usable():
 
 
 @pytest.mark.parametrize(
-    "build", [lambda p: p.media_message(b"x"), lambda p: p.mark_message("m"), lambda p: p.clear_message(),
-              lambda p: p.send(Clear())],
+    "build", [lambda p: p.media_message(b"x"), lambda p: p.mark_message("m"),
+              lambda p: p.clear_message(), lambda p: p.send(Clear())],
 )
 def test_sending_before_start_raises(build):
     proto = TwilioProtocol()

@@ -49,7 +49,7 @@ from gateway.carriers.events import (
 )
 from gateway.carriers.jsonfields import preview as _preview
 
-__all__ = ["AsteriskProtocol", "MAX_MEDIA_MESSAGE", "MAX_TEXT_MESSAGE"]
+__all__ = ["MAX_MEDIA_MESSAGE", "MAX_TEXT_MESSAGE", "AsteriskProtocol"]
 
 #: bytes in one binary message, below Asterisk's 65 535-byte frame limit (header included)
 MAX_MEDIA_MESSAGE = 65_500

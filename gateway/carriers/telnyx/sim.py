@@ -15,7 +15,7 @@ from __future__ import annotations
 import binascii
 import secrets
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from gateway.sim.carriers.call import CarrierCall
 from gateway.sim.carriers.formats import parse_format
@@ -142,7 +142,7 @@ class TelnyxCall(CarrierCall):
         return [message]
 
     def dtmf_messages(self, digit: str) -> list[str]:
-        occurred = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        occurred = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return [self._event("dtmf", occurred_at=occurred, dtmf={"digit": digit})]
 
     def echo_message(self, echo: Echo) -> str:
