@@ -102,6 +102,17 @@ def format_encoding(value: Any, where: str, rate_key: str, encodings: dict[str, 
     return value, known
 
 
+def rate_among(rate: Any, rates: tuple[int, ...], where: str, streams: str) -> int:
+    """``rate`` (the value at ``where``) when it is one of ``rates``; ``streams`` names what
+    the carrier streams at them, for the error (e.g. "Plivo plays audio/x-l16")."""
+    if type(rate) is not int or rate not in rates:
+        raise CarrierProtocolError(
+            "missing_field",
+            f"{where} is {rate!r}; {streams} at {' or '.join(map(str, rates))} Hz",
+        )
+    return rate
+
+
 #: the longest caller or called number (or SIP address) a start may give
 MAX_PARTY_CHARS = 128
 
