@@ -440,8 +440,8 @@ def _carriers(r: _Reader, value: Any, environ: dict) -> dict[str, CarrierConfig]
             found = r.secret(settings, secret_key, key, environ)
             if found:
                 secrets[secret_key.removesuffix("_env")] = found
-        for option, problem in spec.check_options(options, secrets) if spec.check_options else ():
-            r.problems.append(f"{key}{'.' + option if option else ''}: {problem}")
+        for where, problem in spec.check_options(options, secrets) if spec.check_options else ():
+            r.problems.append(f"{key}{'.' + where if where else ''}: {problem}")
         lead_ms = r.get(settings, "lead_ms", key, int, None, minimum=0, maximum=2000)
         carriers[name] = CarrierConfig(name, options, secrets, lead_ms)
     return carriers

@@ -170,15 +170,18 @@ def formatter(fmt: str) -> logging.Formatter:
     raise ValueError(f"logging.format must be text or json, got {fmt!r}")
 
 
+class _GatewayHandler(logging.StreamHandler[TextIO]):
+    """The handler :func:`setup` installs, known apart from the others on the root logger."""
+
+
 def setup(level: str | int, fmt: str = "text", stream: TextIO | None = None) -> logging.Handler:
     """Log records of ``level`` and above to ``stream`` (stderr) in ``fmt``, every one made
     safe; replaces a handler an earlier ``setup`` installed. Returns the handler."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = _GatewayHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter(fmt))
     handler.addFilter(CallFieldsFilter())
-    handler._gateway_logs = True  # type: ignore[attr-defined]
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_gateway_logs", False)]:
+    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)

@@ -9,7 +9,7 @@ that says what was expected, so the protocol modules stay a list of handlers.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from gateway.carriers.events import CarrierProtocolError
@@ -117,7 +117,7 @@ def rate_among(rate: Any, rates: tuple[int, ...], where: str, streams: str) -> i
 MAX_PARTY_CHARS = 128
 
 
-def party(obj: dict[str, Any], key: str) -> str | None:
+def party(obj: Mapping[str, Any], key: str) -> str | None:
     """The optional caller or called number at ``obj[key]``: a printable string of at most
     ``MAX_PARTY_CHARS``; None when absent or not one (it is information, not a must)."""
     value = obj.get(key)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import final
 from collections import deque
 from collections.abc import Callable
 
@@ -38,6 +39,7 @@ TICK_SLACK = FRAME_SECONDS / 2
 MAX_SOCKET_BACKLOG = 32 * 1024
 
 
+@final  # so that ``type(item) is Cue`` tells a Cue from bytes in the queue
 class Cue:
     """A queue entry that takes no playing time: a mark to send, or a moment to note.
 
@@ -214,7 +216,7 @@ class Playout:
         build = self._build
         while queue:
             item = queue[0]
-            if item.__class__ is Cue:
+            if type(item) is Cue:
                 queue.popleft()
                 if item.message is not None:
                     out.append(item.message)
@@ -295,8 +297,8 @@ class MediaClock:
                 counts.clear()
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name="media-clock")
+        loop = self._loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(loop), name="media-clock")
 
     async def stop(self) -> None:
         if self._task:
@@ -308,8 +310,7 @@ class MediaClock:
             self._task = None
         self.flush_counters()
 
-    async def _run(self) -> None:
-        loop = self._loop
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         lateness = self.metrics.pacing_lateness
         deadline = loop.time()
         while True:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -212,5 +212,5 @@ class GuardedRunner(web.AppRunner):
             # the same server with one method more specific: aiohttp offers no hook for
             # the handler class, and _make_server is where the application starts up
             server.__class__ = _GuardedServer
-            server.guard = self._guard
+            cast(_GuardedServer, server).guard = self._guard
         return server

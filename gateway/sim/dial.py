@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import wave
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 from telcodecs import read_wav, write_wav
@@ -67,7 +69,7 @@ async def _speak_when_up(http: aiohttp.ClientSession, base: str, call_sid: str, 
 
 async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
                           route: str | None = None,
-                          route_in_path: bool = False, texts: list[str] = (),
+                          route_in_path: bool = False, texts: Sequence[str] = (),
                           token: str | None = None, out: str | None = None,
                           quiet_seconds: float = 1.5, max_seconds: float = 60.0,
                           media_format: str | None = None, api_url: str | None = None,
@@ -80,7 +82,7 @@ async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
     the call starts (silence before and after)."""
     if carrier not in CARRIERS:
         raise ValueError(f"unknown carrier {carrier!r}; choose one of {', '.join(CARRIERS)}")
-    options = {}
+    options: dict[str, Any] = {}
     if route and not route_in_path and CARRIERS[carrier].route_as_parameter:
         options["custom_parameters"] = {"route": route}
         route = None

@@ -327,7 +327,7 @@ def test_empty_payload_and_large_payload():
 
 
 def test_outbound_round_trips_through_the_fake_twilio():
-    from gateway.carriers.twilio.sim import TwilioPlayoutModel
+    from tests.sim.test_twilio_model import TwilioPlayoutModel  # answers with mark names
 
     proto = started_protocol()
     model = TwilioPlayoutModel(STREAM, now=0.0)

@@ -112,6 +112,7 @@ class AsteriskProtocol(CarrierBase):
     def receive_text(self, text: str) -> CarrierEvent | None:
         """Parse one control message (plain-text or JSON) into an event."""
         stripped = text.strip()
+        fields: Any  # the JSON object, or the plain-text message's argument
         if stripped.startswith("{"):
             form = "json"
             event, fields = _parse_json(stripped)

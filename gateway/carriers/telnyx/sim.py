@@ -39,8 +39,9 @@ class TelnyxModel(CarrierModel):
     carrier = "telnyx"
 
     def on_text(self, text: str, now: float, out: list[Output]) -> None:
-        message = json_object(text)
-        event = message.get("event") if message else None
+        parsed = json_object(text)
+        message = parsed if parsed is not None else {}
+        event = message.get("event")
         if event == "media":
             payload = inner_field(message, "media", "payload")
             if payload is None:
@@ -65,7 +66,7 @@ class TelnyxModel(CarrierModel):
         elif event == "clear":
             self.clear(now, out)
         else:
-            what = "not a JSON object" if message is None else f"unknown event {event!r}"
+            what = "not a JSON object" if parsed is None else f"unknown event {event!r}"
             self._error(100003, f"{what}; Telnyx accepts media, mark and clear: "
                         f"{preview(text)}", out)
 
