@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SIGNATURE_WINDOW_S = 300
@@ -122,7 +122,9 @@ class BotSocket(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a TCP connection's transport (uvloop's is not a subclass of asyncio's, so no
+        # isinstance check)
+        self.transport = cast(asyncio.Transport, transport)
         self.bot.sockets.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -140,13 +142,22 @@ class BotSocket(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    # what arrives comes over the transport, so every answer has one to go to
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _close(self) -> None:
+        assert self.transport is not None
+        self.transport.close()
+
     # -- the upgrade ---------------------------------------------------------------------
 
     def _refuse(self, reason: str, status: str = "401 Unauthorized") -> None:
         self.bot.stats.refuse(reason)
-        self.transport.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n"  # type: ignore[union-attr]
-                             "Connection: close\r\n\r\n".encode())
-        self.transport.close()  # type: ignore[union-attr]
+        self._write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        self._close()
 
     def _upgrade(self, data: bytes) -> None:
         head = self._head + data
@@ -184,7 +195,7 @@ class BotSocket(asyncio.Protocol):
         self.call_id = headers.get("x-tts-gateway-call-id", "")[:128]
         self.call = self.bot.calls.get(self.call_id)
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        self.transport.write(  # type: ignore[union-attr]
+        self._write(
             ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
         self.upgraded = True
@@ -259,11 +270,11 @@ class BotSocket(asyncio.Protocol):
             self._event(unmask(payload, mask))
             return True
         if opcode == 0x8:  # close: answer it, then the gateway closes the TCP connection
-            self.transport.write(b"\x88\x02\x03\xe8")  # type: ignore[union-attr]
-            self.transport.close()  # type: ignore[union-attr]
+            self._write(b"\x88\x02\x03\xe8")
+            self._close()
             return False
         if opcode == 0x9:  # ping (aiohttp's heartbeat)
-            self.transport.write(bytes((0x8A, len(payload))) + unmask(payload, mask))  # type: ignore[union-attr]
+            self._write(bytes((0x8A, len(payload))) + unmask(payload, mask))
             return True
         if opcode == 0xA:
             return True

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import re
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -64,6 +66,7 @@ def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
                               "burst_factor": 4.0, "chars_per_second": 15.0,
                               **AUDIO_FORMATS[audio]}}
     else:
+        assert provider_port is not None, "a provider process has a port"
         providers = {provider: socket_provider.provider_config(provider, provider_port,
                                                                AUDIO_FORMATS[audio])}
     return {
@@ -122,7 +125,10 @@ def histogram_quantiles(metrics: str, name: str, quantiles=(0.5, 0.99), **labels
     buckets = []
     for match in re.finditer(r'^' + re.escape(name) + r'_bucket\{(.*)\} (\S+)$', metrics, re.M):
         label_text, value = match.groups()
-        le = re.search(r'le="([^"]+)"', label_text).group(1)
+        le_match = re.search(r'le="([^"]+)"', label_text)
+        if le_match is None:  # every bucket has an le label
+            continue
+        le = le_match.group(1)
         rest = re.sub(r',?le="[^"]+"', "", label_text)
         if want and want.lstrip(",") != rest.lstrip(","):
             continue
@@ -131,7 +137,7 @@ def histogram_quantiles(metrics: str, name: str, quantiles=(0.5, 0.99), **labels
     if not buckets or buckets[-1][1] == 0:
         return {q: None for q in quantiles} | {"count": 0}
     total = buckets[-1][1]
-    out = {"count": int(total)}
+    out: dict[Any, float | None] = {"count": int(total)}
     for q in quantiles:
         rank = q * total
         lower_bound, lower_count = 0.0, 0.0
@@ -196,7 +202,8 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
         remote = socket_provider.ProviderProcess(provider, free_port(), workdir,
                                                  pin(1) if pinned else None)
         await remote.wait_ready()
-    config = bench_config(port, total + 30, lead_ms, audio, provider, remote and remote.port)
+    config = bench_config(port, total + 30, lead_ms, audio, provider,
+                          remote.port if remote else None)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(remote.env if remote else {})}
     bot_args = []
     if bot:
@@ -384,11 +391,13 @@ def passes(run: dict) -> bool:
     return ok
 
 
-async def sweep(start: int, limit: int, duration: float, workdir: Path, **kw) -> dict:
-    """Grow N until a run fails, then bisect between the last pass and the first fail."""
+async def sweep(start: int, limit: int, duration: float, workdir: Path, *,
+                deadline: float = math.inf, **kw) -> dict:
+    """Grow N until a run fails, then bisect between the last pass and the first fail;
+    no run starts after ``deadline`` (``time.monotonic()``)."""
     runs = []
     good, bad, n = 0, None, start
-    while n <= limit and time.monotonic() < sweep.deadline:
+    while n <= limit and time.monotonic() < deadline:
         run = await run_once(n, duration, workdir=workdir, **kw)
         runs.append(run)
         print(_one_line(run), flush=True)
@@ -409,9 +418,6 @@ async def sweep(start: int, limit: int, duration: float, workdir: Path, **kw) ->
     return {"max_calls_per_core": good, "first_failing": bad,
             "load_behind_at": behind[0][0] if behind else None,
             "load_behind_why": behind[0][1] if behind else None, "runs": runs}
-
-
-sweep.deadline = float("inf")
 
 
 def _one_line(run: dict) -> str:
@@ -570,8 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--provider: one or more of {', '.join(PROVIDER_MODES)}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    sweep.deadline = started + args.time_budget
-    report = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     with tempfile.TemporaryDirectory(prefix="tts-bench-") as tmp:
         workdir = Path(tmp)
         kw = {"lead_ms": args.lead_ms, "pinned": not args.no_pin, "ramp_per_second": args.ramp,
@@ -586,11 +591,11 @@ def main(argv: list[str] | None = None) -> int:
             combos = [(mode, audio) for mode in modes for audio in formats]
             for i, (mode, audio) in enumerate(combos):
                 print(f"\nsweep, provider {mode}, provider audio {audio} (calls on one core):")
-                sweep.deadline = time.monotonic() + (
+                deadline = time.monotonic() + (
                     started + args.time_budget - time.monotonic()) / (len(combos) - i)
                 found = asyncio.run(sweep(args.sweep_start, args.sweep_limit,
-                                          min(args.duration, 12.0), workdir, audio=audio,
-                                          provider=mode, **kw))
+                                          min(args.duration, 12.0), workdir, deadline=deadline,
+                                          audio=audio, provider=mode, **kw))
                 found["provider"] = mode
                 report["sweep"][audio if mode == "inprocess" else f"{mode}/{audio}"] = found
                 print(f"  -> {found['max_calls_per_core']} calls per core "

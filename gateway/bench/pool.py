@@ -307,14 +307,15 @@ async def run_provider(provider: str, *, calls: int = 20, handshake_ms: float = 
     runs: dict[str, dict | None] = {"warm": None, "cold": None}
     problems: list[str] = []
     try:
-        kw = {"calls": calls, "concurrency": concurrency, "gap_s": gap_ms / 1000}
         for mode in runs:
             try:
-                runs[mode] = await run_mode(provider, fake_app, fake_port, mode, **kw)
+                run = await run_mode(provider, fake_app, fake_port, mode, calls=calls,
+                                     concurrency=concurrency, gap_s=gap_ms / 1000)
             except (InvalidRun, CallClosedError, TimeoutError, aiohttp.ClientError) as exc:
                 problems.append(f"{mode}: the run broke off: {type(exc).__name__}: {exc}")
                 break
-            problems += check_mode(runs[mode], calls)
+            runs[mode] = run
+            problems += check_mode(run, calls)
     finally:
         await fake_runner.cleanup()
     warm, cold = runs["warm"], runs["cold"]

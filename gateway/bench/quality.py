@@ -38,7 +38,7 @@ import sys
 import time
 import timeit
 import warnings
-from collections.abc import Callable
+from typing import Any, Protocol
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,7 @@ class _Ratecv:
 
     def __init__(self, in_rate: int, out_rate: int = OUT_RATE):
         self._rates = (in_rate, out_rate)
-        self._state = None
+        self._state: Any = None  # ratecv's own
 
     def process(self, pcm: bytes) -> bytes:
         out, self._state = audioop.ratecv(pcm, 2, 1, *self._rates, self._state)
@@ -128,7 +128,20 @@ class _Soxr:
         return self._s.resample_chunk(np.zeros(0, dtype=np.int16), last=True).tobytes()
 
 
-IMPLEMENTATIONS: dict[str, Callable[[int], object]] = {
+class Resampler(Protocol):
+    def process(self, pcm: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+class ResamplerClass(Protocol):
+    """One of :data:`IMPLEMENTATIONS`: made with the input rate, named by ``label``."""
+
+    label: str
+
+    def __call__(self, in_rate: int) -> Resampler: ...
+
+
+IMPLEMENTATIONS: dict[str, ResamplerClass] = {
     "ours": _Ours,
     "ratecv": _Ratecv,
     "soxr": _Soxr,
@@ -165,7 +178,7 @@ def _tone_amplitude(x: np.ndarray, freq_hz: float, rate: int) -> float:
     return float(np.hypot(*coeffs))
 
 
-def stream_through(factory: Callable[[int], object], in_rate: int, signal: np.ndarray,
+def stream_through(factory: ResamplerClass, in_rate: int, signal: np.ndarray,
                    *, flush: bool = True) -> np.ndarray:
     """Feed ``signal`` (at ``in_rate``) to a fresh resampler in 20 ms chunks; 8 kHz out."""
     resampler = factory(in_rate)
@@ -239,8 +252,8 @@ def chunk_latency(factory, in_rate: int, seconds: float = 1.0) -> dict:
     rng = np.random.default_rng(in_rate)
     chunk_samples = round(in_rate * CHUNK_SECONDS)
     fed = emitted = 0
-    first_chunk_out = None
-    first_output_after = None
+    first_chunk_out: float | None = None
+    first_output_after: float | None = None
     held_back = 0.0
     for _ in range(int(seconds / CHUNK_SECONDS)):
         out = resampler.process(_pcm(rng.normal(0, 3000, chunk_samples)))
@@ -251,6 +264,7 @@ def chunk_latency(factory, in_rate: int, seconds: float = 1.0) -> dict:
         if first_output_after is None and emitted:
             first_output_after = fed / in_rate
         held_back = max(held_back, fed / in_rate - emitted / OUT_RATE)
+    assert first_chunk_out is not None  # set by the first chunk
     return {
         "first_chunk_output_ms": round(first_chunk_out * 1e3, 3),
         "first_output_after_ms": (round(first_output_after * 1e3, 3)
@@ -412,7 +426,7 @@ async def _speak_live(sentences: list[str]) -> dict:
     capture: dict = {"chunks": None, "formats": set()}
     original = provider.open_session
 
-    async def recording_session(fmt):
+    async def recording_session(fmt: Any) -> Any:
         session = await original(fmt)
         synthesize = session.synthesize
 
@@ -422,10 +436,12 @@ async def _speak_live(sentences: list[str]) -> dict:
                 capture["chunks"].append(chunk.data)
                 yield chunk
 
-        session.synthesize = recorded
+        instrumented: Any = session  # this session's method, wrapped in place
+        instrumented.synthesize = recorded
         return session
 
-    provider.open_session = recording_session
+    patched: Any = provider  # the same for the provider, undone at the end
+    patched.open_session = recording_session
     runner, port = await serve_on_loopback(app)
     utterances = []
     try:
@@ -445,7 +461,8 @@ async def _speak_live(sentences: list[str]) -> dict:
                                 break
                         await asyncio.sleep(0.02)
                 for text in sentences:
-                    capture["chunks"] = chunks = []
+                    chunks: list[bytes] = []
+                    capture["chunks"] = chunks
                     start = len(sim.result.heard)
                     async with http.post(f"{base}/v1/calls/{sim.call_sid}/speak",
                                          json={"text": text}) as resp:
@@ -459,7 +476,7 @@ async def _speak_live(sentences: list[str]) -> dict:
                 await sim.hangup()
             result = sim.result
     finally:
-        provider.open_session = original
+        patched.open_session = original
         await runner.cleanup()
     if len(capture["formats"]) != 1 or next(iter(capture["formats"]))[0] != "pcm_s16le":
         raise RuntimeError(f"expected one s16le provider format, got {capture['formats']}")
@@ -477,7 +494,8 @@ async def run_pesq(sentences: list[str] | None = None) -> dict:
     call_seconds = time.perf_counter() - started
     rate = live["provider_rate"]
     variants = ("live", "g711_ceiling", "ours_no_ulaw", "ratecv_ulaw", "soxr_ulaw")
-    rows, pairs = [], {name: [] for name in variants}
+    rows: list[dict] = []
+    pairs: dict[str, list] = {name: [] for name in variants}
     gap = np.zeros(int(0.3 * OUT_RATE))
     for utt in live["utterances"]:
         reference = ideal_reference(utt["pcm"], rate)

@@ -39,7 +39,7 @@ import numpy as np
 from telcodecs import ulaw_decode, ulaw_encode
 
 from gateway.config import BargeInConfig
-from gateway.core.vad import SpeechDetector, SpeechStarted, WebRtcClassifier
+from gateway.core.vad import Classifier, SpeechDetector, SpeechStarted, WebRtcClassifier
 from gateway.sim.carriers import caller_speech as cs
 
 RATE = 8000
@@ -81,8 +81,8 @@ class SileroClassifier:
         self.threshold = threshold
 
     def __call__(self, window: bytes) -> bool:
-        x = np.frombuffer(window, "<i2").astype(np.float32).reshape(1, -1) / 32768
-        x = np.concatenate([self._context, x], axis=1)
+        frame = np.frombuffer(window, "<i2").astype(np.float32).reshape(1, -1) / 32768
+        x = np.concatenate([self._context, frame], axis=1)
         out, self._state = self._session.run(None, {"input": x, "state": self._state,
                                                     "sr": self._rate})
         self._context = x[:, -self._context_samples:]
@@ -102,7 +102,7 @@ class Run:
     cpu_us_per_frame: float
 
 
-def run_detector(make_classifier: Callable[[], object], wire: bytes,
+def run_detector(make_classifier: Callable[[], Classifier], wire: bytes,
                  min_speech_ms: int = BargeInConfig.min_speech_ms,
                  min_silence_ms: int = BargeInConfig.min_silence_ms,
                  playing: bytes | None = None) -> Run:
@@ -185,7 +185,8 @@ def false_starts(make_classifier, minutes: float, gateway: bytes) -> dict:
         "noise_-45dBFS": cs.white_noise(seconds, RATE, NOISE_DBFS, seed=1),
         "echo_-25dB": cs.echo_of(looped(gateway, seconds), RATE, attenuation_db=ECHO_DB),
     }
-    result, cpu = {}, []
+    result: dict[str, float] = {}
+    cpu = []
     for name, pcm in backgrounds.items():
         playing = looped(gateway, seconds) if name.startswith("echo") else None
         run = run_detector(make_classifier, ulaw_encode(pcm), playing=playing)
