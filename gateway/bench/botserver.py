@@ -29,6 +29,8 @@ import json
 import time
 from typing import Any, cast
 
+from gateway.bench.wsheader import frame_header
+
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SIGNATURE_WINDOW_S = 300
 MAX_HEAD = 16 * 1024
@@ -217,22 +219,13 @@ class BotSocket(asyncio.Protocol):
         now = 0.0
         while n - pos >= 6:
             b0 = data[pos]
-            length = data[pos + 1] & 0x7F
             if not data[pos + 1] & 0x80:
                 self._fail("an unmasked client frame (RFC 6455 §5.1)")
                 return
-            if length < 126:
-                start = pos + 6
-            elif length == 126:
-                if n - pos < 8:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 8
-            else:
-                if n - pos < 14:
-                    break
-                length = int.from_bytes(data[pos + 2:pos + 10], "big")
-                start = pos + 14
+            header = frame_header(data, pos, 4)
+            if header is None:
+                break
+            length, start = header
             if length > MAX_FRAME:
                 self._fail(f"a {length}-byte frame")
                 return

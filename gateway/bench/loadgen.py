@@ -66,6 +66,8 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from gateway.bench.wsheader import frame_header
+
 __all__ = [
     "BufferModel",
     "LoadResult",
@@ -294,19 +296,10 @@ class WsClientProtocol(asyncio.Protocol):
         while n - pos >= 2:
             b0 = data[pos]
             b1 = data[pos + 1]
-            length = b1 & 0x7F
-            if length < 126:
-                start = pos + 2
-            elif length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            else:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
+            header = frame_header(data, pos, 0)
+            if header is None:
+                break
+            length, start = header
             if b1 & 0x80:
                 self._protocol_error("the server masked a frame (RFC 6455 §5.1 forbids it)")
                 return
