@@ -1,12 +1,12 @@
 # The two commands: `make run` (set up and start the gateway on the embedded voice) and
-# `make test` (set up and run the whole suite on Python 3.11 and 3.13).
+# `make test` (set up, run ruff and mypy, and the whole suite on Python 3.11 and 3.13).
 PYTHON311 ?= python3
 PYTHON313 ?= $(lastword $(sort $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13.*/bin/python3.13)))
 VENV ?= .venv
 VENV313 ?= .venv313
 CONFIG ?= gateway.yaml
 
-.PHONY: run test test311 test313 ops-tools speech-tools check-config bench bench-pool bench-vad clean
+.PHONY: run test lint test311 test313 ops-tools speech-tools check-config bench bench-pool bench-vad clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
@@ -24,7 +24,12 @@ bench: $(VENV)/.installed
 bench-pool: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway bench pool --provider all --json bench-out/bench-pool.json
 
-test: test311 test313
+test: lint test311 test313
+
+# ruff and mypy, configured in pyproject.toml; once, in the 3.11 environment.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check gateway codecs tests examples
+	$(VENV)/bin/mypy
 
 # Voice activity detection for barge-in: WebRTC VAD against Silero (if installed), detection
 # delay over 48 trials and false starts in 10 minutes of silence, noise and echo; ~1 minute.
@@ -79,4 +84,4 @@ $(VENV313)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(VENV313) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV313) *.egg-info .pytest_cache .ruff_cache .mypy_cache

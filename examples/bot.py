@@ -36,8 +36,8 @@ log = logging.getLogger("example-bot")
 GREETING = "Hello, this is the example bot. Press a key, or say something."
 KEY_NAMES = {"*": "star", "#": "pound"}
 BYTES_PER_SECOND = {"l16/16000": 32000, "l16/8000": 16000, "mulaw/8000": 8000}
-SECRET = web.AppKey("secret", str)
-PUBLIC_URL = web.AppKey("public_url", str)
+SECRET: web.AppKey[str | None] = web.AppKey("secret")
+PUBLIC_URL: web.AppKey[str | None] = web.AppKey("public_url")
 CALLS = web.AppKey("calls", dict)
 
 

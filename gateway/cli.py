@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                            '"2@3.5,1@8" (an IVR menu: press 2, then 1)')
     dial.add_argument("--quiet-seconds", type=float, default=1.5,
                       help="hang up after the gateway has been silent this long")
-    dial.add_argument("--max-seconds", type=float, default=60.0, help="hang up after this long at most")
+    dial.add_argument("--max-seconds", type=float, default=60.0,
+                      help="hang up after this long at most")
     dial.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     sub.add_parser("bench", help="benchmark latency, calls per core and audio quality "

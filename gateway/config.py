@@ -272,8 +272,8 @@ def _remote_provider(r: _Reader, p: dict, key: str, name: str, ptype: str,
     if pool["min_idle"] > pool["max"]:
         r.problems.append(f"{pk}.min_idle: {pool['min_idle']} is more than max {pool['max']}")
     config = ProviderConfig(name=name, type=ptype, voice=voice or "", options=options,
-                            api_key=api_key, endpoint=endpoint, model=r.get(p, "model", key, str, None),
-                            pool=pool)
+                            api_key=api_key, endpoint=endpoint,
+                            model=r.get(p, "model", key, str, None), pool=pool)
     if api_key and voice:
         problem = _check_remote(config)
         if problem:
@@ -295,7 +295,8 @@ def _check_remote(config: ProviderConfig) -> str | None:
     return None
 
 
-def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.yaml") -> GatewayConfig:
+def parse_config(data: Any, environ: dict | None = None,
+                 source: str = "gateway.yaml") -> GatewayConfig:
     """Validate a parsed YAML document; raise ConfigError listing every problem."""
     environ = dict(os.environ) if environ is None else environ
     problems = Problems()
@@ -333,7 +334,8 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
                 "encoding": r.get(p, "encoding", key, str, "pcm_s16le"),
             }
             if options["encoding"] not in ("pcm_s16le", "mulaw"):
-                problems.append(f"{key}.encoding: {options['encoding']!r} is not pcm_s16le or mulaw")
+                problems.append(
+                    f"{key}.encoding: {options['encoding']!r} is not pcm_s16le or mulaw")
             elif options["encoding"] == "mulaw" and options["sample_rate"] != 8000:
                 problems.append(f"{key}.sample_rate: mulaw comes at 8000 Hz only")
             if options["sample_rate"] not in (8000, 16000, 22050, 24000, 44100, 48000):
@@ -441,12 +443,12 @@ def _carriers(r: _Reader, value: Any, environ: dict) -> dict[str, CarrierConfig]
                 r.problems.append(f"{key}.{option}: {options[option]!r} is not one of "
                                   f"{', '.join(map(str, allowed))}")
         secrets = {}
-        for secret in spec.secrets:
-            found = r.secret(settings, secret, key, environ)
+        for secret_key in spec.secrets:
+            found = r.secret(settings, secret_key, key, environ)
             if found:
-                secrets[secret.removesuffix("_env")] = found
-        for option, problem in spec.check_options(options, secrets) if spec.check_options else ():
-            r.problems.append(f"{key}{'.' + option if option else ''}: {problem}")
+                secrets[secret_key.removesuffix("_env")] = found
+        for where, problem in spec.check_options(options, secrets) if spec.check_options else ():
+            r.problems.append(f"{key}{'.' + where if where else ''}: {problem}")
         lead_ms = r.get(settings, "lead_ms", key, int, None, minimum=0, maximum=2000)
         carriers[name] = CarrierConfig(name, options, secrets, lead_ms)
     return carriers

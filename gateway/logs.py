@@ -29,7 +29,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any, Protocol, TextIO
 
 MAX_VALUE_CHARS = 200  # one argument of a log record
@@ -60,7 +60,7 @@ def clip(text: str, limit: int = MAX_VALUE_CHARS, *, escape: bool = True) -> str
 class _Shown:
     """A log argument as ``%s`` and ``%r`` show it: clipped."""
 
-    __slots__ = ("value", "escape")
+    __slots__ = ("escape", "value")
 
     def __init__(self, value: object, escape: bool):
         self.value = value
@@ -110,7 +110,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc)
+            "time": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
@@ -170,15 +170,18 @@ def formatter(fmt: str) -> logging.Formatter:
     raise ValueError(f"logging.format must be text or json, got {fmt!r}")
 
 
+class _GatewayHandler(logging.StreamHandler[TextIO]):
+    """The handler :func:`setup` installs, known apart from the others on the root logger."""
+
+
 def setup(level: str | int, fmt: str = "text", stream: TextIO | None = None) -> logging.Handler:
     """Log records of ``level`` and above to ``stream`` (stderr) in ``fmt``, every one made
     safe; replaces a handler an earlier ``setup`` installed. Returns the handler."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = _GatewayHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter(fmt))
     handler.addFilter(CallFieldsFilter())
-    handler._gateway_logs = True  # type: ignore[attr-defined]
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_gateway_logs", False)]:
+    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)

@@ -172,7 +172,8 @@ class Metrics:
             "tts_first_chunk_seconds", "Text sent to the TTS provider -> its first audio byte.",
             ["provider"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
         self.first_frame = Histogram(
-            "first_frame_seconds", "Speak request -> first frame of that speech sent to the carrier.",
+            "first_frame_seconds",
+            "Speak request -> first frame of that speech sent to the carrier.",
             ["carrier"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
         self.gateway_added = Histogram(
             "gateway_added_latency_seconds",

@@ -19,9 +19,12 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -72,15 +75,17 @@ class Problems(list):
               hint: str = "") -> Any:
         """``section[name]`` checked against its type and bounds; the default (and a
         problem) when it is wrong."""
-        value = section.get(name, default)
+        value: Any = section.get(name, default)
         if value is None:
             return default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        # (a flag, not an isinstance test in the if: that would narrow ``value`` to ``object``)
+        wrong_kind = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+        if wrong_kind:
             self.append(f"{key}.{name}: expected {kind.__name__}, got {value!r}")
             return default
-        if minimum is not None and value < minimum or maximum is not None and value > maximum:
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             self.append(f"{key}.{name}: {value!r} is outside {minimum}..{maximum}")
             return default
         if choices is not None and value not in choices:
@@ -91,7 +96,8 @@ class Problems(list):
             return default
         return value
 
-    def secret(self, section: Mapping, name: str, key: str, environ: Mapping[str, str]) -> str | None:
+    def secret(self, section: Mapping, name: str, key: str,
+               environ: Mapping[str, str]) -> str | None:
         """Read ``name`` (e.g. ``token_env``): the name of an environment variable."""
         var = section.get(name)
         if var is None:
@@ -125,7 +131,12 @@ def read(problems: Problems, cls: type[T], value: Any, key: str,
     for f in dataclasses.fields(cls):
         if f.metadata.get("computed"):
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            factory = f.default_factory
+            assert callable(factory), f"{cls.__name__}.{f.name} has no default"
+            default = factory()
         kind = _plain_type(hints[f.name])
         if f.metadata.get("secret"):
             found = problems.secret(section, f"{f.name}_env", key, environ or {})
@@ -133,7 +144,7 @@ def read(problems: Problems, cls: type[T], value: Any, key: str,
                 problems.append(f"{key}.{f.name}_env: required: the environment variable "
                                 f"holding {f.metadata.get('what') or 'the ' + f.name}")
             values[f.name] = found
-        elif dataclasses.is_dataclass(kind):
+        elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
             if section.get(f.name) is None and default is None:
                 values[f.name] = None  # an optional section left out
             else:

@@ -17,12 +17,12 @@ with warnings.catch_warnings():
     import audioop
 
 __all__ = [
-    "ULAW_SILENCE",
     "ALAW_SILENCE",
-    "ulaw_encode",
-    "ulaw_decode",
-    "alaw_encode",
+    "ULAW_SILENCE",
     "alaw_decode",
+    "alaw_encode",
+    "ulaw_decode",
+    "ulaw_encode",
 ]
 
 #: μ-law code of digital silence (PCM 0).

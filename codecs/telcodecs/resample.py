@@ -45,13 +45,14 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
 
 from .framer import whole_samples
 
-__all__ = ["StreamResampler", "SUPPORTED_INPUT_RATES", "SUPPORTED_OUTPUT_RATES"]
+__all__ = ["SUPPORTED_INPUT_RATES", "SUPPORTED_OUTPUT_RATES", "StreamResampler"]
 
 SUPPORTED_INPUT_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
 SUPPORTED_OUTPUT_RATES = frozenset({8000, 16000, 24000})  # wideband: Vonage, Exotel, Telnyx
@@ -155,10 +156,10 @@ def _exact_taps(phases: np.ndarray) -> np.ndarray:
     return np.ldexp(np.rint(np.ldexp(phases, step_bits)), -step_bits)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _polyphase_bank(in_rate: int, out_rate: int) -> _PolyphaseBank:
-    common = math.gcd(in_rate, out_rate)
-    up, down = out_rate // common, in_rate // common
+    divisor = math.gcd(in_rate, out_rate)
+    up, down = out_rate // divisor, in_rate // divisor
     pass_hz, stop_hz = _BAND_EDGES_HZ[min(in_rate, out_rate)]
     upsampled_rate = float(in_rate * up)
     prototype = _kaiser_lowpass((pass_hz + stop_hz) / 2, stop_hz - pass_hz, upsampled_rate)
@@ -173,7 +174,7 @@ def _polyphase_bank(in_rate: int, out_rate: int) -> _PolyphaseBank:
     cycle_position_of_phase = [0] * up
     for cycle_position, phase in enumerate((np.arange(up) * down % up).tolist()):
         cycle_position_of_phase[phase] = cycle_position
-    common = dict(
+    common: dict[str, Any] = dict(
         up=up,
         down=down,
         taps_per_phase=taps,
@@ -195,7 +196,7 @@ def _polyphase_bank(in_rate: int, out_rate: int) -> _PolyphaseBank:
     )
 
 
-def _row_layout(phase_filters: np.ndarray, up: int, down: int) -> dict:
+def _row_layout(phase_filters: np.ndarray, up: int, down: int) -> dict[str, Any]:
     taps = phase_filters.shape[1]
     row_outputs = up * -(-_ROW_OUTPUTS // up)
     position = np.arange(row_outputs)
@@ -265,7 +266,9 @@ class StreamResampler:
         # Long chunks (a provider may send a whole sentence) go through gathering in 20 ms
         # pieces: the gathered windows stay in cache, about twice as fast as one big gather.
         step = self.in_rate // 50
-        if self._bank.row_filters is not None or len(samples) <= step:
+        bank = self._bank
+        assert bank is not None, "resampling rates only"
+        if bank.row_filters is not None or len(samples) <= step:
             return self._filter(samples)
         return np.concatenate([self._filter(samples[i:i + step])
                                for i in range(0, len(samples), step)])
@@ -277,6 +280,7 @@ class StreamResampler:
     def flush_to_array(self) -> np.ndarray:
         """:meth:`flush`, returning the tail as an int16 array (resampling rates only)."""
         bank = self._bank
+        assert bank is not None, "resampling rates only"
         zeros_needed = -(-bank.group_delay_upsampled // bank.up)
         tail = self._filter(np.zeros(zeros_needed, dtype=np.float32))
         self.reset()
@@ -289,6 +293,7 @@ class StreamResampler:
     def _filter(self, samples: np.ndarray) -> np.ndarray:
         """Append ``samples`` to the history; return every output they complete (int16)."""
         bank = self._bank
+        assert bank is not None
         taps, up, down = bank.taps_per_phase, bank.up, bank.down
         history = self._history
         total = len(history) + len(samples)
@@ -315,6 +320,8 @@ class StreamResampler:
         """``count`` outputs as rows of a matrix product; returns them (float64, exact
         sums) and the input (history then ``samples``, zero-padded after)."""
         bank = self._bank
+        assert bank is not None and bank.row_filters is not None  # the row layout
+        row_filters = bank.row_filters
         history = self._history
         held, total = len(history), len(history) + len(samples)
         # Rows start at cycle position 0, ``position`` outputs before the first one owed;
@@ -333,12 +340,12 @@ class StreamResampler:
                              strides=(bank.row_advance * item, item))
         # The overlapping windows are copied into plain matrices, which BLAS takes.
         if rows <= bank.max_rows:
-            products = np.ascontiguousarray(windows) @ bank.row_filters
+            products = np.ascontiguousarray(windows) @ row_filters
         else:
             products = np.empty((rows, bank.row_outputs))
             for first in range(0, rows, bank.max_rows):
                 part = slice(first, first + bank.max_rows)
-                np.matmul(np.ascontiguousarray(windows[part]), bank.row_filters,
+                np.matmul(np.ascontiguousarray(windows[part]), row_filters,
                           out=products[part])
         return products.reshape(-1)[position:position + count], work[front:]
 
@@ -346,6 +353,9 @@ class StreamResampler:
         """``count`` outputs from gathered windows; returns them (float64, exact sums) and
         the input (history then ``samples``)."""
         bank = self._bank
+        assert bank is not None and bank.cycle_filters is not None  # the gathered layout
+        assert bank.cycle_input_advance is not None
+        cycle_filters, cycle_input_advance = bank.cycle_filters, bank.cycle_input_advance
         taps, up, down = bank.taps_per_phase, bank.up, bank.down
         buffer = np.concatenate((self._history, samples))
         item = buffer.itemsize
@@ -356,10 +366,10 @@ class StreamResampler:
         while remaining:
             size = min(remaining, bank.max_segment)
             position = bank.cycle_position_of_phase[time % up]
-            advance = bank.cycle_input_advance[position:position + size]
+            advance = cycle_input_advance[position:position + size]
             first_window = time // up - (taps - 1) - int(advance[0])
             windows = all_windows[advance + first_window]
-            filters = bank.cycle_filters[position:position + size]
+            filters = cycle_filters[position:position + size]
             pieces.append(np.einsum("ij,ij->i", windows, filters))
             time += size * down
             remaining -= size

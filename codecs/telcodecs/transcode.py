@@ -24,7 +24,7 @@ from . import g711
 from .framer import whole_samples
 from .resample import StreamResampler
 
-__all__ = ["ENCODINGS", "Transcoder", "silence_byte", "bytes_per_second"]
+__all__ = ["ENCODINGS", "Transcoder", "bytes_per_second", "silence_byte"]
 
 ENCODINGS = frozenset({"pcm_s16le", "l16", "mulaw", "alaw"})
 

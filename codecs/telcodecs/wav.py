@@ -19,10 +19,10 @@ from typing import NamedTuple
 __all__ = [
     "WavFormat",
     "WavHeaderStripper",
+    "read_wav",
     "strip_wav_header",
     "wav_bytes",
     "write_wav",
-    "read_wav",
 ]
 
 _RIFF_ID = b"RIFF"

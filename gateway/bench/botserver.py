@@ -27,7 +27,9 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any
+from typing import Any, cast
+
+from gateway.bench.wsheader import frame_header
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SIGNATURE_WINDOW_S = 300
@@ -122,7 +124,9 @@ class BotSocket(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a TCP connection's transport (uvloop's is not a subclass of asyncio's, so no
+        # isinstance check)
+        self.transport = cast(asyncio.Transport, transport)
         self.bot.sockets.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -140,13 +144,22 @@ class BotSocket(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    # what arrives comes over the transport, so every answer has one to go to
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _close(self) -> None:
+        assert self.transport is not None
+        self.transport.close()
+
     # -- the upgrade ---------------------------------------------------------------------
 
     def _refuse(self, reason: str, status: str = "401 Unauthorized") -> None:
         self.bot.stats.refuse(reason)
-        self.transport.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n"  # type: ignore[union-attr]
-                             "Connection: close\r\n\r\n".encode())
-        self.transport.close()  # type: ignore[union-attr]
+        self._write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        self._close()
 
     def _upgrade(self, data: bytes) -> None:
         head = self._head + data
@@ -184,7 +197,7 @@ class BotSocket(asyncio.Protocol):
         self.call_id = headers.get("x-tts-gateway-call-id", "")[:128]
         self.call = self.bot.calls.get(self.call_id)
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        self.transport.write(  # type: ignore[union-attr]
+        self._write(
             ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
         self.upgraded = True
@@ -206,22 +219,13 @@ class BotSocket(asyncio.Protocol):
         now = 0.0
         while n - pos >= 6:
             b0 = data[pos]
-            length = data[pos + 1] & 0x7F
             if not data[pos + 1] & 0x80:
                 self._fail("an unmasked client frame (RFC 6455 §5.1)")
                 return
-            if length < 126:
-                start = pos + 6
-            elif length == 126:
-                if n - pos < 8:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 8
-            else:
-                if n - pos < 14:
-                    break
-                length = int.from_bytes(data[pos + 2:pos + 10], "big")
-                start = pos + 14
+            header = frame_header(data, pos, 4)
+            if header is None:
+                break
+            length, start = header
             if length > MAX_FRAME:
                 self._fail(f"a {length}-byte frame")
                 return
@@ -259,11 +263,11 @@ class BotSocket(asyncio.Protocol):
             self._event(unmask(payload, mask))
             return True
         if opcode == 0x8:  # close: answer it, then the gateway closes the TCP connection
-            self.transport.write(b"\x88\x02\x03\xe8")  # type: ignore[union-attr]
-            self.transport.close()  # type: ignore[union-attr]
+            self._write(b"\x88\x02\x03\xe8")
+            self._close()
             return False
         if opcode == 0x9:  # ping (aiohttp's heartbeat)
-            self.transport.write(bytes((0x8A, len(payload))) + unmask(payload, mask))  # type: ignore[union-attr]
+            self._write(bytes((0x8A, len(payload))) + unmask(payload, mask))
             return True
         if opcode == 0xA:
             return True

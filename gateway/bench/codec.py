@@ -103,6 +103,8 @@ def _callgrind_instructions(case: str, count: int, env: dict) -> int:
             env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         with open(out) as f:
             summary = re.search(r"^summary:\s+(\d+)", f.read(), re.M)
+    if summary is None:
+        raise RuntimeError(f"callgrind wrote no summary line to {out}")
     return int(summary.group(1))
 
 

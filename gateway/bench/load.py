@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import re
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -64,6 +66,7 @@ def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
                               "burst_factor": 4.0, "chars_per_second": 15.0,
                               **AUDIO_FORMATS[audio]}}
     else:
+        assert provider_port is not None, "a provider process has a port"
         providers = {provider: socket_provider.provider_config(provider, provider_port,
                                                                AUDIO_FORMATS[audio])}
     return {
@@ -71,8 +74,9 @@ def bench_config(port: int, seconds_of_speech: float, lead_ms: int,
         "providers": providers,
         "carriers": ["twilio"],
         # one long greeting keeps every call speaking for the whole measurement
-        "routes": {"bench": {"provider": next(iter(providers)), "cache_greeting": False,
-                             "greeting": "Thank you for calling. " * int(seconds_of_speech * 15 / 23 + 1)}},
+        "routes": {"bench": {
+            "provider": next(iter(providers)), "cache_greeting": False,
+            "greeting": "Thank you for calling. " * int(seconds_of_speech * 15 / 23 + 1)}},
         "playout": {"lead_ms": lead_ms},
         # every simulated call comes from 127.0.0.1
         "limits": {"max_calls": 100000, "max_text_chars": 1000000,
@@ -115,12 +119,16 @@ def proc_rss_bytes(pid: int) -> int:
 
 
 def histogram_quantiles(metrics: str, name: str, quantiles=(0.5, 0.99), **labels) -> dict:
-    """Quantiles from a Prometheus histogram, interpolated within buckets like histogram_quantile()."""
+    """Quantiles from a Prometheus histogram, interpolated within buckets like
+    histogram_quantile()."""
     want = "".join(f',{k}="{v}"' for k, v in labels.items())
     buckets = []
     for match in re.finditer(r'^' + re.escape(name) + r'_bucket\{(.*)\} (\S+)$', metrics, re.M):
         label_text, value = match.groups()
-        le = re.search(r'le="([^"]+)"', label_text).group(1)
+        le_match = re.search(r'le="([^"]+)"', label_text)
+        if le_match is None:  # every bucket has an le label
+            continue
+        le = le_match.group(1)
         rest = re.sub(r',?le="[^"]+"', "", label_text)
         if want and want.lstrip(",") != rest.lstrip(","):
             continue
@@ -129,7 +137,7 @@ def histogram_quantiles(metrics: str, name: str, quantiles=(0.5, 0.99), **labels
     if not buckets or buckets[-1][1] == 0:
         return {q: None for q in quantiles} | {"count": 0}
     total = buckets[-1][1]
-    out = {"count": int(total)}
+    out: dict[Any, float | None] = {"count": int(total)}
     for q in quantiles:
         rank = q * total
         lower_bound, lower_count = 0.0, 0.0
@@ -138,7 +146,8 @@ def histogram_quantiles(metrics: str, name: str, quantiles=(0.5, 0.99), **labels
                 if bound == float("inf"):
                     out[q] = lower_bound
                 else:
-                    fraction = (rank - lower_count) / (count - lower_count) if count > lower_count else 1
+                    fraction = ((rank - lower_count) / (count - lower_count)
+                                if count > lower_count else 1)
                     out[q] = lower_bound + (bound - lower_bound) * fraction
                 break
             lower_bound, lower_count = bound, count
@@ -193,7 +202,8 @@ async def run_once(calls: int, duration: float, *, lead_ms: int = 100, pinned: b
         remote = socket_provider.ProviderProcess(provider, free_port(), workdir,
                                                  pin(1) if pinned else None)
         await remote.wait_ready()
-    config = bench_config(port, total + 30, lead_ms, audio, provider, remote and remote.port)
+    config = bench_config(port, total + 30, lead_ms, audio, provider,
+                          remote.port if remote else None)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(remote.env if remote else {})}
     bot_args = []
     if bot:
@@ -360,7 +370,7 @@ def load_side(run: dict) -> str | None:
     if cpu > LOAD_CPU_PERCENT:
         return "saturated"
     lag = run.get("provider_lag_p99_ms")
-    late = tick > LOAD_TICK_LATE_P99_MS or lag is not None and lag > PROVIDER_LAG_P99_MS
+    late = tick > LOAD_TICK_LATE_P99_MS or (lag is not None and lag > PROVIDER_LAG_P99_MS)
     return "starved" if late else "kept up"
 
 
@@ -368,7 +378,7 @@ def _quantile(values, q):
     values = sorted(v for v in values if v is not None)
     if not values:
         return None
-    return values[min(len(values) - 1, max(0, int(round(q * len(values) + 0.5)) - 1))]
+    return values[min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))]
 
 
 def passes(run: dict) -> bool:
@@ -381,11 +391,13 @@ def passes(run: dict) -> bool:
     return ok
 
 
-async def sweep(start: int, limit: int, duration: float, workdir: Path, **kw) -> dict:
-    """Grow N until a run fails, then bisect between the last pass and the first fail."""
+async def sweep(start: int, limit: int, duration: float, workdir: Path, *,
+                deadline: float = math.inf, **kw) -> dict:
+    """Grow N until a run fails, then bisect between the last pass and the first fail;
+    no run starts after ``deadline`` (``time.monotonic()``)."""
     runs = []
     good, bad, n = 0, None, start
-    while n <= limit and time.monotonic() < sweep.deadline:
+    while n <= limit and time.monotonic() < deadline:
         run = await run_once(n, duration, workdir=workdir, **kw)
         runs.append(run)
         print(_one_line(run), flush=True)
@@ -406,9 +418,6 @@ async def sweep(start: int, limit: int, duration: float, workdir: Path, **kw) ->
     return {"max_calls_per_core": good, "first_failing": bad,
             "load_behind_at": behind[0][0] if behind else None,
             "load_behind_why": behind[0][1] if behind else None, "runs": runs}
-
-
-sweep.deadline = float("inf")
 
 
 def _one_line(run: dict) -> str:
@@ -485,13 +494,14 @@ def print_report(run: dict) -> None:
         ("load side ticker late p99", run["load_tick_late_p99_ms"], "ms",
          f"≤ {LOAD_TICK_LATE_P99_MS:.0f}"),
     ]
-    print(f"\n{run['calls']} calls ({run['calls_connected']} connected, {run['calls_failed']} failed), "
-          f"{run['duration_s']} s, provider {run['provider']}, audio {run['provider_audio']}, "
+    print(f"\n{run['calls']} calls ({run['calls_connected']} connected, "
+          f"{run['calls_failed']} failed), {run['duration_s']} s, provider {run['provider']}, "
+          f"audio {run['provider_audio']}, "
           f"gateway {'pinned to core 0' if run['pinned'] else 'not pinned'}"
           + (", every call a bot call (l16/16000 to a loopback bot, VAD on)" if run.get("bot")
              else ""))
     for label, value, unit, goal in rows:
-        print(f"  {label:<44} {str(value):>12} {unit:<12} {('goal ' + goal) if goal else ''}")
+        print(f"  {label:<44} {value!s:>12} {unit:<12} {('goal ' + goal) if goal else ''}")
 
 
 def plot(run: dict, path: str) -> None:
@@ -514,7 +524,8 @@ def plot(run: dict, path: str) -> None:
     latencies = sorted(run.get("first_media_latencies_ms", []))
     if latencies:
         right.plot(latencies, [(i + 1) / len(latencies) for i in range(len(latencies))])
-        right.set_xlabel("ms from start to first audio frame (incl. 250 ms handshake + 200 ms TTFA)")
+        right.set_xlabel(
+            "ms from start to first audio frame (incl. 250 ms handshake + 200 ms TTFA)")
         right.set_ylabel("fraction of calls")
         right.set_title("First-audio latency CDF")
     fig.tight_layout()
@@ -528,9 +539,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds measured after all calls are up")
     parser.add_argument("--lead-ms", type=int, default=100)
     parser.add_argument("--ramp", type=float, default=25.0,
-                        help="new calls per second while ramping up (a busy call centre sees a few)")
+                        help="new calls per second while ramping up "
+                             "(a busy call centre sees a few)")
     parser.add_argument("--audio", choices=sorted(AUDIO_FORMATS), default="pcm24k",
-                        help="what the fake provider sends (pcm24k is resampled, mulaw8k passes through)")
+                        help="what the fake provider sends "
+                             "(pcm24k is resampled, mulaw8k passes through)")
     parser.add_argument("--provider", default="inprocess",
                         help="where the provider runs, comma-separated to sweep several: "
                              "inprocess (a generator inside the gateway), or a fake in its own "
@@ -540,10 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-audio", default="mulaw8k",
                         help="provider audio formats to sweep, comma-separated")
     parser.add_argument("--sweep", action="store_true",
-                        help="find the most calls one core carries (p99 lateness ≤ 10 ms, no underrun)")
+                        help="find the most calls one core carries "
+                             "(p99 lateness ≤ 10 ms, no underrun)")
     parser.add_argument("--sweep-start", type=int, default=125)
     parser.add_argument("--sweep-limit", type=int, default=2000)
-    parser.add_argument("--no-pin", action="store_true", help="do not pin gateway and generator to cores")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin gateway and generator to cores")
     parser.add_argument("--json", default="bench-out/bench.json")
     parser.add_argument("--plot", help="write a PNG (lateness over time, first-audio latency CDF)")
     parser.add_argument("--quality", action="store_true",
@@ -561,8 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--provider: one or more of {', '.join(PROVIDER_MODES)}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    sweep.deadline = started + args.time_budget
-    report = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     with tempfile.TemporaryDirectory(prefix="tts-bench-") as tmp:
         workdir = Path(tmp)
         kw = {"lead_ms": args.lead_ms, "pinned": not args.no_pin, "ramp_per_second": args.ramp,
@@ -577,11 +591,11 @@ def main(argv: list[str] | None = None) -> int:
             combos = [(mode, audio) for mode in modes for audio in formats]
             for i, (mode, audio) in enumerate(combos):
                 print(f"\nsweep, provider {mode}, provider audio {audio} (calls on one core):")
-                sweep.deadline = time.monotonic() + (
+                deadline = time.monotonic() + (
                     started + args.time_budget - time.monotonic()) / (len(combos) - i)
                 found = asyncio.run(sweep(args.sweep_start, args.sweep_limit,
-                                          min(args.duration, 12.0), workdir, audio=audio,
-                                          provider=mode, **kw))
+                                          min(args.duration, 12.0), workdir, deadline=deadline,
+                                          audio=audio, provider=mode, **kw))
                 found["provider"] = mode
                 report["sweep"][audio if mode == "inprocess" else f"{mode}/{audio}"] = found
                 print(f"  -> {found['max_calls_per_core']} calls per core "

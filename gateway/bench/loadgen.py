@@ -61,10 +61,12 @@ import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import numpy as np
+
+from gateway.bench.wsheader import frame_header
 
 __all__ = [
     "BufferModel",
@@ -180,8 +182,10 @@ class WsClientProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self._request)  # type: ignore[attr-defined]
+        # a TCP connection's transport (uvloop's is not a subclass of asyncio's, so no
+        # isinstance check)
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self._request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_open = False
@@ -213,8 +217,8 @@ class WsClientProtocol(asyncio.Protocol):
     # -- sending -------------------------------------------------------------------------
 
     def send_text(self, payload: bytes) -> None:
-        if self.is_open:
-            self.transport.write(_text_frame(payload))  # type: ignore[union-attr]
+        if self.is_open and self.transport is not None:
+            self.transport.write(_text_frame(payload))
 
     def send_close(self, code: int = 1000) -> None:
         if self._close_sent or self.transport is None or self.transport.is_closing():
@@ -292,19 +296,10 @@ class WsClientProtocol(asyncio.Protocol):
         while n - pos >= 2:
             b0 = data[pos]
             b1 = data[pos + 1]
-            length = b1 & 0x7F
-            if length < 126:
-                start = pos + 2
-            elif length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            else:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
+            header = frame_header(data, pos, 0)
+            if header is None:
+                break
+            length, start = header
             if b1 & 0x80:
                 self._protocol_error("the server masked a frame (RFC 6455 §5.1 forbids it)")
                 return
@@ -412,10 +407,8 @@ class BufferModel:
     * :meth:`clear` empties the buffer and returns every pending mark, to echo at once.
     """
 
-    __slots__ = (
-        "run_start", "run_bytes", "anchor", "utterance_bytes", "boundary", "pending",
-        "underruns", "tolerance",
-    )
+    __slots__ = ("anchor", "boundary", "pending", "run_bytes", "run_start", "tolerance",
+                 "underruns", "utterance_bytes")
 
     def __init__(self, tolerance: float = 0.001) -> None:
         # The current run of playout: it started at run_start and holds run_bytes (whole
@@ -589,7 +582,8 @@ class TwilioLoadCall(WsClientProtocol):
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
             },
         }
-        self.transport.write(  # type: ignore[union-attr]
+        assert self.transport is not None  # the upgrade came over it
+        self.transport.write(
             _text_frame(b'{"event":"connected","protocol":"Call","version":"1.0.0"}')
             + _text_frame(json.dumps(start, separators=(",", ":")).encode())
         )
@@ -608,7 +602,8 @@ class TwilioLoadCall(WsClientProtocol):
         body = self._media_format % (self._sequence, chunk, (chunk - 1) * 20,
                                      payloads[(chunk + self.index) % len(payloads)])
         self._sent_at[chunk % _SENT_RING] = _monotonic()
-        self.transport.write(_TEXT_HEADER_16[len(body)] + body)  # type: ignore[union-attr]
+        assert self.transport is not None  # is_open: connected and upgraded
+        self.transport.write(_TEXT_HEADER_16[len(body)] + body)
 
     def bot_packet(self, now: float) -> float | None:
         """The bot got its next packet of this call's audio at ``now``: the time since the
@@ -880,8 +875,8 @@ class LoadResult:
     #: Per window (1 s; the window where measuring starts is cut short): ``t`` (start, s
     #: from the run's start), ``seconds``, ``calls`` open at its end, ``frames``,
     #: ``p50_ms``/``p99_ms``/``max_ms`` lateness, ``lead_min_ms`` (see lead_min; ``None``
-    #: like the lateness figures in a window without frames), ``gen_late_ms`` (how late the generator's
-    #: own ticker woke, max), ``measured``.
+    #: like the lateness figures in a window without frames), ``gen_late_ms`` (how late the
+    #: generator's own ticker woke, max), ``measured``.
     timeline: list[dict[str, Any]]
     duration: float
     ramp_seconds: float | None
@@ -981,8 +976,9 @@ class LoadResult:
         lines.append(
             f"generator ({self.event_loop}): {self.generator_cpu_seconds:.2f} s CPU in "
             f"{self.duration:.1f} s; steady {per_msg} "
-            f"({self.steady_system_seconds / max(self.steady_cpu_seconds, 1e-9):.0%} kernel); ticker late p99 "
-            f"{ms(self.generator_tick_late_p99)} ms, max {ms(self.generator_tick_late_max)} ms"
+            f"({self.steady_system_seconds / max(self.steady_cpu_seconds, 1e-9):.0%} kernel); "
+            f"ticker late p99 {ms(self.generator_tick_late_p99)} ms, "
+            f"max {ms(self.generator_tick_late_max)} ms"
             f"; send skips {self.send_skips}"
         )
         return "\n".join(lines)
@@ -1094,7 +1090,8 @@ class _LoadRun:
         self.tick_late_list = [0] * (_OVERFLOW + 1)
         self.tick_late_max = 0.0
         self.ramp_done_at: float | None = None
-        self._steady_start: tuple[float, int, int] | None = None
+        # process time, messages sent and received, system time
+        self._steady_start: tuple[float, int, int, float] | None = None
         self._done = asyncio.Event()
 
     # -- callbacks from calls ------------------------------------------------------------
@@ -1158,7 +1155,7 @@ class _LoadRun:
             call.abort()
         else:
             if self._wants_interrupt(index) and self.interrupt_after is not None:
-                self._schedule_interrupt(call)
+                self._schedule_interrupt(call, self.interrupt_after)
 
     async def _ramp(self) -> None:
         tasks = []
@@ -1188,10 +1185,10 @@ class _LoadRun:
         f = self.interrupt_fraction
         return math.floor((index + 1) * f + 1e-9) > math.floor(index * f + 1e-9)
 
-    def _schedule_interrupt(self, call: TwilioLoadCall) -> None:
+    def _schedule_interrupt(self, call: TwilioLoadCall, interrupt_after: float) -> None:
         # Interrupts go out at the ramp's rate from interrupt_after on, so the gateway
         # never gets hundreds of control requests in the same millisecond.
-        at = self.t0 + self.interrupt_after + self.to_interrupt / self.ramp_per_second
+        at = self.t0 + interrupt_after + self.to_interrupt / self.ramp_per_second
         self.to_interrupt += 1
         if at >= self.end_at - 0.1:
             return
@@ -1354,7 +1351,8 @@ class _LoadRun:
             for call in self.calls:
                 if call.is_open:
                     call.hang_up()
-            pending = [c.closed for c in self.calls if c.transport is not None and not c.closed.done()]
+            pending = [c.closed for c in self.calls
+                       if c.transport is not None and not c.closed.done()]
             if pending:
                 await asyncio.wait(pending, timeout=3.0)
             for call in self.calls:
@@ -1388,6 +1386,7 @@ class _LoadRun:
             steady_system = 0.0
         samples = int(self.measured_hist.sum())
         worst = self.measured_worst
+        lateness: tuple[float | None, float | None, float | None]
         if samples:
             p50, p99 = _hist_quantiles(self.measured_hist, max(0.0, worst), (0.5, 0.99))
             lateness = (p50, p99, max(0.0, worst))
@@ -1395,6 +1394,8 @@ class _LoadRun:
             lateness = (None, None, None)
         lead_min = -worst if worst > -math.inf else None
         tick_hist = np.array(self.tick_late_list, dtype=np.int64)
+        tick_max: float | None
+        tick_p99: float | None
         if tick_hist.sum():
             tick_max = self.tick_late_max
             tick_p99 = _hist_quantiles(tick_hist, tick_max, (0.99,))[0]
@@ -1450,7 +1451,7 @@ class _LoadRun:
             event_loop=type(loop).__module__.split(".")[0],
             caller_audio=self.caller_audio,
             caller_frames_sent=self.media_sent,
-            **({} if bot is None else dict(
+            **({} if bot is None else dict[str, Any](
                 bot_sockets=bot.accepted, bot_refused=dict(bot.refused),
                 bot_call_started=bot.started, bot_call_ended=bot.ended,
                 bot_packets=bot.packets, bot_bad_packets=bot.bad_packets,

@@ -5,9 +5,9 @@ a cold connection, against a fake provider with a 250 ms handshake: the pool sho
 at least 95 % of the handshake.
 
 For each provider (the faithful fake in its folder, ``gateway/tts/providers/<type>/fake.py``,
-on loopback, with ``handshake_ms`` before the connection is usable and a fixed ``first_audio_ms``), a real
-gateway runs in-process twice, on a route whose greeting is one short sentence that is
-never cached (every call synthesizes it):
+on loopback, with ``handshake_ms`` before the connection is usable and a fixed
+``first_audio_ms``), a real gateway runs in-process twice, on a route whose greeting is
+one short sentence that is never cached (every call synthesizes it):
 
 * **warm**: ``pool.min_idle`` >= the concurrency; the run starts once ``/readyz`` is 200
   (each pool holds ``min_idle`` handshaken connections), and before each call (or wave of
@@ -54,7 +54,7 @@ from gateway.http.loopback import serve_on_loopback
 from gateway.carriers.twilio.sim import CallClosedError, TwilioCallSim
 from gateway.tts.providers.registry import PROVIDERS as ALL_PROVIDERS
 
-__all__ = ["GOAL_HIDDEN", "PROVIDERS", "run_bench", "main"]
+__all__ = ["GOAL_HIDDEN", "PROVIDERS", "main", "run_bench"]
 
 #: Share of the handshake the warm pool must take out of the first-audio latency.
 GOAL_HIDDEN = 0.95
@@ -307,14 +307,15 @@ async def run_provider(provider: str, *, calls: int = 20, handshake_ms: float = 
     runs: dict[str, dict | None] = {"warm": None, "cold": None}
     problems: list[str] = []
     try:
-        kw = {"calls": calls, "concurrency": concurrency, "gap_s": gap_ms / 1000}
         for mode in runs:
             try:
-                runs[mode] = await run_mode(provider, fake_app, fake_port, mode, **kw)
+                run = await run_mode(provider, fake_app, fake_port, mode, calls=calls,
+                                     concurrency=concurrency, gap_s=gap_ms / 1000)
             except (InvalidRun, CallClosedError, TimeoutError, aiohttp.ClientError) as exc:
                 problems.append(f"{mode}: the run broke off: {type(exc).__name__}: {exc}")
                 break
-            problems += check_mode(runs[mode], calls)
+            runs[mode] = run
+            problems += check_mode(run, calls)
     finally:
         await fake_runner.cleanup()
     warm, cold = runs["warm"], runs["cold"]
@@ -378,7 +379,7 @@ def format_provider(result: dict, handshake_ms: float) -> str:
                          + [f"  INVALID: {problem}" for problem in result["problems"]])
 
     def row(label: str, w: Any, c: Any, unit: str = "") -> str:
-        return f"  {label:<40} {str(w):>10} {str(c):>10}  {unit}"
+        return f"  {label:<40} {w!s:>10} {c!s:>10}  {unit}"
 
     lines = [
         f"{result['provider']}",

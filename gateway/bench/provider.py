@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import aiohttp
@@ -35,7 +36,8 @@ PROFILE = {"handshake_ms": 250.0, "first_audio_ms": 200.0, "chunk_ms": 100.0,
            "precomputed_audio": True, "idle_timeout_s": 3600.0}
 #: ``kind`` (a provider type: JSON with base64 audio, binary) -> what its fake needs here
 #: beyond the profile: every context a socket may hold, a flush budget no call exhausts
-KINDS = {"inworld": {"max_contexts": 5}, "deepgram": {"flush_window_s": 60.0}}
+KINDS: dict[str, dict[str, Any]] = {"inworld": {"max_contexts": 5},
+                                   "deepgram": {"flush_window_s": 60.0}}
 API_KEY = "bench-key"
 KEY_ENV = "TTS_BENCH_PROVIDER_KEY"
 LAG_TICK_S = 0.01
@@ -163,6 +165,8 @@ class LagMonitor:
     BINS = 4000  # the last bin: a second or more
 
     def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.max_ms = 0.0
         self.reset()
 
     async def run(self) -> None:

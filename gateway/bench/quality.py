@@ -38,7 +38,7 @@ import sys
 import time
 import timeit
 import warnings
-from collections.abc import Callable
+from typing import Any, Protocol
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop  # Python < 3.13 ships it; 3.13+ gets it from audioop-lts
 
-__all__ = ["RATES", "GOALS", "run_pesq", "resampler_table", "main_quality"]
+__all__ = ["GOALS", "RATES", "main_quality", "resampler_table", "run_pesq"]
 
 OUT_RATE = 8000
 RATES = (16000, 22050, 24000, 44100, 48000)
@@ -100,7 +100,7 @@ class _Ratecv:
 
     def __init__(self, in_rate: int, out_rate: int = OUT_RATE):
         self._rates = (in_rate, out_rate)
-        self._state = None
+        self._state: Any = None  # ratecv's own
 
     def process(self, pcm: bytes) -> bytes:
         out, self._state = audioop.ratecv(pcm, 2, 1, *self._rates, self._state)
@@ -128,7 +128,20 @@ class _Soxr:
         return self._s.resample_chunk(np.zeros(0, dtype=np.int16), last=True).tobytes()
 
 
-IMPLEMENTATIONS: dict[str, Callable[[int], object]] = {
+class Resampler(Protocol):
+    def process(self, pcm: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+class ResamplerClass(Protocol):
+    """One of :data:`IMPLEMENTATIONS`: made with the input rate, named by ``label``."""
+
+    label: str
+
+    def __call__(self, in_rate: int) -> Resampler: ...
+
+
+IMPLEMENTATIONS: dict[str, ResamplerClass] = {
     "ours": _Ours,
     "ratecv": _Ratecv,
     "soxr": _Soxr,
@@ -149,7 +162,7 @@ def _samples(pcm: bytes) -> np.ndarray:
 
 
 def _sine(freq_hz: float, rate: int, seconds: float, amplitude: float = TONE_AMPLITUDE):
-    t = np.arange(int(round(rate * seconds))) / rate
+    t = np.arange(round(rate * seconds)) / rate
     return amplitude * np.sin(2 * np.pi * freq_hz * t)
 
 
@@ -165,12 +178,12 @@ def _tone_amplitude(x: np.ndarray, freq_hz: float, rate: int) -> float:
     return float(np.hypot(*coeffs))
 
 
-def stream_through(factory: Callable[[int], object], in_rate: int, signal: np.ndarray,
+def stream_through(factory: ResamplerClass, in_rate: int, signal: np.ndarray,
                    *, flush: bool = True) -> np.ndarray:
     """Feed ``signal`` (at ``in_rate``) to a fresh resampler in 20 ms chunks; 8 kHz out."""
     resampler = factory(in_rate)
     pcm = _pcm(signal)
-    step = 2 * int(round(in_rate * CHUNK_SECONDS))
+    step = 2 * round(in_rate * CHUNK_SECONDS)
     out = [resampler.process(pcm[i : i + step]) for i in range(0, len(pcm), step)]
     if flush:
         out.append(resampler.flush())
@@ -237,10 +250,10 @@ def chunk_latency(factory, in_rate: int, seconds: float = 1.0) -> dict:
     any chunk."""
     resampler = factory(in_rate)
     rng = np.random.default_rng(in_rate)
-    chunk_samples = int(round(in_rate * CHUNK_SECONDS))
+    chunk_samples = round(in_rate * CHUNK_SECONDS)
     fed = emitted = 0
-    first_chunk_out = None
-    first_output_after = None
+    first_chunk_out: float | None = None
+    first_output_after: float | None = None
     held_back = 0.0
     for _ in range(int(seconds / CHUNK_SECONDS)):
         out = resampler.process(_pcm(rng.normal(0, 3000, chunk_samples)))
@@ -251,6 +264,7 @@ def chunk_latency(factory, in_rate: int, seconds: float = 1.0) -> dict:
         if first_output_after is None and emitted:
             first_output_after = fed / in_rate
         held_back = max(held_back, fed / in_rate - emitted / OUT_RATE)
+    assert first_chunk_out is not None  # set by the first chunk
     return {
         "first_chunk_output_ms": round(first_chunk_out * 1e3, 3),
         "first_output_after_ms": (round(first_output_after * 1e3, 3)
@@ -263,7 +277,7 @@ def cpu_us_per_chunk(factory, in_rate: int, calls: int = 300, repeat: int = 5) -
     """Mean CPU per 20 ms chunk on a running stream (best of ``repeat`` runs); bytes in,
     bytes out, as the gateway uses it."""
     resampler = factory(in_rate)
-    chunk = _pcm(np.random.default_rng(1).normal(0, 5000, int(round(in_rate * CHUNK_SECONDS))))
+    chunk = _pcm(np.random.default_rng(1).normal(0, 5000, round(in_rate * CHUNK_SECONDS)))
     for _ in range(10):  # warm up (filter tables, first bursts)
         resampler.process(chunk)
     best = min(timeit.repeat(lambda: resampler.process(chunk), number=calls, repeat=repeat))
@@ -343,7 +357,7 @@ def ideal_reference(pcm: bytes, in_rate: int, out_rate: int = OUT_RATE) -> np.nd
 
 def _fractional_delay(x: np.ndarray, delay: float, length: int) -> np.ndarray:
     """``x`` delayed by ``delay`` samples (band-limited, via the FFT), ``length`` long."""
-    n = 1 << int(math.ceil(math.log2(max(length, len(x)) + abs(delay) + 1024)))
+    n = 1 << math.ceil(math.log2(max(length, len(x)) + abs(delay) + 1024))
     spectrum = np.fft.rfft(x, n) * np.exp(-2j * np.pi * np.fft.rfftfreq(n) * delay)
     return np.fft.irfft(spectrum, n)[:length]
 
@@ -352,7 +366,7 @@ def align(reference: np.ndarray, degraded: np.ndarray, max_lag: int = 800
           ) -> tuple[np.ndarray, float]:
     """Delay ``reference`` to line up with ``degraded`` (cross-correlation peak, parabolic
     refinement); returns (aligned reference as long as ``degraded``, offset in samples)."""
-    n = 1 << int(math.ceil(math.log2(len(reference) + len(degraded))))
+    n = 1 << math.ceil(math.log2(len(reference) + len(degraded)))
     corr = np.fft.irfft(np.fft.rfft(degraded, n) * np.conj(np.fft.rfft(reference, n)), n)
     window = np.concatenate((corr[-max_lag:], corr[: max_lag + 1]))  # lags -max..+max
     offset = _peak_lag(window, max_lag)
@@ -412,7 +426,7 @@ async def _speak_live(sentences: list[str]) -> dict:
     capture: dict = {"chunks": None, "formats": set()}
     original = provider.open_session
 
-    async def recording_session(fmt):
+    async def recording_session(fmt: Any) -> Any:
         session = await original(fmt)
         synthesize = session.synthesize
 
@@ -422,10 +436,12 @@ async def _speak_live(sentences: list[str]) -> dict:
                 capture["chunks"].append(chunk.data)
                 yield chunk
 
-        session.synthesize = recorded
+        instrumented: Any = session  # this session's method, wrapped in place
+        instrumented.synthesize = recorded
         return session
 
-    provider.open_session = recording_session
+    patched: Any = provider  # the same for the provider, undone at the end
+    patched.open_session = recording_session
     runner, port = await serve_on_loopback(app)
     utterances = []
     try:
@@ -445,7 +461,8 @@ async def _speak_live(sentences: list[str]) -> dict:
                                 break
                         await asyncio.sleep(0.02)
                 for text in sentences:
-                    capture["chunks"] = chunks = []
+                    chunks: list[bytes] = []
+                    capture["chunks"] = chunks
                     start = len(sim.result.heard)
                     async with http.post(f"{base}/v1/calls/{sim.call_sid}/speak",
                                          json={"text": text}) as resp:
@@ -459,7 +476,7 @@ async def _speak_live(sentences: list[str]) -> dict:
                 await sim.hangup()
             result = sim.result
     finally:
-        provider.open_session = original
+        patched.open_session = original
         await runner.cleanup()
     if len(capture["formats"]) != 1 or next(iter(capture["formats"]))[0] != "pcm_s16le":
         raise RuntimeError(f"expected one s16le provider format, got {capture['formats']}")
@@ -477,7 +494,8 @@ async def run_pesq(sentences: list[str] | None = None) -> dict:
     call_seconds = time.perf_counter() - started
     rate = live["provider_rate"]
     variants = ("live", "g711_ceiling", "ours_no_ulaw", "ratecv_ulaw", "soxr_ulaw")
-    rows, pairs = [], {name: [] for name in variants}
+    rows: list[dict] = []
+    pairs: dict[str, list] = {name: [] for name in variants}
     gap = np.zeros(int(0.3 * OUT_RATE))
     for utt in live["utterances"]:
         reference = ideal_reference(utt["pcm"], rate)
@@ -566,7 +584,7 @@ def format_pesq(report: dict) -> str:
         lines.append(f"{i:>2} {r['seconds']:5.1f} {r['rms_dbfs']:6.1f}/{r['peak_dbfs']:6.1f}"
                      f" {r['live']['offset_ms']:9.3f} "
                      + " ".join(f"{r[n]['pesq']:9.3f}" for n, _ in names)
-                     + f" {r['live_unaligned_pesq']:7.3f} {str(r['live_equals_offline']):>8}")
+                     + f" {r['live_unaligned_pesq']:7.3f} {r['live_equals_offline']!s:>8}")
     lines.append(f"{'mean':>8} {'':>23} " + " ".join(f"{report['mean'][n]:9.3f}" for n, _ in names))
     lines.append(f"{'overall':>8} {'':>23} "
                  + " ".join(f"{report['overall'][n]:9.3f}" for n, _ in names))

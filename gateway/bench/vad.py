@@ -39,7 +39,7 @@ import numpy as np
 from telcodecs import ulaw_decode, ulaw_encode
 
 from gateway.config import BargeInConfig
-from gateway.core.vad import SpeechDetector, SpeechStarted, WebRtcClassifier
+from gateway.core.vad import Classifier, SpeechDetector, SpeechStarted, WebRtcClassifier
 from gateway.sim.carriers import caller_speech as cs
 
 RATE = 8000
@@ -81,8 +81,8 @@ class SileroClassifier:
         self.threshold = threshold
 
     def __call__(self, window: bytes) -> bool:
-        x = np.frombuffer(window, "<i2").astype(np.float32).reshape(1, -1) / 32768
-        x = np.concatenate([self._context, x], axis=1)
+        frame = np.frombuffer(window, "<i2").astype(np.float32).reshape(1, -1) / 32768
+        x = np.concatenate([self._context, frame], axis=1)
         out, self._state = self._session.run(None, {"input": x, "state": self._state,
                                                     "sr": self._rate})
         self._context = x[:, -self._context_samples:]
@@ -102,7 +102,7 @@ class Run:
     cpu_us_per_frame: float
 
 
-def run_detector(make_classifier: Callable[[], object], wire: bytes,
+def run_detector(make_classifier: Callable[[], Classifier], wire: bytes,
                  min_speech_ms: int = BargeInConfig.min_speech_ms,
                  min_silence_ms: int = BargeInConfig.min_silence_ms,
                  playing: bytes | None = None) -> Run:
@@ -115,7 +115,8 @@ def run_detector(make_classifier: Callable[[], object], wire: bytes,
     for index in range(frames):
         if playing is not None:  # what the gateway plays, told as bargein.py does
             cs.note_playback(detector, playing, index * FRAME_BYTES * 2, RATE)
-        for event in detector.feed(ulaw_decode(wire[index * FRAME_BYTES:(index + 1) * FRAME_BYTES])):
+        frame = wire[index * FRAME_BYTES:(index + 1) * FRAME_BYTES]
+        for event in detector.feed(ulaw_decode(frame)):
             if isinstance(event, SpeechStarted):
                 starts.append(detector.now_ms)
     cpu = time.process_time() - began
@@ -184,7 +185,8 @@ def false_starts(make_classifier, minutes: float, gateway: bytes) -> dict:
         "noise_-45dBFS": cs.white_noise(seconds, RATE, NOISE_DBFS, seed=1),
         "echo_-25dB": cs.echo_of(looped(gateway, seconds), RATE, attenuation_db=ECHO_DB),
     }
-    result, cpu = {}, []
+    result: dict[str, float] = {}
+    cpu = []
     for name, pcm in backgrounds.items():
         playing = looped(gateway, seconds) if name.startswith("echo") else None
         run = run_detector(make_classifier, ulaw_encode(pcm), playing=playing)
@@ -220,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         report[name] = {"delay_quiet_line": delays(make, audio["cases"], "quiet_wire"),
                         "delay": delays(make, audio["cases"]),
                         "false_starts": false_starts(make, args.minutes, audio["gateway"])}
-    print(f"\nmin_speech_ms {BargeInConfig.min_speech_ms}; {args.trials} trials; false starts per {args.minutes:g} min")
+    print(f"\nmin_speech_ms {BargeInConfig.min_speech_ms}; {args.trials} trials; "
+          f"false starts per {args.minutes:g} min")
     print("delay from the onset, ms: p50/p95/max (missed, early): on a quiet line | under "
           "the gateway's echo at -25 dB")
     print(f"{'classifier':12} {'quiet line':>24} {'under echo':>24} "

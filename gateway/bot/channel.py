@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType
@@ -58,7 +59,7 @@ class _BotSocket:
         self.limits = MessageLimits.from_config(call.services.config)
         self.metrics = call.services.metrics
         self.last_seq = 0
-        self._stop_feed = None
+        self._stop_feed: Callable[[], None] | None = None
         self._sender: asyncio.Task | None = None
 
     async def serve(self, listen: Listen, since_seq: int | None) -> int:
@@ -175,7 +176,8 @@ class _BotSocket:
     def _use_feed(self, feed: CallerAudioFeed | None, listen: Listen | None) -> None:
         if self._stop_feed is not None:
             self._stop_feed()
-            self._sender.cancel()
+            if self._sender is not None:  # started with the feed
+                self._sender.cancel()
             self._stop_feed = self._sender = None
         if feed is not None:
             feed.direct = self._direct_sender()

@@ -35,8 +35,11 @@ class Refusal:
 class CarrierRequest(Protocol):
     """The parts of a media upgrade or answer webhook that a carrier's check reads."""
 
-    method: str
-    headers: Mapping[str, str]
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     def public_url(self, scheme: str | None = None) -> str:
         """The URL the carrier requested, on the gateway's public origin (``scheme``

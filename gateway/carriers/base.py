@@ -10,9 +10,9 @@ framing, chunk rules or mark/clear semantics.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 from telcodecs import SUPPORTED_OUTPUT_RATES
 
@@ -147,7 +147,8 @@ class CarrierBase:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
         """A protocol for one stream, set up from the carrier's ``carriers:`` settings."""
-        return cls()
+        # every carrier's class is made without arguments (it passes its default format up)
+        return cast(Callable[[], Self], cls)()
 
     @property
     def started(self) -> bool:
@@ -177,6 +178,16 @@ class CarrierBase:
         self.custom_parameters = dict(started.custom_parameters)
         self.caller, self.called = started.caller, started.called
         return started
+
+    # the outbound half each carrier's class writes (see CarrierProtocol)
+    def media_message(self, payload: bytes) -> bytes:
+        raise NotImplementedError
+
+    def mark_message(self, name: str) -> bytes | None:
+        raise NotImplementedError
+
+    def clear_message(self) -> bytes | None:
+        raise NotImplementedError
 
     def send(self, command: CarrierCommand) -> bytes | None:
         """The message for a normalized command: what :meth:`media_message`,

@@ -9,7 +9,7 @@ that says what was expected, so the protocol modules stay a list of handlers.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from gateway.carriers.events import CarrierProtocolError
@@ -102,11 +102,22 @@ def format_encoding(value: Any, where: str, rate_key: str, encodings: dict[str, 
     return value, known
 
 
+def rate_among(rate: Any, rates: tuple[int, ...], where: str, streams: str) -> int:
+    """``rate`` (the value at ``where``) when it is one of ``rates``; ``streams`` names what
+    the carrier streams at them, for the error (e.g. "Plivo plays audio/x-l16")."""
+    if type(rate) is not int or rate not in rates:
+        raise CarrierProtocolError(
+            "missing_field",
+            f"{where} is {rate!r}; {streams} at {' or '.join(map(str, rates))} Hz",
+        )
+    return rate
+
+
 #: the longest caller or called number (or SIP address) a start may give
 MAX_PARTY_CHARS = 128
 
 
-def party(obj: dict[str, Any], key: str) -> str | None:
+def party(obj: Mapping[str, Any], key: str) -> str | None:
     """The optional caller or called number at ``obj[key]``: a printable string of at most
     ``MAX_PARTY_CHARS``; None when absent or not one (it is information, not a must)."""
     value = obj.get(key)

@@ -38,6 +38,7 @@ with warnings.catch_warnings():  # as in telcodecs.g711: audioop-lts on 3.13
     import audioop
 
 if TYPE_CHECKING:
+    from gateway.config import BargeInConfig
     from gateway.core.call import Call
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class CallerSpeech:
             self._log.warning("no vad", "call %s: no voice activity detection on %s/%d: %s",
                               call.id, fmt.encoding, fmt.sample_rate, exc)
         self._detector: SpeechDetector | None = None
-        self._config = None  # the BargeInConfig the detector was set up with
+        self._config: BargeInConfig | None = None  # what the detector was set up with
         self._watchers = 0
         self._heard_ms = 0.0  # caller audio since the stream began
         self._tasks: set[asyncio.Task] = set()
@@ -106,7 +107,8 @@ class CallerSpeech:
     def _on_frame(self, payload: bytes) -> None:
         start_ms = self._heard_ms
         self._heard_ms += len(payload) / self._bytes_per_ms
-        if not self.active:
+        decoder = self._decoder
+        if decoder is None or not self.active:
             self._detector = None  # off: the next turn is detected afresh
             return
         config = self._call.barge_in
@@ -121,7 +123,7 @@ class CallerSpeech:
                                min_silence_ms=config.min_silence_ms)
             self._config = config
         self._note_playback(detector)
-        for event in detector.feed(self._decoder.feed(payload)):
+        for event in detector.feed(decoder.feed(payload)):
             if isinstance(event, SpeechStarted):
                 self._call.events.emit("caller.speech_started", at_ms=event.at_ms)
                 if config.mode in SPEECH_MODES:
@@ -150,7 +152,7 @@ class CallerSpeech:
         call = self._call
         if call.state != "active":
             return
-        playing = call._unfinished()  # noqa: SLF001 -- the first is playing or next
+        playing = call._unfinished()  # the first is playing or next
         if not playing or not playing[0].interruptible:
             return
         # interrupt() has no await before the carrier's clear: it runs on the next turn

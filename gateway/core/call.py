@@ -15,8 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import aiohttp
 from telcodecs import Framer, Transcoder, silence_byte
 
 from gateway.bot.protocol import started_fields
@@ -35,6 +36,10 @@ from gateway.logs import RateLimitedLog
 from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
 from gateway.tts.base import TtsError, TtsProvider, TtsSession
 
+if TYPE_CHECKING:
+    from gateway.bot.dialer import BotDialer  # imports this module
+    from gateway.flow.runtime import FlowRunner  # imports this module
+
 log = logging.getLogger(__name__)
 
 #: frames the voice activity detector took are added to its metric in batches (5 s of a
@@ -51,11 +56,19 @@ class CallServices:
     clock: MediaClock
     providers: dict[str, TtsProvider]
     prompts: PromptCache = field(default_factory=PromptCache)
-    http: object = None  # aiohttp.ClientSession for events_url, once the app has started
+    http: aiohttp.ClientSession | None = None  # for events_url, once the app has started
 
 
 class CallEnded(Exception):
     """The call is over (or hanging up) and takes no more speech."""
+
+
+class _FailedOn(TtsError):
+    """A :class:`TtsError` that names the provider of the last attempt."""
+
+    def __init__(self, kind: str, message: str, provider: str):
+        super().__init__(kind, message)
+        self.provider = provider
 
 
 #: where a call is in its life: taking speech, hanging up (its speech plays out), closed by
@@ -118,8 +131,8 @@ class Call:
         self._vad_frames = 0  # handed to the detector, not yet counted in the metric
         self.dtmf: list[str] = []
         self._hangup_task: asyncio.Task | None = None
-        self.bot = None  # gateway.bot.dialer.BotDialer when the route has a bot
-        self.flow = None  # gateway.flow.runtime.FlowRunner when the route has a flow
+        self.bot: BotDialer | None = None  # when the route has a bot
+        self.flow: FlowRunner | None = None  # when the route has a flow
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -247,7 +260,9 @@ class Call:
             try:
                 await self._speaking
             except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():
+                task = asyncio.current_task()
+                assert task is not None  # a coroutine runs in a task
+                if task.cancelling():
                     raise
             except Exception:  # _speak reports synthesis failures itself: a bug
                 self._log.log(logging.ERROR, "unexpected failure",
@@ -264,7 +279,7 @@ class Call:
         """The call's session with a provider, opened once (at call start for the route's
         provider: a pooled provider leases the call's connection then)."""
         future = self._sessions.get(provider_name)
-        if future is None or future.done() and (future.cancelled() or future.exception()):
+        if future is None or (future.done() and (future.cancelled() or future.exception())):
             provider = self.services.providers[provider_name]
             future = asyncio.ensure_future(provider.open_session(self.media_format))
             future.add_done_callback(_retrieve_exception)
@@ -323,9 +338,9 @@ class Call:
         # speech.done (with the error, if any) fires once the caller has heard that audio.
         mark = self.protocol.mark_message(utt.id)
         if mark is not None:
-            end = Cue(mark, lambda now, utt=utt: self._await_echo(utt))
+            end = Cue(mark, lambda now: self._await_echo(utt))
         else:  # no marks on this carrier: the end is when our own clock says it has played
-            end = Cue(None, lambda now, utt=utt: self._echo_when_played(utt))
+            end = Cue(None, lambda now: self._echo_when_played(utt))
         reached = end.on_reached
 
         def on_end(now: float, end=end, utt=utt) -> None:
@@ -339,7 +354,8 @@ class Call:
         playout.kick()
 
     def _synthesis_failed(self, utt: Utterance, exc: TtsError) -> None:
-        provider = getattr(exc, "provider", None) or utt.provider or self.route.provider
+        provider = ((exc.provider if isinstance(exc, _FailedOn) else None) or utt.provider
+                    or self.route.provider)
         self.metrics.tts_errors.labels(provider, exc.kind).inc()
         self._log.warning(f"tts {bounded(exc.kind, TTS_ERROR_KINDS)}",
                           "call %s speech %s: TTS failed (%s): %s", self.id, utt.id, exc.kind,
@@ -375,11 +391,10 @@ class Call:
                     self._discard_session(name)
                     break
                 if index + 1 == len(plan):
-                    if failover:
-                        exc = TtsError(exc.kind, "every provider failed: " + "; ".join(errors))
-                    exc.provider = name
+                    message = ("every provider failed: " + "; ".join(errors) if failover
+                               else str(exc))
                     out.finish()
-                    raise exc
+                    raise _FailedOn(exc.kind, message, name) from exc
                 self.metrics.tts_errors.labels(name, exc.kind).inc()
                 self._fail_over(utt, name, plan[index + 1][0], exc, ledger, out)
         return out.finish()
@@ -461,7 +476,7 @@ class Call:
         if first:
             playout.enqueue(frames[0])
             cue = Cue(None, lambda now: None)
-            cue.on_reached = lambda now, cue=cue, utt=utt: self._first_frame_sent(utt, cue)
+            cue.on_reached = lambda now: self._first_frame_sent(utt, cue)
             playout.enqueue(cue)
             playout.extend(frames[1:])
         else:
@@ -630,11 +645,12 @@ class Call:
             since_activity = time.monotonic() - max(self.playout.last_activity_monotonic, asked_at)
             remaining = timeout - since_activity
             if remaining <= 0:
-                log.info("call %s: hang-up did not see the last mark within %.1f s", self.id, timeout)
+                log.info("call %s: hang-up did not see the last mark within %.1f s",
+                         self.id, timeout)
                 break
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=min(remaining, 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         goodbye = self.protocol.hangup_message()
         if goodbye is not None:
@@ -682,8 +698,8 @@ class Call:
             return
         sentence = self._sentence_marks.pop(name, None)
         if sentence is not None:  # the caller heard that sentence out (not a bot's event)
-            utt, index = sentence
-            utt.heard.marked[index] = True
+            heard_utt, index = sentence
+            heard_utt.heard.marked[index] = True
             return
         utt = self._awaiting_echo.pop(name, None)
         self.events.emit("mark", name=name)
@@ -758,6 +774,7 @@ class _AudioOut:
             self._source = (chunk.encoding, chunk.sample_rate)
             self._transcoder = Transcoder(chunk.encoding, chunk.sample_rate,
                                           fmt.encoding, fmt.sample_rate)
+        assert self._transcoder is not None  # made for the first chunk's format
         frames = self._framer.push(self._transcoder.feed(chunk.data))
         if frames:
             # Only a playout that ran out of audio needs sending now; one that still holds

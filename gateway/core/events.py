@@ -86,19 +86,21 @@ class EventHub:
 
     def _post(self, event: dict[str, Any]) -> None:
         if self._webhook_queue is None:
+            assert self._http is not None and self._events_url  # the URL is kept with a session
             self._webhook_queue = asyncio.Queue(SUBSCRIBER_QUEUE_LIMIT)
-            self._webhook_task = asyncio.get_running_loop().create_task(self._deliver())
+            self._webhook_task = asyncio.get_running_loop().create_task(
+                self._deliver(self._webhook_queue, self._http, self._events_url))
         if not self._webhook_queue.full():
             self._webhook_queue.put_nowait(event)
 
-    async def _deliver(self) -> None:
+    async def _deliver(self, queue: asyncio.Queue, http: aiohttp.ClientSession,
+                       url: str) -> None:
         while True:
-            event = await self._webhook_queue.get()
+            event = await queue.get()
             if event is None:
                 return
             try:
-                async with self._http.post(self._events_url, json=event,
-                                           timeout=WEBHOOK_TIMEOUT) as resp:
+                async with http.post(url, json=event, timeout=WEBHOOK_TIMEOUT) as resp:
                     if resp.status >= 300:
                         raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
             except Exception as exc:
@@ -114,9 +116,9 @@ class EventHub:
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(None)  # tells control sockets the call is over
-        if self._webhook_task:
+        if self._webhook_task and self._webhook_queue is not None:
             self._webhook_queue.put_nowait(None)
             try:
                 await asyncio.wait_for(self._webhook_task, timeout=5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._webhook_task.cancel()

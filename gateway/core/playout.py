@@ -2,12 +2,12 @@
 
 A call's outbound audio waits in its ``Playout`` as raw frames in the carrier's format,
 each one carrier media message long (20 ms for most carriers, more where the carrier
-wants bigger chunks, e.g. Exotel's 3.2 KB minimum). Each frame has a play time on the carrier's timeline; the frame is sent once its
-play time is within ``lead`` of now. The ``MediaClock`` wakes every 20 ms on absolute
-deadlines (never ``sleep(0.02)`` in a loop, which drifts) and pumps every playout that has
-work, so a process with hundreds of calls runs one timer, not hundreds. New audio does
-not wait for the next tick: ``kick`` sends what is due at once, which keeps the gateway's
-own latency to first audio near zero.
+wants bigger chunks, e.g. Exotel's 3.2 KB minimum). Each frame has a play time on the
+carrier's timeline; the frame is sent once its play time is within ``lead`` of now. The
+``MediaClock`` wakes every 20 ms on absolute deadlines (never ``sleep(0.02)`` in a loop,
+which drifts) and pumps every playout that has work, so a process with hundreds of calls
+runs one timer, not hundreds. New audio does not wait for the next tick: ``kick`` sends
+what is due at once, which keeps the gateway's own latency to first audio near zero.
 
 Frames become carrier messages only when they leave (``build_media``), and everything a
 call sends in one tick goes to its socket in one write. Silence is never invented: when
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import final
 from collections import deque
 from collections.abc import Callable
 
@@ -38,6 +39,7 @@ TICK_SLACK = FRAME_SECONDS / 2
 MAX_SOCKET_BACKLOG = 32 * 1024
 
 
+@final  # so that ``type(item) is Cue`` tells a Cue from bytes in the queue
 class Cue:
     """A queue entry that takes no playing time: a mark to send, or a moment to note.
 
@@ -47,7 +49,7 @@ class Cue:
     playout had sent up to it: where it falls on the call's media clock.
     """
 
-    __slots__ = ("message", "on_reached", "play_time", "frames")
+    __slots__ = ("frames", "message", "on_reached", "play_time")
 
     def __init__(self, message: bytes | None, on_reached: Callable[[float], None]):
         self.message = message
@@ -214,7 +216,7 @@ class Playout:
         build = self._build
         while queue:
             item = queue[0]
-            if item.__class__ is Cue:
+            if type(item) is Cue:
                 queue.popleft()
                 if item.message is not None:
                     out.append(item.message)
@@ -295,8 +297,8 @@ class MediaClock:
                 counts.clear()
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name="media-clock")
+        loop = self._loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(loop), name="media-clock")
 
     async def stop(self) -> None:
         if self._task:
@@ -308,8 +310,7 @@ class MediaClock:
             self._task = None
         self.flush_counters()
 
-    async def _run(self) -> None:
-        loop = self._loop
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         lateness = self.metrics.pacing_lateness
         deadline = loop.time()
         while True:

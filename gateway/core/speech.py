@@ -142,8 +142,8 @@ class HeardLog:
     frames went out (``start``/``end``: frames sent before, and the end's play time).
     """
 
-    __slots__ = ("texts", "ends", "marked", "words", "start_frames", "end_frames",
-                 "end_play_time")
+    __slots__ = ("end_frames", "end_play_time", "ends", "marked", "start_frames", "texts",
+                 "words")
 
     def __init__(self) -> None:
         self.texts: list[str] = []
@@ -173,7 +173,7 @@ class HeardLog:
         was sent of it, less what the carrier still holds to play."""
         if self.start_frames is None:
             return 0.0
-        if self.end_frames is not None:
+        if self.end_frames is not None and self.end_play_time is not None:  # set together
             sent, holds = self.end_frames - self.start_frames, self.end_play_time - now
         else:
             sent, holds = frames_sent - self.start_frames, next_play_time - now

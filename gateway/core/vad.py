@@ -51,8 +51,8 @@ from array import array
 from bisect import bisect_left, insort
 import warnings
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -109,6 +109,16 @@ class SpeechStopped:
 
 
 SpeechEvent = SpeechStarted | SpeechStopped
+
+
+class Classifier(Protocol):
+    """What the detector asks of a classifier: is this window of ``window_bytes`` bytes
+    (``window_ms`` of 16-bit PCM) speech?"""
+
+    window_ms: int
+    window_bytes: int
+
+    def __call__(self, window: bytes) -> bool: ...
 
 
 class WebRtcClassifier:
@@ -198,7 +208,7 @@ class EchoPath:
         if self.lag is None:
             return None
         mask, played, played_at = self._ring - 1, self._played, self._played_at
-        loudest = 0
+        loudest: float = 0
         for at in range(index - self.lag - self.SPREAD - 1, index - self.lag + self.SPREAD + 2):
             slot = at & mask
             if played_at[slot] == at and played[slot] > loudest:
@@ -313,7 +323,7 @@ class SpeechDetector:
 
     def __init__(self, sample_rate: int = 8000, *, min_speech_ms: int = 140,
                  min_silence_ms: int = 500,
-                 classifier: Callable[[bytes], bool] | None = None,
+                 classifier: Classifier | None = None,
                  quietest_dbfs: float = QUIETEST_SPEECH_DBFS, start_ms: int = 0):
         if sample_rate not in RATES:
             raise ValueError(f"the detector takes {' or '.join(map(str, RATES))} Hz audio")

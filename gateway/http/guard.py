@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -54,7 +54,8 @@ class ConnectionGuard:
             metrics.connections_refused.labels(reason)
 
     def refuse(self, reason: str, message: str, *args: Any) -> None:
-        """Count a refusal (``reason`` from :data:`CONNECTION_REFUSALS`) and log it, rate-limited."""
+        """Count a refusal (``reason`` from :data:`CONNECTION_REFUSALS`) and log it,
+        rate-limited."""
         self.metrics.connections_refused.labels(reason).inc()
         self.log.warning(reason, message, *args)
 
@@ -106,7 +107,7 @@ class GuardedRequestHandler(RequestHandler):
     head has been parsed; an upgraded connection (a media or control WebSocket) never
     restarts it."""
 
-    __slots__ = ("_guard", "_address", "_head_timer", "_linger")
+    __slots__ = ("_address", "_guard", "_head_timer", "_linger")
 
     def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any):
         super().__init__(manager, **kwargs)
@@ -211,5 +212,5 @@ class GuardedRunner(web.AppRunner):
             # the same server with one method more specific: aiohttp offers no hook for
             # the handler class, and _make_server is where the application starts up
             server.__class__ = _GuardedServer
-            server.guard = self._guard
+            cast(_GuardedServer, server).guard = self._guard
         return server

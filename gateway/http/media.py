@@ -4,7 +4,8 @@
 listener for each carrier that connects over TCP (AudioSocket). The loop here is shared by
 every carrier; what differs lives in the carrier's sans-I/O protocol module. A malformed
 message is logged with the call's context, counted, and dropped; the call goes on (this is
-also what Twilio does with ours: warning 31951). Who may connect is checked before the upgrade (gateway/http/verify.py).
+also what Twilio does with ours: warning 31951). Who may connect is checked before the
+upgrade (gateway/http/verify.py).
 """
 
 from __future__ import annotations

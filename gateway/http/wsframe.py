@@ -75,7 +75,7 @@ class DirectFrames:
         else:
             writer, masked = getattr(ws, "_writer", None), True
         transport = getattr(writer, "transport", None)
-        if transport is None or getattr(writer, "compress", 0):
+        if transport is None or getattr(writer, "compress", None):
             return None
         return cls(transport, masked=masked, max_backlog=max_backlog)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import wave
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 from telcodecs import read_wav, write_wav
@@ -99,7 +101,7 @@ async def _speak_when_up(http: aiohttp.ClientSession, base: str, call_sid: str, 
 
 async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
                           route: str | None = None,
-                          route_in_path: bool = False, texts: list[str] = (),
+                          route_in_path: bool = False, texts: Sequence[str] = (),
                           token: str | None = None, out: str | None = None,
                           quiet_seconds: float = 1.5, max_seconds: float = 60.0,
                           media_format: str | None = None, api_url: str | None = None,
@@ -113,7 +115,7 @@ async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
     caller presses at those seconds; the call is not hung up for silence before the last."""
     if carrier not in CARRIERS:
         raise ValueError(f"unknown carrier {carrier!r}; choose one of {', '.join(CARRIERS)}")
-    options = {}
+    options: dict[str, Any] = {}
     if route and not route_in_path and CARRIERS[carrier].route_as_parameter:
         options["custom_parameters"] = {"route": route}
         route = None
@@ -144,7 +146,7 @@ async def dial_and_report(*, base_url: str, carrier: str = DEFAULT_CARRIER,
                 await call.wait_idle(quiet=quiet_seconds, timeout=max_seconds)
             finally:
                 pressing.cancel()
-        except (CallClosedError, TimeoutError, asyncio.TimeoutError):
+        except (CallClosedError, TimeoutError):
             pass  # the report says what was heard until then
         await call.hangup()
     result = call.result

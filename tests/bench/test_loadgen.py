@@ -251,10 +251,10 @@ def test_paced_frames_lateness_and_underruns():
 
 def test_clear_echoes_pending_marks_and_starts_a_new_utterance():
     model = BufferModel()
-    for i in range(5):
+    for _ in range(5):
         model.media(0.0, 160)
     model.mark(0.0, "a")
-    for i in range(5):
+    for _ in range(5):
         model.media(0.0, 160)
     model.mark(0.0, "b")
     assert [name for _, name in model.pending] == ["a", "b"]
@@ -366,7 +366,7 @@ async def test_call_sends_connected_start_and_media_and_measures_frames():
 
 
 async def test_call_echoes_a_mark_after_its_audio_and_pending_marks_on_clear():
-    call, transport, run = make_call()
+    call, transport, _run = make_call()
     for _ in range(3):  # 60 ms of audio
         call.data_received(gateway_media(call, b"\x01" * 160))
     mark = {"event": "mark", "streamSid": call.stream_sid, "mark": {"name": "utt-1"}}

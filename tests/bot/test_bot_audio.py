@@ -153,7 +153,7 @@ async def test_a_subscriber_after_the_call_ended_is_told_at_once():
     assert await asyncio.wait_for(hub.subscribe().get(), 1) is None
 
 
-def test_packets_go_straight_to_a_socket_that_keeps_up_and_queue_in_order_behind_one_that_does_not():
+def test_packets_go_straight_to_a_socket_that_keeps_up_and_queue_in_order_behind_a_slow_one():
     """``direct`` takes a packet while the socket keeps up; once it refuses one, that
     packet and every later one queue (in order) until the sender has drained the queue."""
     sent, open_ = [], [True]

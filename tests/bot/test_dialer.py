@@ -28,7 +28,7 @@ from tests.e2e.remote_setup import fake_provider_config
 from tests.e2e.test_twilio_call import metric_value
 
 sys.path.insert(0, str(ROOT / "examples"))
-from verify_signature import verify_gateway_signature  # noqa: E402  the README's snippet
+from verify_signature import verify_gateway_signature  # the README's snippet
 
 SECRET = "s3cret-for-tests"
 FAILURE = "Our assistant is away today, please call again later."

@@ -33,7 +33,8 @@ def plain_start(fmt="ulaw", size=160, **extra) -> str:
 def json_start(fmt="ulaw", size=160, variables=..., **extra) -> str:
     message = {"event": "MEDIA_START", "connection_id": CONN, "channel": CHANNEL,
                "channel_id": CHANNEL_ID, "format": fmt, "optimal_frame_size": size, "ptime": 20,
-               "channel_variables": {"TENANT": "acme", "ROUTE": "ivr"} if variables is ... else variables,
+               "channel_variables": ({"TENANT": "acme", "ROUTE": "ivr"} if variables is ...
+                                     else variables),
                **extra}
     return json.dumps({k: v for k, v in message.items() if v is not ...})
 
@@ -177,7 +178,8 @@ def test_unsupported_format(fmt):
 @pytest.mark.parametrize(
     "text",
     [plain_start(format=...), plain_start(size=0), plain_start(size=-160), plain_start(size="abc"),
-     plain_start(size=...), plain_start(connection_id=...), plain_start(channel=..., channel_id=...),
+     plain_start(size=...), plain_start(connection_id=...),
+     plain_start(channel=..., channel_id=...),
      json_start(size="160x"), json_start(size=160.0), json_start(size=True),
      json_start(variables=["a"]), json_start(variables={"N": 1}), json_start(connection_id=""),
      plain_start(size=65_501), json_start("slin192", 7681)],
@@ -228,7 +230,8 @@ def test_plain_events_as_asterisk_prints_them():
     assert proto.receive_text("MEDIA_XOFF") == FlowControl(True)
     assert proto.receive_text("MEDIA_XON") == FlowControl(False)
     assert proto.receive_text("MEDIA_MARK_PROCESSED utt-17") == MarkPlayed("utt-17")
-    assert proto.receive_text("MEDIA_MARK_PROCESSED utt 17 with spaces") == MarkPlayed("utt 17 with spaces")
+    assert (proto.receive_text("MEDIA_MARK_PROCESSED utt 17 with spaces")
+            == MarkPlayed("utt 17 with spaces"))
     assert proto.receive_text("MEDIA_BUFFERING_COMPLETED bulk-1") is None
     assert proto.receive_text("MEDIA_BUFFERING_COMPLETED") is None
     assert proto.receive_text("QUEUE_DRAINED") is None

@@ -51,7 +51,8 @@ def expect_error(proto: AudioSocketProtocol, data: bytes, kind: str) -> CarrierP
 
 
 def test_kinds_and_rates():
-    assert (KIND_HANGUP, KIND_UUID, KIND_DTMF, KIND_AUDIO, KIND_ERROR) == (0x00, 0x01, 0x03, 0x10, 0xFF)
+    assert ((KIND_HANGUP, KIND_UUID, KIND_DTMF, KIND_AUDIO, KIND_ERROR)
+            == (0x00, 0x01, 0x03, 0x10, 0xFF))
     assert AUDIO_KIND_RATES == {0x10: 8000, 0x11: 12000, 0x12: 16000, 0x13: 24000, 0x14: 32000,
                                 0x15: 44100, 0x16: 48000, 0x17: 96000, 0x18: 192000}
 
@@ -151,8 +152,9 @@ def test_class_attributes():
 
 def test_full_call_sequence():
     proto = AudioSocketProtocol()
-    events = proto.feed(UUID_MESSAGE + encode_message(KIND_AUDIO, FRAME) + encode_message(KIND_DTMF, b"7")
-                        + encode_message(KIND_ERROR, b"\x02") + encode_message(KIND_HANGUP))
+    events = proto.feed(UUID_MESSAGE + encode_message(KIND_AUDIO, FRAME)
+                        + encode_message(KIND_DTMF, b"7") + encode_message(KIND_ERROR, b"\x02")
+                        + encode_message(KIND_HANGUP))
     assert events == [
         Started(call_id=str(CALL), stream_id=str(CALL), media_format=MediaFormat("l16", 8000),
                 custom_parameters={}),
@@ -303,15 +305,16 @@ def test_dtmf_byte_must_be_printable_ascii():
 def test_second_uuid_is_out_of_order():
     proto = started()
     other = uuid.uuid4()
-    assert "second AudioSocket UUID" in str(expect_error(proto, encode_message(KIND_UUID, other.bytes),
-                                                         "out_of_order"))
+    error = expect_error(proto, encode_message(KIND_UUID, other.bytes), "out_of_order")
+    assert "second AudioSocket UUID" in str(error)
     assert proto.call_id == str(CALL)
 
 
 def test_anything_after_hangup_is_out_of_order():
     proto = started()
     proto.feed(encode_message(KIND_HANGUP))
-    assert "after hangup" in str(expect_error(proto, encode_message(KIND_AUDIO, FRAME), "out_of_order"))
+    error = expect_error(proto, encode_message(KIND_AUDIO, FRAME), "out_of_order")
+    assert "after hangup" in str(error)
 
 
 @pytest.mark.parametrize(

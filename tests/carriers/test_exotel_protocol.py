@@ -154,7 +154,8 @@ def test_chunk_rule_needs_both_the_minimum_and_the_320_byte_multiple(frame_bytes
 
 
 def test_numeric_sample_rate_is_accepted_too():
-    assert ExotelProtocol().receive_text(start(rate=16000)).media_format == MediaFormat("l16", 16000)
+    started = ExotelProtocol().receive_text(start(rate=16000))
+    assert started.media_format == MediaFormat("l16", 16000)
 
 
 def test_frames_per_message_before_start_is_the_8k_default():

@@ -188,7 +188,8 @@ def test_not_json(text):
 @pytest.mark.parametrize(
     "text",
     ['[]', '"media"', "42", "null", '{"streamId":"S"}', '{"event":"bogus"}', '{"event":7}',
-     '{"event":"connected"}', '{"event":"stop"}', '{"event":"playAudio"}', '{"event":"checkpoint"}'],
+     '{"event":"connected"}', '{"event":"stop"}', '{"event":"playAudio"}',
+     '{"event":"checkpoint"}'],
 )
 def test_unknown_event(text):
     error = expect_error(PlivoProtocol(), text, "unknown_event")

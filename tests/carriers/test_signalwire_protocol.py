@@ -179,7 +179,8 @@ def test_binary_frames_are_rejected_naming_signalwire():
 @pytest.mark.parametrize(
     ("text", "kind"),
     [("nope", "not_json"), ('{"event":"bogus"}', "unknown_event"),
-     (json.dumps({"event": "media", "streamSid": STREAM, "media": {"payload": "@@"}}), "out_of_order")],
+     (json.dumps({"event": "media", "streamSid": STREAM, "media": {"payload": "@@"}}),
+      "out_of_order")],
 )
 def test_inbound_errors_before_start(text, kind):
     expect_error(SignalWireProtocol(), text, kind)

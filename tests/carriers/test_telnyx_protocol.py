@@ -102,7 +102,8 @@ def test_full_call_sequence():
     dtmf = {"event": "dtmf", "sequence_number": "5", "stream_id": STREAM,
             "occurred_at": "2025-06-05T08:54:19.698408Z", "dtmf": {"digit": "1"}}
     assert proto.receive_text(json.dumps(dtmf)) == Dtmf("1")
-    mark = {"event": "mark", "sequence_number": "6", "stream_id": STREAM, "mark": {"name": "utt-17"}}
+    mark = {"event": "mark", "sequence_number": "6", "stream_id": STREAM,
+            "mark": {"name": "utt-17"}}
     assert proto.receive_text(json.dumps(mark)) == MarkPlayed("utt-17")
     stop = {"event": "stop", "sequence_number": "9", "stream_id": STREAM,
             "stop": {"user_id": "3E6F", "call_control_id": CALL}}

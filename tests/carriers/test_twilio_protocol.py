@@ -37,7 +37,8 @@ def start(stream_sid: str = STREAM, **start_overrides) -> str:
     }
     body.update(start_overrides)
     body = {k: v for k, v in body.items() if v is not ...}
-    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": body})
+    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+                       "start": body})
 
 
 def media(payload: bytes = b"\x7f" * 160, track: str = "inbound", seq: int = 2) -> str:
@@ -274,8 +275,8 @@ def test_rejected_frame_leaves_state_usable():
 
 
 @pytest.mark.parametrize(
-    "build", [lambda p: p.media_message(b"x"), lambda p: p.mark_message("m"), lambda p: p.clear_message(),
-              lambda p: p.send(Clear())],
+    "build", [lambda p: p.media_message(b"x"), lambda p: p.mark_message("m"),
+              lambda p: p.clear_message(), lambda p: p.send(Clear())],
 )
 def test_sending_before_start_raises(build):
     proto = TwilioProtocol()
@@ -326,7 +327,7 @@ def test_empty_payload_and_large_payload():
 
 
 def test_outbound_round_trips_through_the_fake_twilio():
-    from gateway.carriers.twilio.sim import TwilioPlayoutModel
+    from tests.sim.test_twilio_model import TwilioPlayoutModel  # answers with mark names
 
     proto = started_protocol()
     model = TwilioPlayoutModel(STREAM, now=0.0)

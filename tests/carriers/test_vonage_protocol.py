@@ -92,7 +92,8 @@ def test_without_id_header_a_fresh_uuid_is_generated():
      ("audio/l16;channels=1;rate=8000", 8000)],
 )
 def test_content_type_gives_the_rate(content_type, rate):
-    assert VonageProtocol().receive_text(connected(content_type)).media_format == MediaFormat("l16", rate)
+    started = VonageProtocol().receive_text(connected(content_type))
+    assert started.media_format == MediaFormat("l16", rate)
 
 
 @pytest.mark.parametrize(
@@ -178,8 +179,8 @@ def test_cleared():
 
 @pytest.mark.parametrize(
     "text",
-    ['{"event":"websocket:dtmf","digit":"1"}', '{"event":"websocket:notify","payload":{"name":"a"}}',
-     '{"event":"websocket:cleared"}'],
+    ['{"event":"websocket:dtmf","digit":"1"}',
+     '{"event":"websocket:notify","payload":{"name":"a"}}', '{"event":"websocket:cleared"}'],
 )
 def test_events_before_connected_are_out_of_order(text):
     proto = VonageProtocol()

@@ -51,7 +51,7 @@ import numpy as np
 
 from telcodecs.framer import whole_samples
 
-__all__ = ["StreamResampler", "SUPPORTED_INPUT_RATES", "SUPPORTED_OUTPUT_RATES"]
+__all__ = ["SUPPORTED_INPUT_RATES", "SUPPORTED_OUTPUT_RATES", "StreamResampler"]
 
 SUPPORTED_INPUT_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
 SUPPORTED_OUTPUT_RATES = frozenset({8000, 16000, 24000})  # wideband: Vonage, Exotel, Telnyx
@@ -111,7 +111,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _polyphase_bank(in_rate: int, out_rate: int) -> _PolyphaseBank:
     common = math.gcd(in_rate, out_rate)
     up, down = out_rate // common, in_rate // common

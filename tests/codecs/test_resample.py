@@ -17,7 +17,7 @@ DOWN_TO_8K = [(22050, 8000), (24000, 8000), (44100, 8000), (48000, 8000), (16000
 DOWN_TO_16K = [(22050, 16000), (24000, 16000), (44100, 16000), (48000, 16000)]
 UP_TO_16K = [(8000, 16000)]
 RESAMPLING_PAIRS = DOWN_TO_8K + DOWN_TO_16K + UP_TO_16K
-ALL_PAIRS = RESAMPLING_PAIRS + [(8000, 8000), (16000, 16000)]
+ALL_PAIRS = [*RESAMPLING_PAIRS, (8000, 8000), (16000, 16000)]
 
 TONE_AMPLITUDE = 30000.0  # about -0.8 dBFS
 SETTLE_SECONDS = 0.02  # skipped at the start of outputs: the filter's start transient
@@ -28,7 +28,7 @@ def _telephone_band(out_rate: int, in_rate: int) -> tuple[float, float]:
 
 
 def _sine(freq_hz: float, rate: int, seconds: float, amplitude: float = TONE_AMPLITUDE):
-    t = np.arange(int(round(rate * seconds))) / rate
+    t = np.arange(round(rate * seconds)) / rate
     return amplitude * np.sin(2 * np.pi * freq_hz * t)
 
 
@@ -269,7 +269,7 @@ def test_full_scale_overshoot_is_clipped_not_wrapped():
     square = np.where(_sine(250.0, in_rate, 0.2) >= 0, 32767.0, -32768.0)
     out = _samples(_resample_once(in_rate, out_rate, _pcm(square)))
     ideal = np.where(_sine(250.0, out_rate, 0.2, 1.0)[: len(out)] >= 0, 1.0, -1.0)
-    delay = int(round(StreamResampler(in_rate, out_rate).delay_seconds * out_rate))
+    delay = round(StreamResampler(in_rate, out_rate).delay_seconds * out_rate)
     aligned = out[delay + 40 :]
     expected_sign = ideal[40 : len(ideal) - delay]
     # Away from edges the output sits at the rails with the right sign; wrapped overshoot

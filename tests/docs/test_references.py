@@ -4,6 +4,7 @@ and no path outside the repository."""
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -29,15 +30,16 @@ def tracked_text_files() -> list[Path]:
     return [ROOT / n for n in names if n.endswith((".py", ".md", ".yaml", ".yml"))]
 
 
+def _where(rel: Path, text: str, pos: int) -> str:
+    return f"{rel}:{text.count(chr(10), 0, pos) + 1}"
+
+
 def unresolved_references() -> tuple[int, list[str]]:
     ids = {name: section_ids(DOCS / f"{name}.md") for name in _NOTES}
     checked, problems = 0, []
     for path in tracked_text_files():
         text = path.read_text(encoding="utf-8")
-        rel = path.relative_to(ROOT)
-
-        def where(pos: int) -> str:
-            return f"{rel}:{text.count(chr(10), 0, pos) + 1}"
+        where = functools.partial(_where, path.relative_to(ROOT), text)
 
         found = [m for m in _DOC.finditer(text) if m.group("name") in _NOTES]
         problems += [f"{where(m.start())}: {m.group('name')}.md outside docs/protocols/"

@@ -8,7 +8,7 @@ config for it, and the quirks that change what a common test expects of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
@@ -31,7 +31,7 @@ ULAW_SILENCE = 0xFF
 Check = Callable[["Setup"], None]
 
 
-# ---- how each fake logs what it synthesized -------------------------------------------------------
+# ---- how each fake logs what it synthesized ------------------------------------------------------
 
 
 def _inworld_seconds(e: dict) -> float:
@@ -58,7 +58,7 @@ def _uplift_telnyx_seconds(e: dict) -> float:
     return e["bytes"] / 2 / e["sample_rate"]
 
 
-# ---- what each provider was asked for on a μ-law 8 kHz carrier ------------------------------------
+# ---- what each provider was asked for on a μ-law 8 kHz carrier -----------------------------------
 
 
 def _elevenlabs_format(setup: Setup) -> None:
@@ -85,7 +85,7 @@ def _telnyx_format(setup: Setup) -> None:  # raw PCM at 8 kHz, never MP3
     assert {(e["format"], e["sample_rate"]) for e in setup.fake["log"]} == {("linear16", 8000)}
 
 
-# ---- how each provider stops a cut turn upstream, with its own verb --------------------------------
+# ---- how each provider stops a cut turn upstream, with its own verb ------------------------------
 
 
 def _elevenlabs_stops(setup: Setup) -> list:
@@ -98,7 +98,7 @@ def _deepgram_stops(setup: Setup) -> list:
     return [m for m in setup.fake["received"] if m.get("type") == "Clear"]
 
 
-# ---- how each provider carried a streamed utterance of two sentences ------------------------------
+# ---- how each provider carried a streamed utterance of two sentences -----------------------------
 
 
 def _one_turn(key: str) -> Check:
@@ -126,7 +126,7 @@ def _deepgram_streamed(setup: Setup) -> None:  # one Speak and one Flush per sen
     assert [m["type"] for m in setup.fake["received"]] == ["Speak", "Flush", "Speak", "Flush"]
 
 
-# ---- the table ---------------------------------------------------------------------------------------
+# ---- the table -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def providers(*, where: Callable[[Provider], object] = lambda p: True):
     return [pytest.param(p, id=p.kind) for p in PROVIDERS.values() if where(p)]
 
 
-# ---- the setup ---------------------------------------------------------------------------------------
+# ---- the setup -----------------------------------------------------------------------------------
 
 
 @dataclass

@@ -19,6 +19,7 @@ from gateway.sim.carriers import make_call
 from tests.conftest import base_config, running_gateway
 from tests.e2e.speech_check import assert_speech
 from tests.e2e.test_twilio_call import LONG_TEXT, metric_value, open_control
+import itertools
 
 SENTENCE = "Your order has shipped, and it will arrive on Tuesday morning."
 
@@ -179,7 +180,7 @@ async def test_frames_leave_on_the_clock_where_the_carrier_cannot_buffer(gw, car
         held.append(max(0.0, playing_until - arrival))
         playing_until = max(playing_until, arrival) + 0.020
     times = [t for t, _ in result.frames]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     print(f"{carrier}: {len(times)} frames over {times[-1] - times[0]:.3f} s, median gap "
           f"{statistics.median(gaps) * 1000:.1f} ms, most audio held at the carrier "
           f"{max(held) * 1000:.1f} ms (lead {lead * 1000:.0f} ms)")

@@ -28,7 +28,7 @@ from tests.conftest import ROOT, base_config, start_gateway
 from tests.e2e.remote_setup import fake_provider_config
 
 sys.path.insert(0, str(ROOT / "examples"))
-import bot as example_bot  # noqa: E402
+import bot as example_bot
 
 SECRET = "example-secret"
 

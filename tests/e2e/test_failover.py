@@ -11,7 +11,6 @@ and the ``speech.failover`` event say what happened.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -109,7 +108,7 @@ def heard_sentences(heard: list[int], sentences: list[str]) -> int | None:
         return None
     for k in range(len(tones)):
         for cut in range(len(tones[k]) + 1):
-            if heard == joined(tones[:k] + [tones[k][:cut]] + tones[k:]):
+            if heard == joined([*tones[:k], tones[k][:cut], *tones[k:]]):
                 return k
     raise AssertionError(f"the caller heard {heard}, not the sentences {tones} in order "
                          "(at most one of them cut and repeated)")

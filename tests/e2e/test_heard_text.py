@@ -148,12 +148,12 @@ async def test_the_embedded_voice_tells_the_sentences_heard(gateway_config):
     try:
         async with make_call("twilio", gw.ws_url, route="quiet") as call:
             control = await open_control(gw, call.call_id)
-            status, body = await gw.post_json(f"/v1/calls/{call.call_id}/speak", {"text": TEXT})
+            _, body = await gw.post_json(f"/v1/calls/{call.call_id}/speak", {"text": TEXT})
             speech_id = body["speech_id"]
             await call.wait_for_mark(f"{speech_id}.2", timeout=60)  # the second one heard
             started = time.monotonic()
             await asyncio.sleep(0.3)
-            status, _ = await gw.post_json(f"/v1/calls/{call.call_id}/interrupt")
+            await gw.post_json(f"/v1/calls/{call.call_id}/interrupt")
             done = await control.next_event("speech.done", speech_id=speech_id, timeout=10)
             await asyncio.sleep(0.3)
             result = call.result

@@ -23,7 +23,7 @@ from telcodecs import ulaw_decode
 from gateway.http.keys import PROVIDERS as GATEWAY_PROVIDERS
 from gateway.tts.providers.fakes import close_all
 from gateway.carriers.twilio.sim import TwilioCallSim
-from tests.e2e.remote_setup import Provider, assert_exactly, providers, remote  # noqa: F401
+from tests.e2e.remote_setup import Provider, assert_exactly, providers
 from tests.e2e.speech_check import assert_speech
 from tests.e2e.test_twilio_call import LONG_TEXT, metric_value, open_control
 

@@ -20,7 +20,7 @@ from gateway.carriers.twilio.sim import TwilioCallSim
 from gateway.tts.providers.driver import RemoteSettings
 from gateway.tts.remote.pool import PoolSettings
 from gateway.tts.remote.session import RemoteProvider
-from tests.e2e.remote_setup import PROVIDERS, remote  # noqa: F401
+from tests.e2e.remote_setup import PROVIDERS
 from tests.e2e.test_twilio_call import LONG_TEXT, open_control
 
 KINDS = ("elevenlabs", "cartesia", "deepgram")

@@ -17,10 +17,10 @@ import time
 import pytest
 
 from gateway.carriers.twilio.sim import TwilioCallSim
-from tests.e2e.remote_setup import assert_exactly, remote  # noqa: F401
+from tests.e2e.remote_setup import assert_exactly
 from tests.e2e.test_twilio_call import metric_value, open_control
 
-# ---- Uplift AI: one Socket.IO connection, requests multiplexed on it -------------------------------
+# ---- Uplift AI: one Socket.IO connection, requests multiplexed on it -----------------------------
 
 
 async def test_uplift_two_overlapping_requests_on_one_connection_are_two_clean_utterances(remote):
@@ -75,7 +75,7 @@ async def test_uplift_sentences_of_one_utterance_are_pipelined_and_played_in_ord
     assert_exactly(sim.result.heard, one["audio"] + two["audio"])
 
 
-# ---- Telnyx: one utterance per socket, the next one warm --------------------------------------------
+# ---- Telnyx: one utterance per socket, the next one warm -----------------------------------------
 
 
 async def test_telnyx_five_utterances_use_five_sockets_none_waits_for_a_handshake(remote):

@@ -24,7 +24,8 @@ LONG_TEXT = ("This is a long announcement about your account. It goes on for a w
 def metric_value(text: str, name: str, **labels) -> float:
     """The value of one sample in a Prometheus exposition (0 if absent)."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # exposition sorts them
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else r"(?:\{\})?") + r" (\S+)"
+    braces = r"\{" + re.escape(want) + r"\}" if want else r"(?:\{\})?"
+    pattern = re.escape(name) + braces + r" (\S+)"
     match = re.search(r"^" + pattern + r"$", text, re.M)
     return float(match.group(1)) if match else 0.0
 
@@ -347,7 +348,7 @@ async def test_a_dropped_call_does_not_disturb_another(gateway):
     assert_speech(heard_pcm(result))
     async with asyncio.timeout(5):
         while True:
-            status, body = await gateway.get_json("/v1/calls")
+            _status, body = await gateway.get_json("/v1/calls")
             if body["calls"] == []:
                 break
             await asyncio.sleep(0.05)

@@ -299,10 +299,10 @@ def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
     out = [prefix]
     if isinstance(value, dict):
         for key, item in value.items():
-            out += paths(item, prefix + (key,))
+            out += paths(item, (*prefix, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            out += paths(item, prefix + (index,))
+            out += paths(item, (*prefix, index))
     return out
 
 

@@ -185,7 +185,7 @@ async def _send_over_tcp(port: int, steps: list[bytes]) -> None:
             async with asyncio.timeout(LINGER_S):
                 while await reader.read(4096):
                     pass
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     except ConnectionError:
         pass

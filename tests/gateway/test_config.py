@@ -81,8 +81,9 @@ def test_check_config_cli(tmp_path):
           demo: {provider: elsewhere}
         playout: {lead_ms: 1}
     """))
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", "--config", str(bad)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", "--config", str(bad)],
+        capture_output=True, text=True)
     assert out.returncode == 2
     assert "routes.demo.provider" in out.stderr and "playout.lead_ms" in out.stderr
     broken = tmp_path / "broken.yaml"

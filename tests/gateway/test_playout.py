@@ -114,7 +114,7 @@ def test_a_failing_socket_closes_only_this_playout():
 
 
 def test_counters_reach_prometheus_once_per_tick():
-    playout, clock, sent, _ = make_playout(lead=0.1)
+    playout, clock, _sent, _ = make_playout(lead=0.1)
     for i in range(6):
         playout.enqueue(f"f{i}")
     playout.pump(1.0)
@@ -164,7 +164,7 @@ def test_with_no_lead_each_frame_leaves_on_its_own_tick_never_in_a_burst():
 
 def test_chunks_longer_than_20_ms_advance_the_timeline_by_their_length():
     """Exotel takes at least 3.2 KB per message: a 200 ms chunk occupies ten ticks."""
-    playout, clock, sent, _ = make_playout(lead=0.1, frame_seconds=0.2)
+    playout, _clock, sent, _ = make_playout(lead=0.1, frame_seconds=0.2)
     playout.begin_utterance()
     for i in range(3):
         playout.enqueue(f"c{i}")
@@ -179,7 +179,7 @@ def test_chunks_longer_than_20_ms_advance_the_timeline_by_their_length():
 
 
 def test_flow_control_holds_frames_and_resumes_from_now():
-    playout, clock, sent, _ = make_playout(lead=0.04)
+    playout, _clock, sent, _ = make_playout(lead=0.04)
     playout.begin_utterance()
     for i in range(10):
         playout.enqueue(f"f{i}")

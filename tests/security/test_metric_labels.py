@@ -19,7 +19,6 @@ import random
 import uuid
 from pathlib import Path
 
-import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -256,7 +255,8 @@ def test_every_literal_label_value_in_the_code_is_declared():
                         undeclared.append(f"{path.name}:{node.lineno} {name}={value!r}")
     print(f"\n{sites} label sites checked")
     assert sites > 20
-    assert not undeclared, "declare them in gateway/metrics.py LABEL_VALUES: " + ", ".join(undeclared)
+    assert not undeclared, ("declare them in gateway/metrics.py LABEL_VALUES: "
+                            + ", ".join(undeclared))
 
 
 def _raised_kinds(names: dict[str, int], trees, *, tables: bool = False) -> set[str]:
@@ -332,7 +332,7 @@ def test_a_labelled_metric_without_declared_values_is_refused():
     from gateway import metrics as module
 
     class Partial(Metrics):
-        def __init__(self):  # noqa: D107 - just the one metric
+        def __init__(self):
             self.registry = CollectorRegistry()
             self.surprise = Counter("surprise_total", "x", ["whatever"],
                                     registry=self.registry)

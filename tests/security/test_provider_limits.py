@@ -23,7 +23,7 @@ from gateway.core.playout import FRAME_SECONDS, MediaClock, Playout
 from gateway.http.keys import CALLS
 from gateway.metrics import Metrics
 from gateway.carriers.twilio.sim import TwilioCallSim
-from tests.e2e.remote_setup import PROVIDERS, Setup, remote  # noqa: F401
+from tests.e2e.remote_setup import PROVIDERS, Setup
 from tests.e2e.test_twilio_call import metric_value, open_control
 
 LIMIT_S = 2.0  # limits.max_buffered_audio_s in these tests (the default is 30)

@@ -220,6 +220,14 @@ def test_plivo_requires_this_streams_id_on_checkpoint_and_clear():
     assert model.marks_received == [] and model.clears == []
 
 
+def test_plivo_event_that_is_not_a_string_is_a_violation():
+    """An unhashable "event" (an object, a list) used to raise TypeError from the lookup."""
+    model = PlivoModel(MULAW, stream_id=SID)
+    model.receive_text('{"event":{"a":1},"streamId":"%s"}' % SID, 0.0)
+    model.receive_text('{"event":["playAudio"]}', 0.0)
+    assert codes(model) == ["invalid_message"] * 2
+
+
 def test_plivo_records_send_dtmf():
     model = PlivoModel(MULAW, stream_id=SID)
     model.receive_text('{"event":"sendDTMF","dtmf":"12#"}', 2.0)

@@ -619,7 +619,7 @@ async def test_hangup_ends_the_stream_like_the_carrier(fake_gateway, carrier):
     side = gateway.side
     await asyncio.wait_for(side.closed.wait(), 5)
     assert not call.result.closed_by_gateway and call.result.ended_at is not None
-    _, kind, last = side.received[-1]
+    _, _kind, last = side.received[-1]
     if carrier == "audiosocket":
         assert last == (0x00, b"")  # kind 0x00 hangup, then the TCP close
     elif carrier in GOODBYES:
@@ -765,7 +765,7 @@ async def test_telnyx_l16_byte_order_is_a_parameter(fake_gateway):
 
 
 async def test_plivo_stream_shape(fake_gateway):
-    call, side = await first_messages(fake_gateway, "plivo", 4, media_format="l16/16000",
+    _call, side = await first_messages(fake_gateway, "plivo", 4, media_format="l16/16000",
                                       custom_parameters={"userId": "12345"})
     messages = side.jsons()
     start = messages[0]
@@ -819,7 +819,7 @@ async def test_vonage_closes_the_socket_on_a_wrong_frame_size(fake_gateway):
 
 
 async def test_exotel_stream_shape(fake_gateway):
-    call, side = await first_messages(fake_gateway, "exotel", 6, media_format="l16/16000",
+    _call, side = await first_messages(fake_gateway, "exotel", 6, media_format="l16/16000",
                                       custom_parameters={"key1": "value1"})
     messages = side.jsons()
     assert side.query == {"sample-rate": "16000"}

@@ -3,13 +3,28 @@ import json
 
 import pytest
 
-from gateway.carriers.twilio.sim import FrameTiming, TwilioCallResult, TwilioPlayoutModel
+from gateway.carriers.twilio.sim import FrameTiming, TwilioCallResult
+from gateway.carriers.twilio.sim import TwilioPlayoutModel as EchoingModel
 
 SID = "MZ" + "ab" * 16
 
 
+class TwilioPlayoutModel(EchoingModel):
+    """The model, answering with the names of the marks it echoes (what these tests read)."""
+
+    def advance(self, now):
+        return [echo.name for echo in super().advance(now)]
+
+    def receive_text(self, text, now):
+        return [echo.name for echo in super().receive_text(text, now)]
+
+    def receive_bytes(self, data, now):
+        return [echo.name for echo in super().receive_bytes(data, now)]
+
+
 def media(payload: bytes, sid: str = SID) -> str:
-    return json.dumps({"event": "media", "streamSid": sid, "media": {"payload": base64.b64encode(payload).decode()}})
+    return json.dumps({"event": "media", "streamSid": sid,
+                       "media": {"payload": base64.b64encode(payload).decode()}})
 
 
 def mark(name: str) -> str:
@@ -144,12 +159,14 @@ def test_clear_with_empty_buffer():
         '{"event": "play", "streamSid": "%s"}' % SID,
         '{"streamSid": "%s"}' % SID,
         # media
-        json.dumps({"event": "media", "streamSid": SID, "media": {"payload": "AAAA"}, "sequenceNumber": "1"}),
+        json.dumps({"event": "media", "streamSid": SID, "media": {"payload": "AAAA"},
+                    "sequenceNumber": "1"}),
         json.dumps({"event": "media", "media": {"payload": "AAAA"}}),
         json.dumps({"event": "media", "streamSid": "MZother", "media": {"payload": "AAAA"}}),
         json.dumps({"event": "media", "streamSid": SID, "media": "AAAA"}),
         json.dumps({"event": "media", "streamSid": SID, "media": {}}),
-        json.dumps({"event": "media", "streamSid": SID, "media": {"payload": "AAAA", "track": "outbound"}}),
+        json.dumps({"event": "media", "streamSid": SID,
+                    "media": {"payload": "AAAA", "track": "outbound"}}),
         json.dumps({"event": "media", "streamSid": SID, "media": {"payload": 1234}}),
         json.dumps({"event": "media", "streamSid": SID, "media": {"payload": "!!!!"}}),
         json.dumps({"event": "media", "streamSid": SID, "media": {"payload": "AAA"}}),
@@ -181,7 +198,8 @@ def test_malformed_messages_are_31951_and_dropped(text):
 def test_binary_frames_are_31950_and_dropped():
     model = TwilioPlayoutModel(SID)
     model.receive_bytes(frame(), 0.0)
-    assert model.violations == [("31950", "binary frame of 160 bytes; Twilio accepts only JSON text frames")]
+    assert model.violations == [
+        ("31950", "binary frame of 160 bytes; Twilio accepts only JSON text frames")]
     assert model.buffered_bytes == 0 and model.arrivals == []
 
 
@@ -282,9 +300,11 @@ def test_frame_timing_starts_a_queued_utterance_when_the_previous_one_has_played
     assert result.frame_timing().max == 0.0
     # 50 ms of delay eats into the 60 ms lead: still on time
     gap = second[:5] + [(t + 0.05, f) for t, f in second[5:]]
-    timing = TwilioCallResult("CA1", "MZ1", frames=first + gap, utterance_starts=[0, 10]).frame_timing()
+    timing = TwilioCallResult("CA1", "MZ1", frames=first + gap,
+                              utterance_starts=[0, 10]).frame_timing()
     assert timing.max == 0.0
     # 100 ms of delay is 40 ms past the moment the caller needed the frame
     late = second[:5] + [(t + 0.1, f) for t, f in second[5:]]
-    timing = TwilioCallResult("CA1", "MZ1", frames=first + late, utterance_starts=[0, 10]).frame_timing()
+    timing = TwilioCallResult("CA1", "MZ1", frames=first + late,
+                              utterance_starts=[0, 10]).frame_timing()
     assert abs(timing.max - 0.04) < 1e-9

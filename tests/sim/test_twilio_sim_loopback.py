@@ -12,7 +12,8 @@ import pytest
 from aiohttp import WSServerHandshakeError, web
 
 from gateway.http.loopback import serve_on_loopback
-from gateway.carriers.events import Audio, Clear, Dtmf, Mark, MarkPlayed, PlayAudio, Started, Stopped
+from gateway.carriers.events import (
+    Audio, Clear, Dtmf, Mark, MarkPlayed, PlayAudio, Started, Stopped)
 from gateway.carriers.twilio.sim import CallClosedError, TwilioCallSim, twilio_signature
 from telcodecs.g711 import ulaw_encode
 

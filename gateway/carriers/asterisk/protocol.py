@@ -49,7 +49,7 @@ from gateway.carriers.events import (
 )
 from gateway.carriers.jsonfields import preview as _preview
 
-__all__ = ["AsteriskProtocol", "MAX_MEDIA_MESSAGE", "MAX_TEXT_MESSAGE"]
+__all__ = ["MAX_MEDIA_MESSAGE", "MAX_TEXT_MESSAGE", "AsteriskProtocol"]
 
 #: bytes in one binary message, below Asterisk's 65 535-byte frame limit (header included)
 MAX_MEDIA_MESSAGE = 65_500
@@ -112,6 +112,7 @@ class AsteriskProtocol(CarrierBase):
     def receive_text(self, text: str) -> CarrierEvent | None:
         """Parse one control message (plain-text or JSON) into an event."""
         stripped = text.strip()
+        fields: Any  # the JSON object, or the plain-text message's argument
         if stripped.startswith("{"):
             form = "json"
             event, fields = _parse_json(stripped)

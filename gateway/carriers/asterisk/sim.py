@@ -155,8 +155,8 @@ class AsteriskModel(CarrierModel):
             self.violate("invalid_json", f"control_message_format is json; got {text!r}")
             out.append(Notice("ERROR", {"error_text": "Unable to parse JSON command"}))
             return None, None
-        command, correlation_id = message.get("command"), message.get("correlation_id")
-        return (command if type(command) is str else repr(command),
+        name, correlation_id = message.get("command"), message.get("correlation_id")
+        return (name if type(name) is str else repr(name),
                 correlation_id if type(correlation_id) is str else None)
 
     def _legacy_fault(self, code: str, detail: str, out: list[Output]) -> None:

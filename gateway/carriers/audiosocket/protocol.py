@@ -46,12 +46,12 @@ from gateway.carriers.events import (
 
 __all__ = [
     "AUDIO_KIND_RATES",
-    "AudioSocketProtocol",
     "KIND_AUDIO",
     "KIND_DTMF",
     "KIND_ERROR",
     "KIND_HANGUP",
     "KIND_UUID",
+    "AudioSocketProtocol",
     "MessageDecoder",
     "audio_kind",
     "encode_message",

@@ -109,6 +109,7 @@ class ExotelProtocol(JsonStreamProtocol):
         #   mark   {"event":"mark","stream_sid":…,"mark":{"name":…}}: echoed once the audio
         #          sent before it has played
         #   clear  {"event":"clear","stream_sid":…}: Exotel drops its buffered audio
+        assert self.stream_id is not None  # _begin has set it
         self._media_prefix, self._mark_prefix, self._clear_text = media_stream_parts(
             "stream_sid", self.stream_id)
 

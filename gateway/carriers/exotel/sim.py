@@ -44,10 +44,11 @@ class ExotelModel(CarrierModel):
         self.stream_sid = stream_sid
 
     def on_text(self, text: str, now: float, out: list[Output]) -> None:
-        message = json_object(text)
-        event = message.get("event") if message else None
+        parsed = json_object(text)
+        message = parsed if parsed is not None else {}
+        event = message.get("event")
         if event not in ("media", "mark", "clear"):
-            what = "not a JSON object" if message is None else f"unknown event {event!r}"
+            what = "not a JSON object" if parsed is None else f"unknown event {event!r}"
             return self.violate("invalid_message", f"{what}; Exotel accepts media, mark and "
                                 f"clear: {preview(text)}")
         if message.get("stream_sid") != self.stream_sid:

@@ -33,6 +33,7 @@ from gateway.carriers.jsonfields import (
     format_encoding,
     inbound_track,
     object_field,
+    rate_among,
     string_field,
     string_map,
 )
@@ -154,14 +155,8 @@ def _media_format(value: Any) -> MediaFormat:
     value, (encoding, rates) = format_encoding(
         value, "start.mediaFormat", "sampleRate", _CONTENT_TYPES,
         "Plivo streams carry 'audio/x-mulaw' or 'audio/x-l16'")
-    content_type = value["encoding"]
-    rate = value.get("sampleRate")
-    if type(rate) is not int or rate not in rates:
-        raise CarrierProtocolError(
-            "missing_field",
-            f"start.mediaFormat.sampleRate is {rate!r}; Plivo plays {content_type} at "
-            f"{' or '.join(map(str, rates))} Hz",
-        )
+    rate = rate_among(value.get("sampleRate"), rates, "start.mediaFormat.sampleRate",
+                      f"Plivo plays {value['encoding']}")
     return MediaFormat(encoding, rate)
 
 

@@ -62,12 +62,14 @@ class PlivoModel(CarrierModel):
         self.stream_id = stream_id
 
     def on_text(self, text: str, now: float, out: list[Output]) -> None:
-        message = json_object(text)
-        event = message.get("event") if message else None
+        parsed = json_object(text)
+        message = parsed if parsed is not None else {}
+        event = message.get("event")
         handler = {"playAudio": self._play_audio, "checkpoint": self._checkpoint,
-                   "clearAudio": self._clear_audio, "sendDTMF": self._send_dtmf}.get(event)
+                   "clearAudio": self._clear_audio, "sendDTMF": self._send_dtmf
+                   }.get(event) if type(event) is str else None
         if handler is None:
-            what = "not a JSON object" if message is None else f"unknown event {event!r}"
+            what = "not a JSON object" if parsed is None else f"unknown event {event!r}"
             return self.violate("invalid_message", f"{what}; Plivo accepts playAudio, "
                                 f"checkpoint, clearAudio and sendDTMF: {preview(text)}")
         if event in ("checkpoint", "clearAudio") and "streamId" not in message:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.carriers.auth import CarrierRequest, Refusal, check_bearer
-from gateway.carriers.twilio.auth import signature_refusal
+from gateway.carriers.twilio.auth import signed_answer_check, signed_media_refusal
 
 HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
 
@@ -23,16 +23,9 @@ def check_media(request: CarrierRequest, options: Mapping[str, Any],
         if not check_bearer(secrets["bearer_token"], request.headers.get("Authorization")):
             return Refusal("bearer", "Authorization: Bearer is missing or does not match")
         return None
-    if "auth_token" in secrets:
-        return signature_refusal(request, secrets["auth_token"], HEADERS, scheme="wss",
-                                 params=())
-    return None
+    return signed_media_refusal(request, secrets, HEADERS)
 
 
 async def check_answer(request: CarrierRequest, options: Mapping[str, Any],
                        secrets: Mapping[str, str]) -> tuple[Refusal | None, bool]:
-    if "auth_token" not in secrets:
-        return None, False
-    refusal = signature_refusal(request, secrets["auth_token"], HEADERS, scheme=None,
-                                params=await request.form())
-    return refusal, refusal is None
+    return await signed_answer_check(request, secrets, HEADERS)

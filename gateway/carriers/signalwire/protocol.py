@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gateway.carriers.events import CarrierProtocolError, MediaFormat, Started
-from gateway.carriers.jsonfields import format_encoding
+from gateway.carriers.events import MediaFormat, Started
+from gateway.carriers.jsonfields import format_encoding, rate_among
 from gateway.carriers.twilio.protocol import TwilioProtocol
 
 __all__ = ["SignalWireProtocol"]
@@ -62,12 +62,6 @@ def _media_format(value: Any) -> MediaFormat:
         value, "start.mediaFormat", "sampleRate", _ENCODINGS,
         f"SignalWire streams carry {', '.join(_ENCODINGS)} (<Stream codec=\"PCMU@8000h\">, "
         "PCMA, L16@16000h, …)")
-    name = value["encoding"]
-    rate = value.get("sampleRate", 8000 if encoding != "l16" else None)
-    if type(rate) is not int or rate not in rates:
-        raise CarrierProtocolError(
-            "missing_field",
-            f"start.mediaFormat.sampleRate is {rate!r}; SignalWire streams {name} at "
-            f"{' or '.join(map(str, rates))} Hz",
-        )
+    rate = rate_among(value.get("sampleRate", 8000 if encoding != "l16" else None), rates,
+                      "start.mediaFormat.sampleRate", f"SignalWire streams {value['encoding']}")
     return MediaFormat(encoding, rate)

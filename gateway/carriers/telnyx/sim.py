@@ -15,7 +15,7 @@ from __future__ import annotations
 import binascii
 import secrets
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from gateway.sim.carriers.call import CarrierCall
 from gateway.sim.carriers.formats import parse_format
@@ -39,8 +39,9 @@ class TelnyxModel(CarrierModel):
     carrier = "telnyx"
 
     def on_text(self, text: str, now: float, out: list[Output]) -> None:
-        message = json_object(text)
-        event = message.get("event") if message else None
+        parsed = json_object(text)
+        message = parsed if parsed is not None else {}
+        event = message.get("event")
         if event == "media":
             payload = inner_field(message, "media", "payload")
             if payload is None:
@@ -65,7 +66,7 @@ class TelnyxModel(CarrierModel):
         elif event == "clear":
             self.clear(now, out)
         else:
-            what = "not a JSON object" if message is None else f"unknown event {event!r}"
+            what = "not a JSON object" if parsed is None else f"unknown event {event!r}"
             self._error(100003, f"{what}; Telnyx accepts media, mark and clear: "
                         f"{preview(text)}", out)
 
@@ -142,7 +143,7 @@ class TelnyxCall(CarrierCall):
         return [message]
 
     def dtmf_messages(self, digit: str) -> list[str]:
-        occurred = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        occurred = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return [self._event("dtmf", occurred_at=occurred, dtmf={"digit": digit})]
 
     def echo_message(self, echo: Echo) -> str:

@@ -51,17 +51,31 @@ def signature_refusal(request: CarrierRequest, auth_token: str, header_names: tu
     return None
 
 
-def check_media(request: CarrierRequest, options: Mapping[str, Any],
-                secrets: Mapping[str, str]) -> Refusal | None:
+def signed_media_refusal(request: CarrierRequest, secrets: Mapping[str, str],
+                         header_names: tuple[str, ...]) -> Refusal | None:
+    """The media upgrade's check where an ``auth_token`` is configured (none without)."""
     if "auth_token" not in secrets:
         return None
-    return signature_refusal(request, secrets["auth_token"], HEADERS, scheme="wss", params=())
+    return signature_refusal(request, secrets["auth_token"], header_names, scheme="wss",
+                             params=())
+
+
+async def signed_answer_check(request: CarrierRequest, secrets: Mapping[str, str],
+                              header_names: tuple[str, ...]) -> tuple[Refusal | None, bool]:
+    """The answer webhook's check where an ``auth_token`` is configured: (refusal, whether
+    the request was verified)."""
+    if "auth_token" not in secrets:
+        return None, False
+    refusal = signature_refusal(request, secrets["auth_token"], header_names, scheme=None,
+                                params=await request.form())
+    return refusal, refusal is None
+
+
+def check_media(request: CarrierRequest, options: Mapping[str, Any],
+                secrets: Mapping[str, str]) -> Refusal | None:
+    return signed_media_refusal(request, secrets, HEADERS)
 
 
 async def check_answer(request: CarrierRequest, options: Mapping[str, Any],
                        secrets: Mapping[str, str]) -> tuple[Refusal | None, bool]:
-    if "auth_token" not in secrets:
-        return None, False
-    refusal = signature_refusal(request, secrets["auth_token"], HEADERS, scheme=None,
-                                params=await request.form())
-    return refusal, refusal is None
+    return await signed_answer_check(request, secrets, HEADERS)

@@ -127,6 +127,7 @@ class TwilioProtocol(JsonStreamProtocol):
         # They are UTF-8 bytes, ready to frame, and their constant parts are rendered here:
         # the media message is built 50 times a second per call, so it is one
         # concatenation around the base64.
+        assert self.stream_id is not None  # _begin has set it
         self._media_prefix, self._mark_prefix, self._clear_text = media_stream_parts(
             "streamSid", self.stream_id)
         self._stream_id_json = '"streamSid":' + json.dumps(self.stream_id)

@@ -60,16 +60,12 @@ def twilio_signature(auth_token: str, url: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _names(outputs: list[Output]) -> list[str]:
-    return [output.name for output in outputs]  # a Twilio model only outputs Echo
-
-
 class TwilioPlayoutModel(CarrierModel):
     """Twilio's handling of the gateway → Twilio direction of one stream, without I/O.
 
     Every entry point takes ``now`` (seconds, never decreasing; a smaller value raises
-    :class:`ValueError`) and returns the names of the marks Twilio echoes at that moment,
-    in order. The driver must send those echoes back to the gateway.
+    :class:`ValueError`) and returns an :class:`Echo` for each mark Twilio echoes at that
+    moment, in order. The driver must send those echoes back to the gateway.
 
     **Validation** (strict, per Twilio's error pages): a text frame must be a JSON object
     with exactly ``event`` and ``streamSid`` plus, for ``media``, ``media`` =
@@ -132,20 +128,6 @@ class TwilioPlayoutModel(CarrierModel):
     @property
     def buffered_seconds(self) -> float:
         return self.buffered_bytes / BYTES_PER_SECOND
-
-    # ---- entry points: the names of the marks to echo ---------------------------
-
-    def advance(self, now: float) -> list[str]:  # type: ignore[override]
-        """Play out up to ``now``; return the marks the playout passed, in order."""
-        return _names(super().advance(now))
-
-    def receive_text(self, text: str, now: float) -> list[str]:  # type: ignore[override]
-        """One text frame from the gateway; returns the marks to echo now."""
-        return _names(super().receive_text(text, now))
-
-    def receive_bytes(self, data: bytes, now: float) -> list[str]:  # type: ignore[override]
-        """One binary frame from the gateway: always a 31950 violation; dropped."""
-        return _names(super().receive_bytes(data, now))
 
     # ---- hooks -----------------------------------------------------------------
 
@@ -340,10 +322,6 @@ class TwilioCallSim(CarrierCall):
         return [self._event("stop", stop={"accountSid": self.account_sid,
                                           "callSid": self.call_sid})]
 
-    async def _perform(self, outputs: list[Output | str]) -> None:
-        # the model's entry points return the names of the marks to echo
-        await super()._perform([Echo(o) if isinstance(o, str) else o for o in outputs])
-
     def _event(self, event: str, **fields: Any) -> str:
         return to_json({"event": event, "sequenceNumber": str(self.next_sequence()),
                         "streamSid": self.stream_sid, **fields})
@@ -352,7 +330,7 @@ class TwilioCallSim(CarrierCall):
 class TwilioCall(TwilioCallSim):
     """:class:`TwilioCallSim` with :func:`~gateway.sim.carriers.make_call`'s ``call_id``."""
 
-    accepted_auth = (frozenset({"auth_token"}),)
+    accepted_auth: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"auth_token"}),)
 
     @classmethod
     def signed_headers(cls, url: str, auth: dict[str, str]) -> dict[str, str]:

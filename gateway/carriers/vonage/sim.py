@@ -83,8 +83,9 @@ class VonageModel(CarrierModel):
         self.play(data, now)
 
     def on_text(self, text: str, now: float, out: list[Output]) -> None:
-        message = json_object(text)
-        action = message.get("action") if message else None
+        parsed = json_object(text)
+        message = parsed if parsed is not None else {}
+        action = message.get("action")
         if action == "clear":
             self.clear(now, out)
             out.append(Notice("websocket:cleared"))

@@ -16,8 +16,8 @@ import math
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Self, TypeVar
 
 import aiohttp
 from telcodecs import Transcoder
@@ -139,15 +139,15 @@ class CarrierCall:
     async def open_transport(self) -> Transport:
         return await AiohttpTransport.open(self.url, self.headers)
 
-    def hello(self) -> list[str | bytes]:
+    def hello(self) -> Sequence[str | bytes]:
         """The messages that start the stream, sent right after connecting."""
         raise NotImplementedError
 
-    def media_messages(self, index: int, frame: bytes) -> list[str | bytes]:
+    def media_messages(self, index: int, frame: bytes) -> Sequence[str | bytes]:
         """Inbound media message(s) for caller frame ``index`` (0-based)."""
         raise NotImplementedError
 
-    def dtmf_messages(self, digit: str) -> list[str | bytes]:
+    def dtmf_messages(self, digit: str) -> Sequence[str | bytes]:
         raise NotImplementedError
 
     def echo_message(self, echo: Echo) -> str | bytes:
@@ -161,7 +161,7 @@ class CarrierCall:
         return CarrierCallResult(self.carrier, self.call_id, self.stream_id, self.format,
                                  **recorded)
 
-    def goodbye(self) -> list[str | bytes]:
+    def goodbye(self) -> Sequence[str | bytes]:
         """What the carrier sends before closing when the caller hangs up."""
         return []
 
@@ -171,7 +171,7 @@ class CarrierCall:
 
     # ---- lifecycle -------------------------------------------------------------
 
-    async def __aenter__(self) -> CarrierCall:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -379,16 +379,18 @@ class CarrierCall:
         try:
             while (message := await transport.receive()) is not None:
                 now = time.monotonic()
+                data = message.data
                 if message.type == "ping":
-                    await self._perform(model.receive_ping(message.data, now))
+                    assert isinstance(data, bytes)  # a ping's payload is binary
+                    await self._perform(model.receive_ping(data, now))
                     if not self._ended:
-                        await transport.pong(message.data)
+                        await transport.pong(data)
                 else:
                     outputs = model.receive_fragmented(now) if message.fragmented else []
-                    if message.type == "text":
-                        outputs += model.receive_text(message.data, now)
+                    if isinstance(data, str):  # a text message
+                        outputs += model.receive_text(data, now)
                     else:
-                        outputs += model.receive_bytes(message.data, now)
+                        outputs += model.receive_bytes(data, now)
                     await self._perform(outputs)
                 self._wake_clock.set()
                 self._notify()

@@ -180,7 +180,7 @@ def _masked(payload: bytes, mask: bytes) -> bytes:
 
 def _parse_response(head: bytes) -> tuple[int, str, CIMultiDictProxy[str]]:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    _, status, reason = (status_line.split(" ", 2) + ["", ""])[:3]
+    _, status, reason = [*status_line.split(" ", 2), "", ""][:3]
     headers: CIMultiDict[str] = CIMultiDict()
     for line in header_lines:
         name, sep, value = line.partition(":")

@@ -22,7 +22,9 @@ class Message:
 
 
 class Transport(Protocol):
-    close_code: int | None
+    @property
+    def close_code(self) -> int | None:
+        """The close code the gateway sent (``None``: none, or not closed yet)."""
 
     async def send(self, data: str | bytes) -> None:
         """``str``: a text frame; ``bytes``: a binary frame (TCP: written as is)."""

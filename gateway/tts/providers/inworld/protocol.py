@@ -455,8 +455,9 @@ class InworldProtocol(ProtocolDefaults):
                 ctx.created = True
             if ctx is not None and type(echoed) is dict:
                 audio = echoed.get("audioConfig")
-                if type(audio) is dict and audio.get("audioEncoding") in _ENCODINGS:
-                    ctx.encoding = audio["audioEncoding"]
+                encoding = audio.get("audioEncoding") if type(audio) is dict else None
+                if type(encoding) is str and encoding in _ENCODINGS:  # a dict is unhashable
+                    ctx.encoding = encoding
                     ctx.event_encoding = _ENCODINGS[ctx.encoding][0]
                     rate = audio.get("sampleRateHertz")
                     if type(rate) is int:
