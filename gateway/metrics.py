@@ -99,6 +99,7 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "failovers": {"reason": {"connect", "error", "closed", "timeout"}},
     "control_errors": {"kind": CONTROL_ERROR_KINDS},
     "prompt_cache": {"result": {"hit", "miss"}},
+    "prompt_cache_errors": {"kind": {"corrupt", "read", "write"}},
     # caller audio a bot did not get: its socket read too slowly (gateway/bot/audio.py), or
     # the gateway was redialing it (gateway/bot/dialer.py)
     "bot_audio_dropped": {"reason": {"slow_reader", "disconnected"}},
@@ -226,6 +227,21 @@ class Metrics:
         self.prompt_cache = Counter(
             "prompt_cache_total", "Route prompt cache look-ups, by result (hit, miss).",
             ["result"], namespace=ns, registry=r)
+        self.prompt_cache_errors = Counter(
+            "prompt_cache_errors_total", "Prompt cache entries that could not be used, by kind "
+            "(corrupt: removed, read, write).", ["kind"], namespace=ns, registry=r)
+        self.prompt_cache_bytes = Gauge(
+            "prompt_cache_bytes", "Bytes of prompt cache entries on disk.", namespace=ns,
+            registry=r)
+        self.prompt_cache_entries = Gauge(
+            "prompt_cache_entries", "Prompt cache entries on disk.", namespace=ns, registry=r)
+        self.prompt_cache_evictions = Counter(
+            "prompt_cache_evictions_total", "Prompt cache entries removed to stay within "
+            "prompt_cache.max_bytes (least recently used first).", namespace=ns, registry=r)
+        self.prompt_chars_saved = Counter(
+            "prompt_cache_chars_saved_total", "Characters of text the provider did not have "
+            "to synthesize because the prompt was cached.", ["provider"], namespace=ns,
+            registry=r)
         self.bot_audio_dropped = Counter(
             "bot_audio_dropped_seconds_total",
             "Seconds of caller audio a bot's socket did not get, by reason (slow_reader, "
