@@ -208,6 +208,8 @@ class PromptCacheConfig:
 
     dir: str | None = None  # default: the user's cache folder (~/.cache/tts-gateway/prompts)
     max_bytes: int = setting(256 << 20, 0, 1 << 40)
+    # the most recently used prompts also kept in memory (0: every hit reads its file)
+    memory_bytes: int = setting(32 << 20, 0, 1 << 36)
     warm_on_start: bool = False  # synthesize every route's prompts before /readyz is ready
 
 

@@ -67,7 +67,8 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
         provider.use_metrics(metrics)
     app[CALLS] = {}
     app[CONNECTIONS] = ConnectionGuard(config.limits, metrics)
-    store = PromptStore(config.prompt_cache.dir, config.prompt_cache.max_bytes, metrics)
+    cache = config.prompt_cache
+    store = PromptStore(cache.dir, cache.max_bytes, metrics, memory_bytes=cache.memory_bytes)
     app[SERVICES] = CallServices(config=config, metrics=metrics, clock=clock,
                                  providers=app[PROVIDERS], prompts=store)
     app[PROMPTS_READY] = asyncio.Event()

@@ -46,6 +46,10 @@ MAX_HEADER_BYTES = 4 << 20
 #: a temporary file older than this is a write that died with its process
 STALE_TEMP_S = 600.0
 DEFAULT_MAX_BYTES = 256 << 20
+DEFAULT_MEMORY_BYTES = 32 << 20
+#: a prompt played from memory gets its file's modification time (its last use, for the
+#: order after a restart) set again at most this often
+TOUCH_EVERY_S = 60.0
 
 
 def default_dir() -> Path:
@@ -130,6 +134,13 @@ def decode(key: str, data: bytes) -> tuple[RecordedPrompt, tuple[str, ...]]:
         raise CorruptEntry(f"bad header: {exc}") from None
 
 
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 def _routes_of(path: str) -> tuple[str, ...] | None:
     """The routes in an entry's header (None: no whole header); the frames are checked
     when the entry is read."""
@@ -153,23 +164,29 @@ class _Entry:
     size: int
     used_at: float  # wall clock, for ``entries``
     routes: set[str]
+    touched_at: float = 0.0  # monotonic: when its file's modification time was last set
 
 
 class PromptStore:
     """Prompts on disk under ``directory``, at most ``max_bytes`` of files in all.
 
     ``get``/``put``/``purge`` do their file work in a thread: the event loop never waits
-    on the disk. One process owns its folder's byte count; processes sharing a folder each
-    bound what they wrote and read.
+    on the disk. The most recently used prompts, up to ``memory_bytes``, are also kept in
+    memory: a hit on one of them answers at once, with no thread hop (only a ``stat``, so
+    that a file purged by another process is a miss). One process owns its folder's byte
+    count; processes sharing a folder each bound what they wrote and read.
     """
 
     def __init__(self, directory: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                 metrics=None):
+                 metrics=None, *, memory_bytes: int = DEFAULT_MEMORY_BYTES):
         self.dir = Path(directory) if directory else default_dir()
         self.max_bytes = max_bytes
+        self.memory_bytes = memory_bytes
         self.metrics = metrics
         self._index: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._bytes = 0
+        self._hot: OrderedDict[str, RecordedPrompt] = OrderedDict()  # least recent first
+        self._hot_bytes = 0
         self.loaded = False
 
     # ---- loading -------------------------------------------------------------------------
@@ -215,6 +232,9 @@ class PromptStore:
 
     async def get(self, key: str, *, route: str | None = None) -> RecordedPrompt | None:
         """The prompt stored under ``key``, or None (counted as a hit or a miss)."""
+        prompt = self._hot_hit(key, route)
+        if prompt is not None:
+            return prompt
         try:
             found = await asyncio.to_thread(self._read, key)
         except CorruptEntry as exc:
@@ -239,10 +259,49 @@ class PromptStore:
         entry.routes.update(routes)
         if route:
             entry.routes.add(route)
+        entry.touched_at = time.monotonic()
         self._index.move_to_end(key)
+        self._keep_hot(key, prompt)
         self._count("hit")
         self._publish()
         return prompt
+
+    def _hot_hit(self, key: str, route: str | None) -> RecordedPrompt | None:
+        prompt, entry = self._hot.get(key), self._index.get(key)
+        if prompt is None or entry is None:
+            return None
+        path = self._path(key)
+        try:
+            path.stat()  # metadata only: purged by another process, it is a miss
+        except OSError:
+            self._forget(key)
+            return None
+        self._hot.move_to_end(key)
+        self._index.move_to_end(key)
+        entry.used_at = time.time()
+        if route:
+            entry.routes.add(route)
+        now = time.monotonic()
+        if now - entry.touched_at > TOUCH_EVERY_S:
+            entry.touched_at = now
+            asyncio.get_running_loop().run_in_executor(None, _touch, path)
+        self._count("hit")
+        return prompt
+
+    def _keep_hot(self, key: str, prompt: RecordedPrompt) -> None:
+        size = prompt.size
+        if size > self.memory_bytes or key in self._hot:
+            return
+        self._hot[key] = prompt
+        self._hot_bytes += size
+        while self._hot_bytes > self.memory_bytes:
+            _, cold = self._hot.popitem(last=False)
+            self._hot_bytes -= cold.size
+
+    def _drop_hot(self, key: str) -> None:
+        prompt = self._hot.pop(key, None)
+        if prompt is not None:
+            self._hot_bytes -= prompt.size
 
     def _read(self, key: str) -> tuple[RecordedPrompt, tuple[str, ...], int] | None:
         path = self._path(key)
@@ -277,8 +336,9 @@ class PromptStore:
             self._count_error("write")
             return False
         if key not in self._index:
-            self._index[key] = _Entry(len(data), time.time(), set(routes))
+            self._index[key] = _Entry(len(data), time.time(), set(routes), time.monotonic())
             self._bytes += len(data)
+            self._keep_hot(key, prompt)
         await self._evict()
         self._publish()
         return True
@@ -299,6 +359,7 @@ class PromptStore:
         while self._bytes > self.max_bytes and self._index:
             key, entry = self._index.popitem(last=False)
             self._bytes -= entry.size
+            self._drop_hot(key)
             doomed.append(key)
         if doomed:
             await asyncio.to_thread(self._unlink, doomed)
@@ -314,6 +375,7 @@ class PromptStore:
                 log.warning("prompt cache: cannot remove entry %s: %s", key[:16], exc)
 
     def _forget(self, key: str) -> None:
+        self._drop_hot(key)
         entry = self._index.pop(key, None)
         if entry is not None:
             self._bytes -= entry.size

@@ -61,7 +61,7 @@ def test_the_key_changes_with_everything_that_changes_the_audio():
 
 async def test_least_recently_used_goes_first_also_after_a_restart(tmp_path):
     size = len(encode("a" * 64, PROMPT, ("r",)))
-    store = PromptStore(tmp_path, max_bytes=3 * size)
+    store = PromptStore(tmp_path, max_bytes=3 * size, memory_bytes=0)  # hits read the files
     await store.load()
     keys = [c * 64 for c in "abc"]
     for key in keys:
@@ -96,3 +96,18 @@ async def test_load_removes_stale_temporary_files_and_broken_entries(tmp_path):
     await store.load()
     assert sorted(os.listdir(tmp_path)) == [fresh.name]
     assert len(store) == 0
+
+
+async def test_a_prompt_kept_in_memory_is_a_miss_once_another_process_purged_its_file(tmp_path):
+    store = PromptStore(tmp_path, metrics=Metrics())
+    await store.load()
+    await store.put("a" * 64, PROMPT, route="r")
+    assert await store.get("a" * 64) is PROMPT  # from memory
+    other = PromptStore(tmp_path)  # e.g. ``tts-gateway prompts purge``
+    await other.load()
+    assert (await other.purge())["entries"] == 1
+    assert await store.get("a" * 64) is None
+    assert len(store) == 0 and store.bytes == 0
+    hits = store.metrics.prompt_cache.labels("hit")._value.get()
+    misses = store.metrics.prompt_cache.labels("miss")._value.get()
+    assert (hits, misses) == (1, 1)
