@@ -64,9 +64,10 @@ async def test_least_recently_used_goes_first_also_after_a_restart(tmp_path):
     store = PromptStore(tmp_path, max_bytes=3 * size, memory_bytes=0)  # hits read the files
     await store.load()
     keys = [c * 64 for c in "abc"]
-    for key in keys:
+    for age, key in zip((30, 20, 10), keys):  # written in this order, a while ago
         await store.put(key, PROMPT, route="r")
-        time.sleep(0.01)  # distinct modification times
+        then = time.time() - age
+        os.utime(tmp_path / f"{key}.prompt", (then, then))
     assert await store.get(keys[0]) == PROMPT  # a is now the most recently used
     restarted = PromptStore(tmp_path, max_bytes=3 * size, metrics=Metrics())
     await restarted.load()
