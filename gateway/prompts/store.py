@@ -201,6 +201,38 @@ class PromptStore:
                 self._bytes += size
         self.loaded = True
         await self._evict()
+        found, corrupt = await asyncio.to_thread(self._preload, list(self._index))
+        for key, prompt in found:
+            if key in self._index:
+                self._keep_hot(key, prompt)
+        for key in corrupt:
+            self._count_error("corrupt")
+            self._forget(key)
+        self._publish()
+
+    def _preload(self, keys: list[str]
+                 ) -> tuple[list[tuple[str, RecordedPrompt]], list[str]]:
+        """The most recently used of ``keys`` (least recent first), read up to
+        ``memory_bytes`` (oldest first, as they are to be kept), so the first calls after
+        a start do not wait on their files either; and the keys whose files were corrupt
+        (removed)."""
+        budget, found, corrupt = self.memory_bytes, [], []
+        for key in reversed(keys):
+            if budget <= 0:
+                break
+            try:
+                read = self._read(key, touch=False)
+            except CorruptEntry as exc:
+                log.warning("prompt cache: removed entry %s: %s", key[:16], exc)
+                corrupt.append(key)
+                continue
+            except OSError:
+                continue  # a miss at its first use tells
+            if read is None or read[0].size > budget:
+                continue
+            budget -= read[0].size
+            found.append((key, read[0]))
+        return found[::-1], corrupt
 
     def _scan(self) -> list[tuple[str, int, float, tuple[str, ...]]]:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +335,8 @@ class PromptStore:
         if prompt is not None:
             self._hot_bytes -= prompt.size
 
-    def _read(self, key: str) -> tuple[RecordedPrompt, tuple[str, ...], int] | None:
+    def _read(self, key: str, *, touch: bool = True
+              ) -> tuple[RecordedPrompt, tuple[str, ...], int] | None:
         path = self._path(key)
         try:
             data = path.read_bytes()
@@ -314,10 +347,8 @@ class PromptStore:
         except CorruptEntry:
             path.unlink(missing_ok=True)
             raise
-        try:
-            os.utime(path)  # its last use, for the order after a restart
-        except OSError:
-            pass
+        if touch:
+            _touch(path)  # its last use, for the order after a restart
         return prompt, routes, len(data)
 
     async def put(self, key: str, prompt: RecordedPrompt, *, route: str | None = None) -> bool:

@@ -112,3 +112,17 @@ async def test_a_prompt_kept_in_memory_is_a_miss_once_another_process_purged_its
     hits = store.metrics.prompt_cache.labels("hit")._value.get()
     misses = store.metrics.prompt_cache.labels("miss")._value.get()
     assert (hits, misses) == (1, 1)
+
+
+async def test_a_start_reads_the_most_recently_used_into_memory_within_its_budget(tmp_path):
+    size = PROMPT.size
+    first = PromptStore(tmp_path, memory_bytes=0)
+    await first.load()
+    for age, key in zip((30, 20, 10), ("a" * 64, "b" * 64, "c" * 64)):
+        await first.put(key, PROMPT)
+        os.utime(tmp_path / f"{key}.prompt", (time.time() - age,) * 2)
+    mtimes = sorted(p.stat().st_mtime for p in tmp_path.iterdir())
+    restarted = PromptStore(tmp_path, memory_bytes=2 * size)
+    await restarted.load()
+    assert list(restarted._hot) == ["b" * 64, "c" * 64]  # the two newest, oldest first
+    assert sorted(p.stat().st_mtime for p in tmp_path.iterdir()) == mtimes  # not reordered
