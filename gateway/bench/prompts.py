@@ -108,6 +108,7 @@ async def run_mode(mode: str, cache_dir: str, *, calls: int, spacing_s: float,
         sys.executable, "-m", "gateway.bench.prompts", "--callers", url, "--calls",
         str(calls), "--spacing-ms", str(spacing_s * 1000), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
     try:
         async with asyncio.timeout(CALL_TIMEOUT_S + calls * spacing_s + 30):
             line = await child.stdout.readline()

@@ -201,8 +201,8 @@ class PromptStore:
                 self._bytes += size
         self.loaded = True
         await self._evict()
-        found, corrupt = await asyncio.to_thread(self._preload, list(self._index))
-        for key, prompt in found:
+        preloaded, corrupt = await asyncio.to_thread(self._preload, list(self._index))
+        for key, prompt in preloaded:
             if key in self._index:
                 self._keep_hot(key, prompt)
         for key in corrupt:

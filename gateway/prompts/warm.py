@@ -54,7 +54,7 @@ def carrier_formats(config: GatewayConfig) -> list[tuple[MediaFormat, int]]:
     found = []
     for name, carrier in config.carriers.items():
         protocol = CARRIERS[name].new_protocol(carrier.options)
-        fmt = protocol.played_format or protocol.media_format
+        fmt = getattr(protocol, "played_format", None) or protocol.media_format
         found.append((fmt, fmt.bytes_per_20ms * protocol.frames_per_message))
     return list(dict.fromkeys(found))
 
@@ -68,14 +68,13 @@ async def synthesize(provider: TtsProvider, voice: str | None, text: str, fmt: M
     source: tuple[str, int] | None = None
     frames: list[bytes] = []
     words: list[tuple[float, str]] = []
-    frame_s = frame_bytes / fmt.bytes_per_20ms * 0.020
     try:
         async with aclosing(session.synthesize(text, voice)) as chunks:
             async for chunk in chunks:
                 words += [(round(w.end_s, 3), w.text) for w in chunk.words]
                 if not chunk.data:
                     continue
-                if (chunk.encoding, chunk.sample_rate) != source:
+                if transcoder is None or (chunk.encoding, chunk.sample_rate) != source:
                     if transcoder is not None:
                         frames += framer.push(transcoder.flush())
                     source = (chunk.encoding, chunk.sample_rate)
@@ -91,7 +90,6 @@ async def synthesize(provider: TtsProvider, voice: str | None, text: str, fmt: M
     last = framer.flush()
     if last:
         frames.append(last)
-    words = [w for w in words if w[0] <= len(frames) * frame_s + frame_s]
     return RecordedPrompt(tuple(frames), (text,), (len(frames),), tuple(words))
 
 
