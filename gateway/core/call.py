@@ -32,7 +32,7 @@ from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
 from gateway.core.speech import Utterance, check_room
 from gateway.logs import RateLimitedLog
 from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
-from gateway.prompts.store import PromptStore, RecordedPrompt, tts_key
+from gateway.prompts.store import Prompts, RecordedPrompt, tts_key
 from gateway.tts.base import TtsError, TtsProvider, TtsSession
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class CallServices:
     metrics: Metrics
     clock: MediaClock
     providers: dict[str, TtsProvider]
-    prompts: PromptStore
+    prompts: Prompts  # the prompt cache (gateway/prompts/store.py)
     http: object = None  # aiohttp.ClientSession for events_url, once the app has started
 
 

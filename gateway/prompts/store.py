@@ -15,8 +15,8 @@ short, corrupt or of another version is removed when it is found and counts as a
 The folder is bounded in bytes: the least recently used entries go first. Use is tracked
 in memory and in each file's modification time, so a restart keeps the order.
 
-:class:`PromptStore` is the interface a call uses (``get``, ``put``, ``purge``,
-``entries``); a shared store (Redis) can implement the same methods later.
+:class:`Prompts` is the interface the gateway uses; :class:`PromptStore` implements it
+on a folder, and a shared store (Redis, for several gateways) can implement it later.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,24 @@ def tts_key(provider, voice: str | None, text: str, media_format, frame_bytes: i
                       voice=voice or provider.voice, options=provider.options, text=text,
                       encoding=media_format.encoding, sample_rate=media_format.sample_rate,
                       frame_bytes=frame_bytes)
+
+
+class Prompts(Protocol):
+    """What calls, the control API and the CLI need of a prompt cache."""
+
+    max_bytes: int
+
+    async def load(self) -> None: ...
+    async def get(self, key: str, *, route: str | None = None) -> RecordedPrompt | None: ...
+    async def put(self, key: str, prompt: RecordedPrompt, *,
+                  route: str | None = None) -> bool: ...
+    async def purge(self, route: str | None = None) -> dict[str, int]: ...
+    def entries(self) -> list[dict[str, Any]]: ...
+    def has(self, key: str) -> bool: ...
+    def tag(self, key: str, route: str) -> None: ...
+    @property
+    def bytes(self) -> int: ...
+    def __len__(self) -> int: ...
 
 
 class CorruptEntry(Exception):

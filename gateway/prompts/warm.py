@@ -18,7 +18,7 @@ from telcodecs import Framer, Transcoder, silence_byte
 from gateway.carriers.events import MediaFormat
 from gateway.carriers.registry import CARRIERS
 from gateway.config import GatewayConfig
-from gateway.prompts.store import PromptStore, RecordedPrompt, tts_key
+from gateway.prompts.store import Prompts, RecordedPrompt, tts_key
 from gateway.tts.base import TtsError, TtsProvider
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ async def synthesize(provider: TtsProvider, voice: str | None, text: str, fmt: M
     return RecordedPrompt(tuple(frames), (text,), (len(frames),), tuple(words))
 
 
-async def warm(config: GatewayConfig, providers: dict[str, TtsProvider], store: PromptStore,
+async def warm(config: GatewayConfig, providers: dict[str, TtsProvider], store: Prompts,
                *, progress: Callable[[str], None] | None = None) -> dict[str, int]:
     """Synthesize what is not cached yet; returns counts of ``cached`` (already there),
     ``synthesized`` and ``failed``. A failure is logged and the rest goes on."""
