@@ -254,3 +254,27 @@ async def _in_thread(fn, *args, **kwargs):
     import asyncio
 
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def test_an_unusable_cache_folder_loses_no_call(fake, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    async with running_gateway(config(fake, blocked / "prompts"), KEY_ENV) as gw:
+        first = await greet(gw)
+        assert await greet(gw) == first  # heard both times, synthesized both times
+        metrics = await gw.metrics_text()
+    assert len(fake["log"]) == 2
+    assert metric_value(metrics, "tts_gateway_prompt_cache_errors_total", kind="write") == 2
+    assert metric_value(metrics, "tts_gateway_prompt_cache_total", result="miss") == 2
+
+
+def test_prompt_cache_settings_are_checked_by_key():
+    from gateway.config import ConfigError, parse_config
+
+    data = base_config()
+    data["prompt_cache"] = {"max_bytes": -1, "warm_on_start": "soon", "size": 3}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, {})
+    text = "; ".join(err.value.problems)
+    for key in ("prompt_cache.max_bytes", "prompt_cache.warm_on_start", "prompt_cache.size"):
+        assert key in text
