@@ -126,6 +126,14 @@ async def test_a_change_of_what_makes_the_audio_is_a_miss(fake, tmp_path, change
     assert len(entries(tmp_path)) == 2
 
 
+async def test_the_same_settings_after_a_restart_are_a_hit(fake, tmp_path):
+    """The control for the test above: only a change makes the second gateway synthesize."""
+    for _ in range(2):
+        async with running_gateway(config(fake, tmp_path), KEY_ENV) as gw:
+            await greet(gw, carrier="plivo", fmt="mulaw/8000")
+    assert len(fake["log"]) == 1 and len(entries(tmp_path)) == 1
+
+
 async def test_cache_false_writes_nothing(fake, tmp_path):
     routes = {"ivr": {"provider": "cartesia", "greeting": GREETING, "cache_greeting": False}}
     async with running_gateway(config(fake, tmp_path, routes=routes), KEY_ENV) as gw:
