@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.logs import RateLimitedLog
+
 log = logging.getLogger(__name__)
 
 #: the version of the key's recipe and of the file layout; a change makes old entries misses
@@ -206,6 +208,8 @@ class PromptStore:
         self._hot: OrderedDict[str, RecordedPrompt] = OrderedDict()  # least recent first
         self._hot_bytes = 0
         self.loaded = False
+        # a folder that cannot be written fails every put: a few lines, then a count
+        self._log = RateLimitedLog(log, burst=3, interval=60.0)
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -241,7 +245,7 @@ class PromptStore:
             try:
                 read = self._read(key, touch=False)
             except CorruptEntry as exc:
-                log.warning("prompt cache: removed entry %s: %s", key[:16], exc)
+                log.warning("prompt cache: removed entry %s: %s", key[:16], exc)  # a thread
                 corrupt.append(key)
                 continue
             except OSError:
@@ -288,12 +292,12 @@ class PromptStore:
         try:
             found = await asyncio.to_thread(self._read, key)
         except CorruptEntry as exc:
-            log.warning("prompt cache: removed entry %s: %s", key[:16], exc)
+            self._log.warning("corrupt", "prompt cache: removed entry %s: %s", key[:16], exc)
             self._count_error("corrupt")
             self._forget(key)
             found = None
         except OSError as exc:
-            log.warning("prompt cache: cannot read entry %s: %s", key[:16], exc)
+            self._log.warning("read", "prompt cache: cannot read entry %s: %s", key[:16], exc)
             self._count_error("read")
             found = None
         if found is None:
@@ -381,7 +385,8 @@ class PromptStore:
         try:
             await asyncio.to_thread(self._write, key, data)
         except OSError as exc:
-            log.warning("prompt cache: cannot write entry %s: %s", key[:16], exc)
+            self._log.warning("write", "prompt cache: cannot write entry %s: %s", key[:16],
+                              exc)
             self._count_error("write")
             return False
         if key not in self._index:
