@@ -1,4 +1,4 @@
-"""The ``tts-gateway`` command: serve, dial, check-config, bench, bench pool."""
+"""The ``tts-gateway`` command: serve, dial, check-config, bench, bench pool, prompts."""
 
 from __future__ import annotations
 
@@ -67,9 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="benchmark latency, calls per core and audio quality "
                                  "(tts-gateway bench --help); 'tts-gateway bench pool': first "
                                  "audio with a warm provider pool vs a cold connection "
-                                 "(tts-gateway bench pool --help)", add_help=False)
+                                 "(tts-gateway bench pool --help); 'tts-gateway bench prompts': a "
+                                 "prompt's first frame, cached vs synthesized", add_help=False)
+
+    sub.add_parser("prompts", help="the prompt cache: warm, list, purge (tts-gateway prompts "
+                                   "--help)", add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["prompts"]:
+        from gateway.prompts.cli import main as prompts_main
+
+        return prompts_main(argv[1:])
+    if argv[:2] == ["bench", "prompts"]:
+        from gateway.bench.prompts import main as bench_prompts_main
+
+        return bench_prompts_main(argv[2:])
     if argv[:2] == ["bench", "pool"]:
         from gateway.bench.pool import main as bench_pool_main
 

@@ -205,6 +205,17 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class PromptCacheConfig:
+    """``prompt_cache``: prompts' frames kept on disk (gateway/prompts/store.py)."""
+
+    dir: str | None = None  # default: the user's cache folder (~/.cache/tts-gateway/prompts)
+    max_bytes: int = setting(256 << 20, 0, 1 << 40)
+    # the most recently used prompts also kept in memory (0: every hit reads its file)
+    memory_bytes: int = setting(32 << 20, 0, 1 << 36)
+    warm_on_start: bool = False  # synthesize every route's prompts before /readyz is ready
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -214,6 +225,7 @@ class GatewayConfig:
         default_factory=lambda: {DEFAULT_CARRIER: CarrierConfig(DEFAULT_CARRIER)})
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    prompt_cache: PromptCacheConfig = field(default_factory=PromptCacheConfig)
     control_token: str | None = None
     # "token": the control API needs a token unless it listens on loopback only;
     # "open": serve it without one anywhere (warned at every start)
@@ -303,7 +315,7 @@ def parse_config(data: Any, environ: dict | None = None,
     r = _Reader(problems)
     top = r.mapping(data, "(top level)")
     r.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
-                        "playout", "limits", "logging"})
+                        "playout", "limits", "logging", "prompt_cache"})
     server = read(problems, ServerConfig, top.get("server"), "server")
     auth = read(problems, AuthConfig, top.get("auth"), "auth", environ)
 
@@ -385,12 +397,14 @@ def parse_config(data: Any, environ: dict | None = None,
     playout = read(problems, PlayoutConfig, top.get("playout"), "playout")
     limits = read(problems, LimitsConfig, top.get("limits"), "limits")
     logging_ = read(problems, LoggingConfig, top.get("logging"), "logging")
+    prompt_cache = read(problems, PromptCacheConfig, top.get("prompt_cache"), "prompt_cache")
 
     if problems:
         raise ConfigError(list(problems), source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
                          default_route=default_route, carriers=carriers,
-                         playout=playout, limits=limits, control_token=auth.control_token,
+                         playout=playout, limits=limits, prompt_cache=prompt_cache,
+                         control_token=auth.control_token,
                          control_auth=auth.control, log_level=logging_.level.upper(),
                          log_format=logging_.format)
 

@@ -103,6 +103,7 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "prompt_cache": {"result": {"hit", "miss"}},
     "flow_steps": {"verb": FLOW_VERBS},
     "flow_webhooks": {"outcome": {"ok", *WEBHOOK_FAILURES}},
+    "prompt_cache_errors": {"kind": {"corrupt", "read", "write"}},
     # caller audio a bot did not get: its socket read too slowly (gateway/bot/audio.py), or
     # the gateway was redialing it (gateway/bot/dialer.py)
     "bot_audio_dropped": {"reason": {"slow_reader", "disconnected"}},
@@ -237,6 +238,21 @@ class Metrics:
         self.flow_webhooks = Counter(
             "flow_webhooks_total", "IVR flow webhook calls, by outcome (ok, or why it failed "
             "and the flow went on at the fallback step).", ["outcome"], namespace=ns,
+            registry=r)
+        self.prompt_cache_errors = Counter(
+            "prompt_cache_errors_total", "Prompt cache entries that could not be used, by kind "
+            "(corrupt: removed, read, write).", ["kind"], namespace=ns, registry=r)
+        self.prompt_cache_bytes = Gauge(
+            "prompt_cache_bytes", "Bytes of prompt cache entries on disk.", namespace=ns,
+            registry=r)
+        self.prompt_cache_entries = Gauge(
+            "prompt_cache_entries", "Prompt cache entries on disk.", namespace=ns, registry=r)
+        self.prompt_cache_evictions = Counter(
+            "prompt_cache_evictions_total", "Prompt cache entries removed to stay within "
+            "prompt_cache.max_bytes (least recently used first).", namespace=ns, registry=r)
+        self.prompt_chars_saved = Counter(
+            "prompt_cache_chars_saved_total", "Characters of text the provider did not have "
+            "to synthesize because the prompt was cached.", ["provider"], namespace=ns,
             registry=r)
         self.bot_audio_dropped = Counter(
             "bot_audio_dropped_seconds_total",

@@ -80,6 +80,13 @@ async def start_gateway(config_data: dict, environ: dict | None = None, provider
     return gw
 
 
+@pytest.fixture(autouse=True)
+def _own_prompt_cache(tmp_path_factory, monkeypatch):
+    """Each test's gateways keep their prompt cache (gateway/prompts/store.py) in a folder
+    of their own, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def gateway_config() -> dict:
     return copy.deepcopy(base_config())

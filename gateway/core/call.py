@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import aiohttp
@@ -30,10 +30,10 @@ from gateway.core.caller import CallerAudio
 from gateway.core.events import EventHub
 from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
 from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
-from gateway.core.prompt_cache import PromptCache, RecordedPrompt
 from gateway.core.speech import Utterance, check_room
 from gateway.logs import RateLimitedLog
 from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
+from gateway.prompts.store import Prompts, RecordedPrompt, tts_key
 from gateway.tts.base import TtsError, TtsProvider, TtsSession
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class CallServices:
     metrics: Metrics
     clock: MediaClock
     providers: dict[str, TtsProvider]
-    prompts: PromptCache = field(default_factory=PromptCache)
+    prompts: Prompts  # the prompt cache (gateway/prompts/store.py)
     http: aiohttp.ClientSession | None = None  # for events_url, once the app has started
 
 
@@ -160,7 +160,8 @@ class Call:
             encoding=inbound.encoding, sample_rate=inbound.sample_rate))
         self._session(self.route.provider)
         if self.route.greeting:
-            self.speak(Utterance.whole(self.route.greeting, source="greeting"))
+            self.speak(Utterance.whole(self.route.greeting, source="greeting",
+                                       cache=self.route.cache_greeting))
         if self.route.flow is not None:  # an IVR flow; its bot step dials the bot
             from gateway.flow.runtime import FlowRunner  # imports this module
 
@@ -312,13 +313,12 @@ class Call:
         self.events.emit("speech.started", speech_id=utt.id, source=utt.source)
         prompts = self.services.prompts
         key = None
-        if utt.source == "greeting" and self.route.cache_greeting and utt.text:
-            key = prompts.key(provider_name, voice, utt.text, self.media_format,
-                              self.chunk_bytes)
-        cached = prompts.get(key) if key else None
-        if key:
-            self.metrics.prompt_cache.labels("hit" if cached else "miss").inc()
+        if utt.cache and utt.text:
+            key = tts_key(self.services.config.providers[provider_name], voice, utt.text,
+                          self.media_format, self.chunk_bytes)
+        cached = await prompts.get(key, route=self.route.name) if key else None
         if cached:
+            self.metrics.prompt_chars_saved.labels(provider_name).inc(len(utt.text or ""))
             utt.first_audio_at = time.monotonic()
             self._play_recorded(utt, cached)
         else:
@@ -333,7 +333,7 @@ class Call:
                 utt.error = "internal error"
             else:
                 if key and recorded:
-                    prompts.put(key, recorded)
+                    await prompts.put(key, recorded, route=self.route.name)
         # The end of the utterance follows whatever audio was queued, also after a failure:
         # speech.done (with the error, if any) fires once the caller has heard that audio.
         mark = self.protocol.mark_message(utt.id)

@@ -57,7 +57,7 @@ class Utterance:
 
     def __init__(self, speech_id: str | None = None, *, voice: str | None = None,
                  provider: str | None = None, source: str = "api",
-                 interruptible: bool = True):
+                 interruptible: bool = True, cache: bool = False):
         self.id = speech_id or new_speech_id()
         self.voice = voice
         self.provider = provider
@@ -65,6 +65,9 @@ class Utterance:
         # false: the caller's speech or keys do not cut it (a notice they must hear out);
         # an interrupt from the API still does
         self.interruptible = interruptible
+        # a prompt that plays on every call (a route's greeting, a flow step): its frames
+        # are kept in the prompt cache (gateway/prompts/store.py); never set for a bot's text
+        self.cache = cache
         self.created_at = time.monotonic()
         self.first_audio_at: float | None = None  # first provider byte in
         self.first_frame_at: float | None = None  # first carrier frame out

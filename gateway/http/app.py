@@ -13,16 +13,17 @@ from gateway.carriers.registry import CARRIERS
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.call import CallServices
 from gateway.core.playout import MediaClock
-from gateway.http import control
+from gateway.http import control, prompts
 from gateway.http.answer import answer
 from gateway.http.control_access import control_auth
 from gateway.http.drain import Drain
 from gateway.http.errors import json_errors, quiet_client_errors
 from gateway.http.guard import CONNECTIONS, ConnectionGuard
-from gateway.http.keys import (CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROVIDERS,
-                               SERVICES, TCP_LISTENERS)
+from gateway.http.keys import (CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROMPTS_READY,
+                               PROVIDERS, SERVICES, TCP_LISTENERS)
 from gateway.http.media import media_stream, start_tcp_carrier
 from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.prompts.store import PromptStore
 from gateway.tts.base import TtsProvider
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,11 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
         provider.use_metrics(metrics)
     app[CALLS] = {}
     app[CONNECTIONS] = ConnectionGuard(config.limits, metrics)
+    cache = config.prompt_cache
+    store = PromptStore(cache.dir, cache.max_bytes, metrics, memory_bytes=cache.memory_bytes)
     app[SERVICES] = CallServices(config=config, metrics=metrics, clock=clock,
-                                 providers=app[PROVIDERS])
+                                 providers=app[PROVIDERS], prompts=store)
+    app[PROMPTS_READY] = asyncio.Event()
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -79,6 +83,7 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
         app.router.add_get(path, answer)
         app.router.add_post(path, answer)
     app.router.add_routes(control.routes)
+    app.router.add_routes(prompts.routes)
     return app
 
 
@@ -95,6 +100,7 @@ async def _lifecycle(app: web.Application):
     app[SERVICES].http = http
     starts = [asyncio.get_running_loop().create_task(_start_provider(app, p))
               for p in app[PROVIDERS].values()]
+    starts.append(asyncio.get_running_loop().create_task(_prepare_prompts(app)))
     app[TCP_LISTENERS] = listeners = {}
     for carrier in config.carriers:
         if CARRIERS[carrier].transport == "tcp":
@@ -123,6 +129,24 @@ async def _start_provider(app: web.Application, provider: TtsProvider) -> None:
         log.error("provider %s failed to start: %s", provider.name, exc)
 
 
+async def _prepare_prompts(app: web.Application) -> None:
+    """Index the prompt cache; with ``prompt_cache.warm_on_start``, synthesize what is not
+    cached once the providers are ready. Readiness waits for it."""
+    store = app[SERVICES].prompts
+    try:
+        await store.load()
+    except OSError as exc:  # calls still work: every prompt is a miss until it can write
+        log.error("prompt cache %s cannot be used: %s", store.dir, exc)
+    if app[CONFIG].prompt_cache.warm_on_start:
+        while not all(p.ready for p in app[PROVIDERS].values()):
+            await asyncio.sleep(0.05)
+        from gateway.prompts.warm import warm
+
+        counts = await warm(app[CONFIG], app[PROVIDERS], store)
+        log.info("prompt cache warmed: %s", counts)
+    app[PROMPTS_READY].set()
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -132,8 +156,10 @@ async def readyz(request: web.Request) -> web.Response:
     # A draining gateway is not ready whatever its providers: it takes no new calls.
     providers = {name: p.ready for name, p in request.app[PROVIDERS].items()}
     drain = request.app[DRAIN]
-    ready = all(providers.values()) and not drain.draining
-    status = "ready" if ready else "draining" if drain.draining else "providers_not_ready"
+    prompts = request.app[PROMPTS_READY].is_set()
+    ready = all(providers.values()) and prompts and not drain.draining
+    status = ("ready" if ready else "draining" if drain.draining
+              else "providers_not_ready" if not all(providers.values()) else "prompts_warming")
     return web.json_response({"ready": ready, "status": status, "providers": providers,
                               **drain.status()},
                              status=200 if ready else 503)

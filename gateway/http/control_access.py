@@ -21,6 +21,8 @@ from gateway.http.keys import CONFIG, METRICS, json_error
 log = logging.getLogger(__name__)
 
 CONTROL_PREFIX = "/v1/calls"
+#: the prompt cache's endpoints (gateway/http/prompts.py) are guarded the same way
+CONTROL_PREFIXES = (CONTROL_PREFIX, "/v1/prompts")
 # set by proxies and tunnels (ngrok, cloudflared, nginx): the request is not from this host
 _FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP")
 
@@ -69,7 +71,7 @@ def is_local_request(request: web.Request) -> bool:
 def _is_control(request: web.Request) -> bool:
     # by the route that matched, not by the raw path, which may be spelt many ways
     resource = request.match_info.route.resource
-    return resource is not None and resource.canonical.startswith(CONTROL_PREFIX)
+    return resource is not None and resource.canonical.startswith(CONTROL_PREFIXES)
 
 
 @web.middleware

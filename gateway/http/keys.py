@@ -23,6 +23,8 @@ SERVICES = web.AppKey("services", CallServices)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 #: the listeners of the carriers that connect over plain TCP (AudioSocket), by carrier
 TCP_LISTENERS = web.AppKey("tcp_listeners", dict[str, asyncio.AbstractServer])
+#: set once the prompt cache is indexed (and warmed, with prompt_cache.warm_on_start)
+PROMPTS_READY = web.AppKey("prompts_ready", asyncio.Event)
 DRAIN = web.AppKey("drain", Drain)  # set at start-up; see gateway/http/drain.py
 
 

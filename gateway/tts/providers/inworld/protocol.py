@@ -455,7 +455,9 @@ class InworldProtocol(ProtocolDefaults):
                 ctx.created = True
             if ctx is not None and type(echoed) is dict:
                 audio = echoed.get("audioConfig")
-                encoding = audio.get("audioEncoding") if type(audio) is dict else None
+                if not isinstance(audio, dict):
+                    return []
+                encoding = audio.get("audioEncoding")
                 if type(encoding) is str and encoding in _ENCODINGS:  # a dict is unhashable
                     ctx.encoding = encoding
                     ctx.event_encoding = _ENCODINGS[ctx.encoding][0]

@@ -1,0 +1,1 @@
+"""Prompts: recorded and synthesized audio a call plays, its cache, and route flows."""
