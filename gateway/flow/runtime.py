@@ -139,7 +139,8 @@ class FlowRunner:
         call = self.call
         if prompt.text is not None:
             return call.speak(Utterance.whole(prompt.text, voice=prompt.voice,
-                                              provider=prompt.provider, source="flow"))
+                                              provider=prompt.provider, source="flow",
+                                              cache=prompt.cache))
         play = getattr(call, "play", None)
         if play is None:  # recorded prompts (Call.play) are not in this build
             _log.warning("no play", "call %s: cannot play recorded prompt %r here", call.id,

@@ -101,6 +101,10 @@ class Step:
     webhook: WebhookSpec | None = None
     fallback: str | None = None  # webhook: its own fallback (else the flow's)
 
+    def prompts(self) -> list[Prompt]:
+        """What the step may play: its prompt and, for a gather, the retry prompts."""
+        return [p for p in (self.prompt, self.no_input, self.invalid) if p is not None]
+
     def targets(self) -> list[tuple[str, str]]:
         """``(key suffix, target)`` for every step this one may go on to."""
         found = [(".next", self.next), (f".{self.verb}.fail", self.fail),

@@ -40,8 +40,22 @@ def greetings(config: GatewayConfig) -> Iterable[PromptText]:
             yield PromptText(route.name, route.provider, route.voice, route.greeting)
 
 
+def flow_prompts(config: GatewayConfig) -> Iterable[PromptText]:
+    """The texts every route's IVR flow says (its steps' prompts, retries included)."""
+    for route in config.routes.values():
+        if route.flow is None:
+            continue
+        for step in route.flow.steps.values():
+            for prompt in step.prompts():
+                if prompt.text and prompt.cache:
+                    # the voice as the call asks for it (core/failover.provider_plan)
+                    yield PromptText(route.name, prompt.provider or route.provider,
+                                     prompt.voice or route.voice, prompt.text)
+
+
 #: functions listing the cacheable prompt texts of a configuration
-PROMPT_SOURCES: list[Callable[[GatewayConfig], Iterable[PromptText]]] = [greetings]
+PROMPT_SOURCES: list[Callable[[GatewayConfig], Iterable[PromptText]]] = [greetings,
+                                                                        flow_prompts]
 
 
 def prompt_texts(config: GatewayConfig) -> list[PromptText]:

@@ -286,3 +286,44 @@ def test_prompt_cache_settings_are_checked_by_key():
     text = "; ".join(err.value.problems)
     for key in ("prompt_cache.max_bytes", "prompt_cache.warm_on_start", "prompt_cache.size"):
         assert key in text
+
+
+MENU = "For sales press one, for support press two."
+
+
+def flow_route(cache: bool = True) -> dict:
+    """A route whose flow says one sentence and waits for a key."""
+    return {"menu": {"provider": "cartesia", "flow": {"start": "main", "steps": {
+        "main": {"gather": {"prompt": {"text": MENU, "cache": cache}, "max_digits": 1,
+                            "timeout_s": 30}}}}}}
+
+
+async def hear_the_menu(gw) -> None:
+    async with make_call("twilio", gw.ws_url, route="menu") as call:
+        control = await open_control(gw, call.call_id)
+        done = await control.next_event("speech.done", timeout=30)
+        assert done["interrupted"] is False and "error" not in done, done
+        await control.ws.close()
+
+
+async def test_a_flows_prompts_are_cached_and_warmed_like_a_greeting(fake, tmp_path):
+    async with running_gateway(config(fake, tmp_path, routes=flow_route()), KEY_ENV) as gw:
+        await hear_the_menu(gw)
+        await hear_the_menu(gw)
+        assert len(fake["log"]) == 1  # the second call's menu came from the cache
+    from gateway.config import parse_config
+    from gateway.prompts.warm import prompt_texts
+
+    env = {**os.environ, **KEY_ENV}
+    texts = prompt_texts(parse_config(config(fake, tmp_path, routes=flow_route()), env))
+    assert [(t.route, t.text) for t in texts] == [("menu", MENU)]
+    assert prompt_texts(parse_config(config(fake, tmp_path, routes=flow_route(cache=False)),
+                                     env)) == []
+
+
+async def test_a_flow_prompt_with_cache_false_writes_nothing(fake, tmp_path):
+    async with running_gateway(config(fake, tmp_path, routes=flow_route(cache=False)),
+                               KEY_ENV) as gw:
+        await hear_the_menu(gw)
+        await hear_the_menu(gw)
+    assert len(fake["log"]) == 2 and entries(tmp_path) == []
