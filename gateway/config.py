@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from gateway.carriers.registry import CARRIERS, DEFAULT_CARRIER
+from gateway.prompts.settings import PromptsConfig, read_prompts
 from gateway.schema import Problems, computed, read, secret, setting
 from gateway.tts.providers.registry import PROVIDERS
 
@@ -212,6 +213,7 @@ class GatewayConfig:
         default_factory=lambda: {DEFAULT_CARRIER: CarrierConfig(DEFAULT_CARRIER)})
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)  # gateway/prompts/
     control_token: str | None = None
     # "token": the control API needs a token unless it listens on loopback only;
     # "open": serve it without one anywhere (warned at every start)
@@ -300,7 +302,7 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     r = _Reader(problems)
     top = r.mapping(data, "(top level)")
     r.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
-                        "playout", "limits", "logging"})
+                        "playout", "limits", "logging", "prompts"})
     server = read(problems, ServerConfig, top.get("server"), "server")
     auth = read(problems, AuthConfig, top.get("auth"), "auth", environ)
 
@@ -376,12 +378,13 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
     playout = read(problems, PlayoutConfig, top.get("playout"), "playout")
     limits = read(problems, LimitsConfig, top.get("limits"), "limits")
     logging_ = read(problems, LoggingConfig, top.get("logging"), "logging")
+    prompts = read_prompts(problems, top.get("prompts"), providers)
 
     if problems:
         raise ConfigError(list(problems), source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
                          default_route=default_route, carriers=carriers,
-                         playout=playout, limits=limits, control_token=auth.control_token,
+                         playout=playout, limits=limits, prompts=prompts, control_token=auth.control_token,
                          control_auth=auth.control, log_level=logging_.level.upper(),
                          log_format=logging_.format)
 

@@ -33,6 +33,8 @@ from gateway.core.prompt_cache import PromptCache, RecordedPrompt
 from gateway.core.speech import Utterance, check_room
 from gateway.logs import RateLimitedLog
 from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
+from gateway.prompts.recorded import PromptError, RecordedPrompts
+from gateway.prompts.settings import PROMPT_ERROR_KINDS, url_problem
 from gateway.tts.base import TtsError, TtsProvider, TtsSession
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,11 @@ class CallServices:
     providers: dict[str, TtsProvider]
     prompts: PromptCache = field(default_factory=PromptCache)
     http: object = None  # aiohttp.ClientSession for events_url, once the app has started
+    recorded: RecordedPrompts | None = None  # recorded prompts (prompts.items, URLs)
+
+    def __post_init__(self) -> None:
+        if self.recorded is None:
+            self.recorded = RecordedPrompts(self.config.prompts)
 
 
 class CallEnded(Exception):
@@ -209,6 +216,30 @@ class Call:
         self._queue.put_nowait(utt)
         return utt
 
+    def play(self, *, prompt: str | None = None, url: str | None = None,
+             interrupt: bool = False, interruptible: bool = True) -> Utterance:
+        """Queue a prompt like an utterance: one of ``prompts.items`` by name (a recording,
+        or text to synthesize) or the recording at ``url``. Raises CallEnded, SpeechRefused,
+        or PromptError (``unknown_prompt``, ``bad_source``) for what cannot be queued; a
+        recording that cannot be loaded fails later, in its ``speech.done``."""
+        item = None
+        if prompt is not None:
+            item = self.services.config.prompts.items.get(prompt)
+            if item is None:
+                raise PromptError("unknown_prompt", f"no prompt named {prompt[:64]!r} in "
+                                  "prompts.items")
+        elif problem := url_problem(url):
+            raise PromptError("bad_source", f"url: must be {problem}")
+        if item is not None and item.text is not None:
+            utt = Utterance.whole(item.text, voice=item.voice, provider=item.provider,
+                                  source="prompt", interruptible=interruptible)
+        else:
+            utt = Utterance(source="prompt", interruptible=interruptible)
+            utt.close()
+            utt.recording = (item.file, item.url) if item is not None else (None, url)
+        utt.prompt = prompt
+        return self.speak(utt, interrupt=interrupt)
+
     def stream_text(self, text: str, *, flush: bool, voice: str | None = None,
                     provider: str | None = None, interruptible: bool = True) -> Utterance | None:
         """Text from a bot's socket: pieces accumulate in one utterance until ``flush``; the
@@ -286,7 +317,8 @@ class Call:
         provider_name, voice = plan[0]
         playout = self.playout
         playout.begin_utterance()
-        self.events.emit("speech.started", speech_id=utt.id, source=utt.source)
+        self.events.emit("speech.started", **{"speech_id": utt.id, "source": utt.source,
+                                              **_prompt_fields(utt)})
         prompts = self.services.prompts
         key = None
         if utt.source == "greeting" and self.route.cache_greeting and utt.text:
@@ -295,7 +327,9 @@ class Call:
         cached = prompts.get(key) if key else None
         if key:
             self.metrics.prompt_cache.labels("hit" if cached else "miss").inc()
-        if cached:
+        if utt.recording is not None:
+            await self._play_recording(utt)
+        elif cached:
             utt.first_audio_at = time.monotonic()
             self._play_recorded(utt, cached)
         else:
@@ -329,6 +363,24 @@ class Call:
         playout.enqueue(end)
         playout.end_utterance()
         playout.kick()
+
+    async def _play_recording(self, utt: Utterance) -> None:
+        """A recorded prompt's frames into the playout; one that cannot be loaded ends
+        the utterance with its error (counted, logged) and the call goes on."""
+        file, url = utt.recording
+        try:
+            prompt = await self.services.recorded.load(
+                fmt=self.media_format, chunk_bytes=self.chunk_bytes, file=file, url=url,
+                http=self.services.http)
+        except PromptError as exc:
+            self.metrics.prompt_errors.labels(exc.kind).inc()
+            self._log.warning(f"prompt {bounded(exc.kind, PROMPT_ERROR_KINDS)}",
+                              "call %s speech %s: prompt %s cannot play: %s", self.id, utt.id,
+                              utt.prompt or "(url)", exc)
+            utt.error = f"prompt: {exc}"
+            return
+        utt.first_audio_at = time.monotonic()
+        self._play_recorded(utt, prompt)
 
     def _synthesis_failed(self, utt: Utterance, exc: TtsError) -> None:
         provider = getattr(exc, "provider", None) or utt.provider or self.route.provider
@@ -533,7 +585,7 @@ class Call:
             fields["heard_text"] = heard_text
         if utt.error:
             fields["error"] = utt.error
-        self.events.emit("speech.done", **fields)
+        self.events.emit("speech.done", **fields, **_prompt_fields(utt))
 
     def _heard(self, utt: Utterance) -> tuple[float, str]:
         """How much of ``utt`` the caller heard before it was cut: seconds of its audio
@@ -806,6 +858,13 @@ class _AudioOut:
         return RecordedPrompt(
             tuple(self.recorded), tuple(heard.texts[:len(heard.ends)]),
             tuple(round(end / self._frame_s) for end in heard.ends), tuple(heard.words))
+
+
+def _prompt_fields(utt: Utterance) -> dict[str, str]:
+    """What ``speech.started`` and ``speech.done`` of a prompt add: its source and name."""
+    if utt.source != "prompt":
+        return {}
+    return {"source": "prompt", "prompt": utt.prompt} if utt.prompt else {"source": "prompt"}
 
 
 def _retrieve_exception(future: asyncio.Future) -> None:

@@ -61,7 +61,10 @@ class Utterance:
         self.id = speech_id or new_speech_id()
         self.voice = voice
         self.provider = provider
-        self.source = source  # api, stream, greeting
+        self.source = source  # api, stream, greeting, prompt
+        self.prompt: str | None = None  # a prompt's name (prompts.items), for its events
+        # a recorded prompt's (file, url): played from its frames, never synthesized
+        self.recording: tuple[str | None, str | None] | None = None
         # false: the caller's speech or keys do not cut it (a notice they must hear out);
         # an interrupt from the API still does
         self.interruptible = interruptible

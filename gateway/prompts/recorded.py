@@ -1,0 +1,295 @@
+"""Recorded prompts: audio files from ``prompts.dir`` and ``https://`` URLs, decoded (WAV:
+PCM 8 to 48 kHz, μ-law, A-law; MP3; FLAC; Ogg Vorbis, all by miniaudio), converted with
+telcodecs to a call's carrier format and cut into its frames.
+
+A source is read or fetched once, bounded in bytes and time, and decoded in a worker thread
+(never on the event loop); its decoded audio is kept by source (a file's path, size and
+modification time, or the URL) and its frames by content hash and carrier format, so the
+next call plays them as they are. Whatever goes wrong is a :class:`PromptError` whose
+``kind`` (one of :data:`PROMPT_ERROR_KINDS`) is the metric label and whose message says why,
+never showing a URL's query (a signed URL's secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import miniaudio
+from telcodecs import Framer, Transcoder, silence_byte
+from telcodecs.resample import SUPPORTED_INPUT_RATES
+
+from gateway.carriers.events import MediaFormat
+from gateway.core.prompt_cache import RecordedPrompt
+from gateway.prompts.settings import PromptsConfig, file_problem, url_problem
+
+#: A file at a rate telcodecs does not resample from (11025, 32000 Hz ...) is decoded to this.
+DECODE_RATE = 48000
+MAX_REDIRECTS = 3
+#: Decoded audio kept in memory, all sources together (5 min at 48 kHz is 28 MiB).
+SOURCE_MEMO_BYTES = 64 << 20
+#: Carrier frames kept in memory until a prompt store keeps them (gateway/prompts/store.py).
+FRAMES_MEMO_BYTES = 64 << 20
+
+
+class PromptError(Exception):
+    """A prompt that cannot be played; the call goes on. ``kind`` is one of
+    ``settings.PROMPT_ERROR_KINDS``."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A recording as 16-bit mono PCM (little-endian) at ``sample_rate``."""
+
+    pcm: bytes
+    sample_rate: int
+    sha256: str  # of the file as it came: what the frames are keyed by
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+
+# ---- decoding (sans I/O; run in a thread) --------------------------------------------------
+
+
+def _container(data: bytes) -> str | None:
+    """The container ``data`` starts like, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[:4] == b"fLaC":
+        return "flac"
+    if data[:4] == b"OggS":
+        return "vorbis"
+    if data[:3] == b"ID3" or len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0:
+        return "mp3"
+    return None
+
+
+_INFO = {"wav": miniaudio.wav_get_info, "flac": miniaudio.flac_get_info,
+         "vorbis": miniaudio.vorbis_get_info, "mp3": miniaudio.mp3_get_info}
+
+
+def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
+    """``data`` (a whole file) as 16-bit mono PCM; PromptError ``not_audio`` for what is
+    no audio container, ``corrupt`` for one that does not decode, ``too_long`` past
+    ``max_seconds`` (checked from the header before decoding where the header tells)."""
+    container = _container(data)
+    if container is None:
+        raise PromptError("not_audio", "not an audio file (WAV, MP3, FLAC or Ogg Vorbis)")
+    try:
+        info = _INFO[container](data)
+    except miniaudio.MiniaudioError:
+        raise PromptError("corrupt", f"a damaged or unsupported {container} file") from None
+    if info.duration > max_seconds:
+        raise PromptError("too_long", f"{info.duration:.1f} s of audio, over the limit of "
+                          f"{max_seconds:g} s (prompts.max_seconds)")
+    rate = info.sample_rate if info.sample_rate in SUPPORTED_INPUT_RATES else DECODE_RATE
+    try:
+        decoded = miniaudio.decode(data, output_format=miniaudio.SampleFormat.SIGNED16,
+                                   nchannels=1, sample_rate=rate)
+    except miniaudio.MiniaudioError:
+        raise PromptError("corrupt", f"a damaged or unsupported {container} file") from None
+    audio = DecodedAudio(decoded.samples.tobytes(), rate, hashlib.sha256(data).hexdigest())
+    if not audio.pcm:
+        raise PromptError("corrupt", f"a {container} file without audio")
+    if audio.seconds > max_seconds:
+        raise PromptError("too_long", f"{audio.seconds:.1f} s of audio, over the limit of "
+                          f"{max_seconds:g} s (prompts.max_seconds)")
+    return audio
+
+
+def to_frames(audio: DecodedAudio, fmt: MediaFormat, chunk_bytes: int) -> tuple[bytes, ...]:
+    """The recording in the carrier's format, cut into its media messages' frames (the last
+    one padded with silence)."""
+    transcoder = Transcoder("pcm_s16le", audio.sample_rate, fmt.encoding, fmt.sample_rate)
+    framer = Framer(chunk_bytes, silence_byte(fmt.encoding))
+    frames = framer.push(transcoder.feed(audio.pcm))
+    frames += framer.push(transcoder.flush())
+    last = framer.flush()
+    if last:
+        frames.append(last)
+    return tuple(frames)
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def shown_url(url: str) -> str:
+    """A URL as logs and errors show it: no query or fragment (a signed URL's secret)."""
+    parts = urlsplit(url)
+    text = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+class _Memo:
+    """Least recently used entries, bounded by their total size in bytes."""
+
+    def __init__(self, max_bytes: int, size: Callable[[Any], int]):
+        self.max_bytes = max_bytes
+        self._size = size
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: Any) -> Any:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        size = self._size(value)
+        if size > self.max_bytes or key in self._entries:
+            return
+        self._entries[key] = value
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= self._size(evicted)
+
+
+class RecordedPrompts:
+    """Recorded prompts for every call of the process: ``load`` gives a source's frames in
+    a carrier format, reading, fetching and decoding each source once (callers asking for
+    the same source meanwhile wait for that one load)."""
+
+    def __init__(self, config: PromptsConfig):
+        self.config = config
+        self._sources = _Memo(SOURCE_MEMO_BYTES, lambda audio: len(audio.pcm))
+        self._frames = _Memo(FRAMES_MEMO_BYTES, lambda prompt: prompt.size)
+        self._loading: dict[str, asyncio.Future[DecodedAudio]] = {}
+
+    async def load(self, *, fmt: MediaFormat, chunk_bytes: int, file: str | None = None,
+                   url: str | None = None,
+                   http: aiohttp.ClientSession | None = None) -> RecordedPrompt:
+        """The frames of ``file`` (in prompts.dir) or of ``url``; raises PromptError."""
+        if file is not None:
+            path, source = self._locate(file)
+            audio = await self._decoded(source, lambda: self._read(path))
+        elif url is not None:
+            if problem := url_problem(url):
+                raise PromptError("bad_source", f"url: must be {problem}")
+            audio = await self._decoded("url " + url, lambda: self._fetch(url, http))
+        else:
+            raise PromptError("bad_source", "a prompt needs a file or a URL")
+        key = (audio.sha256, fmt.encoding, fmt.sample_rate, chunk_bytes)
+        prompt = self._frames.get(key)
+        if prompt is None:
+            frames = await asyncio.to_thread(to_frames, audio, fmt, chunk_bytes)
+            prompt = RecordedPrompt(frames)
+            self._frames.put(key, prompt)
+        return prompt
+
+    async def _decoded(self, source: str,
+                       read: Callable[[], Awaitable[bytes]]) -> DecodedAudio:
+        audio = self._sources.get(source)
+        if audio is not None:
+            return audio
+        future = self._loading.get(source)
+        if future is None:
+            future = asyncio.ensure_future(self._decode(source, read))
+            future.add_done_callback(_retrieve)
+            self._loading[source] = future
+            future.add_done_callback(lambda _: self._loading.pop(source, None))
+        # one caller cut off (its speech interrupted) does not cancel the others' load
+        return await asyncio.shield(future)
+
+    async def _decode(self, source: str, read: Callable[[], Awaitable[bytes]]) -> DecodedAudio:
+        data = await read()
+        audio = await asyncio.to_thread(decode_audio, data, self.config.max_seconds)
+        self._sources.put(source, audio)
+        return audio
+
+    def _locate(self, file: str) -> tuple[Path, str]:
+        """The file's path inside prompts.dir, and the source it is (path, size, time)."""
+        if not self.config.dir:
+            raise PromptError("bad_source", "prompts.dir is not configured")
+        if problem := file_problem(file):
+            raise PromptError("bad_source", f"file: must be {problem}")
+        root = Path(self.config.dir).resolve()
+        path = (root / file).resolve()
+        if not path.is_relative_to(root):  # a link pointing out of the folder
+            raise PromptError("bad_source", f"file {file!r} is outside prompts.dir")
+        try:
+            stat = path.stat()
+        except OSError:
+            raise PromptError("not_found", f"no file {file!r} in prompts.dir") from None
+        return path, f"file {path} {stat.st_size} {stat.st_mtime_ns}"
+
+    async def _read(self, path: Path) -> bytes:
+        limit = self.config.max_download_bytes
+
+        def read() -> bytes:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+            return data
+
+        try:
+            data = await asyncio.to_thread(read)
+        except OSError as exc:
+            raise PromptError("not_found", f"cannot read {path.name}: {exc.strerror}") from None
+        if len(data) > limit:
+            raise PromptError("too_large", f"{path.name} is over {limit} bytes "
+                              "(prompts.max_download_bytes)")
+        return data
+
+    async def _fetch(self, url: str, http: aiohttp.ClientSession | None) -> bytes:
+        """GET ``url`` (following a few redirects, each to an allowed URL), at most
+        ``max_download_bytes`` within ``download_timeout_s`` in all."""
+        if http is None:
+            async with aiohttp.ClientSession() as own:
+                return await self._fetch(url, own)
+        limit = self.config.max_download_bytes
+        seconds = self.config.download_timeout_s
+        try:
+            async with asyncio.timeout(seconds):
+                for _ in range(MAX_REDIRECTS + 1):
+                    async with http.get(url, allow_redirects=False) as resp:
+                        if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                            url = urljoin(url, resp.headers["Location"])
+                            if problem := url_problem(url):
+                                raise PromptError("bad_source", f"redirected to "
+                                                  f"{shown_url(url)}: must be {problem}")
+                            continue
+                        if resp.status != 200:
+                            raise PromptError("http_status", f"{shown_url(url)} answered "
+                                              f"HTTP {resp.status}")
+                        return await _read_body(resp, limit, url)
+                raise PromptError("http_status", f"{shown_url(url)}: more than "
+                                  f"{MAX_REDIRECTS} redirects")
+        except TimeoutError:
+            raise PromptError("timeout", f"{shown_url(url)} did not send the file within "
+                              f"{seconds:g} s (prompts.download_timeout_s)") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PromptError("unreachable", f"{shown_url(url)} cannot be reached: "
+                              f"{type(exc).__name__}") from None
+
+
+async def _read_body(resp: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
+    too_large = PromptError("too_large", f"{shown_url(url)} is over {limit} bytes "
+                            "(prompts.max_download_bytes)")
+    if resp.content_length is not None and resp.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # raised to every waiter; not "never retrieved"
+
