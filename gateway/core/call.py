@@ -54,11 +54,10 @@ class CallServices:
     providers: dict[str, TtsProvider]
     prompts: PromptCache = field(default_factory=PromptCache)
     http: object = None  # aiohttp.ClientSession for events_url, once the app has started
-    recorded: RecordedPrompts | None = None  # recorded prompts (prompts.items, URLs)
+    recorded: RecordedPrompts = field(init=False)  # recorded prompts (prompts.items, URLs)
 
     def __post_init__(self) -> None:
-        if self.recorded is None:
-            self.recorded = RecordedPrompts(self.config.prompts)
+        self.recorded = RecordedPrompts(self.config.prompts)
 
 
 class CallEnded(Exception):
@@ -367,7 +366,7 @@ class Call:
     async def _play_recording(self, utt: Utterance) -> None:
         """A recorded prompt's frames into the playout; one that cannot be loaded ends
         the utterance with its error (counted, logged) and the call goes on."""
-        file, url = utt.recording
+        file, url = utt.recording or (None, None)
         try:
             prompt = await self.services.recorded.load(
                 fmt=self.media_format, chunk_bytes=self.chunk_bytes, file=file, url=url,

@@ -72,7 +72,7 @@ def _container(data: bytes) -> str | None:
         return "flac"
     if data[:4] == b"OggS":
         return "vorbis"
-    if data[:3] == b"ID3" or len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0:
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
         return "mp3"
     return None
 
@@ -171,9 +171,9 @@ class RecordedPrompts:
         self._loading: dict[str, asyncio.Future[DecodedAudio]] = {}
 
     async def load(self, *, fmt: MediaFormat, chunk_bytes: int, file: str | None = None,
-                   url: str | None = None,
-                   http: aiohttp.ClientSession | None = None) -> RecordedPrompt:
-        """The frames of ``file`` (in prompts.dir) or of ``url``; raises PromptError."""
+                   url: str | None = None, http: object = None) -> RecordedPrompt:
+        """The frames of ``file`` (in prompts.dir) or of ``url`` (fetched with the
+        aiohttp.ClientSession ``http``, else a session of its own); raises PromptError."""
         if file is not None:
             path, source = self._locate(file)
             audio = await self._decoded(source, lambda: self._read(path))
@@ -244,10 +244,10 @@ class RecordedPrompts:
                               "(prompts.max_download_bytes)")
         return data
 
-    async def _fetch(self, url: str, http: aiohttp.ClientSession | None) -> bytes:
+    async def _fetch(self, url: str, http: object) -> bytes:
         """GET ``url`` (following a few redirects, each to an allowed URL), at most
         ``max_download_bytes`` within ``download_timeout_s`` in all."""
-        if http is None:
+        if not isinstance(http, aiohttp.ClientSession):
             async with aiohttp.ClientSession() as own:
                 return await self._fetch(url, own)
         limit = self.config.max_download_bytes

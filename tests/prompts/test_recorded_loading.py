@@ -50,9 +50,9 @@ def test_the_prompts_section_names_each_problem_by_its_key():
         assert any(p.startswith(expected) for p in problems), (expected, problems)
     assert config_problems({"items": {"a": {"file": "a.wav"}}}) == [
         "prompts.dir: required when a prompt names a file"]
-    assert config_problems({"dir": "p", "items": {"a": {"file": "sub/a.wav"},
-                                                  "b": {"url": "https://cdn.example.com/b.mp3"},
-                                                  "c": {"text": "Hello", "provider": "local"}}}) == []
+    fine = {"a": {"file": "sub/a.wav"}, "b": {"url": "https://cdn.example.com/b.mp3"},
+            "c": {"text": "Hello", "provider": "local"}}
+    assert config_problems({"dir": "p", "items": fine}) == []
 
 
 async def load(prompts: RecordedPrompts, **source) -> bytes:
