@@ -30,7 +30,7 @@ from gateway.core.events import EventHub
 from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
 from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
 from gateway.core.prompt_cache import PromptCache, RecordedPrompt
-from gateway.core.speech import Utterance, check_room
+from gateway.core.speech import Recording, Utterance, check_room
 from gateway.logs import RateLimitedLog
 from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
 from gateway.prompts.recorded import PromptError, RecordedPrompts
@@ -216,11 +216,13 @@ class Call:
         return utt
 
     def play(self, *, prompt: str | None = None, url: str | None = None,
-             interrupt: bool = False, interruptible: bool = True) -> Utterance:
+             interrupt: bool = False, interruptible: bool = True,
+             cache: bool = True) -> Utterance:
         """Queue a prompt like an utterance: one of ``prompts.items`` by name (a recording,
         or text to synthesize) or the recording at ``url``. Raises CallEnded, SpeechRefused,
         or PromptError (``unknown_prompt``, ``bad_source``) for what cannot be queued; a
-        recording that cannot be loaded fails later, in its ``speech.done``."""
+        recording that cannot be loaded fails later, in its ``speech.done``. ``cache``
+        false: a recording's frames are not kept in the prompt store."""
         item = None
         if prompt is not None:
             item = self.services.config.prompts.items.get(prompt)
@@ -235,7 +237,8 @@ class Call:
         else:
             utt = Utterance(source="prompt", interruptible=interruptible)
             utt.close()
-            utt.recording = (item.file, item.url) if item is not None else (None, url)
+            utt.recording = (Recording(item.file, item.url, cache) if item is not None
+                             else Recording(url=url, cache=cache))
         utt.prompt = prompt
         return self.speak(utt, interrupt=interrupt)
 
@@ -366,11 +369,12 @@ class Call:
     async def _play_recording(self, utt: Utterance) -> None:
         """A recorded prompt's frames into the playout; one that cannot be loaded ends
         the utterance with its error (counted, logged) and the call goes on."""
-        file, url = utt.recording or (None, None)
+        recording = utt.recording or Recording()
         try:
             prompt = await self.services.recorded.load(
-                fmt=self.media_format, chunk_bytes=self.chunk_bytes, file=file, url=url,
-                http=self.services.http)
+                fmt=self.media_format, chunk_bytes=self.chunk_bytes, file=recording.file,
+                url=recording.url, http=self.services.http, route=self.route.name,
+                cache=recording.cache)
         except PromptError as exc:
             self.metrics.prompt_errors.labels(exc.kind).inc()
             self._log.warning(f"prompt {bounded(exc.kind, PROMPT_ERROR_KINDS)}",

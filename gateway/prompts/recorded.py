@@ -2,23 +2,26 @@
 PCM 8 to 48 kHz, μ-law, A-law; MP3; FLAC; Ogg Vorbis, all by miniaudio), converted with
 telcodecs to a call's carrier format and cut into its frames.
 
-A source is read or fetched once, bounded in bytes and time, and decoded in a worker thread
-(never on the event loop); its decoded audio is kept by source (a file's path, size and
-modification time, or the URL) and its frames by content hash and carrier format, so the
-next call plays them as they are. Whatever goes wrong is a :class:`PromptError` whose
-``kind`` (one of :data:`PROMPT_ERROR_KINDS`) is the metric label and whose message says why,
-never showing a URL's query (a signed URL's secret).
+A source (a file's path, size and modification time, or a URL) is read or fetched once,
+bounded in bytes and time, and known after by its content hash: its frames are stored under
+that hash and the carrier format (the prompt store, or a memo in memory), so the next call
+plays them as they are; decoding runs in a worker thread, never on the event loop.
+Whatever goes wrong is a :class:`PromptError` whose ``kind`` (one of
+``settings.PROMPT_ERROR_KINDS``) is the metric label and whose message says why, never
+showing a URL's query (a signed URL's secret).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -35,8 +38,10 @@ DECODE_RATE = 48000
 MAX_REDIRECTS = 3
 #: Decoded audio kept in memory, all sources together (5 min at 48 kHz is 28 MiB).
 SOURCE_MEMO_BYTES = 64 << 20
-#: Carrier frames kept in memory until a prompt store keeps them (gateway/prompts/store.py).
+#: Carrier frames kept in memory when no prompt store keeps them (gateway/prompts/store.py).
 FRAMES_MEMO_BYTES = 64 << 20
+MAX_SOURCES = 4096  # sources whose content hash is known without reading them
+MAX_LOADS = 4  # reads, downloads and decodes at once, all calls together
 
 
 class PromptError(Exception):
@@ -54,7 +59,6 @@ class DecodedAudio:
 
     pcm: bytes
     sample_rate: int
-    sha256: str  # of the file as it came: what the frames are keyed by
 
     @property
     def seconds(self) -> float:
@@ -101,7 +105,7 @@ def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
                                    nchannels=1, sample_rate=rate)
     except miniaudio.MiniaudioError:
         raise PromptError("corrupt", f"a damaged or unsupported {container} file") from None
-    audio = DecodedAudio(decoded.samples.tobytes(), rate, hashlib.sha256(data).hexdigest())
+    audio = DecodedAudio(decoded.samples.tobytes(), rate)
     if not audio.pcm:
         raise PromptError("corrupt", f"a {container} file without audio")
     if audio.seconds > max_seconds:
@@ -159,60 +163,111 @@ class _Memo:
             self._bytes -= self._size(evicted)
 
 
-class RecordedPrompts:
-    """Recorded prompts for every call of the process: ``load`` gives a source's frames in
-    a carrier format, reading, fetching and decoding each source once (callers asking for
-    the same source meanwhile wait for that one load)."""
+class FrameStore(Protocol):
+    """Where converted prompts are kept between calls: the prompt store
+    (gateway/prompts/store.py, on disk) or :class:`MemoryFrames`."""
 
-    def __init__(self, config: PromptsConfig):
+    async def get(self, key: str, *, route: str | None = None) -> RecordedPrompt | None: ...
+
+    async def put(self, key: str, prompt: RecordedPrompt, *,
+                  route: str | None = None) -> bool: ...
+
+
+class MemoryFrames:
+    """A :class:`FrameStore` in memory, bounded in bytes (least recently used go first)."""
+
+    def __init__(self, max_bytes: int = FRAMES_MEMO_BYTES):
+        self._memo = _Memo(max_bytes, lambda prompt: prompt.size)
+
+    async def get(self, key: str, *, route: str | None = None) -> RecordedPrompt | None:
+        return self._memo.get(key)
+
+    async def put(self, key: str, prompt: RecordedPrompt, *, route: str | None = None) -> bool:
+        self._memo.put(key, prompt)
+        return True
+
+
+def recorded_key(content_sha256: str, fmt: MediaFormat, frame_bytes: int) -> str:
+    """The store key of a recording's frames: its content and the carrier format (what
+    changes the frames); a new file under the same name is a new key, never stale audio."""
+    parts = json.dumps({"source": "recorded", "content_sha256": content_sha256,
+                        "encoding": fmt.encoding, "sample_rate": fmt.sample_rate,
+                        "frame_bytes": frame_bytes}, sort_keys=True)
+    return hashlib.sha256(parts.encode()).hexdigest()
+
+
+class RecordedPrompts:
+    """Recorded prompts for every call of the process. ``load`` gives a source's frames in
+    a carrier format: a source is read (fetched) once and known after by its content hash,
+    under which its frames are stored (``store``) and its decoded audio kept in memory;
+    callers asking for the same source meanwhile wait for that one load, and at most
+    ``MAX_LOADS`` loads run at once (each holds up to a file and its decoded audio)."""
+
+    def __init__(self, config: PromptsConfig, store: FrameStore | None = None):
         self.config = config
-        self._sources = _Memo(SOURCE_MEMO_BYTES, lambda audio: len(audio.pcm))
-        self._frames = _Memo(FRAMES_MEMO_BYTES, lambda prompt: prompt.size)
-        self._loading: dict[str, asyncio.Future[DecodedAudio]] = {}
+        self.store: FrameStore = store if store is not None else MemoryFrames()
+        self._hashes = _Memo(MAX_SOURCES, lambda sha: 1)  # source -> content hash
+        self._audio = _Memo(SOURCE_MEMO_BYTES, lambda audio: len(audio.pcm))  # by hash
+        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._loads = asyncio.Semaphore(MAX_LOADS)
 
     async def load(self, *, fmt: MediaFormat, chunk_bytes: int, file: str | None = None,
-                   url: str | None = None, http: object = None) -> RecordedPrompt:
+                   url: str | None = None, http: object = None, route: str | None = None,
+                   cache: bool = True) -> RecordedPrompt:
         """The frames of ``file`` (in prompts.dir) or of ``url`` (fetched with the
-        aiohttp.ClientSession ``http``, else a session of its own); raises PromptError."""
+        aiohttp.ClientSession ``http``, else a session of its own); raises PromptError.
+        ``cache`` false: the frames are not looked up in nor written to the store."""
         if file is not None:
-            path, source = self._locate(file)
-            audio = await self._decoded(source, lambda: self._read(path))
+            path, source = await asyncio.to_thread(self._locate, file)
+            read: Callable[[], Awaitable[bytes]] = partial(self._read, path)
         elif url is not None:
             if problem := url_problem(url):
                 raise PromptError("bad_source", f"url: must be {problem}")
-            audio = await self._decoded("url " + url, lambda: self._fetch(url, http))
+            source, read = "url " + url, partial(self._fetch, url, http)
         else:
             raise PromptError("bad_source", "a prompt needs a file or a URL")
-        key = (audio.sha256, fmt.encoding, fmt.sample_rate, chunk_bytes)
-        prompt = self._frames.get(key)
-        if prompt is None:
-            frames = await asyncio.to_thread(to_frames, audio, fmt, chunk_bytes)
-            prompt = RecordedPrompt(frames)
-            self._frames.put(key, prompt)
+        data = None
+        sha = self._hashes.get(source)
+        if sha is None:
+            data = await self._once("read", source, read)
+            sha = hashlib.sha256(data).hexdigest()
+            self._hashes.put(source, sha)
+        key = recorded_key(sha, fmt, chunk_bytes)
+        if cache and (prompt := await self.store.get(key, route=route)) is not None:
+            return prompt
+        audio = self._audio.get(sha)
+        if audio is None:
+            if data is None:  # its decoded audio was dropped: read it again
+                data = await self._once("read", source, read)
+                if (sha := hashlib.sha256(data).hexdigest()) != self._hashes.get(source):
+                    self._hashes.put(source, sha)
+                    key = recorded_key(sha, fmt, chunk_bytes)
+            audio = await self._once("decode", sha, partial(
+                asyncio.to_thread, decode_audio, data, self.config.max_seconds))
+            self._audio.put(sha, audio)
+        prompt = RecordedPrompt(await asyncio.to_thread(to_frames, audio, fmt, chunk_bytes))
+        if cache:
+            await self.store.put(key, prompt, route=route)
         return prompt
 
-    async def _decoded(self, source: str,
-                       read: Callable[[], Awaitable[bytes]]) -> DecodedAudio:
-        audio = self._sources.get(source)
-        if audio is not None:
-            return audio
-        future = self._loading.get(source)
+    async def _once(self, step: str, what: str, run: Callable[[], Awaitable[Any]]) -> Any:
+        """``run()`` once for all who ask for the same ``(step, what)`` meanwhile."""
+        future = self._loading.get((step, what))
         if future is None:
-            future = asyncio.ensure_future(self._decode(source, read))
+            future = asyncio.ensure_future(self._bounded(run))
             future.add_done_callback(_retrieve)
-            self._loading[source] = future
-            future.add_done_callback(lambda _: self._loading.pop(source, None))
+            self._loading[step, what] = future
+            future.add_done_callback(lambda _: self._loading.pop((step, what), None))
         # one caller cut off (its speech interrupted) does not cancel the others' load
         return await asyncio.shield(future)
 
-    async def _decode(self, source: str, read: Callable[[], Awaitable[bytes]]) -> DecodedAudio:
-        data = await read()
-        audio = await asyncio.to_thread(decode_audio, data, self.config.max_seconds)
-        self._sources.put(source, audio)
-        return audio
+    async def _bounded(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        async with self._loads:
+            return await run()
 
     def _locate(self, file: str) -> tuple[Path, str]:
-        """The file's path inside prompts.dir, and the source it is (path, size, time)."""
+        """The file's path inside prompts.dir, and the source it is (path, size, time).
+        Touches the disk: run in a thread."""
         if not self.config.dir:
             raise PromptError("bad_source", "prompts.dir is not configured")
         if problem := file_problem(file):

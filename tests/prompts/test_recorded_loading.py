@@ -173,3 +173,49 @@ def test_every_error_kind_is_a_declared_metric_label():
 
     raised = set(re.findall(r'PromptError\("(\w+)"', source))
     assert raised <= set(PROMPT_ERROR_KINDS), raised - set(PROMPT_ERROR_KINDS)
+
+
+class DictStore:
+    """A FrameStore that remembers what was asked of it."""
+
+    def __init__(self):
+        self.entries: dict[str, object] = {}
+        self.puts: list[tuple[str, str | None]] = []
+
+    async def get(self, key, *, route=None):
+        return self.entries.get(key)
+
+    async def put(self, key, prompt, *, route=None):
+        self.puts.append((key, route))
+        self.entries[key] = prompt
+        return True
+
+
+async def test_frames_go_to_the_store_by_content_and_format_and_a_restart_decodes_nothing(
+        tmp_path, monkeypatch):
+    decodes = []
+    real = recorded.decode_audio
+    monkeypatch.setattr(recorded, "decode_audio",
+                        lambda data, limit: decodes.append(1) or real(data, limit))
+    (tmp_path / "a.wav").write_bytes(tone_wav(440, 0.4, 16000))
+    (tmp_path / "same.wav").write_bytes(tone_wav(440, 0.4, 16000))
+    store = DictStore()
+    config = PromptsConfig(dir=str(tmp_path))
+    first = RecordedPrompts(config, store)
+    await first.load(fmt=MULAW, chunk_bytes=160, file="a.wav", route="ivr")
+    await first.load(fmt=MediaFormat("l16", 16000), chunk_bytes=640, file="a.wav")
+    assert len(store.puts) == 2 and store.puts[0][1] == "ivr", "one entry per format"
+    await first.load(fmt=MULAW, chunk_bytes=160, file="same.wav")
+    assert len(store.puts) == 2, "another file with the same content is the same entry"
+    restarted = RecordedPrompts(config, store)
+    decodes.clear()
+    await restarted.load(fmt=MULAW, chunk_bytes=160, file="a.wav")
+    assert decodes == [] and len(store.puts) == 2
+
+
+async def test_a_prompt_that_opts_out_of_the_cache_writes_nothing(tmp_path):
+    (tmp_path / "a.wav").write_bytes(tone_wav(440, 0.4, 16000))
+    store = DictStore()
+    prompts = RecordedPrompts(PromptsConfig(dir=str(tmp_path)), store)
+    prompt = await prompts.load(fmt=MULAW, chunk_bytes=160, file="a.wav", cache=False)
+    assert prompt.frames and store.puts == []
