@@ -373,8 +373,7 @@ class Call:
         try:
             prompt = await self.services.recorded.load(
                 fmt=self.media_format, chunk_bytes=self.chunk_bytes, file=recording.file,
-                url=recording.url, http=self.services.http, route=self.route.name,
-                cache=recording.cache)
+                url=recording.url, route=self.route.name, cache=recording.cache)
         except PromptError as exc:
             self.metrics.prompt_errors.labels(exc.kind).inc()
             self._log.warning(f"prompt {bounded(exc.kind, PROMPT_ERROR_KINDS)}",

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
+import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,11 +28,13 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import miniaudio
+from aiohttp.abc import AbstractResolver, ResolveResult
 from telcodecs import Framer, Transcoder, silence_byte
 from telcodecs.resample import SUPPORTED_INPUT_RATES
 
 from gateway.carriers.events import MediaFormat
 from gateway.core.prompt_cache import RecordedPrompt
+from gateway.prompts import settings
 from gateway.prompts.settings import PromptsConfig, file_problem, url_problem
 
 #: A file at a rate telcodecs does not resample from (11025, 32000 Hz ...) is decoded to this.
@@ -154,7 +158,9 @@ class _Memo:
 
     def put(self, key: Any, value: Any) -> None:
         size = self._size(value)
-        if size > self.max_bytes or key in self._entries:
+        if key in self._entries:
+            self._bytes -= self._size(self._entries.pop(key))
+        if size > self.max_bytes:
             return
         self._entries[key] = value
         self._bytes += size
@@ -212,10 +218,9 @@ class RecordedPrompts:
         self._loads = asyncio.Semaphore(MAX_LOADS)
 
     async def load(self, *, fmt: MediaFormat, chunk_bytes: int, file: str | None = None,
-                   url: str | None = None, http: object = None, route: str | None = None,
+                   url: str | None = None, route: str | None = None,
                    cache: bool = True) -> RecordedPrompt:
-        """The frames of ``file`` (in prompts.dir) or of ``url`` (fetched with the
-        aiohttp.ClientSession ``http``, else a session of its own); raises PromptError.
+        """The frames of ``file`` (in prompts.dir) or of ``url``; raises PromptError.
         ``cache`` false: the frames are not looked up in nor written to the store."""
         if file is not None:
             path, source = await asyncio.to_thread(self._locate, file)
@@ -223,32 +228,42 @@ class RecordedPrompts:
         elif url is not None:
             if problem := url_problem(url):
                 raise PromptError("bad_source", f"url: must be {problem}")
-            source, read = "url " + url, partial(self._fetch, url, http)
+            source, read = "url " + url, partial(self._fetch, url)
         else:
             raise PromptError("bad_source", "a prompt needs a file or a URL")
         data = None
         sha = self._hashes.get(source)
         if sha is None:
-            data = await self._once("read", source, read)
-            sha = hashlib.sha256(data).hexdigest()
-            self._hashes.put(source, sha)
+            data, sha = await self._once("read", source, partial(self._content, source, read))
         key = recorded_key(sha, fmt, chunk_bytes)
         if cache and (prompt := await self.store.get(key, route=route)) is not None:
             return prompt
         audio = self._audio.get(sha)
         if audio is None:
             if data is None:  # its decoded audio was dropped: read it again
-                data = await self._once("read", source, read)
-                if (sha := hashlib.sha256(data).hexdigest()) != self._hashes.get(source):
-                    self._hashes.put(source, sha)
-                    key = recorded_key(sha, fmt, chunk_bytes)
-            audio = await self._once("decode", sha, partial(
-                asyncio.to_thread, decode_audio, data, self.config.max_seconds))
-            self._audio.put(sha, audio)
+                data, sha = await self._once("read", source, partial(self._content, source,
+                                                                     read))
+                key = recorded_key(sha, fmt, chunk_bytes)
+            audio = await self._once("decode", sha, partial(self._decode, sha, data))
         prompt = RecordedPrompt(await asyncio.to_thread(to_frames, audio, fmt, chunk_bytes))
         if cache:
             await self.store.put(key, prompt, route=route)
         return prompt
+
+    # What a shared load finds out is noted before its waiters resume: one who comes after
+    # finds it noted, never a load to start again.
+
+    async def _content(self, source: str,
+                       read: Callable[[], Awaitable[bytes]]) -> tuple[bytes, str]:
+        data = await read()
+        sha = hashlib.sha256(data).hexdigest()
+        self._hashes.put(source, sha)
+        return data, sha
+
+    async def _decode(self, sha: str, data: bytes) -> DecodedAudio:
+        audio = await asyncio.to_thread(decode_audio, data, self.config.max_seconds)
+        self._audio.put(sha, audio)
+        return audio
 
     async def _once(self, step: str, what: str, run: Callable[[], Awaitable[Any]]) -> Any:
         """``run()`` once for all who ask for the same ``(step, what)`` meanwhile."""
@@ -299,16 +314,17 @@ class RecordedPrompts:
                               "(prompts.max_download_bytes)")
         return data
 
-    async def _fetch(self, url: str, http: object) -> bytes:
+    async def _fetch(self, url: str) -> bytes:
         """GET ``url`` (following a few redirects, each to an allowed URL), at most
-        ``max_download_bytes`` within ``download_timeout_s`` in all."""
-        if not isinstance(http, aiohttp.ClientSession):
-            async with aiohttp.ClientSession() as own:
-                return await self._fetch(url, own)
+        ``max_download_bytes`` within ``download_timeout_s`` in all. Its own session (a
+        URL is fetched once): one whose resolver gives only public addresses."""
         limit = self.config.max_download_bytes
         seconds = self.config.download_timeout_s
+        private = self.config.allow_private_urls
+        self._check_host(url)
+        connector = aiohttp.TCPConnector(resolver=_PublicResolver(private), limit=1)
         try:
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout(seconds), aiohttp.ClientSession(connector=connector) as http:
                 for _ in range(MAX_REDIRECTS + 1):
                     async with http.get(url, allow_redirects=False) as resp:
                         if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
@@ -316,6 +332,7 @@ class RecordedPrompts:
                             if problem := url_problem(url):
                                 raise PromptError("bad_source", f"redirected to "
                                                   f"{shown_url(url)}: must be {problem}")
+                            self._check_host(url)
                             continue
                         if resp.status != 200:
                             raise PromptError("http_status", f"{shown_url(url)} answered "
@@ -326,9 +343,50 @@ class RecordedPrompts:
         except TimeoutError:
             raise PromptError("timeout", f"{shown_url(url)} did not send the file within "
                               f"{seconds:g} s (prompts.download_timeout_s)") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise PromptError("unreachable", f"{shown_url(url)} cannot be reached: "
+                              f"{str(exc.os_error)[:120]}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise PromptError("unreachable", f"{shown_url(url)} cannot be reached: "
                               f"{type(exc).__name__}") from None
+
+    def _check_host(self, url: str) -> None:
+        """A URL naming a private address (aiohttp connects to an address without asking
+        the resolver) is refused unless ``prompts.allow_private_urls``."""
+        host = urlsplit(url).hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return  # a name: the resolver checks what it resolves to
+        if not _allowed(address, self.config.allow_private_urls):
+            raise PromptError("bad_source", f"{shown_url(url)} names a private address "
+                              "(prompts.allow_private_urls)")
+
+
+def _allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, private: bool) -> bool:
+    if address.is_global or (private and not address.is_unspecified):
+        return True
+    return settings.ALLOW_LOOPBACK_HTTP and address.is_loopback
+
+
+class _PublicResolver(AbstractResolver):
+    """Host names resolved as usual, then only their public addresses kept (a prompt URL
+    from a bot is no way into the gateway's own network)."""
+
+    def __init__(self, private: bool):
+        self._inner = aiohttp.ThreadedResolver()
+        self._private = private
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        public = [r for r in found if _allowed(ipaddress.ip_address(r["host"]), self._private)]
+        if not public:
+            raise OSError(f"{host[:60]} has no public address (prompts.allow_private_urls)")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 async def _read_body(resp: aiohttp.ClientResponse, limit: int, url: str) -> bytes:

@@ -89,6 +89,8 @@ class PromptsConfig:
     max_download_bytes: int = setting(10 << 20, 1024, 1 << 30)  # a file or a download
     download_timeout_s: float = setting(10.0, 0.1, 300)
     max_seconds: float = setting(300.0, 1, 3600)  # a recorded prompt's length
+    # fetch URLs whose host is (or resolves to) a private, loopback or link-local address
+    allow_private_urls: bool = False
     items: dict[str, PromptItem] = field(default_factory=dict, metadata={"computed": True})
 
 

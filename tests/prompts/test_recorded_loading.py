@@ -219,3 +219,18 @@ async def test_a_prompt_that_opts_out_of_the_cache_writes_nothing(tmp_path):
     prompts = RecordedPrompts(PromptsConfig(dir=str(tmp_path)), store)
     prompt = await prompts.load(fmt=MULAW, chunk_bytes=160, file="a.wav", cache=False)
     assert prompt.frames and store.puts == []
+
+
+@pytest.mark.parametrize("url, allow_private, kind, says", [
+    ("https://10.1.2.3/a.wav", False, "bad_source", "names a private address"),
+    ("https://[::1]:9/a.wav", False, "bad_source", "names a private address"),
+    ("https://169.254.169.254/latest/meta-data", False, "bad_source", "names a private"),
+    ("https://localhost:9/a.wav", False, "unreachable", "localhost has no public address"),
+    ("https://127.0.0.1:9/a.wav", True, "unreachable", "cannot be reached"),
+])
+async def test_a_url_into_the_gateways_own_network_is_refused(url, allow_private, kind, says):
+    prompts = RecordedPrompts(PromptsConfig(allow_private_urls=allow_private,
+                                            download_timeout_s=5))
+    with pytest.raises(PromptError) as caught:
+        await load(prompts, url=url)
+    assert caught.value.kind == kind and says in str(caught.value), str(caught.value)
