@@ -239,12 +239,13 @@ class RecordedPrompts:
         if cache and (prompt := await self.store.get(key, route=route)) is not None:
             return prompt
         audio = self._audio.get(sha)
-        if audio is None:
-            if data is None:  # its decoded audio was dropped: read it again
-                data, sha = await self._once("read", source, partial(self._content, source,
-                                                                     read))
-                key = recorded_key(sha, fmt, chunk_bytes)
-            audio = await self._once("decode", sha, partial(self._decode, sha, data))
+        if audio is None and data is None and ("decode", sha) not in self._loading:
+            # its decoded audio was dropped (or is being decoded for a caller ahead)
+            data, sha = await self._once("read", source, partial(self._content, source, read))
+            key = recorded_key(sha, fmt, chunk_bytes)
+            audio = self._audio.get(sha)
+        if audio is None:  # (data is None only while sha's decode runs: this joins it)
+            audio = await self._once("decode", sha, partial(self._decode, sha, data or b""))
         prompt = RecordedPrompt(await asyncio.to_thread(to_frames, audio, fmt, chunk_bytes))
         if cache:
             await self.store.put(key, prompt, route=route)
