@@ -240,7 +240,7 @@ class RecordedPrompts:
             return prompt
         audio = self._audio.get(sha)
         if audio is None and data is None and ("decode", sha) not in self._loading:
-            # its decoded audio was dropped (or is being decoded for a caller ahead)
+            # its decoded audio was dropped: read it again (unless a caller ahead decodes it)
             data, sha = await self._once("read", source, partial(self._content, source, read))
             key = recorded_key(sha, fmt, chunk_bytes)
             audio = self._audio.get(sha)
@@ -257,7 +257,7 @@ class RecordedPrompts:
     async def _content(self, source: str,
                        read: Callable[[], Awaitable[bytes]]) -> tuple[bytes, str]:
         data = await read()
-        sha = hashlib.sha256(data).hexdigest()
+        sha = await asyncio.to_thread(_sha256, data)  # 10 MiB: tens of ms, off the loop
         self._hashes.put(source, sha)
         return data, sha
 
@@ -401,6 +401,10 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int, url: str) -> byte
         if len(body) > limit:
             raise too_large
     return bytes(body)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _retrieve(future: asyncio.Future) -> None:
