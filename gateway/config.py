@@ -384,9 +384,9 @@ def parse_config(data: Any, environ: dict | None = None, source: str = "gateway.
         raise ConfigError(list(problems), source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
                          default_route=default_route, carriers=carriers,
-                         playout=playout, limits=limits, prompts=prompts, control_token=auth.control_token,
-                         control_auth=auth.control, log_level=logging_.level.upper(),
-                         log_format=logging_.format)
+                         playout=playout, limits=limits, prompts=prompts,
+                         control_token=auth.control_token, control_auth=auth.control,
+                         log_level=logging_.level.upper(), log_format=logging_.format)
 
 
 def _fallback(r: _Reader, rt: dict, key: str, provider: Any,
