@@ -364,6 +364,30 @@ class RecordedPrompts:
                               "(prompts.allow_private_urls)")
 
 
+def check_files(config: PromptsConfig) -> list[str]:
+    """Each ``file`` prompt that would not play (missing, outside the folder, over a limit,
+    not audio), named by its key: for ``check-config``, which may block. URLs are not
+    fetched here."""
+    prompts = RecordedPrompts(config)
+    problems = []
+    for name, item in config.items.items():
+        if item.file is None:
+            continue
+        try:
+            path, _ = prompts._locate(item.file)
+            with open(path, "rb") as f:
+                data = f.read(config.max_download_bytes + 1)
+            if len(data) > config.max_download_bytes:
+                raise PromptError("too_large", f"over {config.max_download_bytes} bytes "
+                                  "(prompts.max_download_bytes)")
+            decode_audio(data, config.max_seconds)
+        except PromptError as exc:
+            problems.append(f"prompts.items.{name}.file: {exc}")
+        except OSError as exc:
+            problems.append(f"prompts.items.{name}.file: cannot read it: {exc.strerror}")
+    return problems
+
+
 def _allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, private: bool) -> bool:
     if address.is_global or (private and not address.is_unspecified):
         return True

@@ -234,3 +234,26 @@ async def test_a_url_into_the_gateways_own_network_is_refused(url, allow_private
     with pytest.raises(PromptError) as caught:
         await load(prompts, url=url)
     assert caught.value.kind == kind and says in str(caught.value), str(caught.value)
+
+
+def test_check_config_names_each_prompt_file_that_would_not_play(tmp_path, capsys):
+    import yaml
+
+    from gateway.cli import main
+
+    (tmp_path / "good.wav").write_bytes(tone_wav(440, 0.3, 8000))
+    (tmp_path / "text.wav").write_bytes(b"not audio at all" * 10)
+    (tmp_path / "long.wav").write_bytes(tone_wav(440, 2.5, 8000))
+    data = base_config()
+    data["prompts"] = {"dir": str(tmp_path), "max_seconds": 2, "items": {
+        "good": {"file": "good.wav"}, "text": {"file": "text.wav"},
+        "long": {"file": "long.wav"}, "gone": {"file": "gone.wav"},
+        "remote": {"url": "https://cdn.example.com/never-fetched.wav"}}}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "4 problem(s)" not in err and "3 problem(s)" in err, err
+    assert "prompts.items.text.file: not an audio file" in err
+    assert "prompts.items.long.file: 2.5 s of audio, over the limit of 2 s" in err
+    assert "prompts.items.gone.file: no file 'gone.wav' in prompts.dir" in err
