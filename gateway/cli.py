@@ -105,6 +105,10 @@ def _check_config(path: str) -> int:
 
         build_providers(config)
         _check_control_access(config, config.server.host, config.server.port, path)
+        from gateway.prompts.recorded import check_files
+
+        if problems := check_files(config.prompts):
+            raise ConfigError(problems, path)
     except ConfigError as exc:
         print(f"{exc.source}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:

@@ -17,6 +17,7 @@ import yaml
 
 from gateway.carriers.registry import CARRIERS, DEFAULT_CARRIER
 from gateway.flow.steps import FlowConfig, check_flows, parse_flow
+from gateway.prompts.settings import PromptsConfig, read_prompts
 from gateway.schema import Problems, computed, read, secret, setting
 from gateway.tts.providers.registry import PROVIDERS
 
@@ -226,6 +227,7 @@ class GatewayConfig:
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     prompt_cache: PromptCacheConfig = field(default_factory=PromptCacheConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)  # gateway/prompts/
     control_token: str | None = None
     # "token": the control API needs a token unless it listens on loopback only;
     # "open": serve it without one anywhere (warned at every start)
@@ -315,7 +317,8 @@ def parse_config(data: Any, environ: dict | None = None,
     r = _Reader(problems)
     top = r.mapping(data, "(top level)")
     r.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
-                        "playout", "limits", "logging", "prompt_cache"})
+                        "playout", "limits", "logging", "prompt_cache",
+                        "prompts"})
     server = read(problems, ServerConfig, top.get("server"), "server")
     auth = read(problems, AuthConfig, top.get("auth"), "auth", environ)
 
@@ -398,12 +401,13 @@ def parse_config(data: Any, environ: dict | None = None,
     limits = read(problems, LimitsConfig, top.get("limits"), "limits")
     logging_ = read(problems, LoggingConfig, top.get("logging"), "logging")
     prompt_cache = read(problems, PromptCacheConfig, top.get("prompt_cache"), "prompt_cache")
+    prompts = read_prompts(problems, top.get("prompts"), providers)
 
     if problems:
         raise ConfigError(list(problems), source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
                          default_route=default_route, carriers=carriers,
-                         playout=playout, limits=limits, prompt_cache=prompt_cache,
+                         playout=playout, limits=limits, prompt_cache=prompt_cache, prompts=prompts,
                          control_token=auth.control_token,
                          control_auth=auth.control, log_level=logging_.level.upper(),
                          log_format=logging_.format)

@@ -23,6 +23,7 @@ from gateway.carriers.events import CarrierErrorKind, StartRefusalKind
 from gateway.carriers.registry import CARRIERS as CARRIER_SPECS
 from gateway.flow.steps import VERBS as FLOW_VERBS
 from gateway.flow.webhook import WEBHOOK_FAILURES
+from gateway.prompts.settings import PROMPT_ERROR_KINDS
 
 # Latency buckets from 1 ms to 10 s: first audio lives between tens and hundreds of ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
@@ -85,7 +86,8 @@ TTS_ERROR_KINDS = frozenset({
 #: gateway/core/speech.py's REFUSALS).
 CONTROL_ERROR_KINDS = frozenset({
     "unauthorized", "not_local", "unknown_call", "bad_request", "too_large",
-    "too_many_sockets", "queue_full", "utterance_text", "call_text", "events_url"})
+    "too_many_sockets", "queue_full", "utterance_text", "call_text", "events_url",
+    "unknown_prompt"})
 
 #: metric attribute -> label -> its values (``carrier`` is :data:`CARRIERS` everywhere).
 LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
@@ -104,6 +106,7 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "flow_steps": {"verb": FLOW_VERBS},
     "flow_webhooks": {"outcome": {"ok", *WEBHOOK_FAILURES}},
     "prompt_cache_errors": {"kind": {"corrupt", "read", "write"}},
+    "prompt_errors": {"kind": PROMPT_ERROR_KINDS},
     # caller audio a bot did not get: its socket read too slowly (gateway/bot/audio.py), or
     # the gateway was redialing it (gateway/bot/dialer.py)
     "bot_audio_dropped": {"reason": {"slow_reader", "disconnected"}},
@@ -254,6 +257,10 @@ class Metrics:
             "prompt_cache_chars_saved_total", "Characters of text the provider did not have "
             "to synthesize because the prompt was cached.", ["provider"], namespace=ns,
             registry=r)
+        self.prompt_errors = Counter(
+            "prompt_errors_total", "Prompts that could not be played, by why (not_found, "
+            "not_audio, corrupt, too_large, too_long, unreachable, timeout, ...).", ["kind"],
+            namespace=ns, registry=r)
         self.bot_audio_dropped = Counter(
             "bot_audio_dropped_seconds_total",
             "Seconds of caller audio a bot's socket did not get, by reason (slow_reader, "

@@ -23,10 +23,12 @@ from aiohttp import WSMsgType
 from gateway.bot import protocol
 from gateway.bot.audio import CallerAudioFeed
 from gateway.bot.protocol import (BargeIn, Hangup, Interrupt, Listen, MessageLimits,
-                                  ProtocolError, Speak)
+                                  Play, ProtocolError, Speak)
 from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused
 from gateway.http.wsframe import DirectFrames
+from gateway.metrics import bounded
+from gateway.prompts.recorded import PromptError
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,8 @@ class _BotSocket:
             command = protocol.parse_message(data, self.limits)
             if type(command) is Speak:
                 return await self._speak(command)
+            if type(command) is Play:
+                return await self._play(command)
             if type(command) is Interrupt:
                 return protocol.interrupt_done(await call.interrupt())
             if type(command) is Hangup:
@@ -227,7 +231,17 @@ class _BotSocket:
             return self._refused(ProtocolError(exc.kind, str(exc)))
         except CallEnded as exc:
             return protocol.error("call_ended", str(exc))
+        except PromptError as exc:  # unknown_prompt; a URL is checked by the parser
+            return self._refused(ProtocolError(bounded(exc.kind, protocol.ERROR_KINDS,
+                                                       "bad_request"), str(exc)))
         return None
+
+    async def _play(self, command: Play) -> dict:
+        if command.interrupt:
+            await self.call.interrupt()
+        utt = self.call.play(prompt=command.prompt, url=command.url,
+                             interruptible=command.interruptible)
+        return protocol.play_accepted(utt.id, command.prompt)
 
     async def _speak(self, command: Speak) -> dict | None:
         call = self.call

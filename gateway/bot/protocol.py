@@ -18,16 +18,18 @@ from typing import Any
 
 from gateway.bot.jsontext import BadJson, parse_json
 from gateway.config import BARGE_IN_MODES, BOT_AUDIO_FORMATS, GatewayConfig
+from gateway.prompts.settings import PROMPT_NAME, url_problem
 
 #: ``{"type": "error", "kind": ...}``: a malformed message, one over the size limit, a limit
-#: on the call's speech (gateway/core/speech.py REFUSALS), a call that takes no more speech
+#: on the call's speech (gateway/core/speech.py REFUSALS), a call that takes no more speech,
+#: a ``play`` naming no configured prompt
 ERROR_KINDS = ("bad_request", "too_large", "queue_full", "utterance_text", "call_text",
-               "call_ended")
+               "call_ended", "unknown_prompt")
 DEFAULT_AUDIO = "l16/16000"
 DEFAULT_PACKET_MS = 20
 PACKET_MS_MIN, PACKET_MS_MAX, PACKET_MS_STEP = 20, 200, 20
 MAX_NAME_CHARS = 200  # a voice name
-_TYPES = ("speak", "interrupt", "hangup", "listen", "barge_in")
+_TYPES = ("speak", "play", "interrupt", "hangup", "listen", "barge_in")
 
 
 class ProtocolError(ValueError):
@@ -75,6 +77,17 @@ class Speak:
 
 
 @dataclass(frozen=True, slots=True)
+class Play:
+    """A prompt to play, queued like speech: one of ``prompts.items`` by name, or the
+    recording at an https URL (exactly one of them)."""
+
+    prompt: str | None = None
+    url: str | None = None
+    interruptible: bool = True
+    interrupt: bool = False  # cut what is speaking first
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupt:
     pass
 
@@ -113,7 +126,7 @@ class BargeIn:
                 if getattr(self, name) is not None}
 
 
-BotCommand = Speak | Interrupt | Hangup | Listen | BargeIn
+BotCommand = Speak | Play | Interrupt | Hangup | Listen | BargeIn
 
 
 def parse_message(data: str | bytes, limits: MessageLimits) -> BotCommand:
@@ -125,6 +138,8 @@ def parse_message(data: str | bytes, limits: MessageLimits) -> BotCommand:
     kind = body.get("type") if type(body) is dict else None
     if kind == "speak":
         return parse_speak(body, limits, streaming=True)
+    if kind == "play":
+        return parse_play(body)
     if kind == "interrupt":
         return Interrupt()
     if kind == "hangup":
@@ -164,6 +179,30 @@ def parse_speak(body: Any, limits: MessageLimits, *, streaming: bool) -> Speak:
             raise ProtocolError("bad_request", f"{flag}: must be true or false")
         flags[flag] = value
     return Speak(text, voice=voice, provider=provider, **flags)
+
+
+def parse_play(body: Any) -> Play:
+    """A play message, or the HTTP API's play body: ``{"prompt": NAME}`` or
+    ``{"url": "https://..."}``, with ``interrupt`` and ``interruptible`` as for speak."""
+    if type(body) is not dict:
+        raise ProtocolError("bad_request", "body must be a JSON object like "
+                            "{\"prompt\": \"welcome\"} or {\"url\": \"https://...\"}")
+    prompt, url = body.get("prompt"), body.get("url")
+    if (prompt is None) == (url is None):
+        raise ProtocolError("bad_request", "give exactly one of prompt (a name in "
+                            "prompts.items) and url (an https URL of a recording)")
+    if prompt is not None and (type(prompt) is not str or not PROMPT_NAME.match(prompt)):
+        raise ProtocolError("bad_request", f"prompt: {shown(prompt)} is not a prompt name "
+                            "(1 to 64 of A-Z a-z 0-9 _ . -)")
+    if url is not None and (problem := url_problem(url)):
+        raise ProtocolError("bad_request", f"url: {shown(url)} must be {problem}")
+    flags = {}
+    for flag, default in (("interrupt", False), ("interruptible", True)):
+        value = body.get(flag, default)
+        if type(value) is not bool:
+            raise ProtocolError("bad_request", f"{flag}: must be true or false")
+        flags[flag] = value
+    return Play(prompt, url, **flags)
 
 
 def parse_listen(body: dict[str, Any]) -> Listen:
@@ -227,6 +266,10 @@ def error(kind: str, message: str) -> dict[str, Any]:
 
 def speak_accepted(speech_id: str, flushed: bool) -> dict[str, Any]:
     return {"type": "speak.accepted", "speech_id": speech_id, "flushed": flushed}
+
+
+def play_accepted(speech_id: str, prompt: str | None) -> dict[str, Any]:
+    return {"type": "play.accepted", "speech_id": speech_id, "prompt": prompt}
 
 
 def interrupt_done(interrupted: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import aiohttp
@@ -30,9 +30,11 @@ from gateway.core.caller import CallerAudio
 from gateway.core.events import EventHub
 from gateway.core.failover import NO_AUDIO, SegmentLedger, failover_reason, provider_plan
 from gateway.core.playout import FRAME_SECONDS, Cue, MediaClock, Playout
-from gateway.core.speech import Utterance, check_room
+from gateway.core.speech import Recording, Utterance, check_room
 from gateway.logs import RateLimitedLog
 from gateway.metrics import TTS_ERROR_KINDS, Metrics, bounded
+from gateway.prompts.recorded import PromptError, RecordedPrompts
+from gateway.prompts.settings import PROMPT_ERROR_KINDS, url_problem
 from gateway.prompts.store import Prompts, RecordedPrompt, tts_key
 from gateway.tts.base import TtsError, TtsProvider, TtsSession
 
@@ -57,6 +59,10 @@ class CallServices:
     providers: dict[str, TtsProvider]
     prompts: Prompts  # the prompt cache (gateway/prompts/store.py)
     http: aiohttp.ClientSession | None = None  # for events_url, once the app has started
+    recorded: RecordedPrompts = field(init=False)  # recorded prompts (prompts.items, URLs)
+
+    def __post_init__(self) -> None:
+        self.recorded = RecordedPrompts(self.config.prompts, store=self.prompts)
 
 
 class CallEnded(Exception):
@@ -231,6 +237,33 @@ class Call:
         self._queue.put_nowait(utt)
         return utt
 
+    def play(self, *, prompt: str | None = None, url: str | None = None,
+             interrupt: bool = False, interruptible: bool = True,
+             cache: bool = True) -> Utterance:
+        """Queue a prompt like an utterance: one of ``prompts.items`` by name (a recording,
+        or text to synthesize) or the recording at ``url``. Raises CallEnded, SpeechRefused,
+        or PromptError (``unknown_prompt``, ``bad_source``) for what cannot be queued; a
+        recording that cannot be loaded fails later, in its ``speech.done``. ``cache``
+        false: a recording's frames are not kept in the prompt store."""
+        item = None
+        if prompt is not None:
+            item = self.services.config.prompts.items.get(prompt)
+            if item is None:
+                raise PromptError("unknown_prompt", f"no prompt named {prompt[:64]!r} in "
+                                  "prompts.items")
+        elif problem := url_problem(url):
+            raise PromptError("bad_source", f"url: must be {problem}")
+        if item is not None and item.text is not None:
+            utt = Utterance.whole(item.text, voice=item.voice, provider=item.provider,
+                                  source="prompt", interruptible=interruptible)
+        else:
+            utt = Utterance(source="prompt", interruptible=interruptible)
+            utt.close()
+            utt.recording = (Recording(item.file, item.url, cache) if item is not None
+                             else Recording(url=url, cache=cache))
+        utt.prompt = prompt
+        return self.speak(utt, interrupt=interrupt)
+
     def stream_text(self, text: str, *, flush: bool, voice: str | None = None,
                     provider: str | None = None, interruptible: bool = True) -> Utterance | None:
         """Text from a bot's socket: pieces accumulate in one utterance until ``flush``; the
@@ -310,14 +343,17 @@ class Call:
         provider_name, voice = plan[0]
         playout = self.playout
         playout.begin_utterance()
-        self.events.emit("speech.started", speech_id=utt.id, source=utt.source)
+        self.events.emit("speech.started", **{"speech_id": utt.id, "source": utt.source,
+                                              **_prompt_fields(utt)})
         prompts = self.services.prompts
         key = None
         if utt.cache and utt.text:
             key = tts_key(self.services.config.providers[provider_name], voice, utt.text,
                           self.media_format, self.chunk_bytes)
         cached = await prompts.get(key, route=self.route.name) if key else None
-        if cached:
+        if utt.recording is not None:
+            await self._play_recording(utt)
+        elif cached:
             self.metrics.prompt_chars_saved.labels(provider_name).inc(len(utt.text or ""))
             utt.first_audio_at = time.monotonic()
             self._play_recorded(utt, cached)
@@ -352,6 +388,24 @@ class Call:
         playout.enqueue(end)
         playout.end_utterance()
         playout.kick()
+
+    async def _play_recording(self, utt: Utterance) -> None:
+        """A recorded prompt's frames into the playout; one that cannot be loaded ends
+        the utterance with its error (counted, logged) and the call goes on."""
+        recording = utt.recording or Recording()
+        try:
+            prompt = await self.services.recorded.load(
+                fmt=self.media_format, chunk_bytes=self.chunk_bytes, file=recording.file,
+                url=recording.url, route=self.route.name, cache=recording.cache)
+        except PromptError as exc:
+            self.metrics.prompt_errors.labels(exc.kind).inc()
+            self._log.warning(f"prompt {bounded(exc.kind, PROMPT_ERROR_KINDS)}",
+                              "call %s speech %s: prompt %s cannot play: %s", self.id, utt.id,
+                              utt.prompt or "(url)", exc)
+            utt.error = f"prompt: {exc}"
+            return
+        utt.first_audio_at = time.monotonic()
+        self._play_recorded(utt, prompt)
 
     def _synthesis_failed(self, utt: Utterance, exc: TtsError) -> None:
         provider = ((exc.provider if isinstance(exc, _FailedOn) else None) or utt.provider
@@ -556,7 +610,7 @@ class Call:
             fields["heard_text"] = heard_text
         if utt.error:
             fields["error"] = utt.error
-        self.events.emit("speech.done", **fields)
+        self.events.emit("speech.done", **fields, **_prompt_fields(utt))
 
     def _heard(self, utt: Utterance) -> tuple[float, str]:
         """How much of ``utt`` the caller heard before it was cut: seconds of its audio
@@ -833,6 +887,13 @@ class _AudioOut:
         return RecordedPrompt(
             tuple(self.recorded), tuple(heard.texts[:len(heard.ends)]),
             tuple(round(end / self._frame_s) for end in heard.ends), tuple(heard.words))
+
+
+def _prompt_fields(utt: Utterance) -> dict[str, str]:
+    """What ``speech.started`` and ``speech.done`` of a prompt add: its source and name."""
+    if utt.source != "prompt":
+        return {}
+    return {"source": "prompt", "prompt": utt.prompt} if utt.prompt else {"source": "prompt"}
 
 
 def _retrieve_exception(future: asyncio.Future) -> None:

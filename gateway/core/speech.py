@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from typing import NamedTuple
 
 from gateway.config import LimitsConfig
 from gateway.tts.base import MAX_WORD_CHARS
@@ -47,6 +48,15 @@ def check_room(held: list[Utterance], limits: LimitsConfig, chars: int, *,
                             "(limits.max_call_text_chars); wait for a speech.done or interrupt")
 
 
+class Recording(NamedTuple):
+    """A recorded prompt to play: a file in prompts.dir or a URL (gateway/prompts/);
+    ``cache`` false: its frames are not kept in the prompt store."""
+
+    file: str | None = None
+    url: str | None = None
+    cache: bool = True
+
+
 class Utterance:
     """One thing to say. Its text arrives whole (``speak``) or piece by piece (streaming).
 
@@ -61,7 +71,9 @@ class Utterance:
         self.id = speech_id or new_speech_id()
         self.voice = voice
         self.provider = provider
-        self.source = source  # api, stream, greeting
+        self.source = source  # api, stream, greeting, prompt
+        self.prompt: str | None = None  # a prompt's name (prompts.items), for its events
+        self.recording: Recording | None = None  # a recorded prompt: frames, no synthesis
         # false: the caller's speech or keys do not cut it (a notice they must hear out);
         # an interrupt from the API still does
         self.interruptible = interruptible

@@ -1,4 +1,4 @@
-"""The control API for bots: list calls, speak, interrupt, hang up, and a control socket.
+"""The control API for bots: list calls, speak, play, interrupt, hang up, and a control socket.
 
 ``{id}`` is the carrier's call id (Twilio's CallSid). Errors are JSON
 ``{"error": {"status", "message"}}``: bad body 400, unknown call 404, call ending 409, body
@@ -22,6 +22,7 @@ from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused, Utterance
 from gateway.http.jsonbody import BadJson, read_json
 from gateway.http.keys import CALLS, CONFIG, METRICS, json_error
+from gateway.prompts.recorded import PromptError
 
 routes = web.RouteTableDef()
 
@@ -78,6 +79,35 @@ async def speak(request: web.Request) -> web.Response:
     except SpeechRefused as exc:
         return _refused(request, exc.kind, _REFUSAL_STATUS[exc.kind], str(exc))
     return web.json_response({"speech_id": utt.id, "call_id": call.id}, status=202)
+
+
+@routes.post("/v1/calls/{id}/play")
+async def play(request: web.Request) -> web.Response:
+    """``{"prompt": NAME}`` (prompts.items) or ``{"url": "https://..."}``: queued like
+    speech; a recording that cannot be loaded ends in its ``speech.done`` error."""
+    call = _call(request)
+    limits = MessageLimits.from_config(request.app[CONFIG])
+    try:
+        body = await read_json(request, max_bytes=limits.max_message_bytes)
+        args = protocol.parse_play(body)
+    except BadJson as exc:
+        return _refused(request, exc.kind, exc.status, f"{exc}; send {{\"prompt\": \"welcome\"}}")
+    except ProtocolError as exc:
+        return _refused(request, exc.kind, 400, str(exc))
+    try:
+        if args.interrupt:
+            await call.interrupt()
+        utt = call.play(prompt=args.prompt, url=args.url, interruptible=args.interruptible)
+    except PromptError as exc:
+        return _refused(request, "unknown_prompt" if exc.kind == "unknown_prompt"
+                        else "bad_request", 404 if exc.kind == "unknown_prompt" else 400,
+                        str(exc))
+    except CallEnded as exc:
+        return json_error(409, str(exc))
+    except SpeechRefused as exc:
+        return _refused(request, exc.kind, _REFUSAL_STATUS[exc.kind], str(exc))
+    return web.json_response({"speech_id": utt.id, "call_id": call.id,
+                              "prompt": args.prompt}, status=202)
 
 
 @routes.post("/v1/calls/{id}/interrupt")

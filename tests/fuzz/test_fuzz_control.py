@@ -26,6 +26,8 @@ SPEAK_BODIES = [json.dumps(b) for b in (
     {"type": "speak", "text": "Part one", "flush": False},
     {"type": "speak", "text": " and the end.", "flush": True},
     {"type": "interrupt"},
+    {"prompt": "welcome", "interrupt": True},
+    {"type": "play", "prompt": "welcome", "interruptible": False},
 )]
 BODIES = st.one_of(
     mutated_json(SPEAK_BODIES),
@@ -36,7 +38,8 @@ BODIES = st.one_of(
 )
 CALL_IDS = st.one_of(st.text(min_size=1, max_size=60), st.sampled_from(
     ["..", "%2F", "a%00b", "x" * 5000, "%0aFORGED", "CA" + "0" * 32]))
-ACTIONS = st.sampled_from(["", "/speak", "/interrupt", "/hangup", "/control", "/nope"])
+ACTIONS = st.sampled_from(["", "/speak", "/play", "/interrupt", "/hangup", "/control",
+                           "/nope"])
 METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS",
                            "FOO", "PROPFIND"])
 
