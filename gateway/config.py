@@ -22,9 +22,6 @@ from gateway.schema import Problems, computed, read, secret, setting
 from gateway.tts.providers.registry import PROVIDERS
 
 PROVIDER_TYPES = ("piper", "fake", *PROVIDERS)
-_POOL_KEYS = {"min_idle", "max", "calls_per_connection", "connect_timeout_s",
-              "acquire_timeout_s", "idle_timeout_s", "max_session_s", "backoff_base_s",
-              "backoff_max_s"}
 
 
 class ConfigError(Exception):
@@ -69,6 +66,28 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
+class PoolSettings:
+    """``providers.<name>.pool``: the warm connection pool of a remote provider
+    (gateway/tts/remote/pool.py)."""
+
+    min_idle: int = setting(2, 0, 1000)  # kept open and handshaken; /readyz waits for them
+    max: int = setting(50, 1, 10000)
+    # at most the provider's SPEC.share_limit (checked by parse_config)
+    calls_per_connection: int = setting(1, 1)
+    connect_timeout_s: float = setting(5.0, 0.1)
+    acquire_timeout_s: float = setting(5.0, 0)
+    idle_timeout_s: float | None = setting(None, 1)  # None: the provider's idle limit
+    max_session_s: float = setting(3600.0, 1)
+    backoff_base_s: float = setting(0.5, 0.001)
+    backoff_max_s: float = setting(30.0, 0.001)
+
+    def problems(self, key: str) -> list[str]:
+        if self.min_idle > self.max:
+            return [f"{key}.min_idle: {self.min_idle} is more than max {self.max}"]
+        return []
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     name: str
     type: str
@@ -78,7 +97,7 @@ class ProviderConfig:
     api_key: str | None = field(default=None, repr=False)  # never printed or logged
     endpoint: str | None = None
     model: str | None = None
-    pool: dict[str, Any] = field(default_factory=dict)
+    pool: PoolSettings = field(default_factory=PoolSettings)
 
 
 @dataclass(frozen=True)
@@ -269,22 +288,12 @@ def _remote_provider(r: _Reader, p: dict, key: str, name: str, ptype: str,
         r.problems.append(f"{key}.voice: required (the provider's voice id)")
     options = dict(r.mapping(p.get("options"), f"{key}.options"))
     pk = f"{key}.pool"
-    po = r.mapping(p.get("pool"), pk)
-    r.unknown(po, pk, _POOL_KEYS)
-    pool = {
-        "min_idle": r.get(po, "min_idle", pk, int, 2, minimum=0, maximum=1000),
-        "max": r.get(po, "max", pk, int, 50, minimum=1, maximum=10000),
-        "calls_per_connection": r.get(po, "calls_per_connection", pk, int, 1, minimum=1,
-                                      maximum=PROVIDERS[ptype].share_limit),
-        "connect_timeout_s": r.get(po, "connect_timeout_s", pk, float, 5.0, minimum=0.1),
-        "acquire_timeout_s": r.get(po, "acquire_timeout_s", pk, float, 5.0, minimum=0),
-        "idle_timeout_s": r.get(po, "idle_timeout_s", pk, float, None, minimum=1),
-        "max_session_s": r.get(po, "max_session_s", pk, float, 3600.0, minimum=1),
-        "backoff_base_s": r.get(po, "backoff_base_s", pk, float, 0.5, minimum=0.001),
-        "backoff_max_s": r.get(po, "backoff_max_s", pk, float, 30.0, minimum=0.001),
-    }
-    if pool["min_idle"] > pool["max"]:
-        r.problems.append(f"{pk}.min_idle: {pool['min_idle']} is more than max {pool['max']}")
+    pool = read(r.problems, PoolSettings, p.get("pool"), pk)
+    share_limit = PROVIDERS[ptype].share_limit
+    if pool.calls_per_connection > share_limit:
+        r.problems.append(f"{pk}.calls_per_connection: {pool.calls_per_connection!r} is "
+                          f"outside 1..{share_limit}")
+        pool = replace(pool, calls_per_connection=1)
     config = ProviderConfig(name=name, type=ptype, voice=voice or "", options=options,
                             api_key=api_key, endpoint=endpoint,
                             model=r.get(p, "model", key, str, None), pool=pool)

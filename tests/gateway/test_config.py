@@ -108,8 +108,8 @@ def test_remote_provider_reads_its_key_from_the_environment_and_has_pool_default
     pc = config.providers["tts"]
     assert pc.api_key == "s3cret-value" and "s3cret-value" not in repr(pc)
     assert pc.endpoint.startswith("wss://")
-    assert pc.pool["min_idle"] == 2 and pc.pool["max"] == 50
-    assert pc.pool["calls_per_connection"] == 1
+    assert pc.pool.min_idle == 2 and pc.pool.max == 50
+    assert pc.pool.calls_per_connection == 1
 
 
 def test_remote_provider_problems_name_their_keys_and_never_the_secret():

@@ -533,7 +533,7 @@ def test_config_accepts_elevenlabs_with_defaults_and_options():
     pc = parse_config(config_with(options={"stability": 0.4, "speed": 1.1,
                                            "inactivity_timeout": 60}),
                       {"TTS_KEY": "k"}).providers["tts"]
-    assert pc.endpoint == DEFAULT_ENDPOINT and pc.pool["calls_per_connection"] == 1
+    assert pc.endpoint == DEFAULT_ENDPOINT and pc.pool.calls_per_connection == 1
 
 
 @pytest.mark.parametrize("provider, words", [

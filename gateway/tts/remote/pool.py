@@ -24,26 +24,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
 
+from gateway.config import PoolSettings
 from gateway.tts.base import TtsError
 from gateway.tts.remote.connection import ProviderConnection
 from gateway.tts.providers.driver import Driver
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    min_idle: int = 2
-    max: int = 50
-    calls_per_connection: int = 1
-    connect_timeout_s: float = 5.0
-    acquire_timeout_s: float = 5.0
-    idle_timeout_s: float | None = None  # None: the provider's documented idle limit
-    max_session_s: float = 3600.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
 
 
 class ConnectionPool:

@@ -105,7 +105,7 @@ def remote_settings(pc) -> RemoteSettings:
 
 
 def build_remote(pc, limits: LimitsConfig | None = None) -> RemoteProvider:
-    return RemoteProvider(remote_settings(pc), PoolSettings(**pc.pool), limits)
+    return RemoteProvider(remote_settings(pc), pc.pool, limits)
 
 
 class RemoteProvider(TtsProvider):
