@@ -28,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--control-token-env", metavar="VAR",
                        help="the environment variable holding the control API's bearer token "
                             "(overrides auth.control_token_env)")
+    serve.add_argument("--workers", default="1", metavar="N",
+                       help="run N gateway processes sharing the port (SO_REUSEPORT, Linux), "
+                            "under a supervisor that restarts a worker that dies; 'auto': one "
+                            "per core (default: 1, a single process)")
+    serve.add_argument("--worker-ports", type=int, metavar="FIRST",
+                       help="with --workers: worker I also listens alone on port FIRST+I, to "
+                            "scrape its /metrics and reach its calls' control API")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
 
     check = sub.add_parser("check-config", help="validate gateway.yaml and say what is wrong")
     check.add_argument("--config", default=DEFAULT_CONFIG)
@@ -122,6 +130,7 @@ def _check_config(path: str) -> int:
 def _serve(args) -> int:
     from gateway import logs
     from gateway.http.app import create_app
+    from gateway.http.keys import WORKER
     from gateway.http.server import serve
 
     try:
@@ -130,20 +139,79 @@ def _serve(args) -> int:
         host = args.host or config.server.host
         port = args.port if args.port is not None else config.server.port
         config = _control_access(config, args, host, port)
+        if args.worker_index is None and _worker_count(args.workers) > 1:
+            return _supervise(args, config, host, port, _worker_count(args.workers))
         app = create_app(config)
     except ConfigError as exc:
         print(f"cannot start: {exc.source}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
+    if args.worker_index is not None:
+        app[WORKER] = args.worker_index
+        own_port = None if args.worker_ports is None else args.worker_ports + args.worker_index
+        run = _serve_worker(serve(app, host, port, banner=_banner(config), reuse_port=True,
+                                  own_port=own_port))
+    else:
+        run = serve(app, host, port, banner=_banner(config))
     # Fewer, cheaper collections: the media clock must not stall behind a full collection
     # of a heap that is mostly long-lived (the voice model, imported modules).
     gc.set_threshold(50_000, 20, 100)
     # SIGTERM (or SIGINT) drains: not ready, new calls refused, calls in progress go on for
     # up to server.drain_timeout_s; a second signal hangs them up now (gateway/http/drain.py).
     with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-        runner.run(serve(app, host, port, banner=_banner(config)))
+        runner.run(run)
     return 0
+
+
+def _worker_count(value: str) -> int:
+    from gateway.workers import worker_count
+
+    try:
+        return worker_count(value)
+    except ValueError as exc:
+        raise ConfigError([str(exc)], "command line") from None
+
+
+def _supervise(args, config, host: str, port: int, count: int) -> int:
+    """``serve --workers N``: start N workers on ``host:port`` and watch them
+    (gateway/workers.py). A problem that stops them all from starting is a ConfigError."""
+    from gateway.workers import Supervisor, sharing_problem
+
+    if problem := sharing_problem(host, port, count, args.worker_ports):
+        raise ConfigError([problem], "command line")
+
+    def command(index: int) -> list[str]:
+        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", args.config,
+                "--host", host, "--port", str(port), "--worker-index", str(index)]
+        if args.control_token_env:  # the name of the variable; the token stays in the env
+            argv += ["--control-token-env", args.control_token_env]
+        if args.worker_ports is not None:
+            argv += ["--worker-ports", str(args.worker_ports)]
+        return argv
+
+    # a worker's drain is bounded (gateway/http/drain.py); past that and its shutdown, kill
+    stop_timeout_s = config.server.drain_timeout_s + config.playout.hangup_mark_timeout_s + 15.0
+    return Supervisor(command, count, stop_timeout_s).run()
+
+
+async def _serve_worker(serving) -> None:
+    """A worker serves like ``serve``, and drains by itself if its supervisor vanishes (its
+    parent changes): nothing else would ever send it SIGTERM."""
+    import signal
+
+    parent = os.getppid()
+
+    async def watch_parent() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # the same drain as a signal from outside
+
+    watch = asyncio.get_running_loop().create_task(watch_parent())
+    try:
+        await serving
+    finally:
+        watch.cancel()
 
 
 def _control_access(config, args, host: str, port: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 
 import aiohttp
 from aiohttp import web
@@ -20,7 +21,7 @@ from gateway.http.drain import Drain
 from gateway.http.errors import json_errors, quiet_client_errors
 from gateway.http.guard import CONNECTIONS, ConnectionGuard
 from gateway.http.keys import (CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROMPTS_READY,
-                               PROVIDERS, SERVICES, TCP_LISTENERS)
+                               PROVIDERS, SERVICES, TCP_LISTENERS, WORKER)
 from gateway.http.media import media_stream, start_tcp_carrier
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.prompts.store import PromptStore
@@ -148,7 +149,11 @@ async def _prepare_prompts(app: web.Application) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    worker = request.app.get(WORKER)
+    if worker is None:
+        return web.json_response({"status": "ok"})
+    # which of ``serve --workers N`` answered: a scrape or a probe reaches one of them
+    return web.json_response({"status": "ok", "worker": worker, "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -26,6 +26,9 @@ TCP_LISTENERS = web.AppKey("tcp_listeners", dict[str, asyncio.AbstractServer])
 #: set once the prompt cache is indexed (and warmed, with prompt_cache.warm_on_start)
 PROMPTS_READY = web.AppKey("prompts_ready", asyncio.Event)
 DRAIN = web.AppKey("drain", Drain)  # set at start-up; see gateway/http/drain.py
+#: this process's number among ``serve --workers N`` (0 .. N-1); absent in a single process,
+#: whose listeners then bind without SO_REUSEPORT, exactly as before (gateway/workers.py)
+WORKER = web.AppKey("worker", int)
 
 
 def json_error(status: int, message: str, **extra) -> web.Response:

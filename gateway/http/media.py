@@ -24,7 +24,7 @@ from gateway.carriers.events import (Audio, CarrierFault, CarrierProtocolError, 
 from gateway.carriers.registry import CARRIERS
 from gateway.core.call import Call
 from gateway.http.guard import CONNECTIONS, peer_address
-from gateway.http.keys import CALLS, CONFIG, DRAIN, METRICS, SERVICES, json_error
+from gateway.http.keys import CALLS, CONFIG, DRAIN, METRICS, SERVICES, WORKER, json_error
 from gateway.http.verify import check_media_request
 from gateway.http.wsframe import StreamSink, WebSocketSink
 from gateway.metrics import CARRIER_ERROR_KINDS, CARRIER_FAULT_CODES, bounded
@@ -394,7 +394,10 @@ async def start_tcp_carrier(app: web.Application, carrier: str) -> asyncio.Abstr
         finally:
             guard.close(address)
 
-    server = await asyncio.start_server(on_connection, options["host"], options["port"])
+    # one of ``serve --workers N``: the workers share the port, the kernel spreads connections
+    reuse_port = True if app.get(WORKER) is not None else None
+    server = await asyncio.start_server(on_connection, options["host"], options["port"],
+                                        reuse_port=reuse_port)
     ports = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
     log.info("%s listening on %s", CARRIERS[carrier].display_name, ports)
     return server

@@ -23,12 +23,17 @@ SHUTDOWN_TIMEOUT_S = 5.0
 
 async def serve(app: web.Application, host: str, port: int, *,
                 banner: Callable[[str], None] = print,
-                shutdown_timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
+                shutdown_timeout: float = SHUTDOWN_TIMEOUT_S, reuse_port: bool = False,
+                own_port: int | None = None) -> None:
     """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT, then drain and stop.
 
     Replaces ``web.run_app`` for ``tts-gateway serve``: the first signal starts the drain
     (see gateway/http/drain.py), a second one cuts it short. Returns once the server has stopped
     and the application's cleanup (provider pools, media clock) has run.
+
+    A worker of ``serve --workers N`` binds ``port`` with ``reuse_port`` (the workers share it)
+    and, with ``own_port``, also listens there alone: the way to reach this very worker (its
+    /metrics, the control API of its calls).
     """
     loop = asyncio.get_running_loop()
     received: list[str] = []
@@ -58,8 +63,10 @@ async def serve(app: web.Application, host: str, port: int, *,
                            access_log_class=RedactingAccessLogger)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
+        if own_port is not None:
+            await web.TCPSite(runner, host, own_port).start()
         banner(f"======== Running on {site.name} ========\n(Press CTRL+C to quit)")
         await stop.wait()
         drain = app[DRAIN]
