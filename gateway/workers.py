@@ -82,19 +82,28 @@ def sharing_problem(host: str, port: int, workers: int, worker_ports: int | None
 @dataclasses.dataclass
 class Worker:
     index: int
-    proc: subprocess.Popen | None = None
+    started: subprocess.Popen | None = None  # its latest process; None until started
     started_at: float = 0.0
     quick_deaths: int = 0  # deaths in a row, each before HEALTHY_AFTER_S
     restart_at: float | None = None  # when a dead worker is due to start again
     exit_code: int | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        assert self.started is not None, "the worker was never started"
+        return self.started
 
 
 class Supervisor:
     """Start ``count`` workers (``command(index)`` is each one's argv), keep them running,
     stop them on SIGTERM/SIGINT. :meth:`run` returns the process's exit code."""
 
-    def __init__(self, command, count: int, stop_timeout_s: float):
+    def __init__(self, command, count: int, stop_timeout_s: float, *,
+                 max_restarts_per_minute: int = MAX_RESTARTS_PER_MINUTE,
+                 first_backoff_s: float = FIRST_BACKOFF_S):
         self.command = command
+        self.max_restarts_per_minute = max_restarts_per_minute
+        self.first_backoff_s = first_backoff_s
         self.workers = [Worker(i) for i in range(count)]
         self.stop_timeout_s = stop_timeout_s
         self.restarts: collections.deque[float] = collections.deque()
@@ -136,7 +145,7 @@ class Supervisor:
         worker.restart_at = None
         worker.exit_code = None
         worker.started_at = time.monotonic()
-        worker.proc = subprocess.Popen(self.command(worker.index), start_new_session=True)
+        worker.started = subprocess.Popen(self.command(worker.index), start_new_session=True)
         log.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
 
     def _forward_signals(self) -> None:
@@ -159,7 +168,7 @@ class Supervisor:
                 worker.restart_at = None
 
     def _alive(self) -> list[Worker]:
-        return [w for w in self.workers if w.proc is not None and w.exit_code is None]
+        return [w for w in self.workers if w.started is not None and w.exit_code is None]
 
     def _reap(self) -> None:
         for worker in self._alive():
@@ -180,7 +189,7 @@ class Supervisor:
         worker.quick_deaths = worker.quick_deaths + 1 if lived < HEALTHY_AFTER_S else 1
         while self.restarts and self.restarts[0] < now - 60.0:
             self.restarts.popleft()
-        if len(self.restarts) >= MAX_RESTARTS_PER_MINUTE:
+        if len(self.restarts) >= self.max_restarts_per_minute:
             log.error("worker %d (pid %d) died (%s) after %.1f s; %d restarts within a minute "
                       "is a crash loop: stopping every worker", worker.index, worker.proc.pid,
                       how, lived, len(self.restarts))
@@ -189,7 +198,7 @@ class Supervisor:
             for other in self._alive():
                 other.proc.send_signal(signal.SIGTERM)
             return
-        backoff = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (worker.quick_deaths - 1))
+        backoff = min(MAX_BACKOFF_S, self.first_backoff_s * 2 ** (worker.quick_deaths - 1))
         self.restarts.append(now)
         self.restarts_total += 1
         worker.restart_at = now + backoff
@@ -207,7 +216,8 @@ class Supervisor:
         return self.stopping and not self._alive()
 
     def _enforce_stop_deadline(self) -> None:
-        if self.stopping and time.monotonic() > self.stop_deadline and self._alive():
+        deadline = self.stop_deadline
+        if deadline is not None and time.monotonic() > deadline and self._alive():
             log.error("%d worker(s) still running %.0f s after the stop: killing them",
                       len(self._alive()), self.stop_timeout_s)
             self.gave_up = True

@@ -70,7 +70,7 @@ def drain_config(port: int, *, drain_timeout_s: float, hangup_mark_timeout_s: fl
 class GatewayProcess:
     """``tts-gateway serve`` in a subprocess; the attributes ``open_control`` needs."""
 
-    def __init__(self, tmp_path: Path, config: dict):
+    def __init__(self, tmp_path: Path, config: dict, args: tuple[str, ...] = ()):
         self.port = config["server"]["port"]
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -79,7 +79,7 @@ class GatewayProcess:
         self.log_path = tmp_path / "gateway.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), *args],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.session = aiohttp.ClientSession()

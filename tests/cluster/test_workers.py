@@ -1,0 +1,253 @@
+"""``tts-gateway serve --workers 2`` as a real process tree on loopback (gateway/workers.py).
+
+* both workers take calls on the one shared port (SO_REUSEPORT): /healthz names the worker
+  that answered, and each worker's own port (``--worker-ports``) lists the calls it holds;
+  without Redis the control API of one worker does not know the other's calls (404);
+* a worker killed with SIGKILL is started again, and the port keeps answering meanwhile; the
+  other worker's call goes on;
+* SIGTERM drains both workers: their calls are ended cleanly at the drain limit and the
+  supervisor exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+
+import aiohttp
+import pytest
+
+from gateway.carriers.twilio.sim import TwilioCallSim
+from gateway.workers import MAX_WORKERS, Supervisor, sharing_problem, worker_count
+from tests.ops.test_drain import (LONG_TEXT, GatewayProcess, drain_config, free_port,
+                                  wait_until)
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT") or os.name != "posix"
+                                or not os.uname().sysname == "Linux",
+                                reason="serve --workers shares the port with Linux SO_REUSEPORT")
+
+WORKERS = 2
+MAX_CALLS = 16  # calls placed, at most, until both workers hold one
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (bounded attempts)."""
+    for _ in range(50):
+        first = free_port()
+        try:
+            held = []
+            for port in range(first, first + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
+class Workers(GatewayProcess):
+    """The supervisor and its workers; worker I also answers alone on ``worker_url(I)``."""
+
+    def __init__(self, tmp_path, config: dict):
+        self.first_worker_port = free_port_run(WORKERS)
+        super().__init__(tmp_path, config, ("--workers", str(WORKERS), "--worker-ports",
+                                            str(self.first_worker_port)))
+        self.fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+
+    def worker_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.first_worker_port + index}"
+
+    async def worker_json(self, index: int, path: str):
+        async with self.session.get(self.worker_url(index) + path) as resp:
+            return resp.status, await resp.json()
+
+    async def wait_workers_ready(self, timeout: float = 60.0) -> None:
+        for index in range(WORKERS):
+            async def ready(index=index):
+                assert self.proc.poll() is None, f"the supervisor exited:\n{self.log()}"
+                try:
+                    return (await self.worker_json(index, "/readyz"))[0] == 200
+                except aiohttp.ClientError:
+                    return False
+            await wait_until(ready, timeout, f"worker {index} to be ready")
+
+    async def shared_healthz(self) -> dict:
+        """/healthz on the shared port, on a new connection (the kernel picks the worker)."""
+        async with self.fresh.get(self.http_url + "/healthz") as resp:
+            assert resp.status == 200
+            return await resp.json()
+
+    async def owner_of(self, call_sid: str) -> int | None:
+        for index in range(WORKERS):
+            _, body = await self.worker_json(index, "/v1/calls")
+            if any(call["id"] == call_sid for call in body["calls"]):
+                return index
+        return None
+
+    async def close(self) -> None:
+        await self.fresh.close()
+        await super().close()
+
+
+@pytest.fixture
+async def workers(tmp_path):
+    started: list[Workers] = []
+
+    async def start(**settings) -> Workers:
+        gw = Workers(tmp_path, drain_config(free_port(), **settings))
+        started.append(gw)
+        await gw.wait_workers_ready()
+        return gw
+
+    yield start
+    for gw in started:
+        await gw.close()
+
+
+async def call_on_each_worker(gw: Workers, stack) -> dict[int, TwilioCallSim]:
+    """Place calls on the shared port until each worker holds one (at most MAX_CALLS)."""
+    calls: dict[int, TwilioCallSim] = {}
+    for _ in range(MAX_CALLS):
+        sim = await stack.enter_async_context(TwilioCallSim(f"{gw.ws_url}/v1/media/twilio/bot"))
+
+        async def listed(sim=sim):
+            index = await gw.owner_of(sim.call_sid)
+            return None if index is None else (index,)  # worker 0 is falsy
+
+        (index,) = await wait_until(listed, 10, "the call to be listed by its worker")
+        calls.setdefault(index, sim)
+        if len(calls) == WORKERS:
+            return calls
+    raise AssertionError(f"{MAX_CALLS} calls all landed on worker(s) {sorted(calls)}")
+
+
+async def test_calls_land_on_both_workers_and_a_killed_worker_is_restarted(workers):
+    gw = await workers(drain_timeout_s=5)
+    seen = {}
+    for _ in range(40):
+        body = await gw.shared_healthz()
+        seen[body["worker"]] = body["pid"]
+        if len(seen) == WORKERS:
+            break
+    assert set(seen) == {0, 1}, seen
+    assert len(set(seen.values())) == WORKERS  # two processes, neither the supervisor
+    assert gw.proc.pid not in seen.values()
+
+    async with contextlib.AsyncExitStack() as stack:
+        calls = await call_on_each_worker(gw, stack)
+
+        # calls work on every worker, through the control API of the worker that holds them;
+        # without cluster.redis_url the other worker does not know the call
+        for index, sim in calls.items():
+            status, _ = await gw.worker_json(1 - index, f"/v1/calls/{sim.call_sid}")
+            assert status == 404
+            async with gw.session.post(f"{gw.worker_url(index)}/v1/calls/{sim.call_sid}/speak",
+                                       json={"text": "Hello there."}) as resp:
+                assert resp.status == 202, await resp.text()
+            await sim.wait_for_media(frames=10, timeout=10)
+
+        _, victim = await gw.worker_json(1, "/healthz")
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        # the port keeps answering while worker 1 is gone and once it is back
+        for _ in range(10):
+            assert (await gw.shared_healthz())["status"] == "ok"
+
+        async def restarted():
+            try:
+                status, _ = await gw.worker_json(1, "/readyz")
+            except aiohttp.ClientError:
+                return None
+            if status != 200:
+                return None
+            return (await gw.worker_json(1, "/healthz"))[1]["pid"] != victim["pid"]
+
+        await wait_until(restarted, 30, "worker 1 to be started again")
+        assert gw.proc.poll() is None
+
+        async def ended():
+            return calls[1].ended
+
+        await wait_until(ended, 10, "the killed worker's call to end")
+        # worker 0's call is undisturbed: it still takes speech and plays it
+        survivor = calls[0]
+        assert not survivor.ended
+        before = len(survivor.result.frames)
+        async with gw.session.post(f"{gw.worker_url(0)}/v1/calls/{survivor.call_sid}/speak",
+                                   json={"text": "Still here."}) as resp:
+            assert resp.status == 202
+        await survivor.wait_for_media(frames=before + 10, timeout=10)
+        assert survivor.result.violations == []
+    log = gw.log()
+    assert "worker 1" in log and "died (signal SIGKILL)" in log and "restarting it in" in log
+
+
+async def test_sigterm_drains_both_workers_and_exits_0(workers):
+    gw = await workers(drain_timeout_s=1.5, hangup_mark_timeout_s=1.0)
+    async with contextlib.AsyncExitStack() as stack:
+        calls = await call_on_each_worker(gw, stack)
+        for index, sim in calls.items():
+            async with gw.session.post(f"{gw.worker_url(index)}/v1/calls/{sim.call_sid}/speak",
+                                       json={"text": LONG_TEXT * 3}) as resp:  # 12 s of audio
+                assert resp.status == 202
+            await sim.wait_for_media(frames=5, timeout=10)
+
+        gw.sigterm()
+        for index in range(WORKERS):
+            async def draining(index=index):
+                try:
+                    status, body = await gw.worker_json(index, "/readyz")
+                except aiohttp.ClientError:
+                    return None
+                return body.get("draining") and status == 503
+            await wait_until(draining, 5, f"worker {index} to drain")
+
+        for sim in calls.values():
+            async def closed(sim=sim):
+                return sim.ended
+            await wait_until(closed, 15, "the drain to end the call")
+            assert sim.result.closed_by_gateway
+            assert sim.result.violations == []
+            assert len(sim.result.frames) * 0.020 < 12.0 - 5.0  # cut at the limit
+        code, after_signal = await gw.wait_exit(timeout=30)
+    assert code == 0, gw.log()
+    print(f"supervisor exited {after_signal:.1f} s after SIGTERM (limit 1.5 s + 1.0 s)")
+    log = gw.log()
+    assert log.count("limit reached") == WORKERS
+    assert "exited with 0" in log and "codes [0, 0]" in log
+
+
+def test_a_crash_loop_stops_the_supervisor_after_the_bound_with_exit_1(caplog):
+    """Workers that die at once are restarted with a backoff, MAX restarts a minute at most;
+    then the supervisor gives up (exit 1) instead of spinning."""
+    dies = [sys.executable, "-c", "raise SystemExit(3)"]
+    supervisor = Supervisor(lambda index: dies, 2, stop_timeout_s=5.0,
+                            max_restarts_per_minute=3, first_backoff_s=0.01)
+    with caplog.at_level("INFO", logger="gateway.workers"):
+        assert supervisor.run() == 1
+    assert supervisor.restarts_total == 3 and supervisor.gave_up
+    assert "restart 3 in the last minute, 3 in all" in caplog.text
+    assert "is a crash loop: stopping every worker" in caplog.text
+
+
+def test_workers_option_and_port_sharing_problems():
+    assert worker_count("3") == 3
+    assert 1 <= worker_count("auto") <= MAX_WORKERS
+    for bad in ("0", "-1", "many", str(MAX_WORKERS + 1)):
+        with pytest.raises(ValueError, match="--workers"):
+            worker_count(bad)
+    assert "fixed port" in sharing_problem("127.0.0.1", 0, 2, None)
+    with socket.socket() as taken:  # bound without SO_REUSEPORT: no worker could share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert f"cannot listen on 127.0.0.1:{port}" in sharing_problem("127.0.0.1", port, 2,
+                                                                       None)
+    assert sharing_problem("127.0.0.1", free_port(), 2, None) is None
