@@ -20,6 +20,7 @@ import sys
 import aiohttp
 import pytest
 
+from gateway.carriers.audiosocket.sim import AudioSocketCall
 from gateway.carriers.twilio.sim import TwilioCallSim
 from gateway.workers import MAX_WORKERS, Supervisor, sharing_problem, worker_count
 from tests.ops.test_drain import (LONG_TEXT, GatewayProcess, drain_config, free_port,
@@ -111,14 +112,16 @@ async def workers(tmp_path):
         await gw.close()
 
 
-async def call_on_each_worker(gw: Workers, stack) -> dict[int, TwilioCallSim]:
-    """Place calls on the shared port until each worker holds one (at most MAX_CALLS)."""
-    calls: dict[int, TwilioCallSim] = {}
+async def call_on_each_worker(gw: Workers, stack, dial=None) -> dict:
+    """Place calls on the shared port (``dial()``: a carrier simulator; default Twilio) until
+    each worker holds one (at most MAX_CALLS)."""
+    dial = dial or (lambda: TwilioCallSim(f"{gw.ws_url}/v1/media/twilio/bot"))
+    calls: dict = {}
     for _ in range(MAX_CALLS):
-        sim = await stack.enter_async_context(TwilioCallSim(f"{gw.ws_url}/v1/media/twilio/bot"))
+        sim = await stack.enter_async_context(dial())
 
         async def listed(sim=sim):
-            index = await gw.owner_of(sim.call_sid)
+            index = await gw.owner_of(sim.call_id)
             return None if index is None else (index,)  # worker 0 is falsy
 
         (index,) = await wait_until(listed, 10, "the call to be listed by its worker")
@@ -187,6 +190,28 @@ async def test_calls_land_on_both_workers_and_a_killed_worker_is_restarted(worke
         assert survivor.result.violations == []
     log = gw.log()
     assert "worker 1" in log and "died (signal SIGKILL)" in log and "restarting it in" in log
+
+
+async def test_audiosocket_calls_land_on_both_workers_through_the_shared_tcp_port(tmp_path):
+    config = drain_config(free_port(), drain_timeout_s=5)
+    tcp_port = free_port()
+    config["carriers"] = {"twilio": {},
+                          "audiosocket": {"host": "127.0.0.1", "port": tcp_port, "route": "bot"}}
+    gw = Workers(tmp_path, config)
+    try:
+        await gw.wait_workers_ready()
+        async with contextlib.AsyncExitStack() as stack:
+            calls = await call_on_each_worker(
+                gw, stack, lambda: AudioSocketCall(f"tcp://127.0.0.1:{tcp_port}"))
+            for index, call in calls.items():
+                async with gw.session.post(
+                        f"{gw.worker_url(index)}/v1/calls/{call.call_id}/speak",
+                        json={"text": "Hello there."}) as resp:
+                    assert resp.status == 202, await resp.text()
+                await call.wait_for_media(frames=10, timeout=10)
+                assert call.result.violations == []
+    finally:
+        await gw.close()
 
 
 async def test_sigterm_drains_both_workers_and_exits_0(workers):
