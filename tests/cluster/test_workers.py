@@ -276,3 +276,24 @@ def test_workers_option_and_port_sharing_problems():
         assert f"cannot listen on 127.0.0.1:{port}" in sharing_problem("127.0.0.1", port, 2,
                                                                        None)
     assert sharing_problem("127.0.0.1", free_port(), 2, None) is None
+
+
+async def test_workers_drain_and_exit_when_the_supervisor_is_killed(workers):
+    """kill -9 of the supervisor leaves no worker serving forever: each sees its parent gone
+    and drains as on SIGTERM (they run in their own session, so nothing else signals them)."""
+    gw = await workers(drain_timeout_s=1.0, hangup_mark_timeout_s=0.5)
+    pids = [(await gw.worker_json(index, "/healthz"))[1]["pid"] for index in range(WORKERS)]
+    gw.proc.kill()
+    gw.proc.wait(10)
+
+    async def all_gone():
+        gone = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                gone.append(pid)
+        return len(gone) == len(pids)
+
+    await wait_until(all_gone, 20, "the orphaned workers to drain and exit")
+    assert "draining" in gw.log()
