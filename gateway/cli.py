@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--worker-ports", type=int, metavar="FIRST",
                        help="with --workers: worker I also listens alone on port FIRST+I, to "
                             "scrape its /metrics and reach its calls' control API")
-    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    # set by the supervisor of --workers for each worker it starts
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
 
     check = sub.add_parser("check-config", help="validate gateway.yaml and say what is wrong")
     check.add_argument("--config", default=DEFAULT_CONFIG)
@@ -130,7 +132,7 @@ def _check_config(path: str) -> int:
 def _serve(args) -> int:
     from gateway import logs
     from gateway.http.app import create_app
-    from gateway.http.keys import WORKER
+    from gateway.http.keys import METRICS, WORKER
     from gateway.http.server import serve
 
     try:
@@ -149,6 +151,7 @@ def _serve(args) -> int:
         return 2
     if args.worker_index is not None:
         app[WORKER] = args.worker_index
+        app[METRICS].worker_restarts.inc(max(0, args.worker_restarts))
         own_port = None if args.worker_ports is None else args.worker_ports + args.worker_index
         run = _serve_worker(serve(app, host, port, banner=_banner(config), reuse_port=True,
                                   own_port=own_port))
@@ -181,9 +184,10 @@ def _supervise(args, config, host: str, port: int, count: int) -> int:
     if problem := sharing_problem(host, port, count, args.worker_ports):
         raise ConfigError([problem], "command line")
 
-    def command(index: int) -> list[str]:
+    def command(index: int, restarts: int) -> list[str]:
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", args.config,
-                "--host", host, "--port", str(port), "--worker-index", str(index)]
+                "--host", host, "--port", str(port), "--worker-index", str(index),
+                "--worker-restarts", str(restarts)]
         if args.control_token_env:  # the name of the variable; the token stays in the env
             argv += ["--control-token-env", args.control_token_env]
         if args.worker_ports is not None:

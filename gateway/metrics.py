@@ -189,6 +189,11 @@ class Metrics:
             namespace=ns, registry=r, buckets=FINE_BUCKETS)
         self.active_calls = Gauge(
             "active_calls", "Calls in progress.", ["carrier"], namespace=ns, registry=r)
+        self.worker_restarts = Counter(
+            "worker_restarts_total",
+            "Times the supervisor of serve --workers started this worker again after it died "
+            "(the count goes on in the worker that replaces it; 0 in a single process).",
+            namespace=ns, registry=r)
         self.calls = Counter(
             "calls_total", "Calls ended, by outcome.", ["carrier", "outcome"],
             namespace=ns, registry=r)

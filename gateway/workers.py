@@ -87,6 +87,7 @@ class Worker:
     quick_deaths: int = 0  # deaths in a row, each before HEALTHY_AFTER_S
     restart_at: float | None = None  # when a dead worker is due to start again
     exit_code: int | None = None
+    restarts: int = 0  # times this worker was started again
 
     @property
     def proc(self) -> subprocess.Popen:
@@ -95,7 +96,7 @@ class Worker:
 
 
 class Supervisor:
-    """Start ``count`` workers (``command(index)`` is each one's argv), keep them running,
+    """Start ``count`` workers (``command(index, restarts)`` is each one's argv), keep them running,
     stop them on SIGTERM/SIGINT. :meth:`run` returns the process's exit code."""
 
     def __init__(self, command, count: int, stop_timeout_s: float, *,
@@ -145,7 +146,8 @@ class Supervisor:
         worker.restart_at = None
         worker.exit_code = None
         worker.started_at = time.monotonic()
-        worker.started = subprocess.Popen(self.command(worker.index), start_new_session=True)
+        worker.started = subprocess.Popen(self.command(worker.index, worker.restarts),
+                                          start_new_session=True)
         log.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
 
     def _forward_signals(self) -> None:
@@ -201,6 +203,7 @@ class Supervisor:
         backoff = min(MAX_BACKOFF_S, self.first_backoff_s * 2 ** (worker.quick_deaths - 1))
         self.restarts.append(now)
         self.restarts_total += 1
+        worker.restarts += 1
         worker.restart_at = now + backoff
         log.error("worker %d (pid %d) died (%s) after %.1f s; restarting it in %.1f s "
                   "(restart %d in the last minute, %d in all)", worker.index, worker.proc.pid,

@@ -174,6 +174,12 @@ async def test_calls_land_on_both_workers_and_a_killed_worker_is_restarted(worke
 
         await wait_until(restarted, 30, "worker 1 to be started again")
         assert gw.proc.poll() is None
+        # each worker counts its own restarts, on its own port: a scrape of the shared port
+        # reaches one worker or the other
+        async with gw.session.get(gw.worker_url(1) + "/metrics") as resp:
+            assert "tts_gateway_worker_restarts_total 1.0" in await resp.text()
+        async with gw.session.get(gw.worker_url(0) + "/metrics") as resp:
+            assert "tts_gateway_worker_restarts_total 0.0" in await resp.text()
 
         async def ended():
             return calls[1].ended
@@ -253,7 +259,7 @@ def test_a_crash_loop_stops_the_supervisor_after_the_bound_with_exit_1(caplog):
     """Workers that die at once are restarted with a backoff, MAX restarts a minute at most;
     then the supervisor gives up (exit 1) instead of spinning."""
     dies = [sys.executable, "-c", "raise SystemExit(3)"]
-    supervisor = Supervisor(lambda index: dies, 2, stop_timeout_s=5.0,
+    supervisor = Supervisor(lambda index, restarts: dies, 2, stop_timeout_s=5.0,
                             max_restarts_per_minute=3, first_backoff_s=0.01)
     with caplog.at_level("INFO", logger="gateway.workers"):
         assert supervisor.run() == 1
