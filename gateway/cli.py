@@ -143,6 +143,8 @@ def _serve(args) -> int:
         config = _control_access(config, args, host, port)
         if args.worker_index is None and _worker_count(args.workers) > 1:
             return _supervise(args, config, host, port, _worker_count(args.workers))
+        if args.worker_index is None and args.worker_ports is not None:
+            raise ConfigError(["--worker-ports: only with --workers 2 or more"], "command line")
         app = create_app(config)
     except ConfigError as exc:
         print(f"cannot start: {exc.source}:", file=sys.stderr)

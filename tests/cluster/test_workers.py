@@ -18,6 +18,7 @@ import socket
 import sys
 
 import aiohttp
+import yaml
 import pytest
 
 from gateway.carriers.audiosocket.sim import AudioSocketCall
@@ -303,3 +304,14 @@ async def test_workers_drain_and_exit_when_the_supervisor_is_killed(workers):
 
     await wait_until(all_gone, 20, "the orphaned workers to drain and exit")
     assert "draining" in gw.log()
+
+
+def test_serve_refuses_worker_ports_without_workers(tmp_path, capsys):
+    from gateway.cli import main
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(drain_config(free_port(), drain_timeout_s=1)))
+    assert main(["serve", "--config", str(path), "--worker-ports", "9000"]) == 2
+    assert "--worker-ports: only with --workers 2 or more" in capsys.readouterr().err
+    assert main(["serve", "--config", str(path), "--workers", "many"]) == 2
+    assert "neither a number nor 'auto'" in capsys.readouterr().err
