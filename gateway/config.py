@@ -236,6 +236,34 @@ class PromptCacheConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """``cluster``: the call directory and instance registry on Redis (gateway/cluster/),
+    so that any instance answers the control API for any call. Off without ``redis_url``."""
+
+    redis_url: str | None = setting(pattern=r"^(rediss?|unix)://\S+$",
+                                    hint="a redis://, rediss:// or unix:// URL")
+    # the address the other instances reach this one at (its own, not a load balancer's)
+    instance_url: str | None = setting(pattern=r"^https?://[^/\s]+/?$",
+                                       hint="an http(s)://host:port URL")
+    heartbeat_s: float = setting(2.0, 0.1, 60)
+    ttl_s: float = setting(10.0, 0.5, 600)  # a dead instance's calls leave the directory after
+    redis_timeout_s: float = setting(0.5, 0.05, 10)  # one Redis round trip, at most
+    forward_timeout_s: float = setting(5.0, 0.1, 60)  # a request forwarded to the owner
+
+    def problems(self, key: str) -> list[str]:
+        if self.redis_url is None:
+            return []
+        found = []
+        if self.instance_url is None:
+            found.append(f"{key}.instance_url: required with redis_url (the address the other "
+                         "instances reach this one at, e.g. http://10.0.0.5:8080)")
+        if self.ttl_s < 2 * self.heartbeat_s:
+            found.append(f"{key}.ttl_s: {self.ttl_s} must be at least twice heartbeat_s "
+                         f"({self.heartbeat_s}), or a late heartbeat drops live calls")
+        return found
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -247,6 +275,7 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     prompt_cache: PromptCacheConfig = field(default_factory=PromptCacheConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)  # gateway/prompts/
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # gateway/cluster/
     control_token: str | None = None
     # "token": the control API needs a token unless it listens on loopback only;
     # "open": serve it without one anywhere (warned at every start)
@@ -327,7 +356,7 @@ def parse_config(data: Any, environ: dict | None = None,
     top = r.mapping(data, "(top level)")
     r.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
                         "playout", "limits", "logging", "prompt_cache",
-                        "prompts"})
+                        "prompts", "cluster"})
     server = read(problems, ServerConfig, top.get("server"), "server")
     auth = read(problems, AuthConfig, top.get("auth"), "auth", environ)
 
@@ -411,12 +440,14 @@ def parse_config(data: Any, environ: dict | None = None,
     logging_ = read(problems, LoggingConfig, top.get("logging"), "logging")
     prompt_cache = read(problems, PromptCacheConfig, top.get("prompt_cache"), "prompt_cache")
     prompts = read_prompts(problems, top.get("prompts"), providers)
+    cluster = read(problems, ClusterConfig, top.get("cluster"), "cluster")
 
     if problems:
         raise ConfigError(list(problems), source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
                          default_route=default_route, carriers=carriers,
                          playout=playout, limits=limits, prompt_cache=prompt_cache, prompts=prompts,
+                         cluster=cluster,
                          control_token=auth.control_token,
                          control_auth=auth.control, log_level=logging_.level.upper(),
                          log_format=logging_.format)

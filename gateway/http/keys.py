@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -13,6 +14,9 @@ from gateway.core.playout import MediaClock
 from gateway.http.drain import Drain
 from gateway.metrics import Metrics
 from gateway.tts.base import TtsProvider
+
+if TYPE_CHECKING:  # redis is imported only where cluster.redis_url is set
+    from gateway.cluster.directory import CallDirectory
 
 CONFIG = web.AppKey("config", GatewayConfig)
 METRICS = web.AppKey("metrics", Metrics)
@@ -26,6 +30,8 @@ TCP_LISTENERS = web.AppKey("tcp_listeners", dict[str, asyncio.AbstractServer])
 #: set once the prompt cache is indexed (and warmed, with prompt_cache.warm_on_start)
 PROMPTS_READY = web.AppKey("prompts_ready", asyncio.Event)
 DRAIN = web.AppKey("drain", Drain)  # set at start-up; see gateway/http/drain.py
+#: with cluster.redis_url: the call directory and instance registry (gateway/cluster/)
+CLUSTER: web.AppKey[CallDirectory] = web.AppKey("cluster")
 
 
 def json_error(status: int, message: str, **extra) -> web.Response:
