@@ -70,3 +70,47 @@ def redis_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+#: the fake provider's speaking rate: audio lasts len(text) / 15 s
+CHARS_PER_SECOND = 15.0
+
+
+def cluster_config(port: int, redis_url: str, **cluster) -> dict:
+    """An instance on ``port`` (the in-process fake provider: no network, cheap on a loaded
+    machine) with a short heartbeat, so that the tests see expiry within seconds."""
+    return {
+        "server": {"host": "127.0.0.1", "port": port},
+        "providers": {"fake": {"type": "fake", "handshake_ms": 0, "first_audio_ms": 50,
+                               "chars_per_second": CHARS_PER_SECOND}},
+        "carriers": ["twilio"],
+        "routes": {"bot": {"provider": "fake"}},
+        "default_route": "bot",
+        "cluster": {"redis_url": redis_url, "instance_url": f"http://127.0.0.1:{port}",
+                    "heartbeat_s": 0.25, "ttl_s": 1.5, "redis_timeout_s": 0.25, **cluster},
+    }
+
+
+async def start_instance(redis_url: str, **cluster):
+    """A gateway instance in this process, listening on the port its ``instance_url``
+    names (chosen before start-up: the directory advertises it from the first write)."""
+    from aiohttp import web
+
+    from gateway.config import parse_config
+    from gateway.http.app import create_app
+    from gateway.http.guard import GuardedRunner
+    from tests.conftest import RunningGateway
+
+    port = free_port()
+    app = create_app(parse_config(cluster_config(port, redis_url, **cluster), {}))
+    runner = GuardedRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    gw = RunningGateway(app, runner, port)
+    await gw.wait_ready()
+    return gw
+
+
+async def stop_instance(gw) -> None:
+    await gw.session.close()
+    await gw.runner.cleanup()
