@@ -90,7 +90,8 @@ CONTROL_ERROR_KINDS = frozenset({
     "unknown_prompt", "cluster_unavailable", "owner_unreachable"})
 
 #: control requests one instance forwards to the call's owner (gateway/cluster/forward.py)
-CLUSTER_FORWARD_OPS = frozenset({"get", "speak", "play", "interrupt", "hangup", "list"})
+CLUSTER_FORWARD_OPS = frozenset({"get", "speak", "play", "interrupt", "hangup", "list",
+                                 "control"})
 
 #: metric attribute -> label -> its values (``carrier`` is :data:`CARRIERS` everywhere).
 LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {

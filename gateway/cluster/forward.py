@@ -64,14 +64,9 @@ def unavailable(request: web.Request, exc: ClusterUnavailable) -> web.Response:
 async def forward(request: web.Request, directory: CallDirectory, call_id: str,
                   op: str) -> web.StreamResponse:
     started = time.perf_counter()
-    try:
-        owner = await directory.owner(call_id)
-    except ClusterUnavailable as exc:
-        return unavailable(request, exc)
-    if owner is None or owner == directory.instance_url:
-        request.app[METRICS].control_errors.labels("unknown_call").inc()
-        return json_error(404, f"no active call with id {protocol.shown(call_id)} "
-                          "in the cluster")
+    owner = await _owner(request, directory, call_id)
+    if isinstance(owner, web.Response):
+        return owner
     if request.content_length is not None and request.content_length > _MAX_BODY_BYTES:
         request.app[METRICS].control_errors.labels("too_large").inc()
         return json_error(413, f"body larger than {_MAX_BODY_BYTES} bytes")
@@ -86,6 +81,74 @@ async def forward(request: web.Request, directory: CallDirectory, call_id: str,
                           f"answer: {answer.decode()}")
     request.app[METRICS].cluster_forward.labels(op).observe(time.perf_counter() - started)
     return web.Response(status=status, body=answer, content_type=content_type)
+
+
+async def _owner(request: web.Request, directory: CallDirectory,
+                 call_id: str) -> str | web.Response:
+    """The owner's URL, or the answer when there is none (404) or Redis cannot say (503)."""
+    try:
+        owner = await directory.owner(call_id)
+    except ClusterUnavailable as exc:
+        return unavailable(request, exc)
+    if owner is None or owner == directory.instance_url:
+        request.app[METRICS].control_errors.labels("unknown_call").inc()
+        return json_error(404, f"no active call with id {protocol.shown(call_id)} "
+                          "in the cluster")
+    return owner
+
+
+def _headers(request: web.Request, directory: CallDirectory) -> dict[str, str]:
+    headers = {name: request.headers[name] for name in _PASSED_HEADERS if name in request.headers}
+    headers[HOP_HEADER] = directory.instance_url
+    return headers
+
+
+async def forward_socket(request: web.Request, directory: CallDirectory, call_id: str, *,
+                         max_msg_size: int) -> web.StreamResponse:
+    """The control socket for a call held elsewhere: a socket to the owner's, and every
+    message passed on both ways until either side closes."""
+    started = time.perf_counter()
+    owner = await _owner(request, directory, call_id)
+    if isinstance(owner, web.Response):
+        return owner
+    try:
+        upstream = await asyncio.wait_for(request.app[HTTP].ws_connect(
+            owner + request.rel_url.path_qs, headers=_headers(request, directory),
+            max_msg_size=max_msg_size, heartbeat=30), directory.config.forward_timeout_s)
+    except aiohttp.WSServerHandshakeError as exc:  # the owner's own refusal (404, 429, ...)
+        return json_error(exc.status, f"the instance holding call {protocol.shown(call_id)} "
+                          f"refused the control socket (HTTP {exc.status})")
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        request.app[METRICS].control_errors.labels("owner_unreachable").inc()
+        return json_error(502, f"the instance holding call {protocol.shown(call_id)} did not "
+                          f"answer: {type(exc).__name__}")
+    request.app[METRICS].cluster_forward.labels("control").observe(time.perf_counter() - started)
+    try:
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=max_msg_size)
+        await ws.prepare(request)
+        pipes = [asyncio.ensure_future(_pipe(ws, upstream)),
+                 asyncio.ensure_future(_pipe(upstream, ws))]
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+        await ws.close()
+        return ws
+    finally:
+        await upstream.close()
+
+
+async def _pipe(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+                sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+    async for msg in source:
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif msg.type == aiohttp.WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        else:
+            return
 
 
 async def fetch_json(request: web.Request, owner: str, path: str,
@@ -104,8 +167,7 @@ async def fetch_json(request: web.Request, owner: str, path: str,
 async def _send(request: web.Request, owner: str, body: bytes, directory: CallDirectory, *,
                 method: str | None = None, path: str | None = None
                 ) -> tuple[int | None, str, bytes]:
-    headers = {name: request.headers[name] for name in _PASSED_HEADERS if name in request.headers}
-    headers[HOP_HEADER] = directory.instance_url
+    headers = _headers(request, directory)
     url = owner + (path or request.rel_url.path_qs)
     timeout = aiohttp.ClientTimeout(total=directory.config.forward_timeout_s)
     try:

@@ -18,7 +18,8 @@ from aiohttp import web
 from gateway.bot import protocol
 from gateway.bot.channel import SEND_BUFFER_BYTES, serve_bot_socket
 from gateway.bot.protocol import MessageLimits, ProtocolError
-from gateway.cluster.forward import cluster_status, directory_of, forwarding, list_cluster
+from gateway.cluster.forward import (cluster_status, directory_of, forward_socket, forwarding,
+                                     list_cluster)
 from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused, Utterance
 from gateway.http.jsonbody import BadJson, read_json
@@ -143,6 +144,11 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     """The bot protocol (gateway/bot/) on a socket the bot opens: ``control.ready`` with the
     call's summary, then ``call.started`` and the events so far, then live events; with
     ``?audio=l16/16000&packet_ms=20`` (or a ``listen`` message) the caller's audio too."""
+    max_bytes = MessageLimits.from_config(request.app[CONFIG]).max_message_bytes
+    directory = directory_of(request)
+    if directory is not None and request.match_info["id"] not in request.app[CALLS]:
+        return await forward_socket(request, directory, request.match_info["id"],
+                                    max_msg_size=4 * max_bytes)
     call = _call(request)
     try:
         listen = protocol.parse_listen_query(request.query)
@@ -157,7 +163,6 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     try:
         # Messages up to the limit are read and answered; a larger one up to four times
         # that is answered "too large" unparsed; beyond that the socket is closed (1009).
-        max_bytes = MessageLimits.from_config(request.app[CONFIG]).max_message_bytes
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes,
                                    writer_limit=SEND_BUFFER_BYTES)
         await ws.prepare(request)

@@ -12,7 +12,7 @@ import time
 from gateway.carriers.twilio.sim import TwilioCallSim
 from gateway.http.keys import CLUSTER
 from tests.cluster.conftest import CHARS_PER_SECOND, start_instance, stop_instance
-from tests.e2e.test_twilio_call import metric_value
+from tests.e2e.test_twilio_call import ControlSocket, metric_value
 
 # 60 characters: 4.0 s of audio
 LONG_TEXT = "Your order has shipped and will arrive on Tuesday morning ok."
@@ -94,6 +94,34 @@ async def test_control_sent_to_the_wrong_instance_reaches_the_call(redis_server)
         assert status == 200 and body["redis_up"] is True
         assert {i["url"] for i in body["instances"]} == {a.http_url, b.http_url, c.http_url}
         assert all(i["capacity"] >= 1 and i["draining"] is False for i in body["instances"])
+
+
+async def test_a_control_socket_opened_on_the_wrong_instance_carries_events_both_ways(
+        redis_server):
+    async with instances(redis_server.url, count=2) as (a, b):
+        async with TwilioCallSim(f"{a.ws_url}/v1/media/twilio/bot") as sim:
+            await wait_until(lambda: _all_listed(b, {sim.call_sid}), 10, "the call listed")
+            ws = await b.session.ws_connect(f"{b.ws_url}/v1/calls/{sim.call_sid}/control")
+            try:
+                control = ControlSocket(ws)
+                ready = await control.next_event("control.ready", timeout=10)
+                assert ready["id"] == sim.call_sid
+                await ws.send_json({"type": "speak", "text": "Hello from the other side.",
+                                   "flush": True})
+                started = await control.next_event("speech.started", timeout=10)
+                done = await control.next_event("speech.done", timeout=15,
+                                                speech_id=started["speech_id"])
+                assert done["interrupted"] is False
+                await ws.send_json({"type": "hangup"})
+                await sim.wait_ended(timeout=10)
+            finally:
+                await ws.close()
+            count = metric_value(await b.metrics_text(),
+                                 "tts_gateway_cluster_forward_seconds_count", op="control")
+            assert count == 1
+        # a socket for a call nobody holds: refused before the upgrade, 404
+        async with b.session.get(f"{b.http_url}/v1/calls/CAnobody/control") as resp:
+            assert resp.status == 404
 
 
 async def _all_listed(gw, ids: set[str]) -> bool:
