@@ -217,3 +217,25 @@ async def test_redis_down_mid_call_costs_no_frame_and_only_cross_instance_contro
             errors = metric_value(await a.metrics_text(),
                                   "tts_gateway_cluster_redis_errors_total", op="heartbeat")
             assert errors >= 1
+
+
+async def test_forwarded_control_latency_against_direct(redis_server):
+    """Figures, not asserts (a loaded 2-core machine): GET /v1/calls/{id} on the owner and
+    through another instance (a Redis lookup, a loopback hop)."""
+    async with instances(redis_server.url, count=2) as (a, b):
+        async with TwilioCallSim(f"{a.ws_url}/v1/media/twilio/bot") as sim:
+            await wait_until(lambda: _all_listed(b, {sim.call_sid}), 10, "the call listed")
+            timings = {}
+            for name, gw in (("direct", a), ("forwarded", b)):
+                seconds = []
+                for _ in range(200):
+                    started = time.perf_counter()
+                    status, _ = await gw.get_json(f"/v1/calls/{sim.call_sid}")
+                    seconds.append(time.perf_counter() - started)
+                    assert status == 200
+                seconds.sort()
+                timings[name] = (seconds[len(seconds) // 2], seconds[int(len(seconds) * .99)])
+            writes = a.app[CLUSTER].writes
+            print("control GET latency (ms, p50/p99): " + ", ".join(
+                f"{name} {p50 * 1000:.2f}/{p99 * 1000:.2f}" for name, (p50, p99) in
+                timings.items()) + f"; directory writes so far on the owner: {writes}")
