@@ -235,13 +235,19 @@ class PromptCacheConfig:
     warm_on_start: bool = False  # synthesize every route's prompts before /readyz is ready
 
 
+_REDIS_URL = re.compile(r"^(rediss?://(\[[0-9A-Fa-f:]+\]|[^:@/\s\[\]]+)(:\d{1,5})?(/\d{0,5})?"
+                        r"|unix:///\S+)$")
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """``cluster``: the call directory and instance registry on Redis (gateway/cluster/),
     so that any instance answers the control API for any call. Off without ``redis_url``."""
 
-    redis_url: str | None = setting(pattern=r"^(rediss?|unix)://\S+$",
-                                    hint="a redis://, rediss:// or unix:// URL")
+    # without a password in it (checked in problems(), never echoed): that comes from the
+    # variable redis_password_env names
+    redis_url: str | None = None
+    redis_password: str | None = secret(what="the Redis password (AUTH)")
     # the address the other instances reach this one at (its own, not a load balancer's)
     instance_url: str | None = setting(pattern=r"^https?://[^/\s]+/?$",
                                        hint="an http(s)://host:port URL")
@@ -254,6 +260,12 @@ class ClusterConfig:
         if self.redis_url is None:
             return []
         found = []
+        if "@" in self.redis_url:
+            found.append(f"{key}.redis_url: holds credentials; put the password in the "
+                         "variable redis_password_env names (the URL is not shown here)")
+        elif not _REDIS_URL.match(self.redis_url):
+            found.append(f"{key}.redis_url: {self.redis_url!r} must be a redis://host:port/db, "
+                         "rediss:// or unix:///path URL")
         if self.instance_url is None:
             found.append(f"{key}.instance_url: required with redis_url (the address the other "
                          "instances reach this one at, e.g. http://10.0.0.5:8080)")
@@ -440,7 +452,7 @@ def parse_config(data: Any, environ: dict | None = None,
     logging_ = read(problems, LoggingConfig, top.get("logging"), "logging")
     prompt_cache = read(problems, PromptCacheConfig, top.get("prompt_cache"), "prompt_cache")
     prompts = read_prompts(problems, top.get("prompts"), providers)
-    cluster = read(problems, ClusterConfig, top.get("cluster"), "cluster")
+    cluster = read(problems, ClusterConfig, top.get("cluster"), "cluster", environ)
 
     if problems:
         raise ConfigError(list(problems), source)

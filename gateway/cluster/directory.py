@@ -57,7 +57,7 @@ class CallDirectory:
         self.capacity = capacity
         self.draining = draining
         self.redis = aioredis.Redis.from_url(
-            config.redis_url, socket_timeout=config.redis_timeout_s,
+            config.redis_url, password=config.redis_password, socket_timeout=config.redis_timeout_s,
             socket_connect_timeout=config.redis_timeout_s, retry_on_timeout=False)
         self.up = False  # the last write reached Redis
         self.writes = 0  # pipelines that reached Redis (figures for the tests and bench)
