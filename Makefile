@@ -6,7 +6,7 @@ VENV ?= .venv
 VENV313 ?= .venv313
 CONFIG ?= gateway.yaml
 
-.PHONY: run test lint test311 test313 ops-tools speech-tools check-config bench bench-pool bench-vad clean
+.PHONY: run test lint test311 test313 ops-tools speech-tools cluster-tools check-config bench bench-pool bench-vad clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
@@ -60,14 +60,26 @@ speech-tools:
 		command -v espeak-ng >/dev/null; \
 	fi
 
+# redis-server for tests/cluster (Debian's redis-server package; where systemd runs it also
+# starts a system service on :6379, which the tests do not use: each starts its own).
+cluster-tools:
+	@if command -v redis-server >/dev/null; then :; else \
+		echo "installing Debian's redis-server for tests/cluster"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			redis-server >/dev/null && \
+		command -v redis-server >/dev/null; \
+	fi
+
 # Most tests wait on real time (calls play at 1x), not on the CPU: four workers, each test
 # file on one worker so its module fixtures are built once.
 PYTEST = -m pytest -q -n 4 --dist loadfile
 
-test311: ops-tools speech-tools $(VENV)/.installed
+test311: ops-tools speech-tools cluster-tools $(VENV)/.installed
 	$(VENV)/bin/python $(PYTEST)
 
-test313: ops-tools speech-tools $(VENV313)/.installed
+test313: ops-tools speech-tools cluster-tools $(VENV313)/.installed
 	$(VENV313)/bin/python $(PYTEST)
 
 $(VENV)/.installed: pyproject.toml

@@ -235,6 +235,46 @@ class PromptCacheConfig:
     warm_on_start: bool = False  # synthesize every route's prompts before /readyz is ready
 
 
+_REDIS_URL = re.compile(r"^(rediss?://(\[[0-9A-Fa-f:]+\]|[^:@/\s\[\]]+)(:\d{1,5})?(/\d{0,5})?"
+                        r"|unix:///\S+)$")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``cluster``: the call directory and instance registry on Redis (gateway/cluster/),
+    so that any instance answers the control API for any call. Off without ``redis_url``."""
+
+    # without a password in it (checked in problems(), never echoed): that comes from the
+    # variable redis_password_env names
+    redis_url: str | None = None
+    redis_password: str | None = secret(what="the Redis password (AUTH)")
+    # the address the other instances reach this one at (its own, not a load balancer's)
+    instance_url: str | None = setting(pattern=r"^https?://[^/\s]+/?$",
+                                       hint="an http(s)://host:port URL")
+    heartbeat_s: float = setting(2.0, 0.1, 60)
+    ttl_s: float = setting(10.0, 0.5, 600)  # a dead instance's calls leave the directory after
+    redis_timeout_s: float = setting(0.5, 0.05, 10)  # one Redis round trip, at most
+    forward_timeout_s: float = setting(5.0, 0.1, 60)  # a request forwarded to the owner
+
+    def problems(self, key: str) -> list[str]:
+        if self.redis_url is None:
+            return []
+        found = []
+        if "@" in self.redis_url:
+            found.append(f"{key}.redis_url: holds credentials; put the password in the "
+                         "variable redis_password_env names (the URL is not shown here)")
+        elif not _REDIS_URL.match(self.redis_url):
+            found.append(f"{key}.redis_url: {self.redis_url!r} must be a redis://host:port/db, "
+                         "rediss:// or unix:///path URL")
+        if self.instance_url is None:
+            found.append(f"{key}.instance_url: required with redis_url (the address the other "
+                         "instances reach this one at, e.g. http://10.0.0.5:8080)")
+        if self.ttl_s < 2 * self.heartbeat_s:
+            found.append(f"{key}.ttl_s: {self.ttl_s} must be at least twice heartbeat_s "
+                         f"({self.heartbeat_s}), or a late heartbeat drops live calls")
+        return found
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -247,6 +287,7 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     prompt_cache: PromptCacheConfig = field(default_factory=PromptCacheConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)  # gateway/prompts/
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # gateway/cluster/
     control_token: str | None = None
     # "token": the control API needs a token unless it listens on loopback only;
     # "open": serve it without one anywhere (warned at every start)
@@ -327,7 +368,7 @@ def parse_config(data: Any, environ: dict | None = None,
     top = r.mapping(data, "(top level)")
     r.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
                         "playout", "limits", "logging", "prompt_cache",
-                        "prompts"})
+                        "prompts", "cluster"})
     server = read(problems, ServerConfig, top.get("server"), "server")
     auth = read(problems, AuthConfig, top.get("auth"), "auth", environ)
 
@@ -411,12 +452,14 @@ def parse_config(data: Any, environ: dict | None = None,
     logging_ = read(problems, LoggingConfig, top.get("logging"), "logging")
     prompt_cache = read(problems, PromptCacheConfig, top.get("prompt_cache"), "prompt_cache")
     prompts = read_prompts(problems, top.get("prompts"), providers)
+    cluster = read(problems, ClusterConfig, top.get("cluster"), "cluster", environ)
 
     if problems:
         raise ConfigError(list(problems), source)
     return GatewayConfig(server=server, providers=providers, routes=routes,
                          default_route=default_route, carriers=carriers,
                          playout=playout, limits=limits, prompt_cache=prompt_cache, prompts=prompts,
+                         cluster=cluster,
                          control_token=auth.control_token,
                          control_auth=auth.control, log_level=logging_.level.upper(),
                          log_format=logging_.format)

@@ -87,7 +87,11 @@ TTS_ERROR_KINDS = frozenset({
 CONTROL_ERROR_KINDS = frozenset({
     "unauthorized", "not_local", "unknown_call", "bad_request", "too_large",
     "too_many_sockets", "queue_full", "utterance_text", "call_text", "events_url",
-    "unknown_prompt"})
+    "unknown_prompt", "cluster_unavailable", "owner_unreachable"})
+
+#: control requests one instance forwards to the call's owner (gateway/cluster/forward.py)
+CLUSTER_FORWARD_OPS = frozenset({"get", "speak", "play", "interrupt", "hangup", "list",
+                                 "control"})
 
 #: metric attribute -> label -> its values (``carrier`` is :data:`CARRIERS` everywhere).
 LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
@@ -102,6 +106,8 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "tts_errors": {"kind": TTS_ERROR_KINDS},
     "failovers": {"reason": {"connect", "error", "closed", "timeout"}},
     "control_errors": {"kind": CONTROL_ERROR_KINDS},
+    "cluster_forward": {"op": CLUSTER_FORWARD_OPS},
+    "cluster_redis_errors": {"op": {"heartbeat", "lookup", "list"}},
     "prompt_cache": {"result": {"hit", "miss"}},
     "flow_steps": {"verb": FLOW_VERBS},
     "flow_webhooks": {"outcome": {"ok", *WEBHOOK_FAILURES}},
@@ -286,6 +292,17 @@ class Metrics:
         self.pool_connections = Gauge(
             "pool_connections", "Provider connections in the pool, by state (idle, leased).",
             ["provider", "state"], namespace=ns, registry=r)
+        self.cluster_forward = Histogram(
+            "cluster_forward_seconds",
+            "A control request for a call another instance holds: directory lookup, forward "
+            "and its answer.", ["op"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.cluster_redis_errors = Counter(
+            "cluster_redis_errors_total",
+            "Redis operations of the cluster directory that failed or timed out, by op.",
+            ["op"], namespace=ns, registry=r)
+        self.cluster_redis_up = Gauge(
+            "cluster_redis_up", "1 when the last write of the cluster directory reached Redis.",
+            namespace=ns, registry=r)
         self.pool_acquire = Histogram(
             "pool_acquire_seconds", "Time for a call to lease a provider connection.",
             ["provider"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)

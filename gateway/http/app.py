@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.carriers.registry import CARRIERS
+from gateway.cluster import CallTable
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.call import CallServices
 from gateway.core.playout import MediaClock
@@ -20,8 +21,8 @@ from gateway.http.control_access import control_auth
 from gateway.http.drain import Drain
 from gateway.http.errors import json_errors, quiet_client_errors
 from gateway.http.guard import CONNECTIONS, ConnectionGuard
-from gateway.http.keys import (CALLS, CLOCK, CONFIG, DRAIN, HTTP, METRICS, PROMPTS_READY,
-                               PROVIDERS, SERVICES, TCP_LISTENERS, WORKER)
+from gateway.http.keys import (CALLS, CLOCK, CLUSTER, CONFIG, DRAIN, HTTP, METRICS,
+                               PROMPTS_READY, PROVIDERS, SERVICES, TCP_LISTENERS, WORKER)
 from gateway.http.media import media_stream, start_tcp_carrier
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.prompts.store import PromptStore
@@ -66,7 +67,7 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
     app[PROVIDERS] = providers if providers is not None else build_providers(config)
     for provider in app[PROVIDERS].values():
         provider.use_metrics(metrics)
-    app[CALLS] = {}
+    app[CALLS] = CallTable()
     app[CONNECTIONS] = ConnectionGuard(config.limits, metrics)
     cache = config.prompt_cache
     store = PromptStore(cache.dir, cache.max_bytes, metrics, memory_bytes=cache.memory_bytes)
@@ -74,6 +75,8 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
                                  providers=app[PROVIDERS], prompts=store)
     app[PROMPTS_READY] = asyncio.Event()
     app.cleanup_ctx.append(_lifecycle)
+    if config.cluster.redis_url:
+        app.cleanup_ctx.append(_cluster)  # after _lifecycle: stops first, before calls end
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -119,6 +122,27 @@ async def _lifecycle(app: web.Application):
         for provider in app[PROVIDERS].values():
             await provider.close()
         await http.close()
+
+
+async def _cluster(app: web.Application):
+    """The call directory's heartbeat, for ``cluster.redis_url`` (gateway/cluster/)."""
+    from gateway.cluster.directory import CallDirectory
+
+    config = app[CONFIG]
+    drain = app[DRAIN]
+    calls = app[CALLS]
+    app[CLUSTER] = directory = CallDirectory(
+        config.cluster, calls, app[METRICS], capacity=config.limits.max_calls,
+        draining=lambda: drain.draining)
+    if isinstance(calls, CallTable):
+        calls.on_change = directory.changed
+    directory.start()
+    try:
+        yield
+    finally:
+        if isinstance(calls, CallTable):
+            calls.on_change = None
+        await directory.stop()
 
 
 async def _start_provider(app: web.Application, provider: TtsProvider) -> None:

@@ -18,6 +18,8 @@ from aiohttp import web
 from gateway.bot import protocol
 from gateway.bot.channel import SEND_BUFFER_BYTES, serve_bot_socket
 from gateway.bot.protocol import MessageLimits, ProtocolError
+from gateway.cluster.forward import (cluster_status, directory_of, forward_socket, forwarding,
+                                     list_cluster)
 from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused, Utterance
 from gateway.http.jsonbody import BadJson, read_json
@@ -48,16 +50,26 @@ def _refused(request: web.Request, kind: str, status: int, message: str) -> web.
 
 @routes.get("/v1/calls")
 async def list_calls(request: web.Request) -> web.Response:
-    return web.json_response({"calls": [c.summary() for c in request.app[CALLS].values()]})
+    """This instance's calls; with cluster on, every instance's (gateway/cluster/)."""
+    local = [c.summary() for c in request.app[CALLS].values()]
+    directory = directory_of(request)
+    if directory is None:
+        return web.json_response({"calls": local})
+    return await list_cluster(request, directory, local)
+
+
+routes.get("/v1/cluster")(cluster_status)
 
 
 @routes.get("/v1/calls/{id}")
+@forwarding("get")
 async def get_call(request: web.Request) -> web.Response:
     call = _call(request)
     return web.json_response({**call.summary(), "recent_events": call.events.history})
 
 
 @routes.post("/v1/calls/{id}/speak")
+@forwarding("speak")
 async def speak(request: web.Request) -> web.Response:
     call = _call(request)
     limits = MessageLimits.from_config(request.app[CONFIG])
@@ -82,6 +94,7 @@ async def speak(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/calls/{id}/play")
+@forwarding("play")
 async def play(request: web.Request) -> web.Response:
     """``{"prompt": NAME}`` (prompts.items) or ``{"url": "https://..."}``: queued like
     speech; a recording that cannot be loaded ends in its ``speech.done`` error."""
@@ -111,6 +124,7 @@ async def play(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/calls/{id}/interrupt")
+@forwarding("interrupt")
 async def interrupt(request: web.Request) -> web.Response:
     call = _call(request)
     cut = await call.interrupt()
@@ -118,6 +132,7 @@ async def interrupt(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/calls/{id}/hangup")
+@forwarding("hangup")
 async def hangup(request: web.Request) -> web.Response:
     call = _call(request)
     call.request_hangup()
@@ -129,6 +144,11 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     """The bot protocol (gateway/bot/) on a socket the bot opens: ``control.ready`` with the
     call's summary, then ``call.started`` and the events so far, then live events; with
     ``?audio=l16/16000&packet_ms=20`` (or a ``listen`` message) the caller's audio too."""
+    max_bytes = MessageLimits.from_config(request.app[CONFIG]).max_message_bytes
+    directory = directory_of(request)
+    if directory is not None and request.match_info["id"] not in request.app[CALLS]:
+        return await forward_socket(request, directory, request.match_info["id"],
+                                    max_msg_size=4 * max_bytes)
     call = _call(request)
     try:
         listen = protocol.parse_listen_query(request.query)
@@ -143,7 +163,6 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     try:
         # Messages up to the limit are read and answered; a larger one up to four times
         # that is answered "too large" unparsed; beyond that the socket is closed (1009).
-        max_bytes = MessageLimits.from_config(request.app[CONFIG]).max_message_bytes
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes,
                                    writer_limit=SEND_BUFFER_BYTES)
         await ws.prepare(request)

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 CONTROL_PREFIX = "/v1/calls"
 #: the prompt cache's endpoints (gateway/http/prompts.py) are guarded the same way
-CONTROL_PREFIXES = (CONTROL_PREFIX, "/v1/prompts")
+CONTROL_PREFIXES = (CONTROL_PREFIX, "/v1/prompts", "/v1/cluster")
 # set by proxies and tunnels (ngrok, cloudflared, nginx): the request is not from this host
 _FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -13,6 +14,9 @@ from gateway.core.playout import MediaClock
 from gateway.http.drain import Drain
 from gateway.metrics import Metrics
 from gateway.tts.base import TtsProvider
+
+if TYPE_CHECKING:  # redis is imported only where cluster.redis_url is set
+    from gateway.cluster.directory import CallDirectory
 
 CONFIG = web.AppKey("config", GatewayConfig)
 METRICS = web.AppKey("metrics", Metrics)
@@ -29,6 +33,8 @@ DRAIN = web.AppKey("drain", Drain)  # set at start-up; see gateway/http/drain.py
 #: this process's number among ``serve --workers N`` (0 .. N-1); absent in a single process,
 #: whose listeners then bind without SO_REUSEPORT, exactly as before (gateway/workers.py)
 WORKER = web.AppKey("worker", int)
+#: with cluster.redis_url: the call directory and instance registry (gateway/cluster/)
+CLUSTER: web.AppKey[CallDirectory] = web.AppKey("cluster")
 
 
 def json_error(status: int, message: str, **extra) -> web.Response:
