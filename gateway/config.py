@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,34 @@ class LoggingConfig:
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+_FAKE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+
+
+@dataclass(frozen=True)
+class FakeProviderOptions:
+    """``providers.<name>`` of ``type: fake``: a timing profile for benchmarks, no network
+    (gateway/tts/fake.py)."""
+
+    handshake_ms: float = setting(250.0, 0)
+    first_audio_ms: float = setting(200.0, 0)
+    burst_factor: float = setting(4.0, 0.1)
+    sample_rate: int = setting(24000, 8000)
+    chars_per_second: float = setting(15.0, 1)
+    max_ahead_s: float = setting(3.0, 0.1)
+    encoding: str = "pcm_s16le"
+
+    def problems(self, key: str) -> list[str]:
+        found = []
+        if self.encoding not in ("pcm_s16le", "mulaw"):
+            found.append(f"{key}.encoding: {self.encoding!r} is not pcm_s16le or mulaw")
+        elif self.encoding == "mulaw" and self.sample_rate != 8000:
+            found.append(f"{key}.sample_rate: mulaw comes at 8000 Hz only")
+        if self.sample_rate not in _FAKE_RATES:
+            found.append(f"{key}.sample_rate: {self.sample_rate} is not one of "
+                         f"{', '.join(map(str, _FAKE_RATES))}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -299,49 +327,35 @@ class GatewayConfig:
         return self.routes.get(name or self.default_route or "")
 
 
-class _Reader:
-    """The provider and carrier readers' view of :class:`Problems`."""
-
-    def __init__(self, problems: Problems):
-        self.problems = problems
-        self.mapping = problems.mapping
-        self.unknown = problems.unknown
-        self.secret = problems.secret
-
-    def get(self, section: dict, name: str, key: str, kind: type, default: Any,
-            *, minimum: float | None = None, maximum: float | None = None) -> Any:
-        return self.problems.value(section, name, key, kind, default, minimum=minimum,
-                                   maximum=maximum)
-
-
-def _remote_provider(r: _Reader, p: dict, key: str, name: str, ptype: str,
+def _remote_provider(problems: Problems, p: dict, key: str, name: str, ptype: str,
                      environ: dict) -> ProviderConfig:
-    r.unknown(p, key, {"type", "api_key_env", "endpoint", "model", "voice", "options", "pool"})
+    problems.unknown(p, key, {"type", "api_key_env", "endpoint", "model", "voice", "options",
+                              "pool"})
     if "api_key_env" not in p:
-        r.problems.append(f"{key}.api_key_env: required: the environment variable holding "
+        problems.append(f"{key}.api_key_env: required: the environment variable holding "
                           f"the {ptype} API key")
-    api_key = r.secret(p, "api_key_env", key, environ)
-    endpoint = r.get(p, "endpoint", key, str, PROVIDERS[ptype].endpoint)
+    api_key = problems.secret(p, "api_key_env", key, environ)
+    endpoint = problems.value(p, "endpoint", key, str, PROVIDERS[ptype].endpoint)
     if not re.match(r"^wss?://[^/\s]+", endpoint):
-        r.problems.append(f"{key}.endpoint: {endpoint!r} must be a ws:// or wss:// URL")
-    voice = r.get(p, "voice", key, str, None)
+        problems.append(f"{key}.endpoint: {endpoint!r} must be a ws:// or wss:// URL")
+    voice = problems.value(p, "voice", key, str, None)
     if not voice:
-        r.problems.append(f"{key}.voice: required (the provider's voice id)")
-    options = dict(r.mapping(p.get("options"), f"{key}.options"))
+        problems.append(f"{key}.voice: required (the provider's voice id)")
+    options = dict(problems.mapping(p.get("options"), f"{key}.options"))
     pk = f"{key}.pool"
-    pool = read(r.problems, PoolSettings, p.get("pool"), pk)
+    pool = read(problems, PoolSettings, p.get("pool"), pk)
     share_limit = PROVIDERS[ptype].share_limit
     if pool.calls_per_connection > share_limit:
-        r.problems.append(f"{pk}.calls_per_connection: {pool.calls_per_connection!r} is "
+        problems.append(f"{pk}.calls_per_connection: {pool.calls_per_connection!r} is "
                           f"outside 1..{share_limit}")
         pool = replace(pool, calls_per_connection=1)
     config = ProviderConfig(name=name, type=ptype, voice=voice or "", options=options,
                             api_key=api_key, endpoint=endpoint,
-                            model=r.get(p, "model", key, str, None), pool=pool)
+                            model=problems.value(p, "model", key, str, None), pool=pool)
     if api_key and voice:
         problem = _check_remote(config)
         if problem:
-            r.problems.append(f"{key}: {problem}")
+            problems.append(f"{key}: {problem}")
     return config
 
 
@@ -364,59 +378,42 @@ def parse_config(data: Any, environ: dict | None = None,
     """Validate a parsed YAML document; raise ConfigError listing every problem."""
     environ = dict(os.environ) if environ is None else environ
     problems = Problems()
-    r = _Reader(problems)
-    top = r.mapping(data, "(top level)")
-    r.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
+    top = problems.mapping(data, "(top level)")
+    problems.unknown(top, "", {"server", "auth", "providers", "routes", "default_route", "carriers",
                         "playout", "limits", "logging", "prompt_cache",
                         "prompts", "cluster"})
     server = read(problems, ServerConfig, top.get("server"), "server")
     auth = read(problems, AuthConfig, top.get("auth"), "auth", environ)
 
     providers: dict[str, ProviderConfig] = {}
-    for name, p in r.mapping(top.get("providers"), "providers").items():
+    for name, p in problems.mapping(top.get("providers"), "providers").items():
         key = f"providers.{name}"
-        p = r.mapping(p, key)
+        p = problems.mapping(p, key)
         ptype = p.get("type")
         if ptype not in PROVIDER_TYPES:
             problems.append(f"{key}.type: {ptype!r} is not a known provider type "
                             f"(known: {', '.join(PROVIDER_TYPES)})")
             continue
         if ptype == "piper":
-            r.unknown(p, key, {"type", "voice", "threads"})
-            voice = r.get(p, "voice", key, str, "en_US-joe-medium")
-            options = {"threads": r.get(p, "threads", key, int, 2, minimum=1, maximum=16)}
+            problems.unknown(p, key, {"type", "voice", "threads"})
+            voice = problems.value(p, "voice", key, str, "en_US-joe-medium")
+            options = {"threads": problems.value(p, "threads", key, int, 2, minimum=1,
+                                                 maximum=16)}
         elif ptype == "fake":  # a timing profile for benchmarks, no network
-            r.unknown(p, key, {"type", "handshake_ms", "first_audio_ms", "burst_factor",
-                               "sample_rate", "chars_per_second", "max_ahead_s", "encoding"})
             voice = "fake"
-            options = {
-                "handshake_ms": r.get(p, "handshake_ms", key, float, 250.0, minimum=0),
-                "first_audio_ms": r.get(p, "first_audio_ms", key, float, 200.0, minimum=0),
-                "burst_factor": r.get(p, "burst_factor", key, float, 4.0, minimum=0.1),
-                "sample_rate": r.get(p, "sample_rate", key, int, 24000, minimum=8000),
-                "chars_per_second": r.get(p, "chars_per_second", key, float, 15.0, minimum=1),
-                "max_ahead_s": r.get(p, "max_ahead_s", key, float, 3.0, minimum=0.1),
-                "encoding": r.get(p, "encoding", key, str, "pcm_s16le"),
-            }
-            if options["encoding"] not in ("pcm_s16le", "mulaw"):
-                problems.append(
-                    f"{key}.encoding: {options['encoding']!r} is not pcm_s16le or mulaw")
-            elif options["encoding"] == "mulaw" and options["sample_rate"] != 8000:
-                problems.append(f"{key}.sample_rate: mulaw comes at 8000 Hz only")
-            if options["sample_rate"] not in (8000, 16000, 22050, 24000, 44100, 48000):
-                problems.append(f"{key}.sample_rate: {options['sample_rate']} is not one of "
-                                "8000, 16000, 22050, 24000, 44100, 48000")
+            options = asdict(read(problems, FakeProviderOptions, p, key,
+                                  also_allowed=("type",)))
         else:
-            providers[name] = _remote_provider(r, p, key, name, ptype, environ)
+            providers[name] = _remote_provider(problems, p, key, name, ptype, environ)
             continue
         providers[name] = ProviderConfig(name=name, type=ptype, voice=voice, options=options)
     if not providers:
         problems.append("providers: at least one provider is needed")
 
     routes: dict[str, RouteConfig] = {}
-    for name, rt in r.mapping(top.get("routes"), "routes").items():
+    for name, rt in problems.mapping(top.get("routes"), "routes").items():
         key = f"routes.{name}"
-        rt = r.mapping(rt, key)
+        rt = problems.mapping(rt, key)
         provider = rt.get("provider")
         if isinstance(provider, list):
             problems.append(f"{key}.provider: one provider name, got a list; put the providers "
@@ -424,10 +421,10 @@ def parse_config(data: Any, environ: dict | None = None,
         elif provider not in providers:
             problems.append(f"{key}.provider: {provider!r} is not a configured provider "
                             f"(configured: {', '.join(providers) or 'none'})")
-        fallback = _fallback(r, rt, key, provider, providers)
-        route = read(problems, RouteConfig, {k: v for k, v in rt.items()
-                                             if k not in ("provider", "fallback", "flow")},
-                     key, environ, name=str(name), provider=str(provider), fallback=fallback,
+        fallback = _fallback(problems, rt, key, provider, providers)
+        route = read(problems, RouteConfig, rt, key, environ,
+                     also_allowed=("provider", "fallback", "flow"), name=str(name),
+                     provider=str(provider), fallback=fallback,
                      flow=parse_flow(problems, rt.get("flow"), f"{key}.flow"))
         if route.first_audio_timeout_ms is None and fallback:
             route = replace(route, first_audio_timeout_ms=DEFAULT_FIRST_AUDIO_TIMEOUT_MS)
@@ -437,11 +434,11 @@ def parse_config(data: Any, environ: dict | None = None,
                 bots=frozenset(n for n, rt in routes.items() if rt.bot is not None),
                 providers=frozenset(providers))
 
-    default_route = r.get(top, "default_route", "", str, None)
+    default_route = problems.value(top, "default_route", "", str, None)
     if default_route is not None and default_route not in routes:
         problems.append(f"default_route: {default_route!r} is not a configured route")
 
-    carriers = _carriers(r, top.get("carriers", [DEFAULT_CARRIER]), environ)
+    carriers = _carriers(problems, top.get("carriers", [DEFAULT_CARRIER]), environ)
     for carrier in carriers.values():  # a carrier's own listener maps its calls to a route
         if carrier.options.get("route") not in (None, *routes):
             problems.append(f"carriers.{carrier.name}.route: {carrier.options['route']!r} is "
@@ -465,7 +462,7 @@ def parse_config(data: Any, environ: dict | None = None,
                          log_format=logging_.format)
 
 
-def _fallback(r: _Reader, rt: dict, key: str, provider: Any,
+def _fallback(problems: Problems, rt: dict, key: str, provider: Any,
               providers: dict[str, ProviderConfig]) -> tuple[str, ...]:
     """``fallback``: a provider name or a list of them, tried in order after ``provider``."""
     value = rt.get("fallback")
@@ -473,53 +470,53 @@ def _fallback(r: _Reader, rt: dict, key: str, provider: Any,
         return ()
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names:
-        r.problems.append(f"{key}.fallback: expected a list of provider names, e.g. "
+        problems.append(f"{key}.fallback: expected a list of provider names, e.g. "
                           f"[cartesia, local], got {value!r}")
         return ()
     fallback: list[str] = []
     for name in names:
         if not isinstance(name, str) or name not in providers:
-            r.problems.append(f"{key}.fallback: {name!r} is not a configured provider "
+            problems.append(f"{key}.fallback: {name!r} is not a configured provider "
                               f"(configured: {', '.join(providers) or 'none'})")
         elif name == provider or name in fallback:
-            r.problems.append(f"{key}.fallback: {name!r} is listed twice (the route's provider "
+            problems.append(f"{key}.fallback: {name!r} is listed twice (the route's provider "
                               "and each fallback are tried once per utterance)")
         else:
             fallback.append(name)
     return tuple(fallback)
 
 
-def _carriers(r: _Reader, value: Any, environ: dict) -> dict[str, CarrierConfig]:
+def _carriers(problems: Problems, value: Any, environ: dict) -> dict[str, CarrierConfig]:
     """``carriers:`` is a list of names (defaults for each) or a mapping name -> settings."""
     if isinstance(value, list):
         value = {name: {} for name in value}
     if not isinstance(value, dict) or not value:
-        r.problems.append(f"carriers: expected a list or mapping drawn from {', '.join(CARRIERS)}, "
+        problems.append(f"carriers: expected a list or mapping drawn from {', '.join(CARRIERS)}, "
                           f"got {value!r}")
         return {DEFAULT_CARRIER: CarrierConfig(DEFAULT_CARRIER)}
     carriers = {}
     for name, settings in value.items():
         key = f"carriers.{name}"
         if name not in CARRIERS:
-            r.problems.append(f"{key}: unknown carrier (known: {', '.join(CARRIERS)})")
+            problems.append(f"{key}: unknown carrier (known: {', '.join(CARRIERS)})")
             continue
-        settings = r.mapping(settings, key)
+        settings = problems.mapping(settings, key)
         spec = CARRIERS[name]
-        r.unknown(settings, key, {*spec.options, *spec.secrets, "lead_ms"})
+        problems.unknown(settings, key, {*spec.options, *spec.secrets, "lead_ms"})
         options = {}
         for option, (kind, default, allowed) in spec.options.items():
-            options[option] = r.get(settings, option, key, kind, default)
+            options[option] = problems.value(settings, option, key, kind, default)
             if allowed and options[option] not in allowed:
-                r.problems.append(f"{key}.{option}: {options[option]!r} is not one of "
+                problems.append(f"{key}.{option}: {options[option]!r} is not one of "
                                   f"{', '.join(map(str, allowed))}")
         secrets = {}
         for secret_key in spec.secrets:
-            found = r.secret(settings, secret_key, key, environ)
+            found = problems.secret(settings, secret_key, key, environ)
             if found:
                 secrets[secret_key.removesuffix("_env")] = found
         for where, problem in spec.check_options(options, secrets) if spec.check_options else ():
-            r.problems.append(f"{key}{'.' + where if where else ''}: {problem}")
-        lead_ms = r.get(settings, "lead_ms", key, int, None, minimum=0, maximum=2000)
+            problems.append(f"{key}{'.' + where if where else ''}: {problem}")
+        lead_ms = problems.value(settings, "lead_ms", key, int, None, minimum=0, maximum=2000)
         carriers[name] = CarrierConfig(name, options, secrets, lead_ms)
     return carriers
 

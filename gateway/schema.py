@@ -120,12 +120,14 @@ def yaml_keys(cls: type) -> list[str]:
 
 
 def read(problems: Problems, cls: type[T], value: Any, key: str,
-         environ: Mapping[str, str] | None = None, **computed_values: Any) -> T:
+         environ: Mapping[str, str] | None = None, *, also_allowed: Iterable[str] = (),
+         **computed_values: Any) -> T:
     """An instance of the settings class ``cls`` from the YAML ``value`` at ``key``:
-    every field checked, unknown keys reported, defaults where a value is missing or
-    wrong, then the class's own ``problems(key)``."""
+    every field checked, unknown keys reported (``also_allowed``: keys the caller reads
+    itself), defaults where a value is missing or wrong, then the class's own
+    ``problems(key)``."""
     section = problems.mapping(value, key)
-    problems.unknown(section, key, yaml_keys(cls))
+    problems.unknown(section, key, [*yaml_keys(cls), *also_allowed])
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = dict(computed_values)
     for f in dataclasses.fields(cls):

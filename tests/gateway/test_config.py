@@ -196,3 +196,12 @@ def test_bad_carrier_settings_are_named():
     assert any(p.startswith("carriers.twilio.bogus: unknown key") for p in problems)
     assert any(p.startswith("carriers.audiosocket.route: 'nowhere'") for p in problems)
     assert len(problems) == 7
+
+
+def test_a_routes_unknown_key_names_every_key_a_route_takes():
+    data = base_config()
+    data["routes"]["demo"]["bogus"] = 1
+    [problem] = problems_of(data)
+    assert problem.startswith("routes.demo.bogus: unknown key (allowed: ")
+    for allowed in ("provider", "fallback", "flow", "greeting", "barge_in", "token_env"):
+        assert allowed in problem

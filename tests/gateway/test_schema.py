@@ -71,3 +71,9 @@ def test_a_section_that_is_not_a_mapping_is_one_problem():
     problems = Problems()
     assert read(problems, Inner, ["off"], "s") == Inner()
     assert problems == ["s: expected a mapping, got list"]
+
+
+def test_keys_the_caller_reads_itself_are_allowed_and_named():
+    problems = Problems()
+    read(problems, Inner, {"mode": "on", "kind": "x", "bogus": 1}, "s", also_allowed=("kind",))
+    assert problems == ["s.bogus: unknown key (allowed: kind, mode)"]
