@@ -70,14 +70,12 @@ class DirectFrames:
     @classmethod
     def of(cls, ws: Any, *, max_backlog: int) -> DirectFrames | None:
         """For ``ws``, or None where its transport cannot be reached or is compressed."""
-        if isinstance(ws, web.WebSocketResponse):
-            writer, masked = getattr(ws, "_writer", None), False
-        else:
-            writer, masked = getattr(ws, "_writer", None), True
+        writer = getattr(ws, "_writer", None)
         transport = getattr(writer, "transport", None)
         if transport is None or getattr(writer, "compress", None):
             return None
-        return cls(transport, masked=masked, max_backlog=max_backlog)
+        return cls(transport, masked=not isinstance(ws, web.WebSocketResponse),
+                   max_backlog=max_backlog)
 
     def send(self, payload: bytes) -> bool:
         transport = self._transport
