@@ -6,7 +6,7 @@ VENV ?= .venv
 VENV313 ?= .venv313
 CONFIG ?= gateway.yaml
 
-.PHONY: run test lint test311 test313 ops-tools speech-tools cluster-tools check-config bench bench-pool bench-vad clean
+.PHONY: run test lint test311 test313 ops-tools speech-tools cluster-tools browser-tools check-config bench bench-pool bench-vad clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
@@ -72,14 +72,26 @@ cluster-tools:
 		command -v redis-server >/dev/null; \
 	fi
 
+# chromium for tests/console (Debian's package; Playwright drives it, and downloads no
+# browser of its own); nothing to do when it is there.
+browser-tools:
+	@if command -v chromium >/dev/null; then :; else \
+		echo "installing Debian's chromium for tests/console"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium >/dev/null && \
+		command -v chromium >/dev/null; \
+	fi
+
 # Most tests wait on real time (calls play at 1x), not on the CPU: four workers, each test
 # file on one worker so its module fixtures are built once.
 PYTEST = -m pytest -q -n 4 --dist loadfile
 
-test311: ops-tools speech-tools cluster-tools $(VENV)/.installed
+test311: ops-tools speech-tools cluster-tools browser-tools $(VENV)/.installed
 	$(VENV)/bin/python $(PYTEST)
 
-test313: ops-tools speech-tools cluster-tools $(VENV313)/.installed
+test313: ops-tools speech-tools cluster-tools browser-tools $(VENV313)/.installed
 	$(VENV313)/bin/python $(PYTEST)
 
 $(VENV)/.installed: pyproject.toml

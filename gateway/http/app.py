@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.carriers.registry import CARRIERS
 from gateway.cluster import CallTable
 from gateway.config import ConfigError, GatewayConfig
+from gateway.console import routes as console_routes
 from gateway.core.call import CallServices
 from gateway.core.playout import MediaClock
 from gateway.http import control, prompts
@@ -88,6 +89,7 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
         app.router.add_post(path, answer)
     app.router.add_routes(control.routes)
     app.router.add_routes(prompts.routes)
+    app.router.add_routes(console_routes)
     return app
 
 
