@@ -83,3 +83,39 @@ async def test_the_token_is_taken_as_header_or_websocket_subprotocol_and_echoed(
             assert ws.protocol == protocol  # echoed: a browser fails the socket otherwise
             assert (await ws.receive_json())["type"] == "control.ready"
             await ws.close()
+
+
+async def test_the_console_asks_for_the_token_keeps_it_for_the_tab_and_works_with_it(browser):
+    data, environ = token_config()
+    async with running_gateway(data, environ) as gw:
+        async with TwilioCallSim(f"{gw.ws_url}/v1/media/twilio/demo") as sim:
+            await wait_listed(gw, sim.call_sid, headers=bearer())
+            page = await browser.new_page()
+            await page.goto(gw.http_url + "/")
+            form = page.locator("#token-form")
+            await form.wait_for(state="visible", timeout=10_000)
+            assert "needs its token" in await page.locator("#token-error").inner_text()
+            assert await page.locator("#calls-table tbody tr").count() == 0
+            # a wrong token: refused, said so, no data
+            await page.fill("#token", "wrong")
+            await page.press("#token", "Enter")
+            await page.locator("#token-error").filter(has_text="refused").wait_for(
+                timeout=10_000)
+            assert await form.is_visible()
+            assert await page.locator("#calls-table tbody tr").count() == 0
+            # the right one: the calls come, and the control socket takes it as subprotocol
+            await page.fill("#token", TOKEN)
+            await page.press("#token", "Enter")
+            row = page.locator(f'#calls-table tbody tr[data-call-id="{sim.call_sid}"]')
+            await row.wait_for(timeout=10_000)
+            assert not await form.is_visible()
+            await row.click()
+            await page.locator('#timeline li[data-type="call.started"]').wait_for(
+                timeout=10_000)
+            assert await page.evaluate("sessionStorage.getItem('tts-gateway.control-token')"
+                                       ) == TOKEN
+            assert await page.evaluate("localStorage.length") == 0
+            # another tab (a new context: its own session storage) is asked again
+            other = await (await browser.new_context()).new_page()
+            await other.goto(gw.http_url + "/")
+            await other.locator("#token-form").wait_for(state="visible", timeout=10_000)

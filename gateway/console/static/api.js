@@ -56,17 +56,24 @@ export function socketProtocols() {
   return [BEARER_PROTOCOL + encoded];
 }
 
-/** Run ``poll`` now and then every ``ms`` while the tab is visible (paused while hidden). */
+/** Run ``poll`` now and then every ``ms`` while the tab is visible (paused while hidden);
+ * ``now()`` polls at once (one poll at a time, whoever asks). */
 export function every(ms, poll) {
   let timer = null;
+  let running = false;
   const tick = async () => {
+    clearTimeout(timer);
     timer = null;
-    if (document.hidden) return;
-    try { await poll(); } finally { if (!document.hidden) timer = setTimeout(tick, ms); }
+    if (document.hidden || running) return;
+    running = true;
+    try { await poll(); } finally {
+      running = false;
+      if (!document.hidden && timer === null) timer = setTimeout(tick, ms);
+    }
   };
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && timer === null) tick();
   });
   tick();
-  return { now: () => { if (timer !== null) clearTimeout(timer); tick(); } };
+  return { now: tick };
 }

@@ -6,7 +6,7 @@ import { api, every, Unauthorized } from "./api.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const WINDOW_S = 300;
-const WIDTH = 640, PANEL = 150, LEFT = 56, RIGHT = 12, TOP = 22, GAP = 72;
+const WIDTH = 540, PANEL = 150, LEFT = 56, RIGHT = 28, TOP = 22, GAP = 72;
 const COLORS = ["#2266cc", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285"];
 const PANELS = [
   { key: "first_audio", title: "First audio by provider (text in → first audio byte)" },
@@ -20,14 +20,18 @@ function el(name, attrs = {}, text) {
   return node;
 }
 
-function niceMax(value) {
-  if (!(value > 0)) return 1;
+// The axis' top and how many gridlines: round numbers at every line.
+function niceScale(value) {
+  if (!(value > 0)) return { max: 1, lines: 4 };
   const step = 10 ** Math.floor(Math.log10(value));
-  return [1, 2, 2.5, 5, 10].map((m) => m * step).find((v) => v >= value);
+  const [mantissa, lines] = [[1, 4], [2, 4], [2.5, 5], [5, 5], [10, 5]]
+    .find(([m]) => m * step >= value);
+  return { max: mantissa * step, lines };
 }
 
 function ms(value) {
   if (value == null) return "–";
+  if (value === 0) return "0";
   return value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : String(Math.round(value));
 }
 
@@ -64,13 +68,13 @@ export function mountLatency(section) {
     svg.append(group);
     const series = Object.entries(latest[panel.key] || {});
     const plotted = series.map(([name]) => history.get(`${panel.key}:${name}`) || []);
-    const max = niceMax(Math.max(0, ...plotted.flat().map((p) => p.mean),
+    const { max, lines } = niceScale(Math.max(0, ...plotted.flat().map((p) => p.mean),
                                  ...series.map(([, s]) => s.p95_ms || 0)));
     const x = (t) => LEFT + (WIDTH - LEFT - RIGHT) * (1 - (now - t) / WINDOW_S);
     const y = (v) => top + PANEL - PANEL * Math.min(v, max) / max;
     group.append(el("text", { x: LEFT, y: top - 8, class: "title" }, panel.title));
-    for (let i = 0; i <= 4; i++) {
-      const v = (max * i) / 4;
+    for (let i = 0; i <= lines; i++) {
+      const v = (max * i) / lines;
       group.append(el("line", { x1: LEFT, x2: WIDTH - RIGHT, y1: y(v), y2: y(v),
                                 class: i ? "grid" : "axis" }));
       group.append(el("text", { x: LEFT - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" },
@@ -98,12 +102,11 @@ export function mountLatency(section) {
       }
       const mean = s.count ? s.sum_ms / s.count : null;
       const legend = el("text", {
-        x: LEFT + 8 + (i % 2) * 290, y: top + PANEL + 30 + Math.floor(i / 2) * 14,
+        x: LEFT + 8 + (i % 2) * 230, y: top + PANEL + 30 + Math.floor(i / 2) * 14,
         fill: color, class: "legend", "data-series": `${panel.key}:${name}`,
         "data-count": s.count, "data-mean-ms": mean == null ? "" : mean.toFixed(1),
         "data-p50-ms": s.p50_ms ?? "", "data-p95-ms": s.p95_ms ?? "",
-      }, `${name}: mean ${ms(mean)} ms · p50 ${ms(s.p50_ms)} · p95 ${ms(s.p95_ms)} ms ` +
-         `(${s.count})`);
+      }, `${name}: mean ${ms(mean)} · p50 ${ms(s.p50_ms)} · p95 ${ms(s.p95_ms)} ms (${s.count})`);
       group.append(legend);
     });
   }
