@@ -115,7 +115,8 @@ async def forward_socket(request: web.Request, directory: CallDirectory, call_id
     try:
         upstream = await asyncio.wait_for(request.app[HTTP].ws_connect(
             owner + request.rel_url.path_qs, headers=_headers(request, directory),
-            protocols=socket_protocols(request), max_msg_size=max_msg_size, heartbeat=30), directory.config.forward_timeout_s)
+            protocols=socket_protocols(request), max_msg_size=max_msg_size, heartbeat=30),
+            directory.config.forward_timeout_s)
     except aiohttp.WSServerHandshakeError as exc:  # the owner's own refusal (404, 429, ...)
         return json_error(exc.status, f"the instance holding call {protocol.shown(call_id)} "
                           f"refused the control socket (HTTP {exc.status})")

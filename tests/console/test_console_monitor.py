@@ -33,10 +33,18 @@ async def speech_id_of(page) -> str:
     return (await status.inner_text()).removeprefix("queued ").strip()
 
 
-async def screenshot(page, name: str) -> None:
-    if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(SCREENSHOTS) / name))
+def screenshot_path(name: str) -> str | None:
+    """Where to save the screenshot ``name``; None when screenshots are not asked for."""
+    if not SCREENSHOTS:
+        return None
+    Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+    return str(Path(SCREENSHOTS) / name)
+
+
+async def screenshot(target, name: str) -> None:
+    """A page's or an element's screenshot, with TTS_GATEWAY_SCREENSHOTS set."""
+    if path := screenshot_path(name):
+        await target.screenshot(path=path)
 
 
 async def test_a_call_is_listed_followed_spoken_to_interrupted_and_hung_up(browser,
@@ -75,7 +83,7 @@ async def test_a_call_is_listed_followed_spoken_to_interrupted_and_hung_up(brows
             assert summary["frames_sent"] > frames_before + 25  # over half a second of speech
 
             # the latency plot shows the provider's first audio as the endpoint gives it
-            status, stats = await gw.get_json("/v1/stats/latency")
+            _, stats = await gw.get_json("/v1/stats/latency")
             local = stats["first_audio"]["local"]
             legend = page.locator('#latency-plot [data-series="first_audio:local"]')
             await legend.filter(has_text=f"({local['count']})").wait_for(timeout=10_000)
@@ -94,8 +102,7 @@ async def test_a_call_is_listed_followed_spoken_to_interrupted_and_hung_up(brows
             await timeline.locator('li[data-type="speech.first_audio"]',
                                    has_text=long_id).wait_for(timeout=30_000)
             await screenshot(page, "console.png")
-            await page.locator("#latency-plot").screenshot(
-                path=str(Path(SCREENSHOTS) / "console-latency.png")) if SCREENSHOTS else None
+            await screenshot(page.locator("#latency-plot"), "console-latency.png")
             await page.click("#interrupt-button")
             done = timeline.locator('li[data-type="speech.done"]', has_text=long_id)
             await done.wait_for(timeout=10_000)
