@@ -6,7 +6,7 @@ VENV ?= .venv
 VENV313 ?= .venv313
 CONFIG ?= gateway.yaml
 
-.PHONY: run test lint test311 test313 ops-tools speech-tools cluster-tools browser-tools check-config bench bench-pool bench-vad clean
+.PHONY: run test lint test311 test313 ops-tools speech-tools cluster-tools browser-tools check-config bench bench-pool bench-vad screenshots clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
@@ -83,6 +83,12 @@ browser-tools:
 			chromium >/dev/null && \
 		command -v chromium >/dev/null; \
 	fi
+
+# The console's screenshots in the README (docs/img/console*.png), taken by its test in
+# headless chromium with a live simulated call; about fifteen seconds.
+screenshots: browser-tools $(VENV)/.installed
+	TTS_GATEWAY_SCREENSHOTS=docs/img $(VENV)/bin/python -m pytest -q -n 0 -p no:cacheprovider \
+		tests/console/test_console_monitor.py -k listed
 
 # Most tests wait on real time (calls play at 1x), not on the CPU: four workers, each test
 # file on one worker so its module fixtures are built once.

@@ -87,7 +87,7 @@ TTS_ERROR_KINDS = frozenset({
 CONTROL_ERROR_KINDS = frozenset({
     "unauthorized", "not_local", "unknown_call", "bad_request", "too_large",
     "too_many_sockets", "queue_full", "utterance_text", "call_text", "events_url",
-    "unknown_prompt", "cluster_unavailable", "owner_unreachable"})
+    "unknown_prompt", "cluster_unavailable", "owner_unreachable", "cross_origin"})
 
 #: control requests one instance forwards to the call's owner (gateway/cluster/forward.py)
 CLUSTER_FORWARD_OPS = frozenset({"get", "speak", "play", "interrupt", "hangup", "list",

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.bot import protocol
 from gateway.cluster import ClusterUnavailable
+from gateway.http.control_access import socket_protocols
 from gateway.http.keys import CALLS, CLUSTER, HTTP, METRICS, json_error
 
 if TYPE_CHECKING:
@@ -114,7 +115,8 @@ async def forward_socket(request: web.Request, directory: CallDirectory, call_id
     try:
         upstream = await asyncio.wait_for(request.app[HTTP].ws_connect(
             owner + request.rel_url.path_qs, headers=_headers(request, directory),
-            max_msg_size=max_msg_size, heartbeat=30), directory.config.forward_timeout_s)
+            protocols=socket_protocols(request), max_msg_size=max_msg_size, heartbeat=30),
+            directory.config.forward_timeout_s)
     except aiohttp.WSServerHandshakeError as exc:  # the owner's own refusal (404, 429, ...)
         return json_error(exc.status, f"the instance holding call {protocol.shown(call_id)} "
                           f"refused the control socket (HTTP {exc.status})")
@@ -124,7 +126,8 @@ async def forward_socket(request: web.Request, directory: CallDirectory, call_id
                           f"answer: {type(exc).__name__}")
     request.app[METRICS].cluster_forward.labels("control").observe(time.perf_counter() - started)
     try:
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=max_msg_size)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=max_msg_size,
+                                   protocols=socket_protocols(request))
         await ws.prepare(request)
         pipes = [asyncio.ensure_future(_pipe(ws, upstream)),
                  asyncio.ensure_future(_pipe(upstream, ws))]

@@ -96,6 +96,8 @@ class Call:
         self.media_format = media_format
         self.details = dict(details or {})  # from the carrier: Asterisk's channel name, ...
         self.started_at = time.time()
+        #: the latest utterance's speak request -> its first frame sent, in ms
+        self.first_audio_ms: float | None = None
         self._sink = sink
         self._close_transport = close_transport
         self.metrics = services.metrics
@@ -585,8 +587,8 @@ class Call:
         self.metrics.first_frame.labels(self.carrier).observe(now - utt.created_at)
         if utt.first_audio_at is not None:
             self.metrics.gateway_added.labels(self.carrier).observe(now - utt.first_audio_at)
-        self.events.emit("speech.first_audio", speech_id=utt.id,
-                         latency_ms=round((now - utt.created_at) * 1000, 1))
+        self.first_audio_ms = round((now - utt.created_at) * 1000, 1)
+        self.events.emit("speech.first_audio", speech_id=utt.id, latency_ms=self.first_audio_ms)
 
     def _finish(self, utt: Utterance, *, interrupted: bool, cause: str | None = None) -> None:
         """``speech.done``; ``cause`` says what interrupted it (``api``, ``speech``,
@@ -771,7 +773,9 @@ class Call:
             "stream_id": self.stream_id,
             "state": self.state,
             "started_at": round(self.started_at, 3),
+            "duration_s": round(time.time() - self.started_at, 1),
             "speaking": self.current.id if self.current else None,
+            "first_audio_ms": self.first_audio_ms,
             "queued": [u.id for u in self._queued],
             "frames_sent": self.playout.frames_sent,
             "underruns": self.playout.underruns,

@@ -16,7 +16,7 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.console import routes as console_routes
 from gateway.core.call import CallServices
 from gateway.core.playout import MediaClock
-from gateway.http import control, prompts
+from gateway.http import control, overview, prompts
 from gateway.http.answer import answer
 from gateway.http.control_access import control_auth
 from gateway.http.drain import Drain
@@ -89,6 +89,7 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
         app.router.add_post(path, answer)
     app.router.add_routes(control.routes)
     app.router.add_routes(prompts.routes)
+    app.router.add_routes(overview.routes)
     app.router.add_routes(console_routes)
     return app
 

@@ -22,6 +22,7 @@ from gateway.cluster.forward import (cluster_status, directory_of, forward_socke
                                      list_cluster)
 from gateway.core.call import Call, CallEnded
 from gateway.core.speech import SpeechRefused, Utterance
+from gateway.http.control_access import socket_protocols
 from gateway.http.jsonbody import BadJson, read_json
 from gateway.http.keys import CALLS, CONFIG, METRICS, json_error
 from gateway.prompts.recorded import PromptError
@@ -164,7 +165,8 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
         # Messages up to the limit are read and answered; a larger one up to four times
         # that is answered "too large" unparsed; beyond that the socket is closed (1009).
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * max_bytes,
-                                   writer_limit=SEND_BUFFER_BYTES)
+                                   writer_limit=SEND_BUFFER_BYTES,
+                                   protocols=socket_protocols(request))
         await ws.prepare(request)
         if not ws.closed:
             try:
