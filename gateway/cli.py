@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "(tts-gateway bench --help); 'tts-gateway bench pool': first "
                                  "audio with a warm provider pool vs a cold connection "
                                  "(tts-gateway bench pool --help); 'tts-gateway bench prompts': a "
-                                 "prompt's first frame, cached vs synthesized", add_help=False)
+                                 "prompt's first frame, cached vs synthesized; 'tts-gateway bench "
+                                 "cluster': control latency direct vs forwarded, Redis "
+                                 "operations per call, calls per machine with --workers",
+                   add_help=False)
 
     sub.add_parser("prompts", help="the prompt cache: warm, list, purge (tts-gateway prompts "
                                    "--help)", add_help=False)
@@ -93,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.bench.prompts import main as bench_prompts_main
 
         return bench_prompts_main(argv[2:])
+    if argv[:2] == ["bench", "cluster"]:
+        from gateway.bench.cluster import main as bench_cluster_main
+
+        return bench_cluster_main(argv[2:])
     if argv[:2] == ["bench", "pool"]:
         from gateway.bench.pool import main as bench_pool_main
 
