@@ -209,7 +209,8 @@ async def latency(workdir: Path, requests: int, heartbeat_s: float = 2.0) -> dic
 
 
 async def commandstats(redis_url: str) -> dict[str, int]:
-    """Calls per command so far (this reader's own INFO left out)."""
+    """Calls per command so far (this reader's own connection's commands left out: the
+    gateways' clients connect once and keep their connections)."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
@@ -218,7 +219,10 @@ async def commandstats(redis_url: str) -> dict[str, int]:
     finally:
         await client.aclose()
     return {key.removeprefix("cmdstat_"): int(value["calls"]) for key, value in stats.items()
-            if key != "cmdstat_info"}
+            if key not in _OWN_COMMANDS and not key.startswith("cmdstat_client")}
+
+
+_OWN_COMMANDS = {"cmdstat_info", "cmdstat_hello"}
 
 
 def _diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -405,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000,
                         help="latency: requests per operation and route")
     parser.add_argument("--calls", type=int, default=100, help="redis-ops: calls placed")
+    parser.add_argument("--concurrency", type=int, default=5,
+                        help="redis-ops: calls up at once (each start or end rewrites every "
+                             "live call of its instance)")
     parser.add_argument("--quiet-s", type=float, default=10.0,
                         help="redis-ops: seconds of a quiet cluster for the heartbeat's cost")
     parser.add_argument("--heartbeat-s", type=float, default=2.0,
@@ -422,8 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if set(args.modes) - set(MODES):
         parser.error(f"modes: any of {', '.join(MODES)}")
-    if not 1 <= args.requests <= 100000 or not 1 <= args.calls <= 10000:
-        parser.error("--requests: 1..100000, --calls: 1..10000")
+    if not (1 <= args.requests <= 100000 and 1 <= args.calls <= 10000
+            and 1 <= args.concurrency <= 1000):
+        parser.error("--requests: 1..100000, --calls: 1..10000, --concurrency: 1..1000")
     report: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tts-bench-cluster-") as tmp:
@@ -441,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{hop['p50_ms']} / {hop['p99_ms']} ({hop['count']} requests)")
         if "redis-ops" in args.modes:
             report["redis_ops"] = ops = asyncio.run(redis_ops(workdir, args.calls, args.quiet_s,
-                                                              args.heartbeat_s))
+                                                              args.heartbeat_s,
+                                                              args.concurrency))
             print(f"Redis operations: {ops['ops_per_heartbeat_per_instance']} per heartbeat per "
                   f"idle instance ({ops['quiet_ops']} in {ops['quiet_s']} s, "
                   f"{ops['instances']} instances); {ops['ops_per_call']} per call "
