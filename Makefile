@@ -6,7 +6,7 @@ VENV ?= .venv
 VENV313 ?= .venv313
 CONFIG ?= gateway.yaml
 
-.PHONY: run test lint test311 test313 ops-tools speech-tools cluster-tools browser-tools check-config bench bench-pool bench-vad screenshots clean
+.PHONY: run test lint test311 test313 ops-tools speech-tools cluster-tools browser-tools check-config bench bench-pool bench-vad bench-cluster screenshots clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway serve --config $(CONFIG)
@@ -23,6 +23,13 @@ bench: $(VENV)/.installed
 # handshake): the pool must hide at least 95 % of it. About a minute for all three.
 bench-pool: $(VENV)/.installed
 	$(VENV)/bin/tts-gateway bench pool --provider all --json bench-out/bench-pool.json
+
+# The control plane on Redis: control latency direct vs forwarded (2000 requests each),
+# Redis operations per call and per heartbeat, and calls per machine with serve --workers 2
+# against one process (a sweep: several minutes; run it on a quiet machine).
+bench-cluster: cluster-tools $(VENV)/.installed
+	$(VENV)/bin/tts-gateway bench cluster latency redis-ops machine \
+		--json bench-out/bench-cluster.json
 
 test: lint test311 test313
 

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                             "per core (default: 1, a single process)")
     serve.add_argument("--worker-ports", type=int, metavar="FIRST",
                        help="with --workers: worker I also listens alone on port FIRST+I, to "
-                            "scrape its /metrics and reach its calls' control API")
+                            "scrape its /metrics and reach its calls' control API; required "
+                            "with cluster.redis_url (each worker registers that port)")
     # set by the supervisor of --workers for each worker it starts
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
@@ -78,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "(tts-gateway bench --help); 'tts-gateway bench pool': first "
                                  "audio with a warm provider pool vs a cold connection "
                                  "(tts-gateway bench pool --help); 'tts-gateway bench prompts': a "
-                                 "prompt's first frame, cached vs synthesized", add_help=False)
+                                 "prompt's first frame, cached vs synthesized; 'tts-gateway bench "
+                                 "cluster': control latency direct vs forwarded, Redis "
+                                 "operations per call, calls per machine with --workers",
+                   add_help=False)
 
     sub.add_parser("prompts", help="the prompt cache: warm, list, purge (tts-gateway prompts "
                                    "--help)", add_help=False)
@@ -92,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.bench.prompts import main as bench_prompts_main
 
         return bench_prompts_main(argv[2:])
+    if argv[:2] == ["bench", "cluster"]:
+        from gateway.bench.cluster import main as bench_cluster_main
+
+        return bench_cluster_main(argv[2:])
     if argv[:2] == ["bench", "pool"]:
         from gateway.bench.pool import main as bench_pool_main
 
@@ -145,6 +153,10 @@ def _serve(args) -> int:
             return _supervise(args, config, host, port, _worker_count(args.workers))
         if args.worker_index is None and args.worker_ports is not None:
             raise ConfigError(["--worker-ports: only with --workers 2 or more"], "command line")
+        own_port = None
+        if args.worker_index is not None and args.worker_ports is not None:
+            own_port = args.worker_ports + args.worker_index
+            config = _advertise_own_port(config, own_port)
         app = create_app(config)
     except ConfigError as exc:
         print(f"cannot start: {exc.source}:", file=sys.stderr)
@@ -154,7 +166,6 @@ def _serve(args) -> int:
     if args.worker_index is not None:
         app[WORKER] = args.worker_index
         app[METRICS].worker_restarts.inc(max(0, args.worker_restarts))
-        own_port = None if args.worker_ports is None else args.worker_ports + args.worker_index
         run = _serve_worker(serve(app, host, port, banner=_banner(config), reuse_port=True,
                                   own_port=own_port))
     else:
@@ -185,6 +196,13 @@ def _supervise(args, config, host: str, port: int, count: int) -> int:
 
     if problem := sharing_problem(host, port, count, args.worker_ports):
         raise ConfigError([problem], "command line")
+    if config.cluster.redis_url and args.worker_ports is None:
+        # the shared port reaches any worker: a request forwarded to it would find the call
+        # only by chance, so each worker advertises its own port (_advertise_own_port)
+        raise ConfigError(["--workers with cluster.redis_url needs --worker-ports FIRST: "
+                           "each worker registers its calls under its own port FIRST+I, "
+                           "which the other instances forward control requests to"],
+                          "command line")
 
     def command(index: int, restarts: int) -> list[str]:
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", args.config,
@@ -199,6 +217,18 @@ def _supervise(args, config, host: str, port: int, count: int) -> int:
     # a worker's drain is bounded (gateway/http/drain.py); past that and its shutdown, kill
     stop_timeout_s = config.server.drain_timeout_s + config.playout.hangup_mark_timeout_s + 15.0
     return Supervisor(command, count, stop_timeout_s).run()
+
+
+def _advertise_own_port(config, own_port: int):
+    """A worker registers its calls in the cluster directory under its own port: the host
+    of ``cluster.instance_url`` with ``own_port``."""
+    if not config.cluster.instance_url:
+        return config
+    from gateway.workers import with_port
+
+    cluster = dataclasses.replace(config.cluster,
+                                  instance_url=with_port(config.cluster.instance_url, own_port))
+    return dataclasses.replace(config, cluster=cluster)
 
 
 async def _serve_worker(serving) -> None:

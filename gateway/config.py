@@ -267,6 +267,9 @@ _REDIS_URL = re.compile(r"^(rediss?://(\[[0-9A-Fa-f:]+\]|[^:@/\s\[\]]+)(:\d{1,5}
                         r"|unix:///\S+)$")
 
 
+_INSTANCE_URL = r"^https?://[^/\s]+/?$"
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """``cluster``: the call directory and instance registry on Redis (gateway/cluster/),
@@ -277,8 +280,11 @@ class ClusterConfig:
     redis_url: str | None = None
     redis_password: str | None = secret(what="the Redis password (AUTH)")
     # the address the other instances reach this one at (its own, not a load balancer's)
-    instance_url: str | None = setting(pattern=r"^https?://[^/\s]+/?$",
-                                       hint="an http(s)://host:port URL")
+    instance_url: str | None = setting(pattern=_INSTANCE_URL, hint="an http(s)://host:port URL")
+    # or the name of the environment variable holding it (Kubernetes: built from the pod's IP
+    # by the downward API, deploy/k8s/deployment.yaml)
+    instance_url_env: str | None = setting(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                           hint="an environment variable's name")
     heartbeat_s: float = setting(2.0, 0.1, 60)
     ttl_s: float = setting(10.0, 0.5, 600)  # a dead instance's calls leave the directory after
     redis_timeout_s: float = setting(0.5, 0.05, 10)  # one Redis round trip, at most
@@ -294,13 +300,32 @@ class ClusterConfig:
         elif not _REDIS_URL.match(self.redis_url):
             found.append(f"{key}.redis_url: {self.redis_url!r} must be a redis://host:port/db, "
                          "rediss:// or unix:///path URL")
-        if self.instance_url is None:
-            found.append(f"{key}.instance_url: required with redis_url (the address the other "
-                         "instances reach this one at, e.g. http://10.0.0.5:8080)")
+        if (self.instance_url is None) == (self.instance_url_env is None):
+            found.append(f"{key}.instance_url: exactly one of instance_url and instance_url_env "
+                         "is required with redis_url (the address the other instances reach "
+                         "this one at, e.g. http://10.0.0.5:8080)")
         if self.ttl_s < 2 * self.heartbeat_s:
             found.append(f"{key}.ttl_s: {self.ttl_s} must be at least twice heartbeat_s "
                          f"({self.heartbeat_s}), or a late heartbeat drops live calls")
         return found
+
+    def with_environ(self, problems: list[str], key: str,
+                     environ: dict) -> ClusterConfig:
+        """The config with ``instance_url`` read from the variable ``instance_url_env``
+        names (problems appended when it is unset or not a URL)."""
+        if self.redis_url is None or self.instance_url_env is None or self.instance_url:
+            return self
+        value = environ.get(self.instance_url_env, "")
+        if not value:
+            problems.append(f"{key}.instance_url_env: environment variable "
+                            f"{self.instance_url_env} is not set")
+        elif len(value) > 300 or not re.match(_INSTANCE_URL, value):
+            problems.append(f"{key}.instance_url_env: environment variable "
+                            f"{self.instance_url_env} holds {value[:80]!r}, which must be an "
+                            "http(s)://host:port URL")
+        else:
+            return replace(self, instance_url=value)
+        return self
 
 
 @dataclass(frozen=True)
@@ -449,7 +474,8 @@ def parse_config(data: Any, environ: dict | None = None,
     logging_ = read(problems, LoggingConfig, top.get("logging"), "logging")
     prompt_cache = read(problems, PromptCacheConfig, top.get("prompt_cache"), "prompt_cache")
     prompts = read_prompts(problems, top.get("prompts"), providers)
-    cluster = read(problems, ClusterConfig, top.get("cluster"), "cluster", environ)
+    cluster = read(problems, ClusterConfig, top.get("cluster"), "cluster", environ
+                   ).with_environ(problems, "cluster", environ)
 
     if problems:
         raise ConfigError(list(problems), source)

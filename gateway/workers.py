@@ -8,6 +8,13 @@ sharing: no socket is handed over, no byte passes through the supervisor. Other 
 either lack SO_REUSEPORT or do not balance with it (macOS, the BSDs give every connection to
 one socket), so ``--workers`` above 1 is refused there rather than pretending.
 
+With ``cluster.redis_url`` each worker is an instance of the cluster of its own: it registers
+its calls under ``cluster.instance_url`` with the port replaced by its own ``--worker-ports``
+port (FIRST+I), which ``serve`` then requires. The shared port cannot be advertised: a
+request forwarded to it reaches whichever worker the kernel picks, and that worker does not
+hold the call. Required rather than picked: a fixed range is what a firewall, a
+NetworkPolicy or a scrape config can name.
+
 The supervisor (this module, in the process the operator started) only watches:
 
 * a worker that dies is started again after a backoff (0.5 s, doubling to 10 s for a worker
@@ -32,6 +39,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,16 @@ def sharing_problem(host: str, port: int, workers: int, worker_ports: int | None
     except OSError as exc:
         return f"cannot listen on {host}:{port}: {exc}"
     return None
+
+
+def with_port(url: str, port: int) -> str:
+    """``url`` (``http(s)://host[:port]``) with ``port`` instead of its own: the address a
+    worker advertises in the cluster directory."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ def test_a_redis_url_needs_an_instance_url_and_a_ttl_above_two_heartbeats():
     with pytest.raises(ConfigError) as error:
         parse_config(data, {})
     text = str(error.value)
-    assert "cluster.instance_url: required with redis_url" in text
+    assert "cluster.instance_url: exactly one of instance_url and instance_url_env" in text
     assert "cluster.ttl_s: 3.0 must be at least twice heartbeat_s" in text
     data["cluster"] = {"redis_url": "http://example.com", "instance_url": "ftp://x"}
     with pytest.raises(ConfigError) as error:
@@ -51,3 +51,31 @@ async def test_without_redis_url_no_directory_and_calls_list_as_before():
         assert status == 200 and body == {"calls": []}
         status, body = await gw.get_json("/v1/cluster")
         assert status == 404 and "cluster is off" in body["error"]["message"]
+
+
+def test_the_instance_url_can_come_from_an_environment_variable():
+    """Kubernetes: the downward API puts the pod's IP in POD_IP, and the Deployment builds
+    TTS_GATEWAY_INSTANCE_URL=http://$(POD_IP):8080 from it (deploy/k8s/deployment.yaml)."""
+    data = base_config()
+    data["cluster"] = {"redis_url": "redis://10.0.0.9:6379/0",
+                       "instance_url_env": "TTS_GATEWAY_INSTANCE_URL"}
+    environ = {"TTS_GATEWAY_INSTANCE_URL": "http://10.1.2.3:8080"}
+    assert parse_config(data, environ).cluster.instance_url == "http://10.1.2.3:8080"
+    for environ, message in (({}, "TTS_GATEWAY_INSTANCE_URL is not set"),
+                             ({"TTS_GATEWAY_INSTANCE_URL": "http://:8080/x y" + "z" * 500},
+                              "TTS_GATEWAY_INSTANCE_URL holds 'http://:8080/x yzz")):
+        with pytest.raises(ConfigError) as error:
+            parse_config(data, environ)
+        assert f"cluster.instance_url_env: environment variable {message}" in str(error.value)
+        assert "z" * 100 not in str(error.value)  # an outside value is shown cut short
+    data["cluster"]["instance_url"] = "http://10.0.0.5:8080"  # both: which one would win?
+    with pytest.raises(ConfigError, match="exactly one of instance_url and instance_url_env"):
+        parse_config(data, {"TTS_GATEWAY_INSTANCE_URL": "http://10.1.2.3:8080"})
+    data["cluster"] = {"redis_url": "redis://10.0.0.9:6379/0", "instance_url_env": "not a name"}
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, {})
+    assert "cluster.instance_url_env: 'not a name' must be an environment variable's name" in str(
+        error.value)
+    # without redis_url the setting is read but nothing needs it
+    data["cluster"] = {"instance_url_env": "TTS_GATEWAY_INSTANCE_URL"}
+    assert parse_config(data, {}).cluster.instance_url is None

@@ -315,3 +315,71 @@ def test_serve_refuses_worker_ports_without_workers(tmp_path, capsys):
     assert "--worker-ports: only with --workers 2 or more" in capsys.readouterr().err
     assert main(["serve", "--config", str(path), "--workers", "many"]) == 2
     assert "neither a number nor 'auto'" in capsys.readouterr().err
+
+
+class ClusterWorkers(Workers):
+    """Workers with ``cluster.redis_url``: every worker lists every call, each named with
+    the instance URL its owner registered."""
+
+    async def owner_of(self, call_sid: str) -> int | None:
+        _, body = await self.worker_json(0, "/v1/calls")
+        for call in body["calls"]:
+            if call["id"] == call_sid:
+                return call["instance"] == self.worker_url(1)  # bool: an index
+        return None
+
+
+async def test_with_redis_each_worker_advertises_its_own_port_so_the_shared_port_reaches_every_call(
+        tmp_path, redis_server):
+    """Every worker shares the public port, so a request forwarded to it could land on any
+    worker: each registers its calls under its own ``--worker-ports`` port instead, and a
+    control request sent to the shared port reaches a call whichever worker answers it."""
+    port = free_port()
+    config = drain_config(port, drain_timeout_s=5)
+    config["cluster"] = {"redis_url": redis_server.url, "instance_url": f"http://127.0.0.1:{port}",
+                         "heartbeat_s": 0.25, "ttl_s": 1.5, "redis_timeout_s": 0.25}
+    gw = ClusterWorkers(tmp_path, config)
+    try:
+        await gw.wait_workers_ready()
+
+        async def registered():
+            _, body = await gw.worker_json(0, "/v1/cluster")
+            return {i["url"] for i in body["instances"]} == {gw.worker_url(0), gw.worker_url(1)}
+
+        await wait_until(registered, 10, "both workers in the instance registry")
+        async with contextlib.AsyncExitStack() as stack:
+            calls = await call_on_each_worker(gw, stack)
+            answered = {0: 0, 1: 0}  # which worker answered on the shared port
+            for index, sim in calls.items():
+                async with gw.session.post(f"{gw.worker_url(1 - index)}/v1/calls/"
+                                           f"{sim.call_sid}/speak", json={"text": "Hi."}) as resp:
+                    assert resp.status == 202, await resp.text()  # forwarded to its owner
+                for _ in range(8):  # new connections: the kernel picks the worker each time
+                    async with gw.fresh.get(f"{gw.http_url}/v1/calls/{sim.call_sid}") as resp:
+                        assert resp.status == 200, await resp.text()
+                        assert (await resp.json())["id"] == sim.call_sid
+                    answered[(await gw.shared_healthz())["worker"]] += 1
+                async with gw.fresh.post(f"{gw.http_url}/v1/calls/{sim.call_sid}/speak",
+                                         json={"text": "Hello there."}) as resp:
+                    assert resp.status == 202, await resp.text()
+                await sim.wait_for_media(frames=10, timeout=10)
+                assert sim.result.violations == []
+            print(f"shared port answered by worker 0: {answered[0]}, worker 1: {answered[1]}")
+    finally:
+        await gw.close()
+
+
+def test_workers_with_redis_need_worker_ports(tmp_path, capsys):
+    from gateway.cli import main
+    from gateway.workers import with_port
+
+    config = drain_config(free_port(), drain_timeout_s=1)
+    config["cluster"] = {"redis_url": "redis://127.0.0.1:1/0",
+                         "instance_url": "http://10.0.0.5:8080"}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["serve", "--config", str(path), "--workers", "2"]) == 2
+    assert "--workers with cluster.redis_url needs --worker-ports FIRST" in capsys.readouterr().err
+    assert with_port("http://10.0.0.5:8080", 9101) == "http://10.0.0.5:9101"
+    assert with_port("https://[fd00::5]:8080/", 9100) == "https://[fd00::5]:9100"
+    assert with_port("http://gw-0.gw", 9100) == "http://gw-0.gw:9100"

@@ -21,7 +21,12 @@ far as this machine allows (no Docker engine, no cluster).
   gateway.yaml from the Secret's keys (the control API token among them, the one the
   image's command names), and that gateway.yaml passes check-config with them
   (and names each one when it is missing); Service, HPA, PodMonitor, PrometheusRule and
-  kustomization refer to what exists.
+  kustomization refer to what exists;
+* many pods: each pod advertises its own address (the downward API's pod IP in the variable
+  cluster.instance_url_env names), cluster.redis_url is the optional Redis of redis.yaml
+  (no persistence, memory bounded, reached only from the gateway's pods); the HPA's Pods
+  metric is one the prometheus-adapter rule serves, from a gauge gateway/metrics.py exports;
+  compose runs Redis for a gateway config that points at it and passes check-config.
 
 What cannot be checked here (building and running the image, a cluster accepting the
 manifests, the Operator's CRDs, Grafana rendering the dashboard) is listed in README.md,
@@ -276,7 +281,7 @@ def test_compose_passes_the_control_token_and_will_not_start_without_one():
 def test_compose_validates_and_brings_up_gateway_prometheus_and_grafana():
     config = compose_config()
     services = config["services"]
-    assert set(services) == {"gateway", "prometheus", "grafana"}
+    assert set(services) == {"gateway", "prometheus", "grafana", "redis"}
     build = services["gateway"]["build"]
     assert Path(build["context"]) == ROOT
     assert (Path(build["context"]) / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
@@ -384,7 +389,8 @@ def test_the_dashboard_covers_what_operators_ask_and_is_well_formed():
 # ---- Kubernetes -------------------------------------------------------------------------
 
 
-BUILTIN = ("configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml", "hpa.yaml")
+BUILTIN = ("configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml", "hpa.yaml",
+           "redis.yaml")
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -457,11 +463,24 @@ def _env_names(config: dict) -> set[str]:
     return names
 
 
+def _plain_env(container: dict, pod_ip: str = "10.0.0.5") -> dict[str, str]:
+    """The container's variables that are no secret: set values (``$(VAR)`` expanded as the
+    kubelet does) and the downward API's pod IP."""
+    found: dict[str, str] = {}
+    for entry in container["env"]:
+        if entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP":
+            found[entry["name"]] = pod_ip
+        elif "value" in entry:
+            found[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m: found[m.group(1)],
+                                          entry["value"])
+    return found
+
+
 def test_the_secret_fills_exactly_the_env_variables_the_config_names(tmp_path):
     secret = k8s("secret.yaml")
     container = _gateway_container(k8s("deployment.yaml"))
     config_text = gateway_yaml_of_the_configmap()
-    needed = _env_names(yaml.safe_load(config_text))
+    needed = _env_names(yaml.safe_load(config_text)) - set(_plain_env(container))
     assert needed, "the cluster config names no secrets"
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
             if "secretKeyRef" in e.get("valueFrom", {})}
@@ -474,6 +493,7 @@ def test_the_secret_fills_exactly_the_env_variables_the_config_names(tmp_path):
     path = tmp_path / "gateway.yaml"
     path.write_text(config_text)
     clean = {k: v for k, v in os.environ.items() if k not in needed}
+    clean.update(_plain_env(container, pod_ip="10.0.0.5"))
     env = {**clean, **{name: secret["stringData"][refs[name]["key"]] for name in needed}}
     done = subprocess.run([str(dev_tool("tts-gateway")), "check-config", "--config", str(path)],
                           capture_output=True, text=True, timeout=60, env=env)
@@ -530,4 +550,94 @@ def test_the_kustomization_lists_existing_manifests_and_renders():
     done = run(kubectl, "kustomize", K8S)
     assert done.returncode == 0, done.stderr
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(done.stdout))
-    assert kinds == sorted(k8s(r)["kind"] for r in resources)
+    assert kinds == sorted(d["kind"] for r in resources
+                           for d in yaml.safe_load_all((K8S / r).read_text()))
+
+
+# ---- many pods: Redis, each pod's own address, the HPA on active calls -------------------
+
+
+def test_each_pod_advertises_its_own_address_and_finds_redis():
+    container = _gateway_container(k8s("deployment.yaml"))
+    cluster = yaml.safe_load(gateway_yaml_of_the_configmap())["cluster"]
+    (port,) = container["ports"]
+    # the downward API's pod IP, defined before the variable that uses it
+    names = [e["name"] for e in container["env"]]
+    url_env = cluster["instance_url_env"]
+    (pod_ip,) = [e["name"] for e in container["env"]
+                 if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP"]
+    (url,) = [e["value"] for e in container["env"] if e["name"] == url_env]
+    assert names.index(pod_ip) < names.index(url_env)
+    assert url == f"http://$({pod_ip}):{port['containerPort']}"
+    assert _plain_env(container, "10.1.2.3")[url_env] == f"http://10.1.2.3:{port['containerPort']}"
+    assert "instance_url" not in cluster  # one address for every pod would be wrong
+    # the Redis of redis.yaml: its Service's name and port
+    deployment, service, policy = yaml.safe_load_all((K8S / "redis.yaml").read_text())
+    (redis_port,) = service["spec"]["ports"]
+    assert cluster["redis_url"] == \
+        f"redis://{service['metadata']['name']}:{redis_port['port']}/0"
+    redis_pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= redis_pod["metadata"]["labels"].items()
+    (redis,) = redis_pod["spec"]["containers"]
+    assert redis_port["targetPort"] in {p["name"] for p in redis["ports"]}
+    # soft state: no snapshots, no append-only file, bounded memory
+    args = redis["args"]
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+    assert "--maxmemory" in args
+    # only the gateway's pods reach it
+    pod_labels = k8s("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
+        redis_pod["metadata"]["labels"].items()
+
+
+def test_the_hpa_scales_on_a_metric_the_adapter_serves_from_a_metric_the_gateway_exports():
+    from prometheus_client import generate_latest
+
+    from gateway.metrics import Metrics
+
+    values = yaml.safe_load((K8S / "prometheus-adapter" / "values.yaml").read_text())
+    served = {}  # custom metric name -> the Prometheus series it comes from
+    for rule in values["rules"]["custom"]:
+        series = re.match(r"^(\w+)\{", rule["seriesQuery"]).group(1)
+        name = re.sub(rule["name"]["matches"], rule["name"].get("as", ""), series) \
+            if rule["name"].get("as") else series
+        assert re.search(rule["name"]["matches"], series)
+        overrides = rule["resources"]["overrides"]
+        assert overrides["pod"] == {"resource": "pod"}  # a per-pod metric, for type Pods
+        assert overrides["namespace"] == {"resource": "namespace"}
+        assert "by (<<.GroupBy>>)" in rule["metricsQuery"]
+        served[name] = series
+    (pods_metric,) = [m["pods"] for m in k8s("hpa.yaml")["spec"]["metrics"] if m["type"] == "Pods"]
+    name = pods_metric["metric"]["name"]
+    assert name in served, (name, served)
+    assert pods_metric["target"]["type"] == "AverageValue"
+    per_pod = float(pods_metric["target"]["averageValue"])
+    max_calls = yaml.safe_load(gateway_yaml_of_the_configmap())["limits"]["max_calls"]
+    assert 0 < per_pod < max_calls  # the HPA adds pods before they refuse calls
+    # the gateway exports that series (a gauge, labelled by carrier)
+    exported = generate_latest(Metrics().registry).decode()
+    assert f"# TYPE {served[name]} gauge" in exported
+
+
+def test_compose_runs_redis_for_the_gateways_cluster_config():
+    services = compose_config()["services"]
+    gateway = services["gateway"]
+    (mount,) = [v for v in gateway["volumes"] if v["target"] == "/etc/tts-gateway/gateway.yaml"]
+    config = yaml.safe_load(Path(mount["source"]).read_text())
+    cluster = config["cluster"]
+    assert cluster["redis_url"] == "redis://redis:6379/0"
+    assert gateway["environment"][cluster["instance_url_env"]] == \
+        f"http://gateway:{config['server']['port']}"
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    redis = services["redis"]
+    assert not redis.get("ports")  # the directory is for the gateways, not the host
+    command = redis["command"]
+    assert command[command.index("--save") + 1] == "" and "--maxmemory" in command
+    # the compose config passes the gateway's own validation
+    path = Path(mount["source"])
+    env = {image_token_env(): "t", cluster["instance_url_env"]: "http://gateway:8080"}
+    done = run(dev_tool("tts-gateway"), "check-config", "--config", path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
