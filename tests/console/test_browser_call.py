@@ -120,3 +120,62 @@ async def test_a_browser_call_plays_the_greeting_echoes_marks_sends_a_key_and_ha
         await wait_until_gone(gw, call_id)
         assert "you hung up" in await page.inner_text("#call-status")
         assert console_errors == []
+
+
+def write_wav(path: Path, pcm: bytes, rate: int) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
+    return path
+
+
+@pytest.fixture(scope="module")
+def caller_wav(tmp_path_factory) -> Path:
+    """Two Piper phrases after 2 s of silence (the greeting starts first), at -20 dBFS."""
+    rate = 16000
+    phrases = [cs.trimmed(p, rate) for p in cs.piper_phrases(cs.PHRASES[:2], rate)]
+    speech = cs.at_level(b"".join(phrases), rate, -20.0)
+    pcm = cs.silence(2.0, rate) + speech + cs.silence(1.0, rate)
+    return write_wav(tmp_path_factory.mktemp("mic") / "caller.wav", pcm, rate)
+
+
+@pytest.mark.parametrize("carrier", list(FORMATS))
+async def test_the_microphone_reaches_the_gateway_as_the_caller_and_barges_in(
+        carrier, caller_wav, console_errors):
+    data = base_config()
+    data["routes"]["barge"] = {"provider": "local", "greeting": LONG_TEXT,
+                               "barge_in": {"mode": "speech"}}
+    async with running_gateway(data) as gw, chromium(fake_mic=caller_wav) as browser:
+        page = console_errors.watch(await browser.new_page())
+        call_id = await place_call(page, gw, carrier, "barge", microphone=True)
+        control = await open_control(gw, call_id)
+        await control.next_event("caller.speech_started", timeout=30)
+        done = await control.next_event("speech.done", timeout=30)
+        assert done["interrupted"] is True and done["cause"] == "speech"
+        summary = await call_summary(gw, call_id)
+        stats = await page.evaluate("window.ttsConsole.call()")
+        print(f"\n{carrier} mic: gateway got {summary['inbound_frames']} caller frames, page sent "
+              f"{stats['micFramesSent']}, dropped {stats['micFramesDropped']}, "
+              f"clears {stats['clears']}; the greeting was cut after {done['played_ms']} ms")
+        assert summary["inbound_frames"] >= 100 and stats["micFramesDropped"] == 0
+        assert stats["clears"] >= 1 and stats["micProblem"] is None
+        await page.click("#call-hangup")
+        await wait_until_gone(gw, call_id)
+        assert console_errors == []
+
+
+async def test_the_pages_mu_law_agrees_with_audioop(browser):
+    async with running_gateway(base_config()) as gw:
+        page = await browser.new_page()
+        await page.goto(gw.http_url + "/")
+        encoded, decoded = await page.evaluate("""async () => {
+            const { ulawEncode, ulawDecode } = await import("/console/g711.js");
+            const all = new Int16Array(65536).map((_, i) => i - 32768);
+            const codes = new Uint8Array(256).map((_, i) => i);
+            return [Array.from(ulawEncode(all)), Array.from(ulawDecode(codes))];
+        }""")
+    every_sample = np.arange(-32768, 32768, dtype="<i2").tobytes()
+    assert bytes(encoded) == audioop.lin2ulaw(every_sample, 2)
+    assert np.array(decoded, dtype="<i2").tobytes() == audioop.ulaw2lin(bytes(range(256)), 2)

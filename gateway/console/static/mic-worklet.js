@@ -8,7 +8,8 @@ class Mic extends AudioWorkletProcessor {
     super();
     const rate = options.processorOptions.outputRate;
     this.resampler = new Resampler(sampleRate, rate);
-    this.frame = new Int16Array(rate / 50);
+    this.frameSize = rate / 50;
+    this.frame = new Int16Array(this.frameSize);
     this.filled = 0;
   }
 
@@ -19,9 +20,9 @@ class Mic extends AudioWorkletProcessor {
     for (let i = 0; i < samples.length; i++) {
       const v = Math.max(-1, Math.min(1, samples[i]));
       this.frame[this.filled++] = Math.round(v * 32767);
-      if (this.filled === this.frame.length) {
-        this.port.postMessage(this.frame, [this.frame.buffer]);
-        this.frame = new Int16Array(this.frame.length);
+      if (this.filled === this.frameSize) {
+        this.port.postMessage(this.frame, [this.frame.buffer]);  // detaches this.frame
+        this.frame = new Int16Array(this.frameSize);
         this.filled = 0;
       }
     }
