@@ -142,7 +142,7 @@ def caller_wav(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("carrier", list(FORMATS))
-async def test_the_microphone_reaches_the_gateway_as_the_caller_and_barges_in(
+async def test_the_microphone_barges_in_as_the_caller_and_the_gateway_hangs_up(
         carrier, caller_wav, console_errors):
     data = base_config()
     data["routes"]["barge"] = {"provider": "local", "greeting": LONG_TEXT,
@@ -161,7 +161,12 @@ async def test_the_microphone_reaches_the_gateway_as_the_caller_and_barges_in(
               f"clears {stats['clears']}; the greeting was cut after {done['played_ms']} ms")
         assert summary["inbound_frames"] >= 100 and stats["micFramesDropped"] == 0
         assert stats["clears"] >= 1 and stats["micProblem"] is None
-        await page.click("#call-hangup")
+        # the gateway hangs up: the page ends the call and says so
+        status, body = await gw.post_json(f"/v1/calls/{call_id}/hangup")
+        assert status < 300, body
+        assert (await wait_for_state(page, "ended"))["ending"].startswith("ended by the gateway")
+        assert "ended by the gateway" in await page.inner_text("#call-status")
+        assert await page.is_enabled("#call-start")
         await wait_until_gone(gw, call_id)
         assert console_errors == []
 
@@ -179,3 +184,37 @@ async def test_the_pages_mu_law_agrees_with_audioop(browser):
     every_sample = np.arange(-32768, 32768, dtype="<i2").tobytes()
     assert bytes(encoded) == audioop.lin2ulaw(every_sample, 2)
     assert np.array(decoded, dtype="<i2").tobytes() == audioop.ulaw2lin(bytes(range(256)), 2)
+
+
+async def test_the_resampler_keeps_speech_and_rejects_what_would_alias(browser):
+    """The worklets' FIR, run in the page: a tone in the band passes at full level and with
+    little distortion (up to the sound card and down to the call), a tone above the call's
+    Nyquist frequency is filtered out instead of folding into the band."""
+    async with running_gateway(base_config()) as gw:
+        page = await browser.new_page()
+        await page.goto(gw.http_url + "/")
+        results = await page.evaluate("""async () => {
+            const { Resampler } = await import("/console/resampler.js");
+            const cases = [[8000, 48000, 1000], [8000, 44100, 3000], [16000, 48000, 6000],
+                           [48000, 8000, 1000], [48000, 8000, 5000], [44100, 16000, 9000]];
+            return cases.map(([from, to, hz]) => {
+                const r = new Resampler(from, to), input = new Float32Array(from);
+                input.forEach((_, i) => { input[i] = 0.5 * Math.sin(2 * Math.PI * hz * i / from); });
+                const parts = [];
+                for (let i = 0; i < from; i += from / 50) parts.push(...r.process(input.subarray(i, i + from / 50)));
+                return { from, to, hz, output: parts };
+            });
+        }""")
+    for case in results:
+        y = np.array(case["output"])[500:-500]
+        t = np.arange(500, 500 + len(y)) / case["to"]
+        basis = np.stack([np.sin(2 * np.pi * case["hz"] * t), np.cos(2 * np.pi * case["hz"] * t)], 1)
+        fit, *_ = np.linalg.lstsq(basis, y, rcond=None)
+        rms = np.sqrt((y ** 2).mean())
+        snr = 10 * np.log10((y ** 2).sum() / max(((y - basis @ fit) ** 2).sum(), 1e-30))
+        print(f"{case['from']} -> {case['to']} Hz, {case['hz']} Hz tone: rms {rms:.4f}, "
+              f"SNR {snr:.1f} dB")
+        if case["hz"] < 0.45 * min(case["from"], case["to"]):
+            assert abs(rms - 0.5 / np.sqrt(2)) < 0.01 and snr > 50
+        else:
+            assert rms < 0.5 / np.sqrt(2) * 10 ** (-60 / 20)  # at least 60 dB down
