@@ -75,10 +75,9 @@ async def call_summary(gw, call_id: str) -> dict:
 async def wait_until_gone(gw, call_id: str) -> None:
     async with asyncio.timeout(10):
         while True:
-            status, calls = await gw.get_json("/v1/calls")
-            listed = [c["id"] for c in (calls.get("calls", calls) if isinstance(calls, dict)
-                                        else calls)]
-            if call_id not in listed:
+            status, body = await gw.get_json("/v1/calls")
+            assert status == 200, body
+            if call_id not in [call["id"] for call in body["calls"]]:
                 return
             await asyncio.sleep(0.1)
 
