@@ -91,7 +91,7 @@ export class BrowserCall {
         break;
       case "mark": this._toPlayer({ type: "mark", name: message.name }); break;
       case "clear": this.stats.clears += 1; this._toPlayer({ type: "clear" }); break;
-      case "fatal": this._warn(message.why); this.hangUp(message.why, 1011); break;
+      case "fatal": this._warn(message.why); this.hangUp(`the gateway sent ${message.why}`); break;
       default: this._warn(message.why);
     }
   }
@@ -141,10 +141,10 @@ export class BrowserCall {
   }
 
   /** Hang up as the carrier does: its stop message (if any), then close the socket. */
-  hangUp(why = "you hung up", code = 1000) {
+  hangUp(why = "you hung up") {
     if (this.state === "in call") {
       this.stream.hangup();
-      this.socket.close(code, "hang up");
+      this.socket.close(1000, "hang up");  // a page may send 1000 or 3000-4999 only
     } else if (this.socket && this.state === "connecting") {
       this.socket.close();
     }
@@ -158,7 +158,7 @@ export class BrowserCall {
     this.media?.getTracks().forEach((track) => track.stop());
     this.onChange(this);
     this.lastCapture = await this._ask("captured");
-    await this.context?.close();
+    await this.context?.close().catch(() => {});
   }
 
   _set(state) {
