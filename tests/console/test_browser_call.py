@@ -198,16 +198,22 @@ async def test_the_resampler_keeps_speech_and_rejects_what_would_alias(browser):
                            [48000, 8000, 1000], [48000, 8000, 5000], [44100, 16000, 9000]];
             return cases.map(([from, to, hz]) => {
                 const r = new Resampler(from, to), input = new Float32Array(from);
-                input.forEach((_, i) => { input[i] = 0.5 * Math.sin(2 * Math.PI * hz * i / from); });
+                input.forEach((_, i) => {
+                    input[i] = 0.5 * Math.sin(2 * Math.PI * hz * i / from);
+                });
                 const parts = [];
-                for (let i = 0; i < from; i += from / 50) parts.push(...r.process(input.subarray(i, i + from / 50)));
+                const step = from / 50;
+                for (let i = 0; i < from; i += step) {
+                    parts.push(...r.process(input.subarray(i, i + step)));
+                }
                 return { from, to, hz, output: parts };
             });
         }""")
     for case in results:
         y = np.array(case["output"])[500:-500]
         t = np.arange(500, 500 + len(y)) / case["to"]
-        basis = np.stack([np.sin(2 * np.pi * case["hz"] * t), np.cos(2 * np.pi * case["hz"] * t)], 1)
+        phase = 2 * np.pi * case["hz"] * t
+        basis = np.stack([np.sin(phase), np.cos(phase)], 1)
         fit, *_ = np.linalg.lstsq(basis, y, rcond=None)
         rms = np.sqrt((y ** 2).mean())
         snr = 10 * np.log10((y ** 2).sum() / max(((y - basis @ fit) ** 2).sum(), 1e-30))
@@ -217,3 +223,72 @@ async def test_the_resampler_keeps_speech_and_rejects_what_would_alias(browser):
             assert abs(rms - 0.5 / np.sqrt(2)) < 0.01 and snr > 50
         else:
             assert rms < 0.5 / np.sqrt(2) * 10 ** (-60 / 20)  # at least 60 dB down
+
+
+async def test_the_picker_offers_the_routes_and_a_routes_media_token_is_asked_for(
+        console_errors):
+    """The route list comes from GET /v1/routes; a route with a media token shows the token
+    field, and the call reaches the gateway only with the right token."""
+    config = base_config()
+    config["routes"]["private"] = {"provider": "local", "greeting": "Only with the token.",
+                                   "token_env": "PRIVATE_ROUTE_TOKEN"}
+    async with running_gateway(config, {"PRIVATE_ROUTE_TOKEN": "path-secret-42"}) as gw, \
+            chromium() as browser:
+        page = console_errors.watch(await browser.new_page())
+        await page.goto(gw.http_url + "/")
+        async with asyncio.timeout(10):
+            while len(options := await page.eval_on_selector_all(
+                    "#call-routes option", "nodes => nodes.map(n => n.value)")) < 3:
+                await asyncio.sleep(0.05)
+        assert set(options) == set(config["routes"])
+        token_field = page.locator("#call-route-token")
+        assert not await token_field.is_visible()
+        await page.fill("#call-route", "private")
+        assert await token_field.is_visible()
+        await page.set_checked("#call-mic", False)
+
+        await token_field.fill("wrong")
+        await page.click("#call-start")
+        await wait_for_state(page, "ended")
+        assert "could not connect" in await page.inner_text("#call-status")
+        status, body = await gw.get_json("/v1/calls")
+        assert status == 200 and body["calls"] == []
+
+        await token_field.fill("path-secret-42")
+        await page.click("#call-start")
+        call = await wait_for_state(page, "in call")
+        summary = await call_summary(gw, call["callId"])
+        assert summary["route"] == "private"
+        await page.click("#call-hangup")
+        await wait_until_gone(gw, call["callId"])
+        # the refused upgrade is the browser's own network error line, nothing else
+        assert all("WebSocket connection" in line for line in console_errors), console_errors
+
+
+async def test_speech_asked_for_in_the_console_is_heard_in_the_browser_call(console_errors):
+    """The whole console at once: the browser's own call shows in the calls table, and text
+    spoken into it from the call's controls is played by the page."""
+    config = base_config()
+    config["routes"]["quiet"] = {"provider": "local"}  # no greeting: all sound is the speak
+    async with running_gateway(config) as gw, chromium() as browser:
+        page = console_errors.watch(await browser.new_page())
+        call_id = await place_call(page, gw, "twilio", "quiet", microphone=False)
+        row = page.locator(f'#calls-table tbody tr[data-call-id="{call_id}"]')
+        await row.click()
+        control = await open_control(gw, call_id)
+        await page.fill("#speak-text", "Hello from the console, this is heard in the browser.")
+        await page.click("#speak-button")
+        started = await control.next_event("speech.started", timeout=30)
+        done = await control.next_event("speech.done", timeout=60)
+        assert done["speech_id"] == started["speech_id"] and done["interrupted"] is False
+        samples, player = await captured(page)
+        figures = speech_figures(samples, player["rate"])
+        sent_s = (await call_summary(gw, call_id))["frames_sent"] * 0.02
+        print(f"\nconsole speak: sent {sent_s:.2f} s, played {figures['seconds']:.2f} s, "
+              f"{figures['active']:.0%} active, {figures['onsets']} onsets")
+        assert sent_s > 1.5 and abs(figures["seconds"] - sent_s) < max(0.5, 0.05 * sent_s)
+        assert figures["onsets"] >= 2 and figures["peak_dbfs"] > -20
+        assert figures["band_share"] > 0.8
+        await page.click("#call-hangup")
+        await wait_until_gone(gw, call_id)
+        assert console_errors == []

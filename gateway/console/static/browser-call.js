@@ -11,9 +11,10 @@ const WARNINGS_SHOWN = 5;  // per call, on the browser's console (then only coun
 
 export class BrowserCall {
   /** `Stream`: a carrier class (TwilioStream, VonageStream); `onChange(call)` on news. */
-  constructor({ Stream, route, microphone, onChange }) {
+  constructor({ Stream, route, routeToken = "", microphone, onChange }) {
     this.Stream = Stream;
     this.route = route;
+    this.routeToken = routeToken;  // the route's media token, where it has one
     this.wantMicrophone = microphone;
     this.onChange = onChange;
     this.state = "connecting";
@@ -37,7 +38,8 @@ export class BrowserCall {
     this.player.port.onmessage = (event) => this._fromPlayer(event.data);
     if (this.wantMicrophone) await this._openMicrophone();
     if (this.state !== "connecting") return;  // hung up meanwhile
-    const path = `/v1/media/${this.Stream.carrier}/${encodeURIComponent(this.route)}`;
+    const tokenPart = this.routeToken ? `/${encodeURIComponent(this.routeToken)}` : "";
+    const path = `/v1/media/${this.Stream.carrier}/${encodeURIComponent(this.route)}${tokenPart}`;
     this.socket = new WebSocket(socketUrl(path));
     this.socket.binaryType = "arraybuffer";
     this.stream = new this.Stream((data) => this.socket.send(data));

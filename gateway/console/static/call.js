@@ -11,6 +11,8 @@ const MAX_ROUTE_CHARS = 100;
 
 let current = null;
 let routeList = null;
+let routesWithToken = new Set();  // routes whose media path needs their token
+let renderPanel = () => {};
 
 function element(tag, attributes = {}, children = []) {
   const node = document.createElement(tag);
@@ -28,6 +30,9 @@ export function mountCallPanel(section) {
   const route = element("input", { id: "call-route", value: "demo", list: "call-routes",
                                    maxlength: String(MAX_ROUTE_CHARS), required: "",
                                    autocomplete: "off", spellcheck: "false" });
+  const routeToken = element("input", { id: "call-route-token", type: "password",
+                                        autocomplete: "off", maxlength: "200" });
+  const tokenLabel = element("label", { hidden: "" }, ["Route token ", routeToken]);
   const format = element("select", { id: "call-format" }, FORMATS.map(
     (Stream) => element("option", { value: Stream.carrier, text: Stream.label })));
   const microphone = element("input", { id: "call-mic", type: "checkbox" });
@@ -40,7 +45,7 @@ export function mountCallPanel(section) {
   const status = element("p", { id: "call-status", role: "status", text: "Idle" });
   const form = element("form", { class: "call-form" }, [
     element("h2", { text: "Call from this browser" }),
-    element("label", {}, ["Route ", route]), routeList,
+    element("label", {}, ["Route ", route]), routeList, tokenLabel,
     element("label", {}, ["Format ", format]),
     element("label", {}, [microphone, " Microphone"]),
     element("div", { class: "call-buttons" }, [start, hangup]),
@@ -52,7 +57,8 @@ export function mountCallPanel(section) {
     const live = current && current.state !== "ended";
     start.disabled = Boolean(live);
     hangup.disabled = !live;
-    route.disabled = format.disabled = microphone.disabled = Boolean(live);
+    tokenLabel.hidden = !routesWithToken.has(route.value.trim());
+    route.disabled = routeToken.disabled = format.disabled = microphone.disabled = Boolean(live);
     for (const key of keypad.querySelectorAll("button")) key.disabled = current?.state !== "in call";
     status.textContent = describe(current);
   };
@@ -62,6 +68,7 @@ export function mountCallPanel(section) {
     if (current && current.state !== "ended") return;
     const Stream = FORMATS.find((s) => s.carrier === format.value) || FORMATS[0];
     const call = new BrowserCall({ Stream, route: route.value.trim(),
+                                   routeToken: tokenLabel.hidden ? "" : routeToken.value,
                                    microphone: microphone.checked, onChange: render });
     current = call;
     render();
@@ -71,6 +78,8 @@ export function mountCallPanel(section) {
       if (call.state !== "ended") call.hangUp(`could not start: ${error.message}`);
     }
   });
+  route.addEventListener("input", render);
+  renderPanel = render;
   hangup.addEventListener("click", () => current?.hangUp());
   keypad.addEventListener("click", (event) => {
     const digit = event.target.closest("button")?.dataset.digit;
@@ -80,9 +89,13 @@ export function mountCallPanel(section) {
   installTestHooks();
 }
 
-/** Offer these route names in the picker (e.g. from GET /v1/routes, where it exists). */
-export function offerRoutes(names) {
-  routeList?.replaceChildren(...names.map((name) => element("option", { value: name })));
+/** Offer the routes of GET /v1/routes in the picker: `routes` as it lists them. */
+export function offerRoutes(routes, defaultRoute) {
+  routeList?.replaceChildren(...routes.map(({ name }) => element("option", { value: name })));
+  routesWithToken = new Set(routes.filter((r) => r.token).map((r) => r.name));
+  const input = document.getElementById("call-route");
+  if (input && defaultRoute && !routes.some((r) => r.name === input.value)) input.value = defaultRoute;
+  renderPanel();
 }
 
 function describe(call) {

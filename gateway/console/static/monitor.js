@@ -5,9 +5,9 @@ import { mountLatency } from "./latency.js";
 import { mountTimeline } from "./timeline.js";
 import { mountTokenForm } from "./token.js";
 
-export function mountMonitor({ calls, timeline, latency, tokenForm }) {
+export function mountMonitor({ calls, timeline, latency, tokenForm, onToken = () => {} }) {
   const events = mountTimeline(timeline);
   const table = mountCalls(calls, { onSelect: (id) => events.select(id) });
   const plot = mountLatency(latency);
-  mountTokenForm(tokenForm, () => { table.now(); plot.now(); });
+  mountTokenForm(tokenForm, () => { table.now(); plot.now(); onToken(); });
 }
