@@ -95,7 +95,8 @@ browser-tools:
 # headless chromium with a live simulated call; about fifteen seconds.
 screenshots: browser-tools $(VENV)/.installed
 	TTS_GATEWAY_SCREENSHOTS=docs/img $(VENV)/bin/python -m pytest -q -n 0 -p no:cacheprovider \
-		tests/console/test_console_monitor.py -k listed
+		tests/console/test_console_monitor.py::test_a_call_is_listed_followed_spoken_to_interrupted_and_hung_up \
+		tests/console/test_browser_call.py::test_speech_asked_for_in_the_console_is_heard_in_the_browser_call
 
 # Most tests wait on real time (calls play at 1x), not on the CPU: four workers, each test
 # file on one worker so its module fixtures are built once.

@@ -4,6 +4,7 @@ with the simulator, and waiting for a call to be listed."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 from tests.conftest import base_config
 
@@ -31,3 +32,11 @@ async def wait_listed(gw, call_id: str, headers: dict | None = None, timeout: fl
             if status == 200:
                 return body
             await asyncio.sleep(0.05)
+
+
+async def screenshot(target, name: str) -> None:
+    """A page's or an element's screenshot into ``$TTS_GATEWAY_SCREENSHOTS`` (``make
+    screenshots``: the README's pictures); nothing without it."""
+    if folder := os.environ.get("TTS_GATEWAY_SCREENSHOTS"):
+        os.makedirs(folder, exist_ok=True)
+        await target.screenshot(path=os.path.join(folder, name))

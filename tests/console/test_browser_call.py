@@ -21,6 +21,7 @@ import pytest
 from gateway.sim.carriers import caller_speech as cs
 from tests.conftest import base_config, running_gateway
 from tests.console.conftest import chromium
+from tests.console.helpers import screenshot
 from tests.e2e.test_twilio_call import LONG_TEXT, open_control
 
 FORMATS = {"twilio": "μ-law 8 kHz", "vonage": "L16 16 kHz"}
@@ -271,7 +272,8 @@ async def test_speech_asked_for_in_the_console_is_heard_in_the_browser_call(cons
     config = base_config()
     config["routes"]["quiet"] = {"provider": "local"}  # no greeting: all sound is the speak
     async with running_gateway(config) as gw, chromium() as browser:
-        page = console_errors.watch(await browser.new_page())
+        page = console_errors.watch(await browser.new_page(
+            viewport={"width": 1280, "height": 800}))
         call_id = await place_call(page, gw, "twilio", "quiet", microphone=False)
         row = page.locator(f'#calls-table tbody tr[data-call-id="{call_id}"]')
         await row.click()
@@ -281,6 +283,8 @@ async def test_speech_asked_for_in_the_console_is_heard_in_the_browser_call(cons
         started = await control.next_event("speech.started", timeout=30)
         done = await control.next_event("speech.done", timeout=60)
         assert done["speech_id"] == started["speech_id"] and done["interrupted"] is False
+        await page.locator('#timeline li[data-type="speech.done"]').wait_for(timeout=10_000)
+        await screenshot(page, "console.png")
         samples, player = await captured(page)
         figures = speech_figures(samples, player["rate"])
         sent_s = (await call_summary(gw, call_id))["frames_sent"] * 0.02

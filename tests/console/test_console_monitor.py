@@ -1,23 +1,20 @@
 """The console's calls table, timeline, controls and latency plot in headless chromium,
 against a real gateway with a call placed by the Twilio simulator; with
-``TTS_GATEWAY_SCREENSHOTS=<dir>`` (``make screenshots``) it also saves the README's
-screenshots there."""
+``TTS_GATEWAY_SCREENSHOTS=<dir>`` (``make screenshots``) it also saves the latency plot's
+screenshot for the README there."""
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 from gateway.carriers.twilio.sim import TwilioCallSim
 from gateway.metrics import FINE_BUCKETS, LATENCY_BUCKETS
 from tests.conftest import base_config, running_gateway
-from tests.console.helpers import wait_listed
+from tests.console.helpers import screenshot, wait_listed
 
 GREETING = "Hello from the console test. This call shows up in the table."
 LONG_TEXT = ("This is a long announcement, long enough to be interrupted from the console. "
              "It goes on about the weather, the traffic and the opening hours of the shop. ")
-SCREENSHOTS = os.environ.get("TTS_GATEWAY_SCREENSHOTS")
 
 
 def short_greeting_config() -> dict:
@@ -31,20 +28,6 @@ async def speech_id_of(page) -> str:
     status = page.locator("#call-controls .status")
     await status.filter(has_text="queued sp_").wait_for(timeout=10_000)
     return (await status.inner_text()).removeprefix("queued ").strip()
-
-
-def screenshot_path(name: str) -> str | None:
-    """Where to save the screenshot ``name``; None when screenshots are not asked for."""
-    if not SCREENSHOTS:
-        return None
-    Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-    return str(Path(SCREENSHOTS) / name)
-
-
-async def screenshot(target, name: str) -> None:
-    """A page's or an element's screenshot, with TTS_GATEWAY_SCREENSHOTS set."""
-    if path := screenshot_path(name):
-        await target.screenshot(path=path)
 
 
 async def test_a_call_is_listed_followed_spoken_to_interrupted_and_hung_up(browser,
@@ -101,7 +84,6 @@ async def test_a_call_is_listed_followed_spoken_to_interrupted_and_hung_up(brows
             long_id = await speech_id_of(page)
             await timeline.locator('li[data-type="speech.first_audio"]',
                                    has_text=long_id).wait_for(timeout=30_000)
-            await screenshot(page, "console.png")
             await screenshot(page.locator("#latency-plot"), "console-latency.png")
             await page.click("#interrupt-button")
             done = timeline.locator('li[data-type="speech.done"]', has_text=long_id)
