@@ -95,7 +95,7 @@ async def start_instance(redis_url: str, *, extra: dict | None = None,
                          environ: dict | None = None, **cluster):
     """A gateway instance in this process, listening on the port its ``instance_url``
     names (chosen before start-up: the directory advertises it from the first write);
-    ``extra``: top-level sections replacing the defaults."""
+    ``extra``: top-level sections (a mapping's keys merged into the default's)."""
     from aiohttp import web
 
     from gateway.config import parse_config
@@ -104,7 +104,11 @@ async def start_instance(redis_url: str, *, extra: dict | None = None,
     from tests.conftest import RunningGateway
 
     port = free_port()
-    data = {**cluster_config(port, redis_url, **cluster), **(extra or {})}
+    data = cluster_config(port, redis_url, **cluster)
+    for section, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(section), dict):
+            value = {**data[section], **value}
+        data[section] = value
     app = create_app(parse_config(data, environ or {}))
     runner = GuardedRunner(app)
     await runner.setup()
