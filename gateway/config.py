@@ -289,6 +289,14 @@ class ClusterConfig:
     ttl_s: float = setting(10.0, 0.5, 600)  # a dead instance's calls leave the directory after
     redis_timeout_s: float = setting(0.5, 0.05, 10)  # one Redis round trip, at most
     forward_timeout_s: float = setting(5.0, 0.1, 60)  # a request forwarded to the owner
+    # where carriers reach this instance directly (server.public_url is the shared address):
+    # the answer endpoints point a new call here when the instance it asked has no room
+    public_url: str | None = setting(pattern=r"^https?://[^/\s]+", hint="an https:// URL")
+    # no room: active calls >= capacity (limits.max_calls) times this
+    redirect_at: float = setting(1.0, 0.05, 1.0)
+    # prompts shared through Redis: the largest entry, and how long it stays unused there
+    prompt_max_bytes: int = setting(4 << 20, 1024, 64 << 20)
+    prompt_ttl_s: float = setting(7 * 86400.0, 60, 366 * 86400.0)
 
     def problems(self, key: str) -> list[str]:
         if self.redis_url is None:

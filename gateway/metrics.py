@@ -107,8 +107,11 @@ LABEL_VALUES: dict[str, dict[str, Collection[str]]] = {
     "failovers": {"reason": {"connect", "error", "closed", "timeout"}},
     "control_errors": {"kind": CONTROL_ERROR_KINDS},
     "cluster_forward": {"op": CLUSTER_FORWARD_OPS},
-    "cluster_redis_errors": {"op": {"heartbeat", "lookup", "list"}},
+    "cluster_redis_errors": {"op": {"heartbeat", "lookup", "list", "prompt_get",
+                                    "prompt_put"}},
+    "cluster_redirects": {"reason": {"draining", "full"}},
     "prompt_cache": {"result": {"hit", "miss"}},
+    "prompt_cache_shared": {"result": {"hit", "miss", "rejected", "stored"}},
     "flow_steps": {"verb": FLOW_VERBS},
     "flow_webhooks": {"outcome": {"ok", *WEBHOOK_FAILURES}},
     "prompt_cache_errors": {"kind": {"corrupt", "read", "write"}},
@@ -300,6 +303,16 @@ class Metrics:
             "cluster_redis_errors_total",
             "Redis operations of the cluster directory that failed or timed out, by op.",
             ["op"], namespace=ns, registry=r)
+        self.cluster_redirects = Counter(
+            "cluster_redirects_total",
+            "Answer documents that pointed a new call at another instance's public_url, by "
+            "why this one did not take it (draining, full).", ["reason"], namespace=ns,
+            registry=r)
+        self.prompt_cache_shared = Counter(
+            "prompt_cache_shared_total",
+            "Prompt look-ups in Redis after a local miss (hit, miss, rejected: corrupt or "
+            "too large) and prompts written there (stored).", ["result"], namespace=ns,
+            registry=r)
         self.cluster_redis_up = Gauge(
             "cluster_redis_up", "1 when the last write of the cluster directory reached Redis.",
             namespace=ns, registry=r)

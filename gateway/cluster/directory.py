@@ -1,9 +1,14 @@
 """The call directory and instance registry on Redis.
 
 Each live call is a key ``tts-gateway:call:{id}`` holding its owner's ``instance_url``;
-each instance a key ``tts-gateway:instance:{url}`` with its capacity, active calls and
-whether it drains. Both carry a TTL of ``cluster.ttl_s``: an instance that dies stops
-refreshing them and they expire.
+each instance a key ``tts-gateway:instance:{url}`` with its capacity, active calls, whether
+it drains and its ``public_url``, and its URL in the set ``tts-gateway:instances``. The keys
+carry a TTL of ``cluster.ttl_s``: an instance that dies stops refreshing them and they
+expire (and its URL leaves the set when a reader finds its record gone).
+
+Each heartbeat also reads every instance's record into :attr:`CallDirectory.registry`, a
+snapshot the answer endpoints consult (:meth:`CallDirectory.redirect_target`) without
+waiting on Redis.
 
 The media path never waits on Redis. Calls only flag a change (:meth:`CallDirectory.changed`);
 one background task writes the whole set of live calls in one pipeline, at once after a
@@ -34,6 +39,16 @@ log = logging.getLogger(__name__)
 PREFIX = "tts-gateway"
 _SCAN_LIMIT = 100_000  # the most call keys one cluster listing reads
 _BACKOFF_MAX_S = 10.0
+INSTANCES = f"{PREFIX}:instances"  # the set of instance URLs
+_MAX_INSTANCES = 1000  # the most instance records one heartbeat reads
+
+
+def connect(config: ClusterConfig) -> aioredis.Redis:
+    """A client (its connections opened on first use) whose every round trip is bounded
+    by ``redis_timeout_s``."""
+    return aioredis.Redis.from_url(
+        config.redis_url, password=config.redis_password, socket_timeout=config.redis_timeout_s,
+        socket_connect_timeout=config.redis_timeout_s, retry_on_timeout=False)
 
 
 def call_key(call_id: str) -> str:
@@ -56,13 +71,15 @@ class CallDirectory:
         self.metrics = metrics
         self.capacity = capacity
         self.draining = draining
-        self.redis = aioredis.Redis.from_url(
-            config.redis_url, password=config.redis_password, socket_timeout=config.redis_timeout_s,
-            socket_connect_timeout=config.redis_timeout_s, retry_on_timeout=False)
+        self.redis = connect(config)
         self.up = False  # the last write reached Redis
         self.writes = 0  # pipelines that reached Redis (figures for the tests and bench)
+        # every instance's record as the last heartbeat read it, and when (monotonic)
+        self.registry: list[dict] = []
+        self.registry_at = 0.0
         self._registered: set[str] = set()
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task | None = None
         self._warn = RateLimitedLog(log, burst=1, interval=30.0)
 
@@ -80,6 +97,10 @@ class CallDirectory:
         once (best effort) instead of letting them expire. Idempotent."""
         task, self._task = self._task, None
         if task is not None:
+            # Python 3.11's wait_for loses a cancel that comes as its operation completes:
+            # the flag ends the loop then
+            self._stopping = True
+            self._wake.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -92,7 +113,7 @@ class CallDirectory:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self.write()
@@ -105,7 +126,7 @@ class CallDirectory:
             except Exception:  # a bug here must not end the heartbeat for good
                 failures += 1
                 log.exception("cluster directory write failed")
-            if failures:
+            if failures and not self._stopping:
                 # while Redis is down a call's start or end does not hurry the retry
                 await asyncio.sleep(min(self.config.heartbeat_s * 2 ** (failures - 1),
                                         _BACKOFF_MAX_S, self.config.ttl_s / 2))
@@ -126,8 +147,16 @@ class CallDirectory:
         if ended:
             pipe.delete(*(call_key(c) for c in ended))
         pipe.set(instance_key(self.instance_url), json.dumps(self.record()), px=ttl_ms)
-        await self._bounded(pipe.execute())
+        pipe.sadd(INSTANCES, self.instance_url)
+        pipe.pexpire(INSTANCES, ttl_ms)
+        pipe.srandmember(INSTANCES, _MAX_INSTANCES)
+        try:
+            members = (await self._bounded(pipe.execute()))[-1]
+        except BaseException:
+            self.registry = []  # Redis is not answering: no instance is known to have room
+            raise
         self._registered = live
+        await self._read_registry(members)
         self.writes += 1
         if not self.up:
             log.info("cluster directory written: %d calls of %s", len(live), self.instance_url)
@@ -137,7 +166,46 @@ class CallDirectory:
     def record(self) -> dict:
         return {"url": self.instance_url, "capacity": self.capacity,
                 "active_calls": len(self.calls), "draining": self.draining(),
-                "updated_at": round(time.time(), 3)}
+                "public_url": self.config.public_url, "updated_at": round(time.time(), 3)}
+
+    async def _read_registry(self, members: list[bytes]) -> None:
+        urls = [m.decode(errors="replace") for m in members]
+        raws = await self._bounded(self.redis.mget([instance_key(u) for u in urls])) if urls \
+            else []
+        gone = [url for url, raw in zip(urls, raws) if raw is None]
+        if gone:  # expired records: their instances stopped
+            await self._bounded(self.redis.srem(INSTANCES, *gone))
+        self.registry = [r for r in map(_record_of, raws) if r is not None]
+        self.registry_at = time.monotonic()
+
+    # -- the answer endpoints' choice -------------------------------------------------------
+
+    def redirect_target(self) -> tuple[str, str] | None:
+        """``(reason, public_url)`` of the live, non-draining instance with the most room,
+        when this one drains or is full (reason ``draining``/``full``); None: take the call
+        here. Reads only the snapshot (never waits); a snapshot older than ``ttl_s``, or
+        none since Redis failed, chooses nobody."""
+        if self.draining():
+            reason = "draining"
+        elif len(self.calls) >= self.capacity * self.config.redirect_at:
+            reason = "full"
+        else:
+            return None
+        if not self.registry or time.monotonic() - self.registry_at > self.config.ttl_s:
+            return None
+        best, best_room = None, 0
+        for record in self.registry:
+            if record["url"] == self.instance_url or record["draining"] \
+                    or not record["public_url"]:
+                continue
+            room = int(record["capacity"] * self.config.redirect_at) - record["active_calls"]
+            if room > best_room or (room == best_room and best is not None
+                                    and record["url"] < best["url"]):
+                best, best_room = record, room
+        if best is None:
+            return None
+        best["active_calls"] += 1  # until the next heartbeat: spread a burst of calls
+        return reason, best["public_url"]
 
     async def _bounded(self, operation):
         try:
@@ -194,6 +262,23 @@ class CallDirectory:
         except (TimeoutError, RedisError, OSError) as exc:
             self.metrics.cluster_redis_errors.labels(op).inc()
             raise ClusterUnavailable(f"Redis unreachable ({type(exc).__name__})") from exc
+
+
+def _record_of(raw: bytes | None) -> dict | None:
+    """An instance's record, its fields checked (None: not one)."""
+    try:
+        record = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    url, public_url = record.get("url"), record.get("public_url")
+    capacity, active = record.get("capacity"), record.get("active_calls")
+    if not isinstance(url, str) or not (public_url is None or isinstance(public_url, str)) \
+            or type(capacity) is not int or type(active) is not int:
+        return None
+    return {"url": url, "public_url": public_url, "capacity": capacity,
+            "active_calls": active, "draining": record.get("draining") is not False}
 
 
 def _owner_of(raw: bytes | str | None) -> str | None:

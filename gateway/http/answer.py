@@ -11,6 +11,10 @@ applet URL without credentials) a route with a token needs it in the answer URL'
 too. Secrets beyond the route token (SignalWire's ``authBearerToken``, Exotel's Basic
 credentials) go into a document only when the request was verified: without that, the
 document would hand them to anyone who asks, and the stream is refused instead.
+
+In a cluster (``cluster.redis_url``), an instance that drains or is full points the stream
+at the instance with the most room that has a ``cluster.public_url``, from the registry's
+snapshot (gateway/cluster/directory.py ``redirect_target``): the answer never waits on Redis.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from gateway.carriers.answer import AnswerRequest
 from gateway.carriers.auth import media_path
 from gateway.carriers.registry import CARRIERS
 from gateway.http.jsonbody import BadJson, read_json
-from gateway.http.keys import CONFIG, json_error
+from gateway.carriers.auth import origin_from_public_url
+from gateway.http.keys import CLUSTER, CONFIG, METRICS, json_error
 from gateway.http.verify import check_answer_request, public_origin
 
 log = logging.getLogger(__name__)
@@ -51,7 +56,7 @@ async def answer(request: web.Request) -> web.Response:
         return refusal
 
     settings = config.carriers[carrier]
-    origin = public_origin(request)
+    origin = _origin_with_room(request)
     media_url = f"wss://{origin.authority}{origin.prefix}" + media_path(
         carrier, route, config.routes[route].token)
     if not verified and any(name in settings.secrets for name in spec.document_secrets):
@@ -64,6 +69,17 @@ async def answer(request: web.Request) -> web.Response:
     # the document may carry a token or credentials: no cache may keep it
     return web.Response(body=body, content_type=content_type, charset="utf-8",
                         headers={"Cache-Control": "no-store"})
+
+
+def _origin_with_room(request: web.Request):
+    """This instance's public origin, or another's where it has room and this one not."""
+    directory = request.app.get(CLUSTER)
+    target = directory.redirect_target() if directory is not None else None
+    if target is None:
+        return public_origin(request)
+    reason, public_url = target
+    request.app[METRICS].cluster_redirects.labels(reason).inc()
+    return origin_from_public_url(public_url)
 
 
 async def _webhook_fields(request: web.Request) -> dict[str, Any]:

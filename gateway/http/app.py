@@ -26,7 +26,7 @@ from gateway.http.keys import (CALLS, CLOCK, CLUSTER, CONFIG, DRAIN, HTTP, METRI
                                PROMPTS_READY, PROVIDERS, SERVICES, TCP_LISTENERS, WORKER)
 from gateway.http.media import media_stream, start_tcp_carrier
 from gateway.metrics import CONTENT_TYPE, Metrics
-from gateway.prompts.store import PromptStore
+from gateway.prompts.store import Prompts, PromptStore
 from gateway.tts.base import TtsProvider
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,12 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
     app[CALLS] = CallTable()
     app[CONNECTIONS] = ConnectionGuard(config.limits, metrics)
     cache = config.prompt_cache
-    store = PromptStore(cache.dir, cache.max_bytes, metrics, memory_bytes=cache.memory_bytes)
+    store: Prompts = PromptStore(cache.dir, cache.max_bytes, metrics,
+                                 memory_bytes=cache.memory_bytes)
+    if config.cluster.redis_url:
+        from gateway.cluster.prompts import SharedPrompts
+
+        store = SharedPrompts(store, config.cluster, metrics)
     app[SERVICES] = CallServices(config=config, metrics=metrics, clock=clock,
                                  providers=app[PROVIDERS], prompts=store)
     app[PROMPTS_READY] = asyncio.Event()
@@ -122,6 +127,7 @@ async def _lifecycle(app: web.Application):
         for call in list(app[CALLS].values()):
             await call.end("shutdown")
         await app[CLOCK].stop()
+        await app[SERVICES].prompts.close()
         for provider in app[PROVIDERS].values():
             await provider.close()
         await http.close()

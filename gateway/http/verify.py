@@ -111,13 +111,15 @@ def _token_refusal(request: web.Request, token: str | None, route: str | None, *
 class _CarrierRequest:
     """An aiohttp request as a carrier's check sees it (``auth.CarrierRequest``)."""
 
-    def __init__(self, request: web.Request):
+    def __init__(self, request: web.Request, origin: auth.Origin | None = None):
         self.request = request
         self.method = request.method
         self.headers = request.headers
+        self.origin = origin
 
     def public_url(self, scheme: str | None = None) -> str:
-        return public_origin(self.request).url(self.request.raw_path, scheme=scheme)
+        origin = self.origin or public_origin(self.request)
+        return origin.url(self.request.raw_path, scheme=scheme)
 
     async def form(self) -> auth.Params:
         return await _form(self.request)
@@ -128,7 +130,15 @@ def _media_refusal(request: web.Request, carrier: str, settings: CarrierConfig
     check = CARRIERS[carrier].check_media
     if check is None:
         return None
-    return check(_CarrierRequest(request), settings.options, settings.secrets)
+    refusal = check(_CarrierRequest(request), settings.options, settings.secrets)
+    own_url = request.app[CONFIG].cluster.public_url
+    if refusal is not None and own_url:
+        # another instance's answer pointed the carrier at this one's own address, and the
+        # carrier signed that URL (gateway/http/answer.py)
+        own = _CarrierRequest(request, auth.origin_from_public_url(own_url))
+        if check(own, settings.options, settings.secrets) is None:
+            return None
+    return refusal
 
 
 async def _answer_refusal(request: web.Request, carrier: str, settings: CarrierConfig

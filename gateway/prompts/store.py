@@ -16,7 +16,8 @@ The folder is bounded in bytes: the least recently used entries go first. Use is
 in memory and in each file's modification time, so a restart keeps the order.
 
 :class:`Prompts` is the interface the gateway uses; :class:`PromptStore` implements it
-on a folder, and a shared store (Redis, for several gateways) can implement it later.
+on a folder; gateway/cluster/prompts.py ``SharedPrompts`` puts one in front of Redis
+(``cluster.redis_url``), so that several gateways share their prompts.
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ class Prompts(Protocol):
     def entries(self) -> list[dict[str, Any]]: ...
     def has(self, key: str) -> bool: ...
     def tag(self, key: str, route: str) -> None: ...
+    # a store shared between gateways: fetch the prompt from it into this one (None: not
+    # there), offer it one this one has, close its connections
+    async def fetch(self, key: str, *, route: str | None = None
+                    ) -> RecordedPrompt | None: ...
+    def share(self, key: str) -> None: ...
+    async def close(self) -> None: ...
     @property
     def bytes(self) -> int: ...
     def __len__(self) -> int: ...
@@ -374,6 +381,14 @@ class PromptStore:
             _touch(path)  # its last use, for the order after a restart
         return prompt, routes, len(data)
 
+    def entry_bytes(self, key: str) -> bytes | None:
+        """The bytes of ``key``'s file as they are (None: no such file), for a shared
+        store to copy; blocking (call it in a thread)."""
+        try:
+            return self._path(key).read_bytes()
+        except OSError:
+            return None
+
     async def put(self, key: str, prompt: RecordedPrompt, *, route: str | None = None) -> bool:
         """Store ``prompt`` under ``key`` (unless it is there, empty, or larger than the
         whole cache); the least recently used entries go until the bound holds."""
@@ -466,6 +481,16 @@ class PromptStore:
         entry = self._index.get(key)
         if entry is not None:
             entry.routes.add(route)
+
+    # no store behind this one
+    async def fetch(self, key: str, *, route: str | None = None) -> RecordedPrompt | None:
+        return None
+
+    def share(self, key: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     @property
     def bytes(self) -> int:

@@ -110,15 +110,20 @@ async def synthesize(provider: TtsProvider, voice: str | None, text: str, fmt: M
 async def warm(config: GatewayConfig, providers: dict[str, TtsProvider], store: Prompts,
                *, progress: Callable[[str], None] | None = None) -> dict[str, int]:
     """Synthesize what is not cached yet; returns counts of ``cached`` (already there),
-    ``synthesized`` and ``failed``. A failure is logged and the rest goes on."""
-    counts = {"cached": 0, "synthesized": 0, "failed": 0}
+    ``shared`` (copied from the store shared between instances), ``synthesized`` (and
+    offered to the shared store) and ``failed``. A failure is logged and the rest goes on."""
+    counts = {"cached": 0, "shared": 0, "synthesized": 0, "failed": 0}
     for prompt in prompt_texts(config):
         provider_config = config.providers[prompt.provider]
         for fmt, frame_bytes in carrier_formats(config):
             key = tts_key(provider_config, prompt.voice, prompt.text, fmt, frame_bytes)
             if store.has(key):
                 store.tag(key, prompt.route)
+                store.share(key)  # a shared store that lost it (restarted) gets it again
                 counts["cached"] += 1
+                continue
+            if await store.fetch(key, route=prompt.route) is not None:
+                counts["shared"] += 1  # another instance synthesized it
                 continue
             where = f"route {prompt.route} ({fmt.encoding}/{fmt.sample_rate})"
             try:

@@ -91,9 +91,11 @@ def cluster_config(port: int, redis_url: str, **cluster) -> dict:
     }
 
 
-async def start_instance(redis_url: str, **cluster):
+async def start_instance(redis_url: str, *, extra: dict | None = None,
+                         environ: dict | None = None, **cluster):
     """A gateway instance in this process, listening on the port its ``instance_url``
-    names (chosen before start-up: the directory advertises it from the first write)."""
+    names (chosen before start-up: the directory advertises it from the first write);
+    ``extra``: top-level sections (a mapping's keys merged into the default's)."""
     from aiohttp import web
 
     from gateway.config import parse_config
@@ -102,7 +104,12 @@ async def start_instance(redis_url: str, **cluster):
     from tests.conftest import RunningGateway
 
     port = free_port()
-    app = create_app(parse_config(cluster_config(port, redis_url, **cluster), {}))
+    data = cluster_config(port, redis_url, **cluster)
+    for section, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(section), dict):
+            value = {**data[section], **value}
+        data[section] = value
+    app = create_app(parse_config(data, environ or {}))
     runner = GuardedRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
