@@ -11,10 +11,11 @@ snapshot the answer endpoints consult (:meth:`CallDirectory.redirect_target`) wi
 waiting on Redis.
 
 The media path never waits on Redis. Calls only flag a change (:meth:`CallDirectory.changed`);
-one background task writes the whole set of live calls in one pipeline, at once after a
-change and every ``heartbeat_s`` otherwise. Every write is the full set, so after Redis was
-down (or lost its data) the first write that succeeds rebuilds the directory from the live
-calls. While it fails, the task retries with backoff and calls go on.
+one background task writes in one pipeline: the calls that started or ended, at once after
+a change, and the whole set of live calls every ``heartbeat_s``. A write after a failure is
+a whole one, so once Redis is back (or after it lost its data) the directory is rebuilt
+from the live calls within a heartbeat. While it fails, the task retries with backoff and
+calls go on.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class CallDirectory:
         self.registry: list[dict] = []
         self.registry_at = 0.0
         self._registered: set[str] = set()
+        self._next_full = 0.0  # monotonic time of the next full write
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -132,31 +134,38 @@ class CallDirectory:
                                         _BACKOFF_MAX_S, self.config.ttl_s / 2))
                 continue
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.heartbeat_s)
+                await asyncio.wait_for(self._wake.wait(),
+                                       max(0.0, self._next_full - time.monotonic()))
 
     async def write(self) -> None:
-        """One pipeline: every live call (set, with the TTL), the ended ones (deleted), this
-        instance's record."""
+        """One pipeline. Every ``heartbeat_s`` (and after a failure) a full write: every live
+        call with a fresh TTL, this instance's record, and the registry read back. Between
+        them, a call's start or end writes only that call (and the record), so a start costs
+        O(1) however many calls the instance holds."""
         live = set(self.calls)
         ended = self._registered - live
+        full = not self.up or time.monotonic() >= self._next_full
         ttl_ms = int(self.config.ttl_s * 1000)
         owner = json.dumps({"owner": self.instance_url})
         pipe = self.redis.pipeline(transaction=False)
-        for call_id in live:
+        for call_id in live if full else live - self._registered:
             pipe.set(call_key(call_id), owner, px=ttl_ms)
         if ended:
             pipe.delete(*(call_key(c) for c in ended))
         pipe.set(instance_key(self.instance_url), json.dumps(self.record()), px=ttl_ms)
-        pipe.sadd(INSTANCES, self.instance_url)
-        pipe.pexpire(INSTANCES, ttl_ms)
-        pipe.srandmember(INSTANCES, _MAX_INSTANCES)
+        if full:
+            pipe.sadd(INSTANCES, self.instance_url)
+            pipe.pexpire(INSTANCES, ttl_ms)
+            pipe.srandmember(INSTANCES, _MAX_INSTANCES)
         try:
-            members = (await self._bounded(pipe.execute()))[-1]
+            replies = await self._bounded(pipe.execute())
         except BaseException:
             self.registry = []  # Redis is not answering: no instance is known to have room
             raise
         self._registered = live
-        await self._read_registry(members)
+        if full:
+            self._next_full = time.monotonic() + self.config.heartbeat_s
+            await self._read_registry(replies[-1])
         self.writes += 1
         if not self.up:
             log.info("cluster directory written: %d calls of %s", len(live), self.instance_url)
