@@ -410,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="latency: requests per operation and route")
     parser.add_argument("--calls", type=int, default=100, help="redis-ops: calls placed")
     parser.add_argument("--concurrency", type=int, default=5,
-                        help="redis-ops: calls up at once (each start or end rewrites every "
-                             "live call of its instance)")
+                        help="redis-ops: calls up at once (starts and ends that fall "
+                             "together share a write)")
     parser.add_argument("--quiet-s", type=float, default=10.0,
                         help="redis-ops: seconds of a quiet cluster for the heartbeat's cost")
     parser.add_argument("--heartbeat-s", type=float, default=2.0,
