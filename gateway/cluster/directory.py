@@ -47,6 +47,7 @@ _MAX_INSTANCES = 1000  # the most instance records one heartbeat reads
 def connect(config: ClusterConfig) -> aioredis.Redis:
     """A client (its connections opened on first use) whose every round trip is bounded
     by ``redis_timeout_s``."""
+    assert config.redis_url
     return aioredis.Redis.from_url(
         config.redis_url, password=config.redis_password, socket_timeout=config.redis_timeout_s,
         socket_connect_timeout=config.redis_timeout_s, retry_on_timeout=False)

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -67,7 +68,7 @@ class SharedPrompts:
         return self.local.max_bytes
 
     @property
-    def dir(self):
+    def dir(self) -> Path:
         return self.local.dir
 
     @property

@@ -71,12 +71,12 @@ def create_app(config: GatewayConfig, *, providers: dict[str, TtsProvider] | Non
     app[CALLS] = CallTable()
     app[CONNECTIONS] = ConnectionGuard(config.limits, metrics)
     cache = config.prompt_cache
-    store: Prompts = PromptStore(cache.dir, cache.max_bytes, metrics,
-                                 memory_bytes=cache.memory_bytes)
+    local = PromptStore(cache.dir, cache.max_bytes, metrics, memory_bytes=cache.memory_bytes)
+    store: Prompts = local
     if config.cluster.redis_url:
         from gateway.cluster.prompts import SharedPrompts
 
-        store = SharedPrompts(store, config.cluster, metrics)
+        store = SharedPrompts(local, config.cluster, metrics)
     app[SERVICES] = CallServices(config=config, metrics=metrics, clock=clock,
                                  providers=app[PROVIDERS], prompts=store)
     app[PROMPTS_READY] = asyncio.Event()

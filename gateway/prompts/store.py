@@ -97,8 +97,10 @@ def tts_key(provider, voice: str | None, text: str, media_format, frame_bytes: i
 class Prompts(Protocol):
     """What calls, the control API and the CLI need of a prompt cache."""
 
-    max_bytes: int
-    dir: Path  # where its entries are kept (in log lines)
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def dir(self) -> Path: ...  # where its entries are kept (in log lines)
 
     async def load(self) -> None: ...
     async def get(self, key: str, *, route: str | None = None) -> RecordedPrompt | None: ...
