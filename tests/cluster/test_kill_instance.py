@@ -2,7 +2,7 @@
 redis-server, a call on each; ``kill -9`` of one. Its call leaves the directory within
 ``ttl_s`` (plus a heartbeat: the last refresh came at most one heartbeat before the kill);
 the other instances' calls are undisturbed: no underrun, their greeting plays to its end,
-and their control works, also through the other survivor."""
+and their control works, also through the other survivor (HTTP and the control socket)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from gateway.carriers.twilio.sim import TwilioCallSim
 from gateway.cluster.directory import call_key
 from tests.cluster.conftest import CHARS_PER_SECOND
+from tests.e2e.test_twilio_call import ControlSocket
 from tests.ops.test_drain import GatewayProcess, drain_config, free_port, wait_until
 
 HEARTBEAT_S = 0.25
@@ -97,6 +98,21 @@ async def test_kill_9_of_one_instance_expires_its_calls_and_leaves_the_others_un
             assert sim.result.underruns == 0, sim.result.underrun_gaps
             assert sim.result.violations == []
             assert len(sim.result.frames) * 0.020 >= greeting_s - 0.5
+
+        # a control socket opened on the other survivor carries events both ways
+        ws = await a.session.ws_connect(f"{a.ws_url}/v1/calls/{kept_b.call_sid}/control")
+        try:
+            control = ControlSocket(ws)
+            assert (await control.next_event("control.ready", timeout=10))["id"] == \
+                kept_b.call_sid
+            await ws.send_json({"type": "speak", "text": "Through another process.",
+                                "flush": True})
+            started = await control.next_event("speech.started", timeout=10)
+            done = await control.next_event("speech.done", timeout=15,
+                                            speech_id=started["speech_id"])
+            assert done["interrupted"] is False
+        finally:
+            await ws.close()
 
         # and their control works, direct and through the other survivor
         for gw, sim in ((b, kept_a), (a, kept_b)):
