@@ -99,14 +99,19 @@ screenshots: browser-tools $(VENV)/.installed
 		tests/console/test_browser_call.py::test_speech_asked_for_in_the_console_is_heard_in_the_browser_call
 
 # Most tests wait on real time (calls play at 1x), not on the CPU: four workers, each test
-# file on one worker so its module fixtures are built once.
-PYTEST = -m pytest -q -n 4 --dist loadfile
+# file on one worker so its module fixtures are built once. The browser tests (chromium
+# takes a core of its own) run after the rest, two at a time, so that they never starve the
+# tests that count late frames.
+PYTEST = -m pytest -q -n 4 --dist loadfile --ignore=tests/console
+PYTEST_BROWSER = -m pytest -q -n 2 --dist loadfile tests/console
 
 test311: ops-tools speech-tools cluster-tools browser-tools $(VENV)/.installed
 	$(VENV)/bin/python $(PYTEST)
+	$(VENV)/bin/python $(PYTEST_BROWSER)
 
 test313: ops-tools speech-tools cluster-tools browser-tools $(VENV313)/.installed
 	$(VENV313)/bin/python $(PYTEST)
+	$(VENV313)/bin/python $(PYTEST_BROWSER)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON311) -m venv $(VENV)
