@@ -25,10 +25,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.carriers.answer import AnswerRequest
-from gateway.carriers.auth import media_path
+from gateway.carriers.auth import media_path, origin_from_public_url
 from gateway.carriers.registry import CARRIERS
 from gateway.http.jsonbody import BadJson, read_json
-from gateway.carriers.auth import origin_from_public_url
 from gateway.http.keys import CLUSTER, CONFIG, METRICS, json_error
 from gateway.http.verify import check_answer_request, public_origin
 
