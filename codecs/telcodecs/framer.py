@@ -35,6 +35,14 @@ class Framer:
 
     def push(self, data: bytes) -> list[bytes]:
         """Append ``data``; return every whole frame now available, oldest first."""
+        size = self.frame_bytes
+        if not self._remainder and type(data) is bytes:
+            # Provider chunks are mostly whole frames: slice them without a copy through
+            # the remainder buffer.
+            whole = len(data) - len(data) % size
+            if whole < len(data):
+                self._remainder += data[whole:]
+            return [data[start : start + size] for start in range(0, whole, size)]
         self._remainder += data
         whole = len(self._remainder) - len(self._remainder) % self.frame_bytes
         with memoryview(self._remainder) as view:

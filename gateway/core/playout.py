@@ -210,6 +210,8 @@ class Playout:
         # the one before would find nothing due and leave a 20 ms hole (lead 0 carriers).
         horizon = now + self.lead + TICK_SLACK
         batch_start = horizon - self._batch_slack
+        if self.next_play_time > batch_start and type(queue[0]) is not Cue:
+            return  # nothing due: most ticks of a batching playout end here
         out: list[bytes] = []
         reached: list[Cue] = []
         frames = 0

@@ -101,7 +101,7 @@ class WebSocketSink:
         if len(messages) == 1:
             transport.write(ws_frame(messages[0]))
         else:
-            transport.write(b"".join([ws_frame(m) for m in messages]))
+            transport.write(b"".join(map(ws_frame, messages)))
 
     def backlog(self) -> int:
         """Bytes written but not yet accepted by the kernel (huge once the socket is gone)."""

@@ -87,3 +87,31 @@ def test_whole_samples_carries_a_partial_sample_without_padding():
     assert (whole, pending) == (b"\x03\x04", b"\x05")
     assert whole_samples(b"", b"") == (b"", b"")
     assert whole_samples(b"\x01", b"\x02\x03\x04\x05", width=4) == (b"\x01\x02\x03\x04", b"\x05")
+
+
+def _reference_push(remainder: bytearray, data, size: int) -> list[bytes]:
+    """Framer.push as it was before its whole-frames fast path: everything through the
+    remainder buffer."""
+    remainder += data
+    whole = len(remainder) - len(remainder) % size
+    frames = [bytes(remainder[start:start + size]) for start in range(0, whole, size)]
+    del remainder[:whole]
+    return frames
+
+
+def test_push_gives_the_same_frames_as_the_buffered_path_for_any_chunking():
+    rng = np.random.default_rng(7)
+    for size in (160, 320, 3200):
+        framer, remainder = Framer(size, 0xFF), bytearray()
+        sizes = [size, 5 * size, 0, 1, size - 1, size + 1, 7 * size + 3, 2 * size]
+        sizes += [int(n) for n in rng.integers(0, 4 * size, 40)]
+        for n in sizes:
+            data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+            if n % 3 == 0:
+                data = bytearray(data)  # not bytes: the buffered path
+            frames = framer.push(data)
+            assert frames == _reference_push(remainder, data, size)
+            assert all(type(frame) is bytes for frame in frames)
+            assert framer.pending == len(remainder)
+        assert framer.flush() == (bytes(remainder) + b"\xff" * (size - len(remainder))
+                                  if remainder else None)
