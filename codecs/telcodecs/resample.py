@@ -63,6 +63,8 @@ _BAND_EDGES_HZ = {8000: (3400.0, 4600.0), 16000: (7000.0, 8600.0),
 _STOPBAND_ATTENUATION_DB = 90.0
 
 _INT16_MIN, _INT16_MAX = -32768, 32767
+# as 0-d float64 arrays: a ufunc converts a Python int operand on every call
+_INT16_MIN_F, _INT16_MAX_F = np.array(float(_INT16_MIN)), np.array(float(_INT16_MAX))
 # Outputs per row of the filter matrix (whole phase cycles): small rows waste few
 # multiplications on the matrix's zeros, and eight keep the matrix product fast.
 _ROW_OUTPUTS = 8
@@ -216,6 +218,21 @@ def _row_layout(phase_filters: np.ndarray, up: int, down: int) -> dict[str, Any]
     )
 
 
+@dataclass(slots=True)
+class _RowPlan:
+    """The buffers of the last chunk's row products, for the next chunk of the same length
+    after as much history, at the same phase (all else about the layout follows from those).
+    """
+
+    samples: int
+    held: int
+    first_time: int
+    work: np.ndarray
+    windows: np.ndarray  # a strided view into work
+    matrix: np.ndarray
+    products: np.ndarray
+
+
 class StreamResampler:
     """Stateful streaming resampler for mono s16le PCM (see the module docstring)."""
 
@@ -246,6 +263,7 @@ class StreamResampler:
             self._history = np.zeros(self._bank.taps_per_phase - 1)
             # Upsampled time of the next output, relative to self._history[0].
             self._next_output_time = (self._bank.taps_per_phase - 1) * self._bank.up
+        self._row_plan: _RowPlan | None = None
 
     def process(self, pcm16le: bytes) -> bytes:
         """Resample one chunk; returns all output that this chunk completes."""
@@ -312,8 +330,8 @@ class StreamResampler:
         self._next_output_time = first_time + count * down - dropped * up
         np.rint(values, out=values)
         # (two ufuncs: np.clip's dispatch costs more than both on a 20 ms chunk)
-        np.minimum(values, _INT16_MAX, out=values)
-        np.maximum(values, _INT16_MIN, out=values)
+        np.minimum(values, _INT16_MAX_F, out=values)
+        np.maximum(values, _INT16_MIN_F, out=values)
         return values.astype("<i2")
 
     def _rows(self, samples: np.ndarray, first_time: int, count: int):
@@ -330,6 +348,17 @@ class StreamResampler:
         window_start = (first_time - position * bank.down) // bank.up - (bank.taps_per_phase - 1)
         rows = -(-(position + count) // bank.row_outputs)
         front = max(0, -window_start)  # zeros before the history, for a row that needs them
+        plan = self._row_plan
+        if (plan is not None and plan.samples == len(samples) and plan.held == held
+                and plan.first_time == first_time):
+            # a stream of equal chunks (a carrier's 20 ms frames) finds the same layout every
+            # time: its buffers are reused, saving the allocations (most of a chunk's cost)
+            work = plan.work
+            work[front:front + held] = history
+            work[front + held:front + total] = samples
+            np.copyto(plan.matrix, plan.windows)
+            np.matmul(plan.matrix, row_filters, out=plan.products)
+            return plan.products.reshape(-1)[position:position + count], work[front:]
         end = window_start + (rows - 1) * bank.row_advance + bank.row_length
         work = np.zeros(front + max(total, end))
         work[front:front + held] = history
@@ -340,7 +369,12 @@ class StreamResampler:
                              strides=(bank.row_advance * item, item))
         # The overlapping windows are copied into plain matrices, which BLAS takes.
         if rows <= bank.max_rows:
-            products = np.ascontiguousarray(windows) @ row_filters
+            matrix = np.ascontiguousarray(windows)
+            products = matrix @ row_filters
+            # kept for the next chunk: only the region the samples fill changes (the zeros
+            # around it stay zeros), and the returned values are copied before it comes
+            self._row_plan = _RowPlan(len(samples), held, first_time, work, windows, matrix,
+                                      products)
         else:
             products = np.empty((rows, bank.row_outputs))
             for first in range(0, rows, bank.max_rows):
