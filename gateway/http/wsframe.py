@@ -14,6 +14,7 @@ import random
 import struct
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from gateway.carriers.events import Binary
@@ -47,8 +48,12 @@ def masked_binary_frame(payload: bytes) -> bytes:
         raise ValueError(f"message of {n} bytes is too large for one frame here")
     key = _mask_key(32)
     key_bytes = key.to_bytes(4, "big")
-    stream = int.from_bytes((key_bytes * ((n + 3) >> 2))[:n], "little")
-    body = (int.from_bytes(payload, "little") ^ stream).to_bytes(n, "little")
+    if n & 3 == 0:  # whole 32-bit words (every audio packet): one numpy XOR, the cheapest
+        body = (np.frombuffer(payload, "<u4") ^ np.uint32(int.from_bytes(key_bytes, "little"))
+                ).tobytes()
+    else:
+        stream = int.from_bytes((key_bytes * ((n + 3) >> 2))[:n], "little")
+        body = (int.from_bytes(payload, "little") ^ stream).to_bytes(n, "little")
     if n < 126:
         return bytes((_BINARY_FIN, 0x80 | n)) + key_bytes + body
     return _MASKED_LEN16.pack(_BINARY_FIN, 0x80 | 126, n, key) + body
