@@ -65,6 +65,8 @@ _STOPBAND_ATTENUATION_DB = 90.0
 _INT16_MIN, _INT16_MAX = -32768, 32767
 # as 0-d float64 arrays: a ufunc converts a Python int operand on every call
 _INT16_MIN_F, _INT16_MAX_F = np.array(float(_INT16_MIN)), np.array(float(_INT16_MAX))
+_INT16_MIN_F.setflags(write=False)
+_INT16_MAX_F.setflags(write=False)
 # Outputs per row of the filter matrix (whole phase cycles): small rows waste few
 # multiplications on the matrix's zeros, and eight keep the matrix product fast.
 _ROW_OUTPUTS = 8
