@@ -222,17 +222,40 @@ def _row_layout(phase_filters: np.ndarray, up: int, down: int) -> dict[str, Any]
 
 @dataclass(slots=True)
 class _RowPlan:
-    """The buffers of the last chunk's row products, for the next chunk of the same length
-    after as much history, at the same phase (all else about the layout follows from those).
-    """
+    """A chunk's row products laid out once, for a stream of equal chunks (a carrier's
+    20 ms frames): the next chunk of ``samples`` samples at upsampled time ``first_time``,
+    after the history this plan left (``history``, a view of ``work`` where the next
+    chunk's windows read it), has the same layout, so its buffers are reused instead of
+    allocated (most of a 20 ms chunk's cost). The zeros around the input in ``work`` stay
+    zeros: only the chunk's place and the history's are written."""
 
     samples: int
-    held: int
     first_time: int
+    next_time: int
     work: np.ndarray
-    windows: np.ndarray  # a strided view into work
+    history: np.ndarray  # work[front:front + taps - 1]
+    chunk: slice  # where the chunk goes in work
+    left: np.ndarray  # the view of work holding the history the chunk leaves
+    windows: np.ndarray  # a strided view of work
     matrix: np.ndarray
     products: np.ndarray
+    values: np.ndarray  # the outputs owed, a view of products
+
+    def run(self, samples: np.ndarray, row_filters: np.ndarray) -> np.ndarray:
+        self.work[self.chunk] = samples
+        np.copyto(self.matrix, self.windows)
+        np.matmul(self.matrix, row_filters, out=self.products)
+        self.history[:] = self.left  # (numpy copies overlapping views safely)
+        return self.values
+
+
+def _rounded(values: np.ndarray) -> np.ndarray:
+    """Exact sums (float64) as int16 samples: rounded, clamped."""
+    np.rint(values, out=values)
+    # (two ufuncs: np.clip's dispatch costs more than both on a 20 ms chunk)
+    np.minimum(values, _INT16_MAX_F, out=values)
+    np.maximum(values, _INT16_MIN_F, out=values)
+    return values.astype("<i2")
 
 
 class StreamResampler:
@@ -314,31 +337,43 @@ class StreamResampler:
         """Append ``samples`` to the history; return every output they complete (int16)."""
         bank = self._bank
         assert bank is not None
-        taps, up, down = bank.taps_per_phase, bank.up, bank.down
         history = self._history
-        total = len(history) + len(samples)
         first_time = self._next_output_time
+        plan = self._row_plan
+        if (plan is not None and plan.history is history and plan.samples == len(samples)
+                and plan.first_time == first_time):
+            values = plan.run(samples, bank.row_filters)
+            self._next_output_time = plan.next_time
+            return _rounded(values)
+        taps, up, down = bank.taps_per_phase, bank.up, bank.down
+        total = len(history) + len(samples)
         count = -(-(total * up - first_time) // down)
         if count <= 0:
             self._history = np.concatenate((history, samples))
             return _NO_OUTPUT
 
         if bank.row_filters is not None:
-            values, buffer = self._rows(samples, first_time, count)
+            values, buffer, plan = self._rows(samples, first_time, count)
         else:
-            values, buffer = self._gathered(samples, first_time, count)
+            (values, buffer), plan = self._gathered(samples, first_time, count), None
         dropped = total - (taps - 1)
-        self._history = buffer[dropped:total].copy()
         self._next_output_time = first_time + count * down - dropped * up
-        np.rint(values, out=values)
-        # (two ufuncs: np.clip's dispatch costs more than both on a 20 ms chunk)
-        np.minimum(values, _INT16_MAX_F, out=values)
-        np.maximum(values, _INT16_MIN_F, out=values)
-        return values.astype("<i2")
+        if plan is not None and len(history) == taps - 1:
+            # the next equal chunk reuses this one's layout, its history kept in place
+            plan.next_time = self._next_output_time
+            plan.left = buffer[dropped:total]
+            plan.history = buffer[:taps - 1]
+            plan.history[:] = plan.left
+            self._row_plan = plan
+            self._history = plan.history
+        else:
+            self._history = buffer[dropped:total].copy()
+        return _rounded(values)
 
     def _rows(self, samples: np.ndarray, first_time: int, count: int):
         """``count`` outputs as rows of a matrix product; returns them (float64, exact
-        sums) and the input (history then ``samples``, zero-padded after)."""
+        sums), the input (history then ``samples``, zero-padded after) and the layout as a
+        plan for the next chunk (None where the product took several)."""
         bank = self._bank
         assert bank is not None and bank.row_filters is not None  # the row layout
         row_filters = bank.row_filters
@@ -350,17 +385,6 @@ class StreamResampler:
         window_start = (first_time - position * bank.down) // bank.up - (bank.taps_per_phase - 1)
         rows = -(-(position + count) // bank.row_outputs)
         front = max(0, -window_start)  # zeros before the history, for a row that needs them
-        plan = self._row_plan
-        if (plan is not None and plan.samples == len(samples) and plan.held == held
-                and plan.first_time == first_time):
-            # a stream of equal chunks (a carrier's 20 ms frames) finds the same layout every
-            # time: its buffers are reused, saving the allocations (most of a chunk's cost)
-            work = plan.work
-            work[front:front + held] = history
-            work[front + held:front + total] = samples
-            np.copyto(plan.matrix, plan.windows)
-            np.matmul(plan.matrix, row_filters, out=plan.products)
-            return plan.products.reshape(-1)[position:position + count], work[front:]
         end = window_start + (rows - 1) * bank.row_advance + bank.row_length
         work = np.zeros(front + max(total, end))
         work[front:front + held] = history
@@ -373,17 +397,16 @@ class StreamResampler:
         if rows <= bank.max_rows:
             matrix = np.ascontiguousarray(windows)
             products = matrix @ row_filters
-            # kept for the next chunk: only the region the samples fill changes (the zeros
-            # around it stay zeros), and the returned values are copied before it comes
-            self._row_plan = _RowPlan(len(samples), held, first_time, work, windows, matrix,
-                                      products)
-        else:
-            products = np.empty((rows, bank.row_outputs))
-            for first in range(0, rows, bank.max_rows):
-                part = slice(first, first + bank.max_rows)
-                np.matmul(np.ascontiguousarray(windows[part]), row_filters,
-                          out=products[part])
-        return products.reshape(-1)[position:position + count], work[front:]
+            values = products.reshape(-1)[position:position + count]
+            plan = _RowPlan(len(samples), first_time, 0, work, history,
+                            slice(front + held, front + total), history, windows, matrix,
+                            products, values)  # (next_time, history and left: _filter's)
+            return values, work[front:], plan
+        products = np.empty((rows, bank.row_outputs))
+        for first in range(0, rows, bank.max_rows):
+            part = slice(first, first + bank.max_rows)
+            np.matmul(np.ascontiguousarray(windows[part]), row_filters, out=products[part])
+        return products.reshape(-1)[position:position + count], work[front:], None
 
     def _gathered(self, samples: np.ndarray, first_time: int, count: int):
         """``count`` outputs from gathered windows; returns them (float64, exact sums) and
