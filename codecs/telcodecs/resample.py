@@ -237,14 +237,13 @@ class _RowPlan:
     chunk: slice  # where the chunk goes in work
     left: np.ndarray  # the view of work holding the history the chunk leaves
     windows: np.ndarray  # a strided view of work
-    matrix: np.ndarray
     products: np.ndarray
     values: np.ndarray  # the outputs owed, a view of products
 
     def run(self, samples: np.ndarray, row_filters: np.ndarray) -> np.ndarray:
         self.work[self.chunk] = samples
-        np.copyto(self.matrix, self.windows)
-        np.matmul(self.matrix, row_filters, out=self.products)
+        # straight from the strided windows: cheaper than copying them first at this size
+        np.matmul(self.windows, row_filters, out=self.products)
         self.history[:] = self.left  # (numpy copies overlapping views safely)
         return self.values
 
@@ -289,6 +288,7 @@ class StreamResampler:
             # Upsampled time of the next output, relative to self._history[0].
             self._next_output_time = (self._bank.taps_per_phase - 1) * self._bank.up
         self._row_plan: _RowPlan | None = None
+        self._chunk_samples = -1  # the last chunk's length
 
     def process(self, pcm16le: bytes) -> bytes:
         """Resample one chunk; returns all output that this chunk completes."""
@@ -352,13 +352,17 @@ class StreamResampler:
             self._history = np.concatenate((history, samples))
             return _NO_OUTPUT
 
+        # a layout is kept from the second chunk of a length on (a provider's chunks of any
+        # length would only pay for keeping it)
+        repeated, self._chunk_samples = len(samples) == self._chunk_samples, len(samples)
         if bank.row_filters is not None:
-            values, buffer, plan = self._rows(samples, first_time, count)
+            keep = repeated and len(history) == taps - 1
+            values, buffer, plan = self._rows(samples, first_time, count, keep)
         else:
             (values, buffer), plan = self._gathered(samples, first_time, count), None
         dropped = total - (taps - 1)
         self._next_output_time = first_time + count * down - dropped * up
-        if plan is not None and len(history) == taps - 1:
+        if plan is not None:
             # the next equal chunk reuses this one's layout, its history kept in place
             plan.next_time = self._next_output_time
             plan.left = buffer[dropped:total]
@@ -370,10 +374,10 @@ class StreamResampler:
             self._history = buffer[dropped:total].copy()
         return _rounded(values)
 
-    def _rows(self, samples: np.ndarray, first_time: int, count: int):
+    def _rows(self, samples: np.ndarray, first_time: int, count: int, keep: bool = False):
         """``count`` outputs as rows of a matrix product; returns them (float64, exact
-        sums), the input (history then ``samples``, zero-padded after) and the layout as a
-        plan for the next chunk (None where the product took several)."""
+        sums), the input (history then ``samples``, zero-padded after) and, if ``keep``,
+        the layout as a plan for the next chunk (None where the product took several)."""
         bank = self._bank
         assert bank is not None and bank.row_filters is not None  # the row layout
         row_filters = bank.row_filters
@@ -395,12 +399,13 @@ class StreamResampler:
                              strides=(bank.row_advance * item, item))
         # The overlapping windows are copied into plain matrices, which BLAS takes.
         if rows <= bank.max_rows:
-            matrix = np.ascontiguousarray(windows)
-            products = matrix @ row_filters
+            products = np.ascontiguousarray(windows) @ row_filters
             values = products.reshape(-1)[position:position + count]
+            if not keep:
+                return values, work[front:], None
             plan = _RowPlan(len(samples), first_time, 0, work, history,
-                            slice(front + held, front + total), history, windows, matrix,
-                            products, values)  # (next_time, history and left: _filter's)
+                            slice(front + held, front + total), history, windows, products,
+                            values)  # (next_time, history and left: _filter's)
             return values, work[front:], plan
         products = np.empty((rows, bank.row_outputs))
         for first in range(0, rows, bank.max_rows):
