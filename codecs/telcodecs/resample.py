@@ -237,13 +237,14 @@ class _RowPlan:
     chunk: slice  # where the chunk goes in work
     left: np.ndarray  # the view of work holding the history the chunk leaves
     windows: np.ndarray  # a strided view of work
+    row_filters: np.ndarray
     products: np.ndarray
     values: np.ndarray  # the outputs owed, a view of products
 
-    def run(self, samples: np.ndarray, row_filters: np.ndarray) -> np.ndarray:
+    def run(self, samples: np.ndarray) -> np.ndarray:
         self.work[self.chunk] = samples
         # straight from the strided windows: cheaper than copying them first at this size
-        np.matmul(self.windows, row_filters, out=self.products)
+        np.matmul(self.windows, self.row_filters, out=self.products)
         self.history[:] = self.left  # (numpy copies overlapping views safely)
         return self.values
 
@@ -342,7 +343,7 @@ class StreamResampler:
         plan = self._row_plan
         if (plan is not None and plan.history is history and plan.samples == len(samples)
                 and plan.first_time == first_time):
-            values = plan.run(samples, bank.row_filters)
+            values = plan.run(samples)
             self._next_output_time = plan.next_time
             return _rounded(values)
         taps, up, down = bank.taps_per_phase, bank.up, bank.down
@@ -404,8 +405,8 @@ class StreamResampler:
             if not keep:
                 return values, work[front:], None
             plan = _RowPlan(len(samples), first_time, 0, work, history,
-                            slice(front + held, front + total), history, windows, products,
-                            values)  # (next_time, history and left: _filter's)
+                            slice(front + held, front + total), history, windows, row_filters,
+                            products, values)  # (next_time, history and left: _filter's)
             return values, work[front:], plan
         products = np.empty((rows, bank.row_outputs))
         for first in range(0, rows, bank.max_rows):

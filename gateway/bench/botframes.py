@@ -24,6 +24,7 @@ import hashlib
 import json
 import time
 import types
+from typing import Any, cast
 
 import numpy as np
 from telcodecs import ulaw_encode
@@ -79,7 +80,7 @@ def _call(i: int, metrics: Metrics, *, playing: bool, keep: bool):
         barge_in=types.SimpleNamespace(mode="speech", min_speech_ms=140, min_silence_ms=500),
         events=types.SimpleNamespace(emit=lambda *a, **k: None), id=str(i), state="active",
         _unfinished=list)
-    CallerSpeech(call)  # subscribes itself
+    CallerSpeech(cast(Any, call))  # the parts of a Call it reads; subscribes itself
     feed = CallerAudioFeed(MULAW, "l16/16000", 20, on_drop=lambda s: None,
                            arrived_at=lambda: caller_audio.arrived_at)
     transport = _DiscardingTransport(keep)
