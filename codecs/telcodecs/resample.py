@@ -63,6 +63,10 @@ _BAND_EDGES_HZ = {8000: (3400.0, 4600.0), 16000: (7000.0, 8600.0),
 _STOPBAND_ATTENUATION_DB = 90.0
 
 _INT16_MIN, _INT16_MAX = -32768, 32767
+# as 0-d float64 arrays: a ufunc converts a Python int operand on every call
+_INT16_MIN_F, _INT16_MAX_F = np.array(float(_INT16_MIN)), np.array(float(_INT16_MAX))
+_INT16_MIN_F.setflags(write=False)
+_INT16_MAX_F.setflags(write=False)
 # Outputs per row of the filter matrix (whole phase cycles): small rows waste few
 # multiplications on the matrix's zeros, and eight keep the matrix product fast.
 _ROW_OUTPUTS = 8
@@ -216,6 +220,44 @@ def _row_layout(phase_filters: np.ndarray, up: int, down: int) -> dict[str, Any]
     )
 
 
+@dataclass(slots=True)
+class _RowPlan:
+    """A chunk's row products laid out once, for a stream of equal chunks (a carrier's
+    20 ms frames): the next chunk of ``samples`` samples at upsampled time ``first_time``,
+    after the history this plan left (``history``, a view of ``work`` where the next
+    chunk's windows read it), has the same layout, so its buffers are reused instead of
+    allocated (most of a 20 ms chunk's cost). The zeros around the input in ``work`` stay
+    zeros: only the chunk's place and the history's are written."""
+
+    samples: int
+    first_time: int
+    next_time: int
+    work: np.ndarray
+    history: np.ndarray  # work[front:front + taps - 1]
+    chunk: slice  # where the chunk goes in work
+    left: np.ndarray  # the view of work holding the history the chunk leaves
+    windows: np.ndarray  # a strided view of work
+    row_filters: np.ndarray
+    products: np.ndarray
+    values: np.ndarray  # the outputs owed, a view of products
+
+    def run(self, samples: np.ndarray) -> np.ndarray:
+        self.work[self.chunk] = samples
+        # straight from the strided windows: cheaper than copying them first at this size
+        np.matmul(self.windows, self.row_filters, out=self.products)
+        self.history[:] = self.left  # (numpy copies overlapping views safely)
+        return self.values
+
+
+def _rounded(values: np.ndarray) -> np.ndarray:
+    """Exact sums (float64) as int16 samples: rounded, clamped."""
+    np.rint(values, out=values)
+    # (two ufuncs: np.clip's dispatch costs more than both on a 20 ms chunk)
+    np.minimum(values, _INT16_MAX_F, out=values)
+    np.maximum(values, _INT16_MIN_F, out=values)
+    return values.astype("<i2")
+
+
 class StreamResampler:
     """Stateful streaming resampler for mono s16le PCM (see the module docstring)."""
 
@@ -246,6 +288,8 @@ class StreamResampler:
             self._history = np.zeros(self._bank.taps_per_phase - 1)
             # Upsampled time of the next output, relative to self._history[0].
             self._next_output_time = (self._bank.taps_per_phase - 1) * self._bank.up
+        self._row_plan: _RowPlan | None = None
+        self._chunk_samples = -1  # the last chunk's length
 
     def process(self, pcm16le: bytes) -> bytes:
         """Resample one chunk; returns all output that this chunk completes."""
@@ -294,31 +338,47 @@ class StreamResampler:
         """Append ``samples`` to the history; return every output they complete (int16)."""
         bank = self._bank
         assert bank is not None
-        taps, up, down = bank.taps_per_phase, bank.up, bank.down
         history = self._history
-        total = len(history) + len(samples)
         first_time = self._next_output_time
+        plan = self._row_plan
+        if (plan is not None and plan.history is history and plan.samples == len(samples)
+                and plan.first_time == first_time):
+            values = plan.run(samples)
+            self._next_output_time = plan.next_time
+            return _rounded(values)
+        taps, up, down = bank.taps_per_phase, bank.up, bank.down
+        total = len(history) + len(samples)
         count = -(-(total * up - first_time) // down)
         if count <= 0:
             self._history = np.concatenate((history, samples))
             return _NO_OUTPUT
 
+        # a layout is kept from the second chunk of a length on (a provider's chunks of any
+        # length would only pay for keeping it)
+        repeated, self._chunk_samples = len(samples) == self._chunk_samples, len(samples)
         if bank.row_filters is not None:
-            values, buffer = self._rows(samples, first_time, count)
+            keep = repeated and len(history) == taps - 1
+            values, buffer, plan = self._rows(samples, first_time, count, keep)
         else:
-            values, buffer = self._gathered(samples, first_time, count)
+            (values, buffer), plan = self._gathered(samples, first_time, count), None
         dropped = total - (taps - 1)
-        self._history = buffer[dropped:total].copy()
         self._next_output_time = first_time + count * down - dropped * up
-        np.rint(values, out=values)
-        # (two ufuncs: np.clip's dispatch costs more than both on a 20 ms chunk)
-        np.minimum(values, _INT16_MAX, out=values)
-        np.maximum(values, _INT16_MIN, out=values)
-        return values.astype("<i2")
+        if plan is not None:
+            # the next equal chunk reuses this one's layout, its history kept in place
+            plan.next_time = self._next_output_time
+            plan.left = buffer[dropped:total]
+            plan.history = buffer[:taps - 1]
+            plan.history[:] = plan.left
+            self._row_plan = plan
+            self._history = plan.history
+        else:
+            self._history = buffer[dropped:total].copy()
+        return _rounded(values)
 
-    def _rows(self, samples: np.ndarray, first_time: int, count: int):
+    def _rows(self, samples: np.ndarray, first_time: int, count: int, keep: bool = False):
         """``count`` outputs as rows of a matrix product; returns them (float64, exact
-        sums) and the input (history then ``samples``, zero-padded after)."""
+        sums), the input (history then ``samples``, zero-padded after) and, if ``keep``,
+        the layout as a plan for the next chunk (None where the product took several)."""
         bank = self._bank
         assert bank is not None and bank.row_filters is not None  # the row layout
         row_filters = bank.row_filters
@@ -341,13 +401,18 @@ class StreamResampler:
         # The overlapping windows are copied into plain matrices, which BLAS takes.
         if rows <= bank.max_rows:
             products = np.ascontiguousarray(windows) @ row_filters
-        else:
-            products = np.empty((rows, bank.row_outputs))
-            for first in range(0, rows, bank.max_rows):
-                part = slice(first, first + bank.max_rows)
-                np.matmul(np.ascontiguousarray(windows[part]), row_filters,
-                          out=products[part])
-        return products.reshape(-1)[position:position + count], work[front:]
+            values = products.reshape(-1)[position:position + count]
+            if not keep:
+                return values, work[front:], None
+            plan = _RowPlan(len(samples), first_time, 0, work, history,
+                            slice(front + held, front + total), history, windows, row_filters,
+                            products, values)  # (next_time, history and left: _filter's)
+            return values, work[front:], plan
+        products = np.empty((rows, bank.row_outputs))
+        for first in range(0, rows, bank.max_rows):
+            part = slice(first, first + bank.max_rows)
+            np.matmul(np.ascontiguousarray(windows[part]), row_filters, out=products[part])
+        return products.reshape(-1)[position:position + count], work[front:], None
 
     def _gathered(self, samples: np.ndarray, first_time: int, count: int):
         """``count`` outputs from gathered windows; returns them (float64, exact sums) and

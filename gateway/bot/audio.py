@@ -90,7 +90,11 @@ class CallerAudioFeed:
             payload = b"".join(self._pending)
             self._pending.clear()
             self._pending_bytes = 0
-        packets = self._framer.push(self._transcoder.feed(payload))
+        converted = self._transcoder.feed(payload)
+        if len(converted) == self.packet_bytes and not self._framer.pending:
+            packets = [converted]  # one whole packet, nothing held (every frame, mostly)
+        else:
+            packets = self._framer.push(converted)
         if not packets:
             return
         queue, arrivals, direct = self._packets, self._arrivals, self.direct

@@ -14,6 +14,7 @@ import random
 import struct
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from gateway.carriers.events import Binary
@@ -21,7 +22,8 @@ from gateway.carriers.events import Binary
 _TEXT_FIN = 0x81
 _BINARY_FIN = 0x82
 _LEN16 = struct.Struct("!BBH")
-_MASKED_LEN16 = struct.Struct("!BBHI")
+_MASKED_LEN16 = struct.Struct("!BBH4s")
+_WORDS = np.dtype("<u4")
 _mask_key = random.Random().getrandbits  # as aiohttp's own client writer draws its keys
 
 
@@ -46,12 +48,17 @@ def masked_binary_frame(payload: bytes) -> bytes:
     if n >= 65536:
         raise ValueError(f"message of {n} bytes is too large for one frame here")
     key = _mask_key(32)
-    key_bytes = key.to_bytes(4, "big")
-    stream = int.from_bytes((key_bytes * ((n + 3) >> 2))[:n], "little")
-    body = (int.from_bytes(payload, "little") ^ stream).to_bytes(n, "little")
+    # the key's bytes in little-endian order: byte i of the payload is XORed with byte i % 4
+    # of them, which is the payload's 32-bit little-endian words XORed with ``key``
+    key_bytes = key.to_bytes(4, "little")
+    if n & 3 == 0:  # whole words (every audio packet): one numpy XOR, the cheapest
+        body = (np.frombuffer(payload, _WORDS) ^ np.uint32(key)).tobytes()
+    else:
+        stream = int.from_bytes((key_bytes * ((n + 3) >> 2))[:n], "little")
+        body = (int.from_bytes(payload, "little") ^ stream).to_bytes(n, "little")
     if n < 126:
         return bytes((_BINARY_FIN, 0x80 | n)) + key_bytes + body
-    return _MASKED_LEN16.pack(_BINARY_FIN, 0x80 | 126, n, key) + body
+    return _MASKED_LEN16.pack(_BINARY_FIN, 0x80 | 126, n, key_bytes) + body
 
 
 class DirectFrames:

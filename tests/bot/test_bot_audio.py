@@ -176,7 +176,7 @@ def test_packets_go_straight_to_a_socket_that_keeps_up_and_queue_in_order_behind
 def test_a_masked_frame_unmasks_to_the_packet():
     from gateway.http.wsframe import masked_binary_frame
 
-    for n in (0, 5, 125, 126, 640, 3200):
+    for n in (0, 4, 5, 124, 125, 126, 128, 160, 640, 3200):  # whole 32-bit words or not
         payload = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
         frame = masked_binary_frame(payload)
         assert frame[0] == 0x82 and frame[1] & 0x80  # final binary frame, masked
