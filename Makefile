@@ -43,53 +43,38 @@ lint: $(VENV)/.installed
 bench-vad: speech-tools $(VENV)/.installed
 	$(VENV)/bin/python -m gateway.bench.vad --json bench-out/bench-vad.json
 
+# Install Debian package $(1) unless every command in $(2) is on PATH (for $(3)); as root,
+# or through sudo otherwise.
+define debian_package
+if ! (for c in $(2); do command -v $$c >/dev/null || exit 1; done); then \
+	echo "installing Debian's $(1) for $(3)"; \
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$SUDO apt-get update -qq && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		$(1) >/dev/null && \
+	for c in $(2); do command -v $$c >/dev/null || exit 1; done; \
+fi
+endef
+
 # Prometheus and promtool for tests/ops (Debian's prometheus package, which also starts a
 # system service on :9090 where systemd runs); nothing to do when both are there.
 ops-tools:
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; else \
-		echo "installing Debian's prometheus package (prometheus, promtool) for tests/ops"; \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			prometheus >/dev/null && \
-		command -v prometheus >/dev/null && command -v promtool >/dev/null; \
-	fi
+	@$(call debian_package,prometheus,prometheus promtool,tests/ops)
 
 # espeak-ng: a second voice (besides the embedded Piper voice) for the caller's speech in
 # the barge-in tests (tests/vad, tests/e2e/test_barge_in.py); nothing to do when it is there.
 speech-tools:
-	@if command -v espeak-ng >/dev/null; then :; else \
-		echo "installing Debian's espeak-ng for the barge-in tests"; \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			espeak-ng >/dev/null && \
-		command -v espeak-ng >/dev/null; \
-	fi
+	@$(call debian_package,espeak-ng,espeak-ng,the barge-in tests)
 
 # redis-server for tests/cluster (Debian's redis-server package; where systemd runs it also
 # starts a system service on :6379, which the tests do not use: each starts its own).
 cluster-tools:
-	@if command -v redis-server >/dev/null; then :; else \
-		echo "installing Debian's redis-server for tests/cluster"; \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			redis-server >/dev/null && \
-		command -v redis-server >/dev/null; \
-	fi
+	@$(call debian_package,redis-server,redis-server,tests/cluster)
 
 # chromium for tests/console (Debian's package; Playwright drives it, and downloads no
 # browser of its own); nothing to do when it is there.
 browser-tools:
-	@if command -v chromium >/dev/null; then :; else \
-		echo "installing Debian's chromium for tests/console"; \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			chromium >/dev/null && \
-		command -v chromium >/dev/null; \
-	fi
+	@$(call debian_package,chromium,chromium,tests/console)
 
 # The console's screenshots in the README (docs/img/console*.png), taken by its test in
 # headless chromium with a live simulated call; about fifteen seconds.
