@@ -121,3 +121,19 @@ async def start_instance(redis_url: str, *, extra: dict | None = None,
 async def stop_instance(gw) -> None:
     await gw.session.close()
     await gw.runner.cleanup()
+
+
+async def speak_through_control_socket(ws, call_id: str, text: str):
+    """On a control socket opened for ``call_id`` (on any instance): ``control.ready`` names
+    the call, and ``text`` spoken through it plays to its ``speech.done``, not interrupted.
+    The socket's event reader, for more."""
+    from tests.e2e.test_twilio_call import ControlSocket
+
+    control = ControlSocket(ws)
+    ready = await control.next_event("control.ready", timeout=10)
+    assert ready["id"] == call_id
+    await ws.send_json({"type": "speak", "text": text, "flush": True})
+    started = await control.next_event("speech.started", timeout=10)
+    done = await control.next_event("speech.done", timeout=15, speech_id=started["speech_id"])
+    assert done["interrupted"] is False
+    return control

@@ -11,8 +11,9 @@ import time
 
 from gateway.carriers.twilio.sim import TwilioCallSim
 from gateway.http.keys import CLUSTER
-from tests.cluster.conftest import CHARS_PER_SECOND, start_instance, stop_instance
-from tests.e2e.test_twilio_call import ControlSocket, metric_value
+from tests.cluster.conftest import (CHARS_PER_SECOND, speak_through_control_socket,
+                                    start_instance, stop_instance)
+from tests.e2e.test_twilio_call import metric_value
 
 # 60 characters: 4.0 s of audio
 LONG_TEXT = "Your order has shipped and will arrive on Tuesday morning ok."
@@ -103,15 +104,8 @@ async def test_a_control_socket_opened_on_the_wrong_instance_carries_events_both
             await wait_until(lambda: _all_listed(b, {sim.call_sid}), 10, "the call listed")
             ws = await b.session.ws_connect(f"{b.ws_url}/v1/calls/{sim.call_sid}/control")
             try:
-                control = ControlSocket(ws)
-                ready = await control.next_event("control.ready", timeout=10)
-                assert ready["id"] == sim.call_sid
-                await ws.send_json({"type": "speak", "text": "Hello from the other side.",
-                                   "flush": True})
-                started = await control.next_event("speech.started", timeout=10)
-                done = await control.next_event("speech.done", timeout=15,
-                                                speech_id=started["speech_id"])
-                assert done["interrupted"] is False
+                await speak_through_control_socket(ws, sim.call_sid,
+                                                   "Hello from the other side.")
                 await ws.send_json({"type": "hangup"})
                 await sim.wait_ended(timeout=10)
             finally:

@@ -13,8 +13,7 @@ import redis.asyncio as aioredis
 
 from gateway.carriers.twilio.sim import TwilioCallSim
 from gateway.cluster.directory import call_key
-from tests.cluster.conftest import CHARS_PER_SECOND
-from tests.e2e.test_twilio_call import ControlSocket
+from tests.cluster.conftest import CHARS_PER_SECOND, speak_through_control_socket
 from tests.ops.test_drain import GatewayProcess, drain_config, free_port, wait_until
 
 HEARTBEAT_S = 0.25
@@ -102,15 +101,7 @@ async def test_kill_9_of_one_instance_expires_its_calls_and_leaves_the_others_un
         # a control socket opened on the other survivor carries events both ways
         ws = await a.session.ws_connect(f"{a.ws_url}/v1/calls/{kept_b.call_sid}/control")
         try:
-            control = ControlSocket(ws)
-            assert (await control.next_event("control.ready", timeout=10))["id"] == \
-                kept_b.call_sid
-            await ws.send_json({"type": "speak", "text": "Through another process.",
-                                "flush": True})
-            started = await control.next_event("speech.started", timeout=10)
-            done = await control.next_event("speech.done", timeout=15,
-                                            speech_id=started["speech_id"])
-            assert done["interrupted"] is False
+            await speak_through_control_socket(ws, kept_b.call_sid, "Through another process.")
         finally:
             await ws.close()
 

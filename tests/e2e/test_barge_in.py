@@ -18,7 +18,7 @@ from gateway.core.speech import Utterance
 from gateway.http.keys import CALLS
 from gateway.sim.carriers import caller_speech as cs
 from gateway.sim.carriers import make_call
-from tests.conftest import base_config, start_gateway
+from tests.conftest import base_config, running_gateway
 from tests.e2e.test_twilio_call import LONG_TEXT, metric_value, open_control
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -31,15 +31,11 @@ DELAYS: list[float] = []
 async def gw():
     data = base_config()
     data["routes"]["barge"] = {"provider": "local", "barge_in": {"mode": "speech"}}
-    gateway = await start_gateway(data)
-    try:
+    async with running_gateway(data) as gateway:
         yield gateway
-    finally:
-        await gateway.session.close()
-        await gateway.runner.cleanup()
-        if DELAYS:
-            print(f"\nbarge-in delay, first speech frame sent -> clear received: "
-                  f"{', '.join(f'{d * 1000:.0f}' for d in DELAYS)} ms")
+    if DELAYS:
+        print(f"\nbarge-in delay, first speech frame sent -> clear received: "
+              f"{', '.join(f'{d * 1000:.0f}' for d in DELAYS)} ms")
 
 
 @pytest.fixture(scope="module")

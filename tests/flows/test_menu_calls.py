@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from gateway.sim.carriers import make_call
-from tests.conftest import base_config, start_gateway
+from tests.conftest import base_config, running_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -54,12 +54,8 @@ async def gw():
                                        "barge_in": {"mode": "dtmf"}},
                       "pin": {"provider": "fast", "flow": PIN}}
     data["default_route"] = "ivr"
-    gateway = await start_gateway(data)
-    try:
+    async with running_gateway(data) as gateway:
         yield gateway
-    finally:
-        await gateway.session.close()
-        await gateway.runner.cleanup()
 
 
 async def step_played(control, step: str) -> dict:

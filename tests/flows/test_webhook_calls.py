@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.http.loopback import serve_on_loopback
 from gateway.sim.carriers import make_call
-from tests.conftest import base_config, start_gateway
+from tests.conftest import base_config, running_gateway
 from tests.e2e.test_twilio_call import metric_value, open_control
 from tests.flows.test_menu_calls import FAST, step_played
 
@@ -92,12 +92,10 @@ async def setup():
         down = closed.getsockname()[1]
     data["routes"]["down"] = {"provider": "fast", "flow": flow(f"http://127.0.0.1:{down}/x")}
     data["default_route"] = "ok"
-    gateway = await start_gateway(data)
     try:
-        yield gateway, business
+        async with running_gateway(data) as gateway:
+            yield gateway, business
     finally:
-        await gateway.session.close()
-        await gateway.runner.cleanup()
         await runner.cleanup()
 
 
