@@ -1,9 +1,9 @@
 """The browser console (``GET /``): plain HTML, CSS and JavaScript modules, no build step.
 
-The files in ``static/`` are served as they are. Only names listed in the folder at start
-are served (no path from the request reaches the file system), each with a content type
-chosen by its suffix, ``no-cache`` (the page is small; a deploy must not leave tabs on old
-modules) and a content security policy that allows this origin only.
+The files in ``static/`` are served as they are, from memory: they are read at start, and
+only those names are served (no path from the request reaches the file system), each with
+a content type chosen by its suffix, ``no-cache`` (the page is small; a deploy must not
+leave tabs on old modules) and a content security policy that allows this origin only.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ _HEADERS = {
 }
 
 
-def _files() -> dict[str, Path]:
-    return {p.name: p for p in STATIC.iterdir() if p.is_file() and p.suffix in _TYPES}
+def _files() -> dict[str, tuple[bytes, str]]:
+    """Every console file's bytes and content type, read once at import: a request never
+    touches the disk (the files are a few kB each and do not change while running)."""
+    return {p.name: (p.read_bytes(), _TYPES[p.suffix])
+            for p in STATIC.iterdir() if p.is_file() and p.suffix in _TYPES}
 
 
 FILES = _files()
@@ -35,11 +38,12 @@ routes = web.RouteTableDef()
 
 
 def _serve(name: str) -> web.StreamResponse:
-    path = FILES.get(name)
-    if path is None:
+    found = FILES.get(name)
+    if found is None:
         raise web.HTTPNotFound(text="no such console file")
-    return web.Response(body=path.read_bytes(), content_type=_TYPES[path.suffix],
-                        charset="utf-8", headers=_HEADERS)
+    body, content_type = found
+    return web.Response(body=body, content_type=content_type, charset="utf-8",
+                        headers=_HEADERS)
 
 
 @routes.get("/")
